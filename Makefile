@@ -1,0 +1,47 @@
+# fraudstream: `make run` runs the pipeline on simulated traffic, `make test` passes the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install system-deps run test bench evaluate soak lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Debian packages the tests use: promtool and a real Prometheus, Node.js for the KafkaJS client test.
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v npm >/dev/null; then \
+	    apt-get update && apt-get install -y --no-install-recommends prometheus nodejs npm; \
+	fi
+	@if [ -f tests/js/package.json ] && [ ! -d tests/js/node_modules ]; then \
+	    cd tests/js && npm ci --no-audit --no-fund --loglevel=error; \
+	fi
+
+run: install
+	$(BIN)/fraudstream run
+
+test: install system-deps
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python -m fraudstream.bench
+
+evaluate: install
+	$(BIN)/python -m fraudstream.evaluation.handbook
+
+soak: install
+	$(BIN)/python -m fraudstream.soak
+
+lint: install
+	$(BIN)/ruff check fraudstream tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/js/node_modules
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

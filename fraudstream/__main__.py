@@ -1,0 +1,5 @@
+import sys
+
+from fraudstream.cli import main
+
+sys.exit(main())

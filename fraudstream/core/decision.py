@@ -1,0 +1,133 @@
+"""Decisions: which scored authorizations become alerts, within the team's budget.
+
+- The threshold adapts so that about ``budget_per_day`` alerts a day are
+  raised: it is the score that the top ``budget_per_day`` of the last 24
+  hours (event time) reached, held between a floor and a ceiling.
+- A card with an open alert gets updates to it, not new alerts, during the
+  cool-down.
+- A card with confirmed fraud is blocked on every authorization until it is
+  reissued.
+
+>>> t = AdaptiveThreshold(budget_per_day=1, floor=0.1, ceiling=0.9, warmup=3)
+>>> for s in (0.2, 0.3, 0.8, 0.4): t.observe(1_700_000_000_000, s)
+>>> t.value(1_700_000_000_000)
+0.8
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from dataclasses import dataclass, field
+
+from fraudstream.contracts import alert_id_for
+from fraudstream.core.features.card import HOUR_MS, CardState
+
+__all__ = ["AdaptiveThreshold", "Decision", "DecisionPolicy", "ACTIONS"]
+
+ACTIONS = ("none", "alert", "update", "block")
+_BINS = 1000
+
+
+class AdaptiveThreshold:
+    """Running top-k threshold over 24 hourly score histograms, in event time."""
+
+    __slots__ = ("budget_per_day", "floor", "ceiling", "warmup", "head", "hist", "total", "seen", "_cached", "_stale")
+
+    def __init__(self, budget_per_day: float, floor: float, ceiling: float, warmup: int = 1000) -> None:
+        self.budget_per_day = budget_per_day
+        self.floor = floor
+        self.ceiling = ceiling
+        self.warmup = warmup
+        self.head = -1
+        self.hist = array("I", bytes(4 * 24 * _BINS))
+        self.total = array("I", bytes(4 * _BINS))  # the 24 hours summed, kept in step with hist
+        self.seen = 0
+        self._cached = ceiling
+        self._stale = 0
+
+    def observe(self, ts: int, score: float) -> None:
+        hour = ts // HOUR_MS
+        if hour > self.head:
+            hist, total = self.hist, self.total
+            for h in range(max(self.head + 1, hour - 23), hour + 1):
+                base = (h % 24) * _BINS
+                for b in range(_BINS):
+                    if hist[base + b]:
+                        total[b] -= hist[base + b]
+                        hist[base + b] = 0
+            self.head = hour
+            self._stale = 1 << 30
+        elif hour <= self.head - 24:
+            return
+        b = min(int(score * _BINS), _BINS - 1)
+        self.hist[(hour % 24) * _BINS + b] += 1
+        self.total[b] += 1
+        self.seen += 1
+        self._stale += 1
+
+    def value(self, ts: int) -> float:
+        if self.seen < self.warmup:
+            return self.ceiling
+        # A fresh scan every 64 scores: the threshold moves slowly, the scan is 1000 steps.
+        if self._stale >= 64:
+            self._cached = self._scan()
+            self._stale = 0
+        return self._cached
+
+    def _scan(self) -> float:
+        remaining = self.budget_per_day
+        total = self.total
+        for b in range(_BINS - 1, -1, -1):
+            remaining -= total[b]
+            if remaining <= 0:
+                return min(max(b / _BINS, self.floor), self.ceiling)
+        return self.floor
+
+    def to_bytes(self) -> bytes:
+        return struct.pack("<qq", self.head, self.seen) + self.hist.tobytes()
+
+    def load_bytes(self, raw: bytes) -> None:
+        self.head, self.seen = struct.unpack_from("<qq", raw)
+        self.hist = array("I", raw[16:])
+        self.total = array("I", bytes(4 * _BINS))
+        for i, n in enumerate(self.hist):
+            self.total[i % _BINS] += n
+        self._stale = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: str  # one of ACTIONS
+    threshold: float
+    alert_id: str | None = None
+    rules: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict:
+        return {"action": self.action, "threshold": self.threshold, "alert_id": self.alert_id, "rules": list(self.rules)}
+
+
+class DecisionPolicy:
+    """Turns a score and the rules that fired into an action for one card."""
+
+    def __init__(self, budget_per_day: float, floor: float, ceiling: float, cooldown_ms: int, warmup: int = 1000) -> None:
+        self.budget_per_day = budget_per_day
+        self.floor = floor
+        self.ceiling = ceiling
+        self.cooldown_ms = cooldown_ms
+        self.warmup = warmup
+        self.threshold = AdaptiveThreshold(budget_per_day, floor, ceiling, warmup)
+
+    def decide(self, card: CardState, tx_id: str, ts: int, score: float, alert_rules: tuple[str, ...] = ()) -> Decision:
+        threshold = self.threshold.value(ts)
+        self.threshold.observe(ts, score)
+        if card.compromised and ts >= card.compromised_since:
+            return Decision("block", threshold, alert_id_for(tx_id), alert_rules)
+        if score < threshold and not alert_rules:
+            return Decision("none", threshold, None, alert_rules)
+        if card.open_alert_id is not None and ts < card.open_alert_until:
+            return Decision("update", threshold, card.open_alert_id, alert_rules)
+        alert_id = alert_id_for(tx_id)
+        card.open_alert_id = alert_id
+        card.open_alert_until = ts + self.cooldown_ms
+        return Decision("alert", threshold, alert_id, alert_rules)

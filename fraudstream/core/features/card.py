@@ -1,0 +1,207 @@
+"""Per-card state and the card half of the feature vector.
+
+>>> from fraudstream.contracts import Authorization
+>>> state = CardState()
+>>> f = card_features(state, Authorization("t1", "c1", "m1", 50.0, 1_700_000_000_000))
+>>> f["card_count_24h"], f["card_first_at_merchant"]
+(1.0, 1.0)
+>>> f = card_features(state, Authorization("t2", "c1", "m1", 500.0, 1_700_000_060_000))
+>>> f["card_count_1h"], f["card_amount_ratio_30d"], f["card_first_at_merchant"]
+(2.0, 10.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from array import array
+
+from fraudstream.contracts import CARD_NOT_PRESENT, Authorization
+from fraudstream.core.features.windows import BucketRing
+
+__all__ = ["CardState", "card_features", "card_history_features", "calendar_features", "stable_hash", "MAX_GAP_S", "CARD_IDLE_MS"]
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+#: A card unseen for longer than its longest window has nothing left to remember.
+CARD_IDLE_MS = 30 * DAY_MS
+MAX_GAP_S = 30 * 86_400.0
+RECENT_MERCHANTS = 16
+RECENT_COUNTRIES = 8
+NO_TIME = -(2**62)
+
+_HEADER = struct.Struct("<qqqBB")
+
+
+def stable_hash(text: str) -> int:
+    """Same in every process (``hash()`` of a str is salted per process)."""
+    return zlib.crc32(text.encode())
+
+
+class CardState:
+    """Everything fraudstream remembers about one card: bounded, about 1.7 KB.
+
+    The decision fields (compromised, open alert) live here too so that one
+    table, partitioned by card, holds all of a card's state.
+    """
+
+    __slots__ = (
+        "clock", "minutes", "hours", "days", "merchants", "merchant_seen", "countries", "country_seen",
+        "compromised_since", "open_alert_id", "open_alert_until",
+    )
+
+    def __init__(self) -> None:
+        self.clock = NO_TIME  # newest event time seen on this card
+        self.minutes = BucketRing(12, 5 * MINUTE_MS, 3)  # count, sum, sum of squares
+        self.hours = BucketRing(24, HOUR_MS, 4)  # count, sum, sum of squares, card-not-present count
+        self.days = BucketRing(30, DAY_MS, 3)
+        self.merchants = array("q")  # stable hashes of the most recent merchants
+        self.merchant_seen = array("q")  # minute of last use, same order
+        self.countries = array("q")
+        self.country_seen = array("q")
+        self.compromised_since = NO_TIME  # a confirmed fraud: block until reissued
+        self.open_alert_id: str | None = None
+        self.open_alert_until = NO_TIME
+
+    @property
+    def compromised(self) -> bool:
+        return self.compromised_since != NO_TIME
+
+    # --- persistence --------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        alert = (self.open_alert_id or "").encode()
+        return b"".join(
+            (
+                _HEADER.pack(self.clock, self.compromised_since, self.open_alert_until, len(self.merchants), len(self.countries)),
+                self.minutes.to_bytes(), self.hours.to_bytes(), self.days.to_bytes(),
+                self.merchants.tobytes(), self.merchant_seen.tobytes(), self.countries.tobytes(), self.country_seen.tobytes(),
+                alert,
+            )
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CardState:
+        s = cls()
+        s.clock, s.compromised_since, s.open_alert_until, nm, nc = _HEADER.unpack_from(raw)
+        view = memoryview(raw)[_HEADER.size :]
+        for ring in (s.minutes, s.hours, s.days):
+            ring.load_bytes(view)
+            view = view[ring.nbytes :]
+        for name, n in (("merchants", nm), ("merchant_seen", nm), ("countries", nc), ("country_seen", nc)):
+            arr = array("q")
+            arr.frombytes(view[: 8 * n])
+            setattr(s, name, arr)
+            view = view[8 * n :]
+        s.open_alert_id = bytes(view).decode() or None
+        return s
+
+
+def _remember(keys: array, seen: array, key: int, minute: int, cap: int) -> tuple[bool, int]:
+    """Note ``key`` as used at ``minute``; return (was it new, distinct within 24 h).
+
+    Keeps at most ``cap`` keys, dropping the least recently used, so a card
+    that visits thousands of merchants still costs the same memory.
+    """
+    since = minute - 24 * 60
+    try:
+        i = keys.index(key)
+        new = seen[i] < minute - 30 * 24 * 60  # forgotten after 30 days like every window
+        seen[i] = max(seen[i], minute)
+    except ValueError:
+        new = True
+        if len(keys) < cap:
+            keys.append(key)
+            seen.append(minute)
+        else:
+            oldest = min(range(len(seen)), key=seen.__getitem__)
+            keys[oldest] = key
+            seen[oldest] = minute
+    return new, sum(1 for m in seen if since < m <= minute)
+
+
+def _stats(count: float, total: float, squares: float) -> tuple[float, float]:
+    if count <= 0:
+        return 0.0, 0.0
+    mean = total / count
+    var = squares / count - mean * mean
+    return mean, math.sqrt(var) if var > 1e-12 else 0.0
+
+
+def calendar_features(ts: int, tz_offset_h: int = 0) -> tuple[float, float]:
+    local = ts + tz_offset_h * HOUR_MS
+    hour = (local // HOUR_MS) % 24
+    weekday = (local // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    return (1.0 if hour <= 6 else 0.0), (1.0 if weekday >= 5 else 0.0)
+
+
+def card_history_features(state: CardState, ts: int, amount: float, out: dict[str, float]) -> None:
+    """Window features as of ``ts`` with this amount counted, without changing state.
+
+    Used for late events: they are scored against the card's history but
+    never written into it.
+    """
+    a, a2 = amount, amount * amount
+    for name, ring, last in (("1h", state.minutes, None), ("24h", state.hours, None), ("7d", state.days, 7), ("30d", state.days, None)):
+        c, s, q = ring.totals(ts, last)[:3]
+        c, s, q = c + 1.0, s + a, q + a2
+        mean, std = _stats(c, s, q)
+        out["card_count_" + name] = c
+        out["card_amount_sum_" + name] = s
+        out["card_amount_mean_" + name] = mean
+        out["card_amount_std_" + name] = std
+    # The card's normal, from what came before this authorization.
+    c, s, q = out["card_count_30d"] - 1.0, out["card_amount_sum_30d"] - a, 0.0
+    prev = state.days.totals(ts)
+    q = prev[2]
+    mean, std = _stats(c, s, q)
+    if c > 0 and mean > 0:
+        out["card_amount_ratio_30d"] = a / mean
+        out["card_amount_zscore_30d"] = (a - mean) / max(std, 0.1 * mean)
+    else:
+        out["card_amount_ratio_30d"] = 1.0
+        out["card_amount_zscore_30d"] = 0.0
+    hour_totals = state.hours.totals(ts)
+    out["_cnp_24h"] = hour_totals[3]
+
+
+def card_features(state: CardState, auth: Authorization, grace_ms: int = 300_000, tz_offset_h: int = 0) -> dict[str, float]:
+    """The card's features for ``auth``; adds ``auth`` to the state unless it is late.
+
+    Returns the features with one extra key, ``"late"`` (1.0 or 0.0), which
+    the caller removes before the vector is scored.
+    """
+    ts, amount = auth.ts, auth.amount
+    late = state.clock != NO_TIME and ts < state.clock - grace_ms
+    out: dict[str, float] = {"amount": amount}
+    card_history_features(state, ts, amount, out)
+    cnp = 1.0 if auth.channel in CARD_NOT_PRESENT else 0.0
+    out["card_cnp_share_24h"] = (out.pop("_cnp_24h") + cnp) / out["card_count_24h"]
+    gap = MAX_GAP_S if state.clock == NO_TIME else min(max(ts - state.clock, 0) / 1000.0, MAX_GAP_S)
+    minute = ts // MINUTE_MS
+    if late:
+        # Read-only: the event is scored but never lands in a window it would distort.
+        merchant_new = stable_hash(auth.merchant_id) not in state.merchants
+        out["card_first_at_merchant"] = 1.0 if merchant_new else 0.0
+        out["card_distinct_merchants_24h"] = float(sum(1 for m in state.merchant_seen if minute - 1440 < m <= minute) + merchant_new)
+        out["card_distinct_countries_24h"] = float(max(1, sum(1 for m in state.country_seen if minute - 1440 < m <= minute)))
+    else:
+        a2 = amount * amount
+        state.minutes.add(ts, (1.0, amount, a2))
+        state.hours.add(ts, (1.0, amount, a2, cnp))
+        state.days.add(ts, (1.0, amount, a2))
+        new, distinct = _remember(state.merchants, state.merchant_seen, stable_hash(auth.merchant_id), minute, RECENT_MERCHANTS)
+        out["card_first_at_merchant"] = 1.0 if new else 0.0
+        out["card_distinct_merchants_24h"] = float(distinct)
+        if auth.country:
+            _, countries = _remember(state.countries, state.country_seen, stable_hash(auth.country), minute, RECENT_COUNTRIES)
+        else:
+            countries = sum(1 for m in state.country_seen if minute - 1440 < m <= minute)
+        out["card_distinct_countries_24h"] = float(max(countries, 1))
+        if ts > state.clock:
+            state.clock = ts
+    out["card_seconds_since_prev"] = gap
+    out["is_night"], out["is_weekend"] = calendar_features(ts, tz_offset_h)
+    out["late"] = 1.0 if late else 0.0
+    return out

@@ -1,0 +1,95 @@
+"""The feature catalogue: every feature's name, window and why it helps.
+
+The order here is the order of the feature vector in snapshots; append new
+features at the end so stored snapshots stay readable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Feature", "CATALOGUE", "FEATURE_NAMES", "CARD_WINDOWS", "MERCHANT_WINDOWS"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    definition: str
+    window: str
+    why: str
+    #: How an operator reads it in an alert reason; {value} and {usual} are filled in.
+    phrase: str = ""
+
+
+#: (suffix, buckets, bucket width ms, ring) of the card windows.
+CARD_WINDOWS = (("1h", 12, 300_000, "minute"), ("24h", 24, 3_600_000, "hour"), ("7d", 7, 86_400_000, "day"), ("30d", 30, 86_400_000, "day"))
+MERCHANT_WINDOWS = (("1d", 24, 3_600_000, "hour"), ("7d", 7, 86_400_000, "day"), ("30d", 30, 86_400_000, "day"))
+
+_WINDOW_TEXT = {
+    "1h": "last hour (12 five-minute buckets)",
+    "24h": "last 24 hours (24 one-hour buckets)",
+    "1d": "last 24 hours (24 one-hour buckets)",
+    "7d": "last 7 days (7 one-day buckets)",
+    "30d": "last 30 days (30 one-day buckets)",
+}
+
+
+def _card_window_features() -> list[Feature]:
+    out = []
+    for w, *_ in CARD_WINDOWS:
+        span = _WINDOW_TEXT[w]
+        out += [
+            Feature(f"card_count_{w}", "authorizations on this card, this one included", span,
+                    "velocity: stolen cards are used fast", f"{{value:.0f}} transactions in the {span.split(' (')[0]} (usual: {{usual}})"),
+            Feature(f"card_amount_sum_{w}", "sum of amounts on this card, this one included", span,
+                    "cash-out attacks drain a card", f"{{value:,.0f}} spent in the {span.split(' (')[0]} (usual: {{usual}})"),
+            Feature(f"card_amount_mean_{w}", "mean amount on this card", span, "the card's normal ticket size",
+                    f"mean amount {{value:,.0f}} in the {span.split(' (')[0]} (usual: {{usual}})"),
+            Feature(f"card_amount_std_{w}", "standard deviation of amounts on this card", span,
+                    "erratic amounts after a compromise", f"amount spread {{value:,.0f}} in the {span.split(' (')[0]} (usual: {{usual}})"),
+        ]
+    return out
+
+
+CATALOGUE: tuple[Feature, ...] = (
+    Feature("amount", "the authorization's amount", "this event", "large amounts carry the loss", "amount {value:,.0f}"),
+    *_card_window_features(),
+    Feature("card_seconds_since_prev", "seconds since the card's previous authorization (capped at 30 days)", "card history",
+            "bursts of use minutes apart", "{value:,.0f} s after the previous transaction (usual: {usual})"),
+    Feature("card_amount_ratio_30d", "amount / the card's mean over the previous 30 days (1 with no history)", "30 days",
+            "stolen cards buy bigger", "amount is {value:.1f}× this card's 30-day mean"),
+    Feature("card_amount_zscore_30d", "(amount − 30-day mean) / 30-day std, std floored at 10% of the mean", "30 days",
+            "unusual for this card, not for cards in general", "amount is {value:.1f} standard deviations above this card's 30-day mean"),
+    Feature("card_distinct_merchants_24h", "distinct merchants on this card, this one included (of the 16 most recent)", "24 hours",
+            "testing a stolen card at many shops", "{value:.0f} different merchants in 24 hours (usual: {usual})"),
+    Feature("card_distinct_countries_24h", "distinct countries on this card, this one included", "24 hours",
+            "a card in two countries at once", "{value:.0f} different countries in 24 hours"),
+    Feature("card_first_at_merchant", "1 if the card has not used this merchant in 30 days", "30 days",
+            "fraud goes to new places", "first transaction of this card at this merchant"),
+    Feature("card_cnp_share_24h", "share of card-not-present (ecom, moto) authorizations", "24 hours",
+            "stolen card numbers are used online", "{value:.0%} card-not-present in 24 hours (usual: {usual})"),
+    Feature("is_night", "1 if local time is 00:00–06:59", "this event", "fraud keeps odd hours", "at night"),
+    Feature("is_weekend", "1 on Saturday or Sunday, local time", "this event", "weekly rhythm", "on a weekend"),
+    Feature("merchant_count_1d", "authorizations at this merchant, this one included", _WINDOW_TEXT["1d"], "merchant volume, for context",
+            "{value:.0f} transactions at this merchant in 24 hours (usual: {usual})"),
+    Feature("merchant_amount_mean_1d", "mean amount at this merchant", _WINDOW_TEXT["1d"], "what this merchant usually charges",
+            "merchant's mean amount {value:,.0f} in 24 hours"),
+    Feature("merchant_count_7d", "authorizations at this merchant", _WINDOW_TEXT["7d"], "merchant volume",
+            "{value:.0f} transactions at this merchant in 7 days"),
+    Feature("merchant_amount_mean_7d", "mean amount at this merchant", _WINDOW_TEXT["7d"], "merchant ticket size",
+            "merchant's mean amount {value:,.0f} in 7 days"),
+    Feature("merchant_count_30d", "authorizations at this merchant", _WINDOW_TEXT["30d"], "merchant volume",
+            "{value:.0f} transactions at this merchant in 30 days"),
+    Feature("merchant_amount_mean_30d", "mean amount at this merchant", _WINDOW_TEXT["30d"], "merchant ticket size",
+            "merchant's mean amount {value:,.0f} in 30 days"),
+    Feature("merchant_fraud_rate_1d", "confirmed frauds / authorizations at this merchant, counting labels known so far",
+            _WINDOW_TEXT["1d"], "a compromised terminal (Handbook terminal risk, live)", "{value:.1%} confirmed fraud at this merchant in 24 hours"),
+    Feature("merchant_fraud_rate_7d", "confirmed frauds / authorizations at this merchant, counting labels known so far",
+            _WINDOW_TEXT["7d"], "a compromised terminal", "{value:.1%} confirmed fraud at this merchant in 7 days"),
+    Feature("merchant_fraud_rate_30d", "confirmed frauds / authorizations at this merchant, counting labels known so far",
+            _WINDOW_TEXT["30d"], "a compromised terminal", "{value:.1%} confirmed fraud at this merchant in 30 days"),
+    Feature("merchant_cpp_share", "share of the 64 cards most recently seen here (30 days) later confirmed compromised",
+            "30 days", "common point of purchase: skimmers and breaches", "{value:.0%} of recent cards here were later compromised"),
+)
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in CATALOGUE)

@@ -1,0 +1,325 @@
+"""Authorization → features → score → rules → decision, and labels → examples.
+
+This is the whole of fraudstream's logic, with no Kafka in it. The worker
+calls :meth:`FraudScorer.enrich_merchant` on the merchant's partition and
+:meth:`FraudScorer.score` on the card's; the backtest calls
+:meth:`FraudScorer.process`, which does both. Same input, same output.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fraudstream.config import Settings
+from fraudstream.contracts import Authorization, CardReissue, Label, decode, encode
+from fraudstream.core.decision import Decision, DecisionPolicy
+from fraudstream.core.features.card import CARD_IDLE_MS, NO_TIME, CardState, card_features
+from fraudstream.core.features.catalogue import CATALOGUE, FEATURE_NAMES
+from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
+from fraudstream.core.model.online import OnlineModel, TrainingExample, keep_legitimate
+from fraudstream.core.rules import RuleSet, RuleStats
+from fraudstream.core.state import StateStore
+
+__all__ = ["FraudScorer", "Scored", "LabelOutcome", "MerchantLabel", "DAY_MS"]
+
+DAY_MS = 86_400_000
+_PHRASES = {f.name: f.phrase for f in CATALOGUE}
+_EVENT_FIELDS = ("amount", "currency", "mcc", "country", "channel")
+
+
+@dataclass(slots=True)
+class Scored:
+    """One scored authorization: what goes to ``fraud.scores`` and maybe ``fraud.alerts``."""
+
+    auth: Authorization
+    features: dict[str, float]
+    score: float
+    model_version: str
+    decision: Decision
+    reasons: list[str]
+    late: bool = False
+    duplicate: bool = False
+    #: A label that arrived before its authorization was scored, applied now.
+    label_outcome: LabelOutcome | None = None
+
+    @property
+    def alerted(self) -> bool:
+        return self.decision.action != "none"
+
+    def score_record(self) -> dict[str, Any]:
+        rec = self.auth.as_dict()
+        rec.update(features=self.features, score=self.score, model_version=self.model_version,
+                   decision=self.decision.as_dict(), late=self.late)
+        return rec
+
+    def alert_record(self) -> dict[str, Any]:
+        a = self.auth
+        return {"alert_id": self.decision.alert_id, "action": self.decision.action, "tx_id": a.tx_id, "card_id": a.card_id,
+                "merchant_id": a.merchant_id, "amount": a.amount, "currency": a.currency, "ts": a.ts, "score": self.score,
+                "threshold": self.decision.threshold, "reasons": self.reasons, "rules": list(self.decision.rules),
+                "model_version": self.model_version}
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantLabel:
+    """A label's news for the merchant of the labelled authorization."""
+
+    merchant_id: str
+    card_id: str
+    tx_ts: int
+    fraud_delta: int  # +1 newly confirmed fraud, -1 a fraud label overturned
+    ts: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"merchant_id": self.merchant_id, "card_id": self.card_id, "tx_ts": self.tx_ts,
+                "is_fraud": self.fraud_delta > 0, "fraud_delta": self.fraud_delta, "ts": self.ts}
+
+
+@dataclass(slots=True)
+class LabelOutcome:
+    status: str  # learned, duplicate, contradiction, unknown_tx, card_level
+    examples: list[TrainingExample] = field(default_factory=list)
+    merchant_updates: list[MerchantLabel] = field(default_factory=list)
+    delay_ms: int | None = None
+    score: float | None = None  # what the labelled authorization scored, for quality metrics
+    alerted: bool = False
+
+
+class FraudScorer:
+    """The pure core. ``snapshots`` and ``card_index`` may be faust tables."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: OnlineModel | None = None,
+        rules: RuleSet | None = None,
+        cards: StateStore[CardState] | None = None,
+        merchants: StateStore[MerchantState] | None = None,
+        snapshots: MutableMapping[str, bytes] | None = None,
+        card_index: MutableMapping[str, bytes] | None = None,
+        early_labels: MutableMapping[str, bytes] | None = None,
+        partitions: int | None = None,
+        learn_inline: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.model = model or OnlineModel(settings.model, settings.label_streams)
+        self.rules = rules or RuleSet()
+        self.cards = cards or StateStore(CardState, CardState.from_bytes)
+        self.merchants = merchants or StateStore(MerchantState, MerchantState.from_bytes)
+        self.snapshots: MutableMapping[str, bytes] = {} if snapshots is None else snapshots
+        self.card_index: MutableMapping[str, bytes] = {} if card_index is None else card_index
+        # Labels that overtook their authorization (a replay, or a lagging stage) wait here.
+        self.early_labels: MutableMapping[str, bytes] = {} if early_labels is None else early_labels
+        self.early_queue: deque[tuple[int, str]] = deque()
+        self.partitions = partitions or settings.partitions
+        self.learn_inline = learn_inline
+        self.rule_stats = RuleStats()
+        self.policies: dict[int, DecisionPolicy] = {}
+        self.pending: deque[tuple[int, str]] = deque()  # (ts, tx_id) awaiting maturity, in scoring order
+        self.maturity_ms = int(settings.maturity_days * DAY_MS)
+        self.counts = {"late": 0, "duplicate": 0, "matured": 0, "unmatched_labels": 0}
+
+    # --- scoring ------------------------------------------------------------
+    def policy(self, partition: int) -> DecisionPolicy:
+        p = self.policies.get(partition)
+        if p is None:
+            s = self.settings
+            # Each partition gets its share of the budget, so the decisions do not
+            # depend on how many workers share the partitions.
+            p = DecisionPolicy(s.alert_budget_per_day / self.partitions, s.threshold_floor, s.threshold_ceiling, s.cooldown_ms,
+                               warmup=max(100, 1000 // self.partitions))
+            self.policies[partition] = p
+        return p
+
+    def enrich_merchant(self, auth: Authorization) -> dict[str, float]:
+        state = self.merchants.get(auth.merchant_id)
+        feats = merchant_features(state, auth, self.settings.grace_ms)
+        self.merchants.mark(auth.merchant_id)
+        return feats
+
+    def score(self, auth: Authorization, merchant_feats: dict[str, float], partition: int = 0) -> Scored:
+        seen = self.snapshots.get(auth.tx_id)
+        if seen is not None:
+            # A redelivered authorization: the same answer again, counted once in the windows.
+            self.counts["duplicate"] += 1
+            scored = self._from_snapshot(decode(seen))
+            scored.duplicate = True
+            return scored
+        card = self.cards.get(auth.card_id)
+        feats = card_features(card, auth, self.settings.grace_ms, self.settings.timezone_offset_h)
+        late = feats.pop("late") == 1.0
+        self.counts["late"] += late
+        feats.update(merchant_feats)
+        score = self.model.score(feats)
+        outcome = self.rules.evaluate(_rule_fields(auth, feats))
+        if outcome.score_delta:
+            score = min(max(score + outcome.score_delta, 0.0), 1.0)
+        decision = self.policy(partition).decide(card, auth.tx_id, auth.ts, score, tuple(outcome.alert_rules))
+        self.cards.mark(auth.card_id)
+        for rule_id in (*outcome.active_hits, *outcome.shadow_hits):
+            self.rule_stats.record_hit(rule_id, auth.tx_id, auth.ts, alerted=decision.action != "none" and rule_id in outcome.alert_rules)
+        reasons = self.reasons(feats, score, decision) if decision.action != "none" else []
+        scored = Scored(auth, feats, score, self.model.version, decision, reasons, late=late)
+        self._snapshot(scored)
+        early = self.early_labels.pop(auth.tx_id, None)
+        if early is not None:
+            label = Label(**decode(early))
+            scored.label_outcome = self._label_tx(auth.tx_id, label.is_fraud, label)
+        return scored
+
+    def process(self, auth: Authorization, partition: int = 0) -> Scored:
+        """Both halves, for the backtest and tests."""
+        return self.score(auth, self.enrich_merchant(auth), partition)
+
+    def reasons(self, feats: dict[str, float], score: float, decision: Decision) -> list[str]:
+        """Why, in an operator's words: the model's top contributions, then the rules."""
+        out = [f"model score {score:.2f} (alert threshold {decision.threshold:.2f})"]
+        if decision.action == "block":
+            out.append("card has confirmed fraud and is not yet reissued")
+        for c in self.model.explain(feats):
+            phrase = _PHRASES.get(c.feature) or f"{c.feature} = {{value:.3g}}"
+            out.append(phrase.format(value=c.value, usual=_usual(c.feature, feats, self.model)))
+        for rule_id in decision.rules:
+            rule = self.rules.get(rule_id)
+            out.append(f"rule {rule_id}: {rule.description}" if rule is not None else f"rule {rule_id}")
+        return out
+
+    # --- snapshots ----------------------------------------------------------
+    def _snapshot(self, s: Scored) -> None:
+        a = s.auth
+        self.snapshots[a.tx_id] = encode(
+            {"a": a.as_dict(), "x": [s.features.get(n) for n in FEATURE_NAMES], "s": s.score, "v": s.model_version,
+             "d": s.decision.as_dict(), "r": s.reasons, "late": s.late, "l": None}
+        )
+        self.pending.append((a.ts, a.tx_id))
+        index = self.card_index.get(a.card_id)
+        entries = decode(index) if index is not None else []
+        horizon = a.ts - self.maturity_ms
+        entries = [e for e in entries if e[0] >= horizon][-511:]
+        entries.append([a.ts, a.tx_id])
+        self.card_index[a.card_id] = encode(entries)
+
+    @staticmethod
+    def _from_snapshot(snap: dict[str, Any]) -> Scored:
+        a = snap["a"]
+        auth = Authorization(**a)
+        feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"]) if v is not None}
+        d = snap["d"]
+        decision = Decision(d["action"], d["threshold"], d["alert_id"], tuple(d["rules"]))
+        return Scored(auth, feats, snap["s"], snap["v"], decision, snap["r"], late=snap["late"])
+
+    # --- labels -------------------------------------------------------------
+    def label(self, label: Label) -> LabelOutcome:
+        """Join a label with its snapshot; returns what to learn and tell merchants."""
+        card = self.cards.get(label.card_id)
+        if label.is_fraud and (not card.compromised or label.ts < card.compromised_since):
+            card.compromised_since = label.ts
+            self.cards.mark(label.card_id)
+        if label.card_level:
+            out = LabelOutcome("card_level")
+            since = label.since if label.since is not None else NO_TIME
+            index = self.card_index.get(label.card_id)
+            for ts, tx_id in decode(index) if index is not None else []:
+                if ts >= since:
+                    sub = self._label_tx(tx_id, True, label)
+                    out.examples += sub.examples
+                    out.merchant_updates += sub.merchant_updates
+            return out
+        return self._label_tx(label.tx_id or "", label.is_fraud, label)
+
+    def _label_tx(self, tx_id: str, is_fraud: bool, label: Label) -> LabelOutcome:
+        raw = self.snapshots.get(tx_id)
+        if raw is None:
+            if label.card_level:
+                return LabelOutcome("unknown_tx")
+            self.early_labels[tx_id] = encode(label)
+            self.early_queue.append((label.ts, tx_id))
+            return LabelOutcome("early")
+        snap = decode(raw)
+        a = snap["a"]
+        previous = snap["l"]
+        if previous is is_fraud:
+            return LabelOutcome("duplicate")
+        status = "learned" if previous is None else "contradiction"
+        snap["l"] = is_fraud
+        self.snapshots[tx_id] = encode(snap)
+        self.rule_stats.record_label(tx_id, is_fraud)
+        out = LabelOutcome(status, delay_ms=label.ts - a["ts"], score=snap["s"], alerted=snap["d"]["action"] != "none")
+        delta = (1 if is_fraud else 0) - (1 if previous else 0)
+        if delta:
+            out.merchant_updates.append(MerchantLabel(a["merchant_id"], a["card_id"], a["ts"], delta, label.ts))
+        if is_fraud or keep_legitimate(tx_id, self.settings.legit_sample_rate):
+            feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"]) if v is not None}
+            out.examples.append(TrainingExample(tx_id, feats, is_fraud, 1.0, label.source, label.ts))
+        if self.learn_inline:
+            for ex in out.examples:
+                self.model.learn(ex)
+            for m in out.merchant_updates:
+                self.apply_merchant_label(m)
+        return out
+
+    def apply_merchant_label(self, update: MerchantLabel) -> None:
+        state = self.merchants.get(update.merchant_id)
+        merchant_label(state, update.card_id, update.tx_ts, update.fraud_delta)
+        self.merchants.mark(update.merchant_id)
+
+    def mature(self, now: int) -> list[TrainingExample]:
+        """Authorizations with no label after the maturity period are legitimate."""
+        out = []
+        cutoff = now - self.maturity_ms
+        while self.pending and self.pending[0][0] <= cutoff:
+            _, tx_id = self.pending.popleft()
+            raw = self.snapshots.pop(tx_id, None)
+            if raw is None:
+                continue
+            snap = decode(raw)
+            self.counts["matured"] += 1
+            if snap["l"] is None and keep_legitimate(tx_id, self.settings.legit_sample_rate):
+                feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"]) if v is not None}
+                out.append(TrainingExample(tx_id, feats, False, 1.0, "maturity", now))
+        while self.early_queue and self.early_queue[0][0] <= cutoff:
+            # Waited a whole maturity period for its authorization: it is not coming.
+            if self.early_labels.pop(self.early_queue.popleft()[1], None) is not None:
+                self.counts["unmatched_labels"] += 1
+        if self.learn_inline:
+            for ex in out:
+                self.model.learn(ex)
+        return out
+
+    def reissue(self, event: CardReissue) -> None:
+        card = self.cards.get(event.card_id)
+        card.compromised_since = NO_TIME
+        card.open_alert_id = None
+        card.open_alert_until = NO_TIME
+        self.cards.mark(event.card_id)
+
+    def evict_idle(self, now: int) -> int:
+        return self.cards.evict_idle(now, CARD_IDLE_MS + self.settings.grace_ms) + self.merchants.evict_idle(
+            now, MERCHANT_IDLE_MS + self.settings.grace_ms
+        )
+
+
+def _rule_fields(auth: Authorization, feats: dict[str, float]) -> dict[str, Any]:
+    fields: dict[str, Any] = dict(feats)
+    for name in _EVENT_FIELDS:
+        fields[name] = getattr(auth, name)
+    fields["merchant_id"] = auth.merchant_id
+    return fields
+
+
+def _usual(feature: str, feats: dict[str, float], model: OnlineModel) -> str:
+    """The card's own normal where the card has one, else the population's."""
+    count30, sum30, mean30 = feats.get("card_count_30d", 0.0), feats.get("card_amount_sum_30d", 0.0), feats.get("card_amount_mean_30d")
+    per_window = {"1h": 1 / 720, "24h": 1 / 30, "7d": 7 / 30}
+    for suffix, share in per_window.items():
+        if feature == f"card_count_{suffix}":
+            return f"{count30 * share:.1f}"
+        if feature == f"card_amount_sum_{suffix}":
+            return f"{sum30 * share:,.0f}"
+    if feature.startswith("card_amount_mean") and mean30 is not None:
+        return f"{mean30:,.0f}"
+    usual = model.usual(feature)
+    return "unknown" if usual is None else f"{usual:,.3g}"

@@ -1,0 +1,94 @@
+"""Live state objects in front of a durable mapping of bytes.
+
+The worker keeps each card's and merchant's state as a Python object for
+speed, and writes the changed ones, as bytes, to a changelog-backed faust
+table once per batch. The backtest gives a plain dict as the durable
+mapping. Either way the core never sees Kafka.
+
+>>> from fraudstream.core.features.card import CardState
+>>> durable = {}
+>>> cards = StateStore(CardState, CardState.from_bytes, durable)
+>>> cards.get("c1").clock = 5
+>>> cards.mark("c1"); cards.flush()
+1
+>>> StateStore(CardState, CardState.from_bytes, durable).get("c1").clock
+5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Generic, Protocol, TypeVar
+
+__all__ = ["StateStore", "Persistent"]
+
+
+class Persistent(Protocol):
+    clock: int
+
+    def to_bytes(self) -> bytes: ...
+
+
+S = TypeVar("S", bound=Persistent)
+
+
+class StateStore(Generic[S]):
+    """A cache of live ``S`` objects, loaded from and flushed to ``durable``."""
+
+    def __init__(self, factory: Callable[[], S], decode: Callable[[bytes], S], durable: MutableMapping[str, bytes] | None = None) -> None:
+        self.factory = factory
+        self.decode = decode
+        self.durable: MutableMapping[str, bytes] = {} if durable is None else durable
+        self.live: dict[str, S] = {}
+        self.dirty: set[str] = set()
+        self.deleted: set[str] = set()
+
+    def get(self, key: str) -> S:
+        state = self.live.get(key)
+        if state is None:
+            raw = self.durable.get(key)
+            state = self.factory() if raw is None else self.decode(raw)
+            self.live[key] = state
+        return state
+
+    def mark(self, key: str) -> None:
+        self.dirty.add(key)
+        self.deleted.discard(key)
+
+    def flush(self) -> int:
+        """Write changed states to the durable mapping; returns how many."""
+        for key in self.dirty:
+            self.durable[key] = self.live[key].to_bytes()
+        for key in self.deleted:
+            self.durable.pop(key, None)
+        n = len(self.dirty) + len(self.deleted)
+        self.dirty.clear()
+        self.deleted.clear()
+        return n
+
+    def evict_idle(self, now: int, idle_ms: int) -> int:
+        """Forget every state whose clock is more than ``idle_ms`` behind ``now``."""
+        cutoff = now - idle_ms
+        gone = [k for k, s in self.live.items() if s.clock < cutoff]
+        for k in gone:
+            del self.live[k]
+            self.dirty.discard(k)
+            self.deleted.add(k)
+        # States only on the durable side (not loaded since a restart) age out too.
+        for k in [k for k in self.durable.keys() if k not in self.live]:
+            raw = self.durable.get(k)
+            if raw is not None and self.decode(raw).clock < cutoff:
+                self.deleted.add(k)
+        return len(self.deleted)
+
+    def drop_live(self, keep: Callable[[str], bool]) -> None:
+        """Forget cached objects whose keys ``keep`` rejects (partitions revoked)."""
+        for k in [k for k in self.live if not keep(k)]:
+            del self.live[k]
+            self.dirty.discard(k)
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.live)

@@ -1,0 +1,51 @@
+"""Prometheus metrics of a worker. No card, transaction or merchant ids as labels."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics", "LATENCY_BUCKETS"]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_DELAY_BUCKETS = tuple(h * 3600.0 for h in (0.5, 1, 3, 6, 12, 24, 48, 96, 168, 336, 720, 1440))
+_SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
+
+
+class Metrics:
+    """Every metric fraudstream exports, registered once on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        r = registry
+        self.consumed = Counter("fraudstream_authorizations_consumed", "Authorizations read from the input topic.", registry=r)
+        self.scored = Counter("fraudstream_authorizations_scored", "Authorizations scored and written to fraud.scores.", registry=r)
+        self.dead_letters = Counter("fraudstream_dead_letters", "Messages sent to the dead-letter topic.", ["topic", "reason"], registry=r)
+        self.late = Counter("fraudstream_late_authorizations", "Authorizations older than the grace period: scored, not aggregated.", registry=r)
+        self.duplicates = Counter("fraudstream_duplicate_authorizations", "Redelivered tx_ids answered from their snapshot.", registry=r)
+        self.latency = Histogram("fraudstream_end_to_end_latency_seconds", "Event ts to score produced.", buckets=LATENCY_BUCKETS, registry=r)
+        self.processing = Histogram("fraudstream_batch_processing_seconds", "Time to score one batch.", buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("fraudstream_batch_size", "Authorizations per scored batch.", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=r)
+        self.lag = Gauge("fraudstream_consumer_lag", "Messages behind the fetch high-water mark.", ["topic", "partition"], registry=r)
+        self.alerts = Counter("fraudstream_alerts", "Alerts published, by action.", ["action"], registry=r)
+        self.threshold = Gauge("fraudstream_alert_threshold", "Current adaptive alert threshold.", ["partition"], registry=r)
+        self.alerts_24h = Gauge("fraudstream_alerts_last_24h", "New alerts (not updates) in the last 24 hours of event time.", registry=r)
+        self.budget = Gauge("fraudstream_alert_budget_per_day", "Cards the review team can check a day.", registry=r)
+        self.score = Histogram("fraudstream_score", "Model scores of authorizations.", buckets=_SCORE_BUCKETS, registry=r)
+        self.labels = Counter("fraudstream_labels", "Labels received, by source and what became of them.", ["source", "status"], registry=r)
+        self.label_delay = Histogram("fraudstream_label_delay_seconds", "Authorization ts to label ts.", ["source"], buckets=_DELAY_BUCKETS, registry=r)
+        self.model_examples = Gauge("fraudstream_model_examples_learned", "Training examples the model has learned (its version).", registry=r)
+        self.model_learned = Counter("fraudstream_model_learn", "Training examples applied by this worker, by label stream.", ["stream"], registry=r)
+        self.checkpoint_ts = Gauge("fraudstream_model_last_checkpoint_timestamp_seconds", "Unix time of the last model checkpoint.", registry=r)
+        self.alert_precision = Gauge("fraudstream_model_alert_precision", "Share of labelled alerts that were fraud (recent labels).", registry=r)
+        self.fraud_recall = Gauge("fraudstream_model_fraud_recall", "Share of labelled frauds that were alerted (recent labels).", registry=r)
+        self.average_precision = Gauge("fraudstream_model_average_precision", "Average precision of scores on recent labels.", registry=r)
+        self.rule_hits = Counter("fraudstream_rule_hits", "Rule matches, by rule and mode.", ["rule", "mode"], registry=r)
+        self.rule_precision = Gauge("fraudstream_rule_precision", "Confirmed fraud among a rule's labelled hits.", ["rule"], registry=r)
+        self.rule_rejections = Counter("fraudstream_rule_rejections", "Rule changes refused as malformed.", registry=r)
+        self.cards = Gauge("fraudstream_cards_tracked", "Cards with live state on this worker.", registry=r)
+        self.merchants = Gauge("fraudstream_merchants_tracked", "Merchants with live state on this worker.", registry=r)
+        self.snapshots = Gauge("fraudstream_snapshots_pending", "Scored authorizations awaiting a label or maturity.", registry=r)
+        self.evicted = Counter("fraudstream_state_evicted", "Idle cards and merchants evicted.", registry=r)
+        self.broker_errors = Counter("fraudstream_broker_errors", "Errors talking to the broker (a stall shows here).", ["kind"], registry=r)
+        self.last_event_ts = Gauge("fraudstream_last_authorization_timestamp_seconds", "Event time of the newest authorization scored.", registry=r)
+        self.budget.set(0)
