@@ -208,9 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=100, help="k of card precision@k")
     p.set_defaults(func=cmd_backtest)
 
-    p = sub.add_parser("rules", help="countermeasure rules: list, apply FILE, stats")
+    p = sub.add_parser("rules", help="countermeasure rules: list, apply FILE, delete RULE_ID, stats")
     p.add_argument("action", choices=["list", "apply", "stats", "delete"])
     p.add_argument("target", nargs="?", help="rule file (apply) or rule id (delete)")
+    p.add_argument("--days", type=int, default=None,
+                   help="stats: review this many days of event time, up to the newest scored authorization (default 7)")
     p.set_defaults(func=cmd_rules)
 
     p = sub.add_parser("alerts", help="tail the review topic as a live table")

@@ -168,6 +168,10 @@ class Settings:
                 conf[key] = value
         return conf
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for a child process."""
+        return {f.metadata["env"]: str(getattr(self, f.name)) for f in fields(self)}
+
     @classmethod
     def documentation(cls) -> list[tuple[str, str, Any, str]]:
         """(env var, field, default, meaning) for the README's table."""

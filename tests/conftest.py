@@ -44,8 +44,7 @@ def isolated_settings(broker: EmbeddedBroker, tmp_path: Path, partitions: int = 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
-    for f in fields(Settings):
-        env[f.metadata["env"]] = str(getattr(settings, f.name))
+    env.update(settings.to_env())
     return env
 
 

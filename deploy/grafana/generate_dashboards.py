@@ -370,7 +370,7 @@ def model() -> dict[str, Any]:
             (f"time() - fraudstream_model_last_checkpoint_timestamp_seconds{{{SEL}}}", "{{instance}}"),
         ], "s", "Expected every CHECKPOINT_INTERVAL_S (30s by default). Alert: FraudstreamModelCheckpointStale (> 600s).",
             steps=thresholds((None, "green"), (600, "red")), fill=0),
-        timeseries("Labels applied", [
+        timeseries("Labels received", [
             (f"sum by (source, status) (rate(fraudstream_labels_total{{{SEL}}}[{RI}])) * 3600", "{{source}}: {{status}}"),
         ], "short", "Labels received per hour: the quality numbers above only move when labels arrive.", stack=True),
         row("State"),

@@ -32,7 +32,7 @@ _BINS = 1000
 class AdaptiveThreshold:
     """Running top-k threshold over 24 hourly score histograms, in event time."""
 
-    __slots__ = ("budget_per_day", "floor", "ceiling", "warmup", "head", "hist", "total", "seen", "_cached", "_stale")
+    __slots__ = ("budget_per_day", "floor", "ceiling", "warmup", "head", "first", "hist", "total", "seen", "_cached", "_stale")
 
     def __init__(self, budget_per_day: float, floor: float, ceiling: float, warmup: int = 1000) -> None:
         self.budget_per_day = budget_per_day
@@ -40,6 +40,7 @@ class AdaptiveThreshold:
         self.ceiling = ceiling
         self.warmup = warmup
         self.head = -1
+        self.first = -1  # first hour observed: until a day has passed, the budget is pro rata
         self.hist = array("I", bytes(4 * 24 * _BINS))
         self.total = array("I", bytes(4 * _BINS))  # the 24 hours summed, kept in step with hist
         self.seen = 0
@@ -48,6 +49,8 @@ class AdaptiveThreshold:
 
     def observe(self, ts: int, score: float) -> None:
         hour = ts // HOUR_MS
+        if self.first < 0:
+            self.first = hour
         if hour > self.head:
             hist, total = self.hist, self.total
             for h in range(max(self.head + 1, hour - 23), hour + 1):
@@ -76,7 +79,8 @@ class AdaptiveThreshold:
         return self._cached
 
     def _scan(self) -> float:
-        remaining = self.budget_per_day
+        hours = min(24, self.head - self.first + 1)
+        remaining = self.budget_per_day * hours / 24
         total = self.total
         for b in range(_BINS - 1, -1, -1):
             remaining -= total[b]
@@ -85,11 +89,11 @@ class AdaptiveThreshold:
         return self.floor
 
     def to_bytes(self) -> bytes:
-        return struct.pack("<qq", self.head, self.seen) + self.hist.tobytes()
+        return struct.pack("<qqq", self.head, self.first, self.seen) + self.hist.tobytes()
 
     def load_bytes(self, raw: bytes) -> None:
-        self.head, self.seen = struct.unpack_from("<qq", raw)
-        self.hist = array("I", raw[16:])
+        self.head, self.first, self.seen = struct.unpack_from("<qqq", raw)
+        self.hist = array("I", raw[24:])
         self.total = array("I", bytes(4 * _BINS))
         for i, n in enumerate(self.hist):
             self.total[i % _BINS] += n

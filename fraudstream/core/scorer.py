@@ -42,6 +42,8 @@ class Scored:
     reasons: list[str]
     late: bool = False
     duplicate: bool = False
+    #: Every rule that matched, shadow ones included (they raise nothing but are measured).
+    rule_hits: tuple[str, ...] = ()
     #: A label that arrived before its authorization was scored, applied now.
     label_outcome: LabelOutcome | None = None
 
@@ -52,7 +54,7 @@ class Scored:
     def score_record(self) -> dict[str, Any]:
         rec = self.auth.as_dict()
         rec.update(features=self.features, score=self.score, model_version=self.model_version,
-                   decision=self.decision.as_dict(), late=self.late)
+                   decision=self.decision.as_dict(), rule_hits=list(self.rule_hits), late=self.late)
         return rec
 
     def alert_record(self) -> dict[str, Any]:
@@ -162,7 +164,8 @@ class FraudScorer:
         for rule_id in (*outcome.active_hits, *outcome.shadow_hits):
             self.rule_stats.record_hit(rule_id, auth.tx_id, auth.ts, alerted=decision.action != "none" and rule_id in outcome.alert_rules)
         reasons = self.reasons(feats, score, decision) if decision.action != "none" else []
-        scored = Scored(auth, feats, score, self.model.version, decision, reasons, late=late)
+        scored = Scored(auth, feats, score, self.model.version, decision, reasons, late=late,
+                        rule_hits=(*outcome.active_hits, *outcome.shadow_hits))
         self._snapshot(scored)
         early = self.early_labels.pop(auth.tx_id, None)
         if early is not None:
@@ -172,6 +175,9 @@ class FraudScorer:
 
     def process(self, auth: Authorization, partition: int = 0) -> Scored:
         """Both halves, for the backtest and tests."""
+        if auth.tx_id in self.snapshots:
+            # A redelivery is answered from its snapshot: the merchant must not count it twice either.
+            return self.score(auth, {}, partition)
         return self.score(auth, self.enrich_merchant(auth), partition)
 
     def reasons(self, feats: dict[str, float], score: float, decision: Decision) -> list[str]:
@@ -192,7 +198,7 @@ class FraudScorer:
         a = s.auth
         self.snapshots[a.tx_id] = encode(
             {"a": a.as_dict(), "x": [s.features.get(n) for n in FEATURE_NAMES], "s": s.score, "v": s.model_version,
-             "d": s.decision.as_dict(), "r": s.reasons, "late": s.late, "l": None}
+             "d": s.decision.as_dict(), "r": s.reasons, "h": list(s.rule_hits), "late": s.late, "l": None}
         )
         self.pending.append((a.ts, a.tx_id))
         index = self.card_index.get(a.card_id)
@@ -209,7 +215,7 @@ class FraudScorer:
         feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"]) if v is not None}
         d = snap["d"]
         decision = Decision(d["action"], d["threshold"], d["alert_id"], tuple(d["rules"]))
-        return Scored(auth, feats, snap["s"], snap["v"], decision, snap["r"], late=snap["late"])
+        return Scored(auth, feats, snap["s"], snap["v"], decision, snap["r"], late=snap["late"], rule_hits=tuple(snap["h"]))
 
     # --- labels -------------------------------------------------------------
     def label(self, label: Label) -> LabelOutcome:

@@ -269,6 +269,10 @@ class FraudApp:
                     m.alerts.labels(scored.decision.action).inc()
                     if scored.decision.action in ("alert", "block"):
                         self.alert_times.append(auth.ts)
+            if scored.rule_hits and not scored.duplicate:
+                modes = scorer.rules.modes
+                for rule_id in scored.rule_hits:
+                    m.rule_hits.labels(rule_id, modes.get(rule_id, "unknown")).inc()
             m.score.observe(scored.score)
             m.late.inc(scored.late)
             m.duplicates.inc(scored.duplicate)
@@ -365,6 +369,10 @@ class FraudApp:
             self.alert_times = [t for t in self.alert_times if t > newest - 86_400_000]
         m.alerts_24h.set(len(self.alert_times))
         m.model_examples.set(scorer.model.examples)
+        for rule_id, stats in scorer.rule_stats.snapshot().items():
+            precision = stats["overall"].get("precision")
+            if precision is not None:
+                m.rule_precision.labels(rule_id).set(precision)
         q = self.quality
         for gauge, value in ((m.alert_precision, q.alert_precision()), (m.fraud_recall, q.fraud_recall()),
                              (m.average_precision, q.average_precision())):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import faust
 from prometheus_client import start_http_server
@@ -23,6 +24,7 @@ def start_metrics_server(settings: Settings) -> int:
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     port = start_metrics_server(settings)
     print(f"fraudstream worker: metrics on http://{settings.metrics_host}:{port}/metrics", flush=True)
     fraud = FraudApp(settings, settings.bootstrap_servers)

@@ -71,7 +71,7 @@ class FakeWorkers:
                 m.consumed.inc(100)
                 m.scored.inc(100)
                 # 0.1% dead-lettered, 0.4/s per worker: under both thresholds of FraudstreamDeadLetterRateHigh.
-                m.dead_letters.labels("fraud.authorizations", "schema").inc(1 if tick % 10 == 0 else 0)
+                m.dead_letters.labels("fraud.authorizations", "not_json").inc(1 if tick % 10 == 0 else 0)
                 m.late.inc()
                 m.duplicates.inc()
                 for _ in range(20):
@@ -84,10 +84,10 @@ class FakeWorkers:
                 m.alerts.labels("update").inc()
                 m.threshold.labels(str(i)).set(0.8)
                 m.alerts_24h.set(60)
-                m.labels.labels("analyst", "applied").inc()
+                m.labels.labels("analyst", "learned").inc()
                 m.label_delay.labels("analyst").observe(7200)
                 m.model_examples.inc(10)
-                m.model_learned.labels("analyst").inc()
+                m.model_learned.labels("feedback").inc()
                 m.checkpoint_ts.set(time.time())
                 m.alert_precision.set(0.4)
                 m.fraud_recall.set(0.6)

@@ -20,7 +20,7 @@ from array import array
 from fraudstream.contracts import CARD_NOT_PRESENT, Authorization
 from fraudstream.core.features.windows import BucketRing
 
-__all__ = ["CardState", "card_features", "card_history_features", "calendar_features", "stable_hash", "MAX_GAP_S", "CARD_IDLE_MS"]
+__all__ = ["CardState", "card_features", "calendar_features", "stable_hash", "MAX_GAP_S", "CARD_IDLE_MS"]
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -41,7 +41,7 @@ def stable_hash(text: str) -> int:
 
 
 class CardState:
-    """Everything fraudstream remembers about one card: bounded, about 1.7 KB.
+    """Everything fraudstream remembers about one card: bounded, at most 2,018 bytes plus the open alert id.
 
     The decision fields (compromised, open alert) live here too so that one
     table, partitioned by card, holds all of a card's state.
@@ -56,11 +56,12 @@ class CardState:
         self.clock = NO_TIME  # newest event time seen on this card
         self.minutes = BucketRing(12, 5 * MINUTE_MS, 3)  # count, sum, sum of squares
         self.hours = BucketRing(24, HOUR_MS, 4)  # count, sum, sum of squares, card-not-present count
-        self.days = BucketRing(30, DAY_MS, 3)
-        self.merchants = array("q")  # stable hashes of the most recent merchants
-        self.merchant_seen = array("q")  # minute of last use, same order
-        self.countries = array("q")
-        self.country_seen = array("q")
+        self.days = BucketRing(30, DAY_MS, 3, spans=(7, 30))
+        # 32-bit: a stable hash is a crc32 and a minute fits until the year 6053; it keeps the state under 2 KB.
+        self.merchants = array("I")  # stable hashes of the most recent merchants
+        self.merchant_seen = array("i")  # minute of last use, same order
+        self.countries = array("I")
+        self.country_seen = array("i")
         self.compromised_since = NO_TIME  # a confirmed fraud: block until reissued
         self.open_alert_id: str | None = None
         self.open_alert_until = NO_TIME
@@ -90,10 +91,10 @@ class CardState:
             ring.load_bytes(view)
             view = view[ring.nbytes :]
         for name, n in (("merchants", nm), ("merchant_seen", nm), ("countries", nc), ("country_seen", nc)):
-            arr = array("q")
-            arr.frombytes(view[: 8 * n])
+            arr = array(getattr(s, name).typecode)
+            arr.frombytes(view[: arr.itemsize * n])
             setattr(s, name, arr)
-            view = view[8 * n :]
+            view = view[arr.itemsize * n :]
         s.open_alert_id = bytes(view).decode() or None
         return s
 
@@ -104,7 +105,6 @@ def _remember(keys: array, seen: array, key: int, minute: int, cap: int) -> tupl
     Keeps at most ``cap`` keys, dropping the least recently used, so a card
     that visits thousands of merchants still costs the same memory.
     """
-    since = minute - 24 * 60
     try:
         i = keys.index(key)
         new = seen[i] < minute - 30 * 24 * 60  # forgotten after 30 days like every window
@@ -118,7 +118,13 @@ def _remember(keys: array, seen: array, key: int, minute: int, cap: int) -> tupl
             oldest = min(range(len(seen)), key=seen.__getitem__)
             keys[oldest] = key
             seen[oldest] = minute
-    return new, sum(1 for m in seen if since < m <= minute)
+    return new, _distinct_24h(keys, seen, key, minute)
+
+
+def _distinct_24h(keys: array, seen: array, key: int, minute: int) -> int:
+    """``key`` (this authorization's) and the other keys last used in the 24 h up to ``minute``."""
+    since = minute - 24 * 60
+    return 1 + sum(1 for k, m in zip(keys, seen, strict=True) if k != key and since < m <= minute)
 
 
 def _stats(count: float, total: float, squares: float) -> tuple[float, float]:
@@ -136,61 +142,59 @@ def calendar_features(ts: int, tz_offset_h: int = 0) -> tuple[float, float]:
     return (1.0 if hour <= 6 else 0.0), (1.0 if weekday >= 5 else 0.0)
 
 
-def card_history_features(state: CardState, ts: int, amount: float, out: dict[str, float]) -> None:
-    """Window features as of ``ts`` with this amount counted, without changing state.
-
-    Used for late events: they are scored against the card's history but
-    never written into it.
-    """
-    a, a2 = amount, amount * amount
-    for name, ring, last in (("1h", state.minutes, None), ("24h", state.hours, None), ("7d", state.days, 7), ("30d", state.days, None)):
-        c, s, q = ring.totals(ts, last)[:3]
-        c, s, q = c + 1.0, s + a, q + a2
+def _window_features(state: CardState, ts: int, out: dict[str, float], extra: tuple[float, float, float] | None) -> None:
+    """Window features as of ``ts``; ``extra`` (1, amount, amount²) counts an event not stored."""
+    for name, ring, span in (("1h", state.minutes, 12), ("24h", state.hours, 24), ("7d", state.days, 7), ("30d", state.days, 30)):
+        t = ring.totals(ts, span)
+        c, s, q = t[0], t[1], t[2]
+        if extra is not None:
+            c, s, q = c + extra[0], s + extra[1], q + extra[2]
         mean, std = _stats(c, s, q)
         out["card_count_" + name] = c
         out["card_amount_sum_" + name] = s
         out["card_amount_mean_" + name] = mean
         out["card_amount_std_" + name] = std
-    # The card's normal, from what came before this authorization.
-    c, s, q = out["card_count_30d"] - 1.0, out["card_amount_sum_30d"] - a, 0.0
-    prev = state.days.totals(ts)
-    q = prev[2]
-    mean, std = _stats(c, s, q)
+
+
+def _normal(out: dict[str, float], amount: float, squares_30d: float) -> None:
+    """This amount against the card's 30-day normal, from what came before it."""
+    c = out["card_count_30d"] - 1.0
+    mean, std = _stats(c, out["card_amount_sum_30d"] - amount, squares_30d - amount * amount)
     if c > 0 and mean > 0:
-        out["card_amount_ratio_30d"] = a / mean
-        out["card_amount_zscore_30d"] = (a - mean) / max(std, 0.1 * mean)
+        out["card_amount_ratio_30d"] = amount / mean
+        out["card_amount_zscore_30d"] = (amount - mean) / max(std, 0.1 * mean)
     else:
         out["card_amount_ratio_30d"] = 1.0
         out["card_amount_zscore_30d"] = 0.0
-    hour_totals = state.hours.totals(ts)
-    out["_cnp_24h"] = hour_totals[3]
 
 
 def card_features(state: CardState, auth: Authorization, grace_ms: int = 300_000, tz_offset_h: int = 0) -> dict[str, float]:
     """The card's features for ``auth``; adds ``auth`` to the state unless it is late.
 
-    Returns the features with one extra key, ``"late"`` (1.0 or 0.0), which
-    the caller removes before the vector is scored.
+    Windows include this authorization. Returns the features with one extra
+    key, ``"late"`` (1.0 or 0.0), which the caller removes before scoring.
     """
     ts, amount = auth.ts, auth.amount
     late = state.clock != NO_TIME and ts < state.clock - grace_ms
-    out: dict[str, float] = {"amount": amount}
-    card_history_features(state, ts, amount, out)
+    a2 = amount * amount
     cnp = 1.0 if auth.channel in CARD_NOT_PRESENT else 0.0
-    out["card_cnp_share_24h"] = (out.pop("_cnp_24h") + cnp) / out["card_count_24h"]
     gap = MAX_GAP_S if state.clock == NO_TIME else min(max(ts - state.clock, 0) / 1000.0, MAX_GAP_S)
     minute = ts // MINUTE_MS
+    out: dict[str, float] = {"amount": amount}
     if late:
         # Read-only: the event is scored but never lands in a window it would distort.
+        _window_features(state, ts, out, (1.0, amount, a2))
         merchant_new = stable_hash(auth.merchant_id) not in state.merchants
         out["card_first_at_merchant"] = 1.0 if merchant_new else 0.0
         out["card_distinct_merchants_24h"] = float(sum(1 for m in state.merchant_seen if minute - 1440 < m <= minute) + merchant_new)
         out["card_distinct_countries_24h"] = float(max(1, sum(1 for m in state.country_seen if minute - 1440 < m <= minute)))
+        cnp_24h = state.hours.totals(ts)[3] + cnp
     else:
-        a2 = amount * amount
+        # Stored first, then read: a query at the ring's newest bucket costs no loop.
         state.minutes.add(ts, (1.0, amount, a2))
         state.hours.add(ts, (1.0, amount, a2, cnp))
         state.days.add(ts, (1.0, amount, a2))
+        _window_features(state, ts, out, None)
         new, distinct = _remember(state.merchants, state.merchant_seen, stable_hash(auth.merchant_id), minute, RECENT_MERCHANTS)
         out["card_first_at_merchant"] = 1.0 if new else 0.0
         out["card_distinct_merchants_24h"] = float(distinct)
@@ -199,8 +203,11 @@ def card_features(state: CardState, auth: Authorization, grace_ms: int = 300_000
         else:
             countries = sum(1 for m in state.country_seen if minute - 1440 < m <= minute)
         out["card_distinct_countries_24h"] = float(max(countries, 1))
+        cnp_24h = state.hours.totals(ts)[3]
         if ts > state.clock:
             state.clock = ts
+    _normal(out, amount, state.days.totals(ts, 30)[2] + (a2 if late else 0.0))
+    out["card_cnp_share_24h"] = cnp_24h / out["card_count_24h"]
     out["card_seconds_since_prev"] = gap
     out["is_night"], out["is_weekend"] = calendar_features(ts, tz_offset_h)
     out["late"] = 1.0 if late else 0.0

@@ -39,7 +39,7 @@ class MerchantState:
     def __init__(self) -> None:
         self.clock = NO_TIME
         self.hours = BucketRing(24, HOUR_MS, 3)  # count, amount sum, confirmed frauds
-        self.days = BucketRing(30, DAY_MS, 3)
+        self.days = BucketRing(30, DAY_MS, 3, spans=(7, 30))
         self.cards = array("q")  # stable hashes of the most recent cards
         self.card_seen = array("q")  # minute last seen
         self.card_compromised = array("b")
@@ -85,20 +85,22 @@ def merchant_features(state: MerchantState, auth: Authorization, grace_ms: int =
     """The merchant's features for ``auth``; adds it to the state unless it is late."""
     ts = auth.ts
     late = state.clock != NO_TIME and ts < state.clock - grace_ms
-    out: dict[str, float] = {}
-    for name, ring, last in (("1d", state.hours, None), ("7d", state.days, 7), ("30d", state.days, None)):
-        c, s, fraud = ring.totals(ts, last)
-        c, s = c + 1.0, s + auth.amount
-        out["merchant_count_" + name] = c
-        out["merchant_amount_mean_" + name] = s / c
-        out["merchant_fraud_rate_" + name] = max(fraud, 0.0) / c
     minute = ts // MINUTE_MS
     if not late:
+        # Stored first, then read: a query at the ring's newest bucket costs no loop.
         state.hours.add(ts, (1.0, auth.amount, 0.0))
         state.days.add(ts, (1.0, auth.amount, 0.0))
         _note_card(state, stable_hash(auth.card_id), minute)
         if ts > state.clock:
             state.clock = ts
+    extra = 1.0 if late else 0.0
+    out: dict[str, float] = {}
+    for name, ring, span in (("1d", state.hours, 24), ("7d", state.days, 7), ("30d", state.days, 30)):
+        c, s, fraud = ring.totals(ts, span)
+        c, s = c + extra, s + extra * auth.amount
+        out["merchant_count_" + name] = c
+        out["merchant_amount_mean_" + name] = s / c
+        out["merchant_fraud_rate_" + name] = max(fraud, 0.0) / c
     since = minute - 30 * 24 * 60
     recent = [i for i, m in enumerate(state.card_seen) if m > since]
     out["merchant_cpp_share"] = (sum(state.card_compromised[i] for i in recent) / len(recent)) if recent else 0.0

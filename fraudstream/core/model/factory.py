@@ -18,20 +18,23 @@ __all__ = ["make_model", "MODELS", "squash"]
 _LOG_SCALED = ("amount", "_sum_", "_mean_", "_std_", "_count_", "seconds")
 
 
+_log_scaled: dict[str, bool] = {}
+
+
+def _is_log_scaled(name: str) -> bool:
+    flag = _log_scaled.get(name)
+    if flag is None:
+        flag = _log_scaled[name] = any(tag in name for tag in _LOG_SCALED) and "ratio" not in name and "zscore" not in name
+    return flag
+
+
 def squash(x: dict) -> dict:
     """log1p of amounts, counts and gaps; everything else as it is.
 
     A module-level function, not a lambda, so the pipeline pickles for checkpoints.
     """
-    out = {}
-    for k, v in x.items():
-        if v is None:
-            continue
-        if v > 0 and any(tag in k for tag in _LOG_SCALED) and "ratio" not in k and "zscore" not in k:
-            out[k] = math.log1p(v)
-        else:
-            out[k] = v
-    return out
+    log1p, scaled = math.log1p, _is_log_scaled
+    return {k: (log1p(v) if v > 0 and scaled(k) else v) for k, v in x.items() if v is not None}
 
 
 def _logistic() -> compose.Pipeline:
