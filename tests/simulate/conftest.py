@@ -1,18 +1,11 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
     from fraudstream.simulate import HandbookSimulator, SimulatedTransactions
-
-# The repository is not installed into the venv; make `import fraudstream` work from any working directory.
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
 
 #: Handbook terminal density (so scenario 2 keeps its share) with a tenth of the customers and a third of the days.
 MEDIUM = {"n_customers": 500, "n_terminals": 10_000, "n_days": 60, "seed": 7}
