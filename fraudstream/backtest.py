@@ -14,7 +14,7 @@ import argparse
 import heapq
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -66,7 +66,8 @@ class Backtest:
         self.investigate = investigate
         self.investigator_delay_h = investigator_delay_h
         self.partitions = partitions
-        self.scorer = FraudScorer(settings, partitions=partitions, learn_inline=True)
+        self.scorer = FraudScorer(settings, partitions=partitions, learn_inline=True, explain=False)
+        self.investigated: list[Label] = []  # the analysts' dispositions, as labels
 
     def run(self, events: list[Authorization], labels: list[Label], scores_out: IO[bytes] | None = None) -> BacktestResult:
         started = time.perf_counter()
@@ -97,6 +98,7 @@ class Backtest:
                         cards.add(auth.card_id)
                         disposition = Label(auth.card_id, truth.get(auth.tx_id, False), auth.ts + delay_ms, "analyst", auth.tx_id)
                         heapq.heappush(pending, (disposition.ts, seq, disposition))
+                        self.investigated.append(disposition)
                         seq += 1
                         out.dispositions += 1
             if scores_out is not None:
@@ -124,13 +126,14 @@ def truth_of(labels: Iterable[Label]) -> dict[str, bool]:
     return {k: v for k, (_, v) in latest.items()}
 
 
-def _iter_report(result: BacktestResult, labels: list[Label], k: int, days: Any = None) -> Any:
+def _report(result: BacktestResult, labels: list[Label], investigated: list[Label], k: int, days: Any = None) -> Any:
+    """Truth from the labels file; a card is known compromised from its first fraud label, analysts' included."""
     from fraudstream.evaluation import evaluate
 
     truth = truth_of(labels)
     is_fraud = [truth.get(t, False) for t in result.tx_id]
     return evaluate({"card_id": result.card_id, "ts": result.ts, "score": result.score, "is_fraud": is_fraud}, k=k,
-                    fraud_known_at=fraud_known_at(labels), days=days)
+                    fraud_known_at=fraud_known_at([*labels, *investigated]), days=days)
 
 
 def run_backtest_cli(settings: Settings, args: argparse.Namespace) -> int:
@@ -158,12 +161,7 @@ def run_backtest_cli(settings: Settings, args: argparse.Namespace) -> int:
     print(f"replayed {len(events)} authorizations and {len(labels)} labels in {result.seconds:.1f} s "
           f"({len(events) / max(result.seconds, 1e-9):,.0f}/s); {result.alerts} alerts, {result.dispositions} analyst dispositions; "
           f"model {backtest.scorer.model.version}")
-    print(_iter_report(result, labels + [], args.k).format_table())
+    print(_report(result, labels, backtest.investigated, args.k).format_table())
     return 0
 
 
-def iter_days(start_ms: int, end_ms: int) -> Iterator[int]:
-    day = start_ms // 86_400_000
-    while day * 86_400_000 <= end_ms:
-        yield day
-        day += 1

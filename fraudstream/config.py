@@ -95,7 +95,9 @@ class Settings:
 
     # --- learning ---------------------------------------------------------
     model: str = _env("MODEL", "River pipeline of the model, by name in the model factory.", "logistic")
-    maturity_days: float = _env("MATURITY_DAYS", "No fraud label after this long means legitimate.", 45.0)
+    maturity_days: float = _env(
+        "MATURITY_DAYS", "No fraud label after this long means legitimate; longer than the slowest chargebacks.", 61.0
+    )
     label_streams: str = _env(
         "LABEL_STREAMS", "`separate`: one model for analyst feedback, one for delayed labels, averaged; `pooled`: one model.", "separate"
     )
@@ -171,6 +173,16 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, for a child process."""
         return {f.metadata["env"]: str(getattr(self, f.name)) for f in fields(self)}
+
+    def producer_config(self, **extra: Any) -> dict[str, Any]:
+        """The one way to configure a producer.
+
+        Keys are partitioned with murmur2 like the Java client and KafkaJS, so
+        labels keyed by card from any client land on the partition that holds
+        the card's state. No compression: consumers on any client can read it
+        (brokers or topics can still compress).
+        """
+        return {**self.kafka_client_config(), "partitioner": "murmur2_random", "linger.ms": 5, **extra}
 
     @classmethod
     def documentation(cls) -> list[tuple[str, str, Any, str]]:

@@ -77,12 +77,15 @@ def _command(fn: Callable[[Settings, Any], int]) -> Callable[[Settings, Any], in
             print(f"fraudstream {name}: {exc}", file=sys.stderr)
             return 1
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else exc
-            text = error.str() if isinstance(error, KafkaError) else str(error)
-            print(f"fraudstream {name}: Kafka error: {text}", file=sys.stderr)
+            print(f"fraudstream {name}: Kafka error: {_kafka_text(exc)}", file=sys.stderr)
             return 1
 
     return run
+
+
+def _kafka_text(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else exc
+    return error.str() if isinstance(error, KafkaError) else str(error)
 
 
 # --- Kafka plumbing -----------------------------------------------------------------------------
@@ -104,7 +107,7 @@ def _partitions(client: Consumer | Producer, settings: Settings, topic: str) -> 
     try:
         metadata = client.list_topics(topic, timeout=10)
     except KafkaException as exc:
-        raise OperatorError(f"cannot reach the brokers at {settings.bootstrap_servers}: {exc.args[0] if exc.args else exc}") from None
+        raise OperatorError(f"cannot reach the brokers at {settings.bootstrap_servers}: {_kafka_text(exc)}") from None
     info = metadata.topics.get(topic)
     if info is None or info.error is not None:
         if info is None or info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
@@ -169,7 +172,7 @@ class _Delivered:
 
 def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes | None]]) -> list[_Delivered]:
     """Produce ``(key, value)`` records and wait until the brokers have every one of them."""
-    producer = Producer({**settings.kafka_client_config(), "linger.ms": 5})
+    producer = Producer(settings.producer_config())
     _partitions(producer, settings, topic)
     delivered: list[_Delivered | None] = [None] * len(records)
     errors: list[str] = []
@@ -490,7 +493,7 @@ _REASON_WIDTH = 44
 _ALERT_COLUMNS = (
     ("time (UTC)", 19, False),
     ("action", 6, False),
-    ("alert_id", 18, False),
+    ("alert_id", 20, False),
     ("card", 12, False),
     ("merchant", 12, False),
     ("amount", 16, True),

@@ -126,7 +126,7 @@ def start_worker(tmp_path: Path) -> Iterator:
 
 
 def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
-    p = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5})
+    p = Producer(settings.producer_config())
     for key, value in messages:
         p.produce(topic, value, key)
     assert p.flush(30) == 0

@@ -21,7 +21,7 @@ from fraudstream.core.features.catalogue import CATALOGUE, FEATURE_NAMES
 from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
 from fraudstream.core.model.online import OnlineModel, TrainingExample, keep_legitimate
 from fraudstream.core.rules import RuleSet, RuleStats
-from fraudstream.core.state import StateStore
+from fraudstream.core.state import CardTransactions, StateStore
 
 __all__ = ["FraudScorer", "Scored", "LabelOutcome", "MerchantLabel", "DAY_MS"]
 
@@ -105,6 +105,7 @@ class FraudScorer:
         early_labels: MutableMapping[str, bytes] | None = None,
         partitions: int | None = None,
         learn_inline: bool = True,
+        explain: bool = True,
     ) -> None:
         self.settings = settings
         self.model = model or OnlineModel(settings.model, settings.label_streams)
@@ -112,16 +113,17 @@ class FraudScorer:
         self.cards = cards or StateStore(CardState, CardState.from_bytes)
         self.merchants = merchants or StateStore(MerchantState, MerchantState.from_bytes)
         self.snapshots: MutableMapping[str, bytes] = {} if snapshots is None else snapshots
-        self.card_index: MutableMapping[str, bytes] = {} if card_index is None else card_index
+        self.maturity_ms = int(settings.maturity_days * DAY_MS)
+        self.card_index = CardTransactions(card_index, self.maturity_ms)
         # Labels that overtook their authorization (a replay, or a lagging stage) wait here.
         self.early_labels: MutableMapping[str, bytes] = {} if early_labels is None else early_labels
         self.early_queue: deque[tuple[int, str]] = deque()
         self.partitions = partitions or settings.partitions
         self.learn_inline = learn_inline
+        self.explain = explain  # reasons cost an occlusion pass per alert; a backtest has no reader for them
         self.rule_stats = RuleStats()
         self.policies: dict[int, DecisionPolicy] = {}
         self.pending: deque[tuple[int, str]] = deque()  # (ts, tx_id) awaiting maturity, in scoring order
-        self.maturity_ms = int(settings.maturity_days * DAY_MS)
         self.counts = {"late": 0, "duplicate": 0, "matured": 0, "unmatched_labels": 0}
 
     # --- scoring ------------------------------------------------------------
@@ -163,7 +165,7 @@ class FraudScorer:
         self.cards.mark(auth.card_id)
         for rule_id in (*outcome.active_hits, *outcome.shadow_hits):
             self.rule_stats.record_hit(rule_id, auth.tx_id, auth.ts, alerted=decision.action != "none" and rule_id in outcome.alert_rules)
-        reasons = self.reasons(feats, score, decision) if decision.action != "none" else []
+        reasons = self.reasons(feats, score, decision) if self.explain and decision.action != "none" else []
         scored = Scored(auth, feats, score, self.model.version, decision, reasons, late=late,
                         rule_hits=(*outcome.active_hits, *outcome.shadow_hits))
         self._snapshot(scored)
@@ -201,18 +203,13 @@ class FraudScorer:
              "d": s.decision.as_dict(), "r": s.reasons, "h": list(s.rule_hits), "late": s.late, "l": None}
         )
         self.pending.append((a.ts, a.tx_id))
-        index = self.card_index.get(a.card_id)
-        entries = decode(index) if index is not None else []
-        horizon = a.ts - self.maturity_ms
-        entries = [e for e in entries if e[0] >= horizon][-511:]
-        entries.append([a.ts, a.tx_id])
-        self.card_index[a.card_id] = encode(entries)
+        self.card_index.add(a.card_id, a.ts, a.tx_id)
 
     @staticmethod
     def _from_snapshot(snap: dict[str, Any]) -> Scored:
         a = snap["a"]
         auth = Authorization(**a)
-        feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"]) if v is not None}
+        feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"], strict=False) if v is not None}
         d = snap["d"]
         decision = Decision(d["action"], d["threshold"], d["alert_id"], tuple(d["rules"]))
         return Scored(auth, feats, snap["s"], snap["v"], decision, snap["r"], late=snap["late"], rule_hits=tuple(snap["h"]))
@@ -227,12 +224,10 @@ class FraudScorer:
         if label.card_level:
             out = LabelOutcome("card_level")
             since = label.since if label.since is not None else NO_TIME
-            index = self.card_index.get(label.card_id)
-            for ts, tx_id in decode(index) if index is not None else []:
-                if ts >= since:
-                    sub = self._label_tx(tx_id, True, label)
-                    out.examples += sub.examples
-                    out.merchant_updates += sub.merchant_updates
+            for _, tx_id in self.card_index.since(label.card_id, since):
+                sub = self._label_tx(tx_id, True, label)
+                out.examples += sub.examples
+                out.merchant_updates += sub.merchant_updates
             return out
         return self._label_tx(label.tx_id or "", label.is_fraud, label)
 
@@ -258,7 +253,7 @@ class FraudScorer:
         if delta:
             out.merchant_updates.append(MerchantLabel(a["merchant_id"], a["card_id"], a["ts"], delta, label.ts))
         if is_fraud or keep_legitimate(tx_id, self.settings.legit_sample_rate):
-            feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"]) if v is not None}
+            feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"], strict=False) if v is not None}
             out.examples.append(TrainingExample(tx_id, feats, is_fraud, 1.0, label.source, label.ts))
         if self.learn_inline:
             for ex in out.examples:
@@ -284,7 +279,7 @@ class FraudScorer:
             snap = decode(raw)
             self.counts["matured"] += 1
             if snap["l"] is None and keep_legitimate(tx_id, self.settings.legit_sample_rate):
-                feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"]) if v is not None}
+                feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"], strict=False) if v is not None}
                 out.append(TrainingExample(tx_id, feats, False, 1.0, "maturity", now))
         while self.early_queue and self.early_queue[0][0] <= cutoff:
             # Waited a whole maturity period for its authorization: it is not coming.
@@ -303,7 +298,8 @@ class FraudScorer:
         self.cards.mark(event.card_id)
 
     def evict_idle(self, now: int) -> int:
-        return self.cards.evict_idle(now, CARD_IDLE_MS + self.settings.grace_ms) + self.merchants.evict_idle(
+        # A blocked card stays blocked however long it is idle: only a reissue unblocks it.
+        return self.cards.evict_idle(now, CARD_IDLE_MS + self.settings.grace_ms, keep=lambda c: c.compromised) + self.merchants.evict_idle(
             now, MERCHANT_IDLE_MS + self.settings.grace_ms
         )
 

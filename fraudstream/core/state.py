@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Generic, Protocol, TypeVar
 
-__all__ = ["StateStore", "Persistent"]
+__all__ = ["StateStore", "Persistent", "CardTransactions"]
 
 
 class Persistent(Protocol):
@@ -66,10 +66,10 @@ class StateStore(Generic[S]):
         self.deleted.clear()
         return n
 
-    def evict_idle(self, now: int, idle_ms: int) -> int:
-        """Forget every state whose clock is more than ``idle_ms`` behind ``now``."""
+    def evict_idle(self, now: int, idle_ms: int, keep: Callable[[S], bool] = lambda s: False) -> int:
+        """Forget every state whose clock is more than ``idle_ms`` behind ``now``, unless ``keep`` says not to."""
         cutoff = now - idle_ms
-        gone = [k for k, s in self.live.items() if s.clock < cutoff]
+        gone = [k for k, s in self.live.items() if s.clock < cutoff and not keep(s)]
         for k in gone:
             del self.live[k]
             self.dirty.discard(k)
@@ -77,8 +77,10 @@ class StateStore(Generic[S]):
         # States only on the durable side (not loaded since a restart) age out too.
         for k in [k for k in self.durable.keys() if k not in self.live]:
             raw = self.durable.get(k)
-            if raw is not None and self.decode(raw).clock < cutoff:
-                self.deleted.add(k)
+            if raw is not None:
+                state = self.decode(raw)
+                if state.clock < cutoff and not keep(state):
+                    self.deleted.add(k)
         return len(self.deleted)
 
     def drop_live(self, keep: Callable[[str], bool]) -> None:
@@ -92,3 +94,58 @@ class StateStore(Generic[S]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.live)
+
+
+class CardTransactions:
+    """Each card's recent ``(ts, tx_id)``: what a card-level label ("compromised since T") labels.
+
+    Live lists in front of a durable mapping of bytes, like :class:`StateStore`:
+    appended per authorization, written once per batch.
+
+    >>> index = CardTransactions(horizon_ms=1000)
+    >>> index.add("c1", 100, "t1"); index.add("c1", 900, "t2"); index.add("c1", 1500, "t3")
+    >>> index.since("c1", 800)
+    [(900, 't2'), (1500, 't3')]
+    """
+
+    def __init__(self, durable: MutableMapping[str, bytes] | None = None, horizon_ms: int = 45 * 86_400_000, cap: int = 512) -> None:
+        self.durable: MutableMapping[str, bytes] = {} if durable is None else durable
+        self.horizon_ms = horizon_ms
+        self.cap = cap
+        self.live: dict[str, list[tuple[int, str]]] = {}
+        self.dirty: set[str] = set()
+
+    def _load(self, card_id: str) -> list[tuple[int, str]]:
+        entries = self.live.get(card_id)
+        if entries is None:
+            from fraudstream.contracts import decode
+
+            raw = self.durable.get(card_id)
+            entries = [] if raw is None else [(int(ts), str(tx)) for ts, tx in decode(raw)]
+            self.live[card_id] = entries
+        return entries
+
+    def add(self, card_id: str, ts: int, tx_id: str) -> None:
+        entries = self._load(card_id)
+        entries.append((ts, tx_id))
+        # Pruned in bulk, not per event: the oldest entries go once past the horizon or the cap.
+        if len(entries) > self.cap or entries[0][0] < ts - 2 * self.horizon_ms:
+            cutoff = ts - self.horizon_ms
+            entries[:] = [e for e in entries[-self.cap :] if e[0] >= cutoff]
+        self.dirty.add(card_id)
+
+    def since(self, card_id: str, ts: int) -> list[tuple[int, str]]:
+        return [e for e in self._load(card_id) if e[0] >= ts]
+
+    def flush(self) -> int:
+        from fraudstream.contracts import encode
+
+        for card_id in self.dirty:
+            self.durable[card_id] = encode(self.live[card_id])
+        n = len(self.dirty)
+        self.dirty.clear()
+        return n
+
+    def drop_live(self) -> None:
+        self.flush()
+        self.live.clear()

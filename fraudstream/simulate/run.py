@@ -134,7 +134,7 @@ def produce(
         if err is not None:
             counts.delivery_errors += 1
 
-    producer = Producer({**conf, "linger.ms": 5, "queue.buffering.max.messages": 500_000, "on_delivery": delivered})
+    producer = Producer(settings.producer_config(**{"queue.buffering.max.messages": 500_000, "on_delivery": delivered}))
     send = _sender(producer)
     halt = threading.Event()
     investigator_thread: _InvestigatorLoop | None = None
@@ -296,7 +296,7 @@ class _InvestigatorLoop(threading.Thread):
                 "session.timeout.ms": 6000,
             }
         )
-        producer = Producer({**self.conf, "linger.ms": 5, "on_delivery": delivered})
+        producer = Producer(self.settings.producer_config(on_delivery=delivered))
         try:
             consumer.subscribe([self.settings.topic_alerts], on_assign=lambda _c, _p: self.assigned.set())
             while not self.halt.is_set():

@@ -81,8 +81,9 @@ class FraudApp:
             broker_credentials=_faust_credentials(s),
             logging_config=None,
         )
-        client = _client_conf(s, bootstrap)
-        self.producer = Producer({**client, "linger.ms": 2, "compression.type": "lz4"})
+        connected = s.with_overrides(broker=f"kafka://{bootstrap}")
+        client = connected.kafka_client_config()
+        self.producer = Producer(connected.producer_config(**{"linger.ms": 2}))
         self._define_topics()
         self._define_tables()
         self.scorer = FraudScorer(
@@ -182,6 +183,7 @@ class FraudApp:
             # Cached state objects may belong to partitions that move away:
             # forget them all; they reload from the tables on next use.
             self.scorer.cards.drop_live(lambda k: False)
+            self.scorer.card_index.drop_live()
             self.scorer.merchants.drop_live(lambda k: False)
             self.scorer.pending.clear()
             self._pending_rebuilt = False
@@ -257,6 +259,7 @@ class FraudApp:
             d = decode(msg.value)
             auth = Authorization(**d["auth"])
             self.card_table.route(auth.card_id, msg.partition)
+            self.index_table.route(auth.card_id, msg.partition)
             self.set_partition(msg.partition)
             scored = scorer.score(auth, d["merchant"], msg.partition)
             if scored.label_outcome is not None:
@@ -285,14 +288,15 @@ class FraudApp:
             for ex in scorer.mature(newest):
                 self.producer.produce(s.topic_training, encode(ex.as_dict()))
         scorer.cards.flush()
+        scorer.card_index.flush()
         self.card_table.clear_routes()
+        self.index_table.clear_routes()
         m.processing.observe(time.perf_counter() - started)
         m.batch_size.observe(len(events))
         self.producer.poll(0)
 
     def label_batch(self, events: list[Any]) -> None:
-        s, m, scorer = self.settings, self.metrics, self.scorer
-        produce = self.producer.produce
+        _s, m, scorer = self.settings, self.metrics, self.scorer
         for ev in events:
             msg = ev.message
             self.positions[(msg.topic, msg.partition)] = msg.offset
@@ -401,11 +405,6 @@ def _guarded(fn: Any) -> None:
         fn()
     except Exception:
         log.exception("periodic task %s failed; will retry", getattr(fn, "__qualname__", fn))
-
-
-def _client_conf(s: Settings, bootstrap: str) -> dict[str, Any]:
-    conf: dict[str, Any] = s.with_overrides(broker=f"kafka://{bootstrap}").kafka_client_config()
-    return conf
 
 
 def _faust_credentials(s: Settings) -> Any:

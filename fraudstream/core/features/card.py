@@ -41,7 +41,7 @@ def stable_hash(text: str) -> int:
 
 
 class CardState:
-    """Everything fraudstream remembers about one card: bounded, at most 2,018 bytes plus the open alert id.
+    """Everything fraudstream remembers about one card: bounded, about 2.1 KB plus the open alert id.
 
     The decision fields (compromised, open alert) live here too so that one
     table, partitioned by card, holds all of a card's state.
@@ -57,7 +57,7 @@ class CardState:
         self.minutes = BucketRing(12, 5 * MINUTE_MS, 3)  # count, sum, sum of squares
         self.hours = BucketRing(24, HOUR_MS, 4)  # count, sum, sum of squares, card-not-present count
         self.days = BucketRing(30, DAY_MS, 3, spans=(7, 30))
-        # 32-bit: a stable hash is a crc32 and a minute fits until the year 6053; it keeps the state under 2 KB.
+        # 32-bit: a stable hash is a crc32 and a minute fits until the year 6053: half the bytes of 64-bit.
         self.merchants = array("I")  # stable hashes of the most recent merchants
         self.merchant_seen = array("i")  # minute of last use, same order
         self.countries = array("I")
@@ -142,12 +142,15 @@ def calendar_features(ts: int, tz_offset_h: int = 0) -> tuple[float, float]:
     return (1.0 if hour <= 6 else 0.0), (1.0 if weekday >= 5 else 0.0)
 
 
-def _window_features(state: CardState, ts: int, out: dict[str, float], extra: tuple[float, float, float] | None) -> None:
-    """Window features as of ``ts``; ``extra`` (1, amount, amount²) counts an event not stored."""
-    for name, ring, span in (("1h", state.minutes, 12), ("24h", state.hours, 24), ("7d", state.days, 7), ("30d", state.days, 30)):
+def _window_features(state: CardState, ts: int, out: dict[str, float], extra: tuple[float, float, float],
+                     held: tuple[bool, bool, bool] = (False, False, False)) -> None:
+    """Window features as of ``ts``; ``extra`` (1, amount, amount²) counts this event in each ring
+    (minutes, hours, days) whose ``held`` flag is False: a late event, or one older than the ring's oldest bucket."""
+    rings = (("1h", state.minutes, 12, held[0]), ("24h", state.hours, 24, held[1]), ("7d", state.days, 7, held[2]), ("30d", state.days, 30, held[2]))
+    for name, ring, span, stored in rings:
         t = ring.totals(ts, span)
         c, s, q = t[0], t[1], t[2]
-        if extra is not None:
+        if not stored:
             c, s, q = c + extra[0], s + extra[1], q + extra[2]
         mean, std = _stats(c, s, q)
         out["card_count_" + name] = c
@@ -181,20 +184,23 @@ def card_features(state: CardState, auth: Authorization, grace_ms: int = 300_000
     gap = MAX_GAP_S if state.clock == NO_TIME else min(max(ts - state.clock, 0) / 1000.0, MAX_GAP_S)
     minute = ts // MINUTE_MS
     out: dict[str, float] = {"amount": amount}
+    held = (False, False, False)
     if late:
         # Read-only: the event is scored but never lands in a window it would distort.
         _window_features(state, ts, out, (1.0, amount, a2))
-        merchant_new = stable_hash(auth.merchant_id) not in state.merchants
-        out["card_first_at_merchant"] = 1.0 if merchant_new else 0.0
-        out["card_distinct_merchants_24h"] = float(sum(1 for m in state.merchant_seen if minute - 1440 < m <= minute) + merchant_new)
-        out["card_distinct_countries_24h"] = float(max(1, sum(1 for m in state.country_seen if minute - 1440 < m <= minute)))
-        cnp_24h = state.hours.totals(ts)[3] + cnp
+        merchant = stable_hash(auth.merchant_id)
+        out["card_first_at_merchant"] = 0.0 if merchant in state.merchants else 1.0
+        # This authorization's merchant and country count even when the card used them again later.
+        out["card_distinct_merchants_24h"] = float(_distinct_24h(state.merchants, state.merchant_seen, merchant, minute))
+        if auth.country:
+            countries = _distinct_24h(state.countries, state.country_seen, stable_hash(auth.country), minute)
+        else:
+            countries = sum(1 for m in state.country_seen if minute - 1440 < m <= minute)
+        out["card_distinct_countries_24h"] = float(max(countries, 1))
     else:
         # Stored first, then read: a query at the ring's newest bucket costs no loop.
-        state.minutes.add(ts, (1.0, amount, a2))
-        state.hours.add(ts, (1.0, amount, a2, cnp))
-        state.days.add(ts, (1.0, amount, a2))
-        _window_features(state, ts, out, None)
+        held = (state.minutes.add(ts, (1.0, amount, a2)), state.hours.add(ts, (1.0, amount, a2, cnp)), state.days.add(ts, (1.0, amount, a2)))
+        _window_features(state, ts, out, (1.0, amount, a2), held)
         new, distinct = _remember(state.merchants, state.merchant_seen, stable_hash(auth.merchant_id), minute, RECENT_MERCHANTS)
         out["card_first_at_merchant"] = 1.0 if new else 0.0
         out["card_distinct_merchants_24h"] = float(distinct)
@@ -203,10 +209,10 @@ def card_features(state: CardState, auth: Authorization, grace_ms: int = 300_000
         else:
             countries = sum(1 for m in state.country_seen if minute - 1440 < m <= minute)
         out["card_distinct_countries_24h"] = float(max(countries, 1))
-        cnp_24h = state.hours.totals(ts)[3]
         if ts > state.clock:
             state.clock = ts
-    _normal(out, amount, state.days.totals(ts, 30)[2] + (a2 if late else 0.0))
+    cnp_24h = state.hours.totals(ts)[3] + (0.0 if held[1] else cnp)
+    _normal(out, amount, state.days.totals(ts, 30)[2] + (0.0 if held[2] else a2))
     out["card_cnp_share_24h"] = cnp_24h / out["card_count_24h"]
     out["card_seconds_since_prev"] = gap
     out["is_night"], out["is_weekend"] = calendar_features(ts, tz_offset_h)

@@ -86,18 +86,18 @@ def merchant_features(state: MerchantState, auth: Authorization, grace_ms: int =
     ts = auth.ts
     late = state.clock != NO_TIME and ts < state.clock - grace_ms
     minute = ts // MINUTE_MS
+    held = (False, False)  # whether the hours and days rings hold this authorization
     if not late:
         # Stored first, then read: a query at the ring's newest bucket costs no loop.
-        state.hours.add(ts, (1.0, auth.amount, 0.0))
-        state.days.add(ts, (1.0, auth.amount, 0.0))
+        held = (state.hours.add(ts, (1.0, auth.amount, 0.0)), state.days.add(ts, (1.0, auth.amount, 0.0)))
         _note_card(state, stable_hash(auth.card_id), minute)
         if ts > state.clock:
             state.clock = ts
-    extra = 1.0 if late else 0.0
     out: dict[str, float] = {}
-    for name, ring, span in (("1d", state.hours, 24), ("7d", state.days, 7), ("30d", state.days, 30)):
+    for name, ring, span, stored in (("1d", state.hours, 24, held[0]), ("7d", state.days, 7, held[1]), ("30d", state.days, 30, held[1])):
         c, s, fraud = ring.totals(ts, span)
-        c, s = c + extra, s + extra * auth.amount
+        if not stored:  # late, or older than the ring's oldest bucket: counted here, never stored
+            c, s = c + 1.0, s + auth.amount
         out["merchant_count_" + name] = c
         out["merchant_amount_mean_" + name] = s / c
         out["merchant_fraud_rate_" + name] = max(fraud, 0.0) / c

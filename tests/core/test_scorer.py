@@ -1,0 +1,307 @@
+"""FraudScorer: replay determinism, duplicates, labels in every order, maturity, no leakage, blocks."""
+
+from __future__ import annotations
+
+import pytest
+
+from fraudstream.config import Settings
+from fraudstream.contracts import Authorization, CardReissue, Label, decode
+from fraudstream.core.model.online import keep_legitimate
+from fraudstream.core.rules import Rule, RuleSet
+from fraudstream.core.scorer import FraudScorer
+from fraudstream.simulate.handbook import HandbookSimulator
+from fraudstream.simulate.labels import LabelDelays
+
+MIN = 60_000
+HOUR = 3_600_000
+DAY = 86_400_000
+T0 = 1_700_438_400_000  # 2023-11-20T00:00:00Z
+
+
+def settings(**overrides: object) -> Settings:
+    return Settings.load(env={}).with_overrides(partitions=1, **overrides)
+
+
+def auth(tx: str, card: str, ts: int, amount: float = 50.0, merchant: str = "m1", channel: str = "pos") -> Authorization:
+    return Authorization(tx, card, merchant, amount, ts, channel=channel)
+
+
+def label(card: str, ts: int, tx: str | None = None, fraud: bool = True, source: str = "chargeback", since: int | None = None) -> Label:
+    return Label(card, fraud, ts, source, tx, since)
+
+
+def snapshot(scorer: FraudScorer, tx: str) -> dict:
+    return decode(scorer.snapshots[tx])
+
+
+# --- replay determinism ----------------------------------------------------------------------
+
+
+def simulated_events(seed: int) -> list[tuple[int, int, object]]:
+    """Authorizations (some redelivered) and their delayed labels, merged in event-time order."""
+    sim = HandbookSimulator(n_customers=50, n_terminals=100, n_days=18, seed=seed)
+    events: list[tuple[int, int, object]] = []
+    for i, a in enumerate(sim.iter_authorizations()):
+        events.append((a.ts, 0, Authorization(**a.as_event())))
+        if i % 47 == 0:  # a redelivery, a little later
+            events.append((a.ts + 1, 0, Authorization(**a.as_event())))
+    delays = LabelDelays(chargeback_delay_days=(1.0, 6.0), report_delay_hours=(6.0, 48.0), seed=seed)
+    for d in delays.labels(sim):
+        events.append((d["ts"], 1, Label(**d)))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return events
+
+
+def replay(events: list[tuple[int, int, object]], s: Settings) -> tuple[list, FraudScorer]:
+    scorer = FraudScorer(s)
+    out: list = []
+    for i, (ts, kind, obj) in enumerate(events):
+        if kind == 0:
+            r = scorer.process(obj)  # type: ignore[arg-type]
+            early = r.label_outcome
+            out.append(("score", r.score_record(), r.alert_record() if r.alerted else None, r.duplicate,
+                        None if early is None else (early.status, [e.tx_id for e in early.examples])))
+        else:
+            o = scorer.label(obj)  # type: ignore[arg-type]
+            out.append(("label", o.status, [(e.tx_id, e.is_fraud) for e in o.examples], [m.as_dict() for m in o.merchant_updates]))
+        if i % 50 == 0:
+            out.append(("mature", [e.tx_id for e in scorer.mature(ts)]))
+    return out, scorer
+
+
+def test_replay_is_deterministic() -> None:
+    events = simulated_events(seed=5)
+    s = settings(maturity_days=3.0, legit_sample_rate=0.2, alert_budget_per_day=20)
+    first, a = replay(events, s)
+    second, b = replay(events, s)
+    assert first == second
+    assert a.model.version == b.model.version and a.counts == b.counts
+    # The run was not trivial: the model left its cold start, alerts were raised, duplicates answered.
+    assert a.model.ready and a.model.examples > 100
+    scores = [rec for rec in first if rec[0] == "score"]
+    assert sum(1 for rec in scores if rec[2] is not None) > 20
+    assert a.counts["duplicate"] > 10
+    assert len({rec[1]["model_version"] for rec in scores}) > 50
+
+
+# --- duplicates ------------------------------------------------------------------------------
+
+
+def test_a_duplicate_is_answered_from_its_snapshot_and_counted_once() -> None:
+    rules = RuleSet([Rule("R-1", "big ticket", "amount > 1000", "active", "alert")])
+    scorer = FraudScorer(settings(), rules=rules)
+    first = scorer.process(auth("t1", "c1", T0, 5000.0))
+    assert first.alerted and not first.duplicate
+    card, merchant, snap = scorer.cards.get("c1").to_bytes(), scorer.merchants.get("m1").to_bytes(), scorer.snapshots["t1"]
+    again = scorer.process(auth("t1", "c1", T0, 5000.0))
+    assert again.duplicate
+    assert again.score_record() == first.score_record()
+    assert again.alert_record() == first.alert_record()
+    assert (again.score, again.reasons, again.rule_hits) == (first.score, first.reasons, first.rule_hits)
+    assert scorer.cards.get("c1").to_bytes() == card
+    assert scorer.merchants.get("m1").to_bytes() == merchant
+    assert scorer.snapshots["t1"] == snap
+    assert scorer.counts["duplicate"] == 1 and len(scorer.pending) == 1
+    assert scorer.rule_stats.snapshot()["R-1"]["overall"]["hits"] == 1
+    nxt = scorer.process(auth("t2", "c1", T0 + MIN, 10.0))
+    assert (nxt.features["card_count_1h"], nxt.features["merchant_count_1d"]) == (2.0, 2.0)
+
+
+def test_a_duplicate_on_the_card_stage_alone_touches_no_state() -> None:
+    """The worker's card stage gets merchant features from upstream; a redelivery must not count twice."""
+    scorer = FraudScorer(settings())
+    a = auth("t1", "c1", T0)
+    first = scorer.score(a, scorer.enrich_merchant(a))
+    card = scorer.cards.get("c1").to_bytes()
+    again = scorer.score(auth("t1", "c1", T0 + 5, 999.0), {"merchant_count_1d": 42.0})  # same tx_id, other payload
+    assert again.duplicate and again.score_record() == first.score_record()
+    assert scorer.cards.get("c1").to_bytes() == card
+
+
+# --- labels ------------------------------------------------------------------------------
+
+
+def test_an_early_label_is_applied_when_its_authorization_arrives() -> None:
+    scorer = FraudScorer(settings())
+    reference = FraudScorer(settings())  # the same authorizations, no label
+    out = scorer.label(label("c1", T0 + HOUR, "t1"))
+    assert out.status == "early" and out.examples == []
+    assert "t1" in scorer.early_labels and scorer.model.examples == 0
+    scored = scorer.process(auth("t1", "c1", T0))
+    assert scored.score_record() == reference.process(auth("t1", "c1", T0)).score_record()  # scored as if unknown
+    assert scored.label_outcome is not None and scored.label_outcome.status == "learned"
+    assert [e.tx_id for e in scored.label_outcome.examples] == ["t1"]
+    assert scored.label_outcome.delay_ms == HOUR
+    assert scorer.model.examples == 1 and not scorer.early_labels
+    assert snapshot(scorer, "t1")["l"] is True
+    nxt = scorer.process(auth("t2", "c2", T0 + MIN))
+    assert nxt.features["merchant_fraud_rate_1d"] == 0.5  # the merchant heard about t1
+
+
+def test_a_repeated_label_is_learned_once() -> None:
+    scorer = FraudScorer(settings())
+    scorer.process(auth("t1", "c1", T0))
+    assert scorer.label(label("c1", T0 + HOUR, "t1")).status == "learned"
+    examples, merchant = scorer.model.examples, scorer.merchants.get("m1").to_bytes()
+    again = scorer.label(label("c1", T0 + 2 * HOUR, "t1", source="analyst"))
+    assert again.status == "duplicate" and again.examples == [] and again.merchant_updates == []
+    assert scorer.model.examples == examples == 1
+    assert scorer.merchants.get("m1").to_bytes() == merchant
+
+
+def test_a_contradiction_is_learned_again_and_the_merchant_reverts() -> None:
+    scorer = FraudScorer(settings(legit_sample_rate=1.0))
+    scorer.process(auth("t1", "c1", T0))
+    scorer.label(label("c1", T0 + HOUR, "t1"))
+    out = scorer.label(label("c1", T0 + 2 * HOUR, "t1", fraud=False, source="analyst"))
+    assert out.status == "contradiction"
+    assert [(e.tx_id, e.is_fraud) for e in out.examples] == [("t1", False)]
+    assert [m.fraud_delta for m in out.merchant_updates] == [-1]
+    assert scorer.model.examples == 2
+    assert snapshot(scorer, "t1")["l"] is False
+    assert scorer.process(auth("t2", "c2", T0 + MIN)).features["merchant_fraud_rate_1d"] == 0.0
+    back = scorer.label(label("c1", T0 + 3 * HOUR, "t1"))
+    assert back.status == "contradiction" and [m.fraud_delta for m in back.merchant_updates] == [1]
+    assert scorer.process(auth("t3", "c3", T0 + 2 * MIN)).features["merchant_fraud_rate_1d"] == pytest.approx(1 / 3)
+
+
+def test_a_legitimate_label_changes_no_fraud_count() -> None:
+    scorer = FraudScorer(settings(legit_sample_rate=0.0))
+    scorer.process(auth("t1", "c1", T0))
+    out = scorer.label(label("c1", T0 + HOUR, "t1", fraud=False, source="analyst"))
+    assert out.status == "learned" and out.examples == [] and out.merchant_updates == []  # subsampled away
+    assert not scorer.cards.get("c1").compromised
+
+
+def test_an_unknown_transaction_is_counted_after_maturity() -> None:
+    scorer = FraudScorer(settings(maturity_days=2.0))
+    assert scorer.label(label("c9", T0, "ghost")).status == "early"
+    scorer.mature(T0 + 2 * DAY - 1)
+    assert scorer.counts["unmatched_labels"] == 0 and "ghost" in scorer.early_labels
+    scorer.mature(T0 + 2 * DAY)
+    assert scorer.counts["unmatched_labels"] == 1 and not scorer.early_labels
+    late_auth = scorer.process(auth("ghost", "c9", T0 + 2 * DAY + 1))
+    assert late_auth.label_outcome is None and scorer.model.examples == 0
+
+
+def test_a_card_level_label_labels_the_card_since_t_and_blocks_it() -> None:
+    scorer = FraudScorer(settings())
+    for tx, ts in (("t1", T0 - 2 * DAY), ("t2", T0 - DAY), ("t3", T0), ("t4", T0 + HOUR)):
+        scorer.process(auth(tx, "c1", ts))
+    scorer.process(auth("other", "c2", T0 + HOUR))
+    out = scorer.label(label("c1", T0 + 2 * HOUR, since=T0, source="customer_report"))
+    assert out.status == "card_level"
+    assert [(e.tx_id, e.is_fraud, e.source) for e in out.examples] == [("t3", True, "customer_report"), ("t4", True, "customer_report")]
+    assert [m.fraud_delta for m in out.merchant_updates] == [1, 1]
+    assert [snapshot(scorer, t)["l"] for t in ("t1", "t2", "t3", "t4", "other")] == [None, None, True, True, None]
+    assert scorer.cards.get("c1").compromised_since == T0 + 2 * HOUR
+    blocked = scorer.process(auth("t5", "c1", T0 + 3 * HOUR, 5.0))
+    assert (blocked.decision.action, blocked.decision.alert_id) == ("block", "alert-t5")
+    assert "card has confirmed fraud and is not yet reissued" in blocked.reasons
+    assert scorer.process(auth("t6", "c2", T0 + 3 * HOUR, 5.0)).decision.action == "none"
+    # A second report for the same episode does not learn t3 and t4 again.
+    again = scorer.label(label("c1", T0 + 5 * HOUR, since=T0, source="customer_report"))
+    relearned = [e.tx_id for e in again.examples]
+    assert "t3" not in relearned and "t4" not in relearned
+    assert scorer.model.examples == 2 + len(relearned)
+    # Reissued: the new card is scored normally again.
+    scorer.reissue(CardReissue("c1", T0 + 6 * HOUR))
+    assert not scorer.cards.get("c1").compromised
+    assert scorer.process(auth("t7", "c1", T0 + 7 * HOUR, 5.0)).decision.action == "none"
+
+
+def test_a_transaction_label_blocks_the_card_until_reissue() -> None:
+    scorer = FraudScorer(settings())
+    scorer.process(auth("t1", "c1", T0))
+    scorer.label(label("c1", T0 + HOUR, "t1", source="analyst"))
+    assert scorer.process(auth("t2", "c1", T0 + 2 * HOUR, 1.0)).decision.action == "block"
+    scorer.reissue(CardReissue("c1", T0 + 3 * HOUR))
+    card = scorer.cards.get("c1")
+    assert (card.compromised, card.open_alert_id) == (False, None)
+    assert scorer.process(auth("t3", "c1", T0 + 4 * HOUR, 1.0)).decision.action == "none"
+
+
+def test_card_level_labels_skip_matured_transactions() -> None:
+    scorer = FraudScorer(settings(maturity_days=1.0, legit_sample_rate=0.0))
+    scorer.process(auth("t1", "c1", T0))
+    scorer.process(auth("t2", "c1", T0 + 2 * DAY))
+    scorer.mature(T0 + 2 * DAY)  # t1 matured as legitimate, its snapshot is gone
+    out = scorer.label(label("c1", T0 + 2 * DAY + HOUR, since=T0, source="customer_report"))
+    assert [e.tx_id for e in out.examples] == ["t2"]
+
+
+# --- maturity ----------------------------------------------------------------------------
+
+
+def test_maturity_learns_unlabelled_authorizations_as_legitimate() -> None:
+    scorer = FraudScorer(settings(maturity_days=1.0, legit_sample_rate=1.0))
+    for i in range(10):
+        scorer.process(auth(f"t{i}", f"c{i % 3}", T0 + i * MIN))
+    scorer.label(label("c0", T0 + HOUR, "t3"))
+    assert scorer.mature(T0 + DAY - 1) == [] and scorer.counts["matured"] == 0
+    learned = scorer.mature(T0 + DAY + 5 * MIN)  # t0..t5 are a day old
+    assert [(e.tx_id, e.is_fraud, e.source, e.ts) for e in learned] == [
+        (f"t{i}", False, "maturity", T0 + DAY + 5 * MIN) for i in (0, 1, 2, 4, 5)]
+    assert scorer.counts["matured"] == 6
+    assert scorer.model.examples == 1 + 5
+    assert all(f"t{i}" not in scorer.snapshots for i in range(6))
+    assert all(f"t{i}" in scorer.snapshots for i in range(6, 10))
+
+
+def test_maturity_subsamples_legitimate_examples_deterministically() -> None:
+    scorer = FraudScorer(settings(maturity_days=1.0, legit_sample_rate=0.3))
+    ids = [f"tx-{i:04d}" for i in range(300)]
+    for i, tx in enumerate(ids):
+        scorer.process(auth(tx, f"c{i % 20}", T0 + i * 1000))
+    learned = scorer.mature(T0 + 2 * DAY)
+    assert [e.tx_id for e in learned] == [t for t in ids if keep_legitimate(t, 0.3)]
+    assert 60 < len(learned) < 120
+    assert scorer.counts["matured"] == 300 and not scorer.snapshots
+
+
+def test_maturity_learns_the_features_as_scored() -> None:
+    scorer = FraudScorer(settings(maturity_days=1.0, legit_sample_rate=1.0))
+    first = scorer.process(auth("t1", "c1", T0, 20.0))
+    for i in range(5):
+        scorer.process(auth(f"n{i}", "c1", T0 + (i + 1) * MIN, 900.0))
+    (example, *_) = scorer.mature(T0 + DAY)
+    assert example.tx_id == "t1" and dict(example.features) == first.features
+
+
+# --- no leakage ----------------------------------------------------------------------------
+
+
+def test_a_label_never_changes_what_was_scored() -> None:
+    scorer = FraudScorer(settings(legit_sample_rate=1.0))
+    first = scorer.process(auth("t1", "c1", T0, 500.0))
+    record = first.score_record()
+    for i in range(3):  # the card and the merchant move on
+        scorer.process(auth(f"n{i}", "c1", T0 + (i + 1) * MIN, 40.0))
+    out = scorer.label(label("c1", T0 + HOUR, "t1"))
+    # The example is the snapshot as scored, not features recomputed now (which would count n0..n2).
+    assert dict(out.examples[0].features) == first.features
+    assert out.examples[0].features["card_count_1h"] == 1.0
+    assert out.score == first.score
+    snap = snapshot(scorer, "t1")
+    assert (snap["s"], snap["v"], snap["d"]) == (first.score, first.model_version, first.decision.as_dict())
+    # A redelivery after the label answers with the original score and model version.
+    again = scorer.process(auth("t1", "c1", T0, 500.0))
+    assert again.score_record() == record
+    assert again.model_version == "logistic-0" and scorer.model.version == "logistic-1"
+
+
+# --- late authorizations -------------------------------------------------------------------
+
+
+def test_a_late_authorization_is_scored_and_counted_but_not_aggregated() -> None:
+    scorer = FraudScorer(settings(grace_ms=300_000))
+    scorer.process(auth("t1", "c1", T0 + HOUR))
+    card, merchant = scorer.cards.get("c1").to_bytes(), scorer.merchants.get("m1").to_bytes()
+    late = scorer.process(auth("t0", "c1", T0))
+    assert late.late and late.score_record()["late"] is True
+    assert scorer.counts["late"] == 1
+    assert "late" not in late.features
+    assert scorer.cards.get("c1").to_bytes() == card
+    assert scorer.merchants.get("m1").to_bytes() == merchant
+    # As of its own time: t1 (an hour later) is outside its 24-hour window, inside its day bucket.
+    assert (late.features["card_count_24h"], late.features["card_count_30d"]) == (1.0, 2.0)
