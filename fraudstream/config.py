@@ -70,6 +70,9 @@ class Settings:
     topic_merchant_labels: str = _env(
         "TOPIC_MERCHANT_LABELS", "Internal: confirmed labels keyed by merchant.", "fraud.merchant-labels"
     )
+    topic_card_events: str = _env(
+        "TOPIC_CARD_EVENTS", "Internal: labels and reissues re-keyed to the partition of the card's state.", "fraud.card-events"
+    )
     topic_training: str = _env("TOPIC_TRAINING", "Internal: ordered training examples.", "fraud.training-examples")
     topic_models: str = _env("TOPIC_MODELS", "Internal: model checkpoints (compacted).", "fraud.models")
     partitions: int = _env("PARTITIONS", "Partitions of the keyed topics when fraudstream creates them.", 3)
@@ -190,6 +193,13 @@ class Settings:
         return [(f.metadata["env"], f.name, f.default, f.metadata["doc"]) for f in fields(cls)]
 
 
+def markdown_table() -> str:
+    """The README's configuration table: ``python -m fraudstream.config``."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{env}` | `{default}` | {doc} |" for env, _name, default, doc in Settings.documentation()]
+    return "\n".join(rows)
+
+
 def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
     kinds: dict[str, type] = {f.name: type(f.default) for f in fields(cls)}
     if name not in kinds:
@@ -204,3 +214,7 @@ def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
     except (TypeError, ValueError):
         env = {f.name: f.metadata["env"] for f in fields(cls)}[name]
         raise ConfigError(f"{env} must be {kind.__name__}, got {value!r}") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(markdown_table())

@@ -429,10 +429,13 @@ def _rules_stats(settings: Settings, args: Any) -> int:
     first_ms = (end_day - days + 1) * _DAY_MS
     window = [h for h in hits if h.ts >= first_ms]
     stats = RuleStats(max_pending=max(1, len(window)), max_days=MAX_DAYS)
-    by_card: dict[str, list[tuple[int, str]]] = {}
+    in_window: dict[str, _Hit] = {}  # tx_id -> its first record: redeliveries are counted once
     for h in window:
-        for rule_id in h.rules:
+        for rule_id in h.rules:  # RuleStats counts a redelivered hit once, and credits an alert reported late
             stats.record_hit(rule_id, h.tx_id, h.ts, alerted=rule_id in h.alert_rules)
+        in_window.setdefault(h.tx_id, h)
+    by_card: dict[str, list[tuple[int, str]]] = {}
+    for h in in_window.values():
         by_card.setdefault(h.card_id, []).append((h.ts, h.tx_id))
 
     labels = card_reports = bad_labels = matched = 0
@@ -447,9 +450,8 @@ def _rules_stats(settings: Settings, args: Any) -> int:
         if label.card_level:
             card_reports += 1
             since = label.since if label.since is not None else 0
-            for ts, tx_id in by_card.get(label.card_id, ()):
-                if ts >= since:
-                    matched += stats.record_label(tx_id, True)
+            hit = [stats.record_label(tx_id, True) for ts, tx_id in by_card.get(label.card_id, ()) if ts >= since]
+            matched += any(hit)
         else:
             matched += stats.record_label(label.tx_id or "", label.is_fraud)
 
@@ -460,8 +462,8 @@ def _rules_stats(settings: Settings, args: Any) -> int:
     if newest is None:
         print(f"  no scored authorizations in {settings.topic_scores} yet")
     else:
-        print(f"  {scored} score records read, newest at {_utc(newest)}; {len(window)} in the window had rule hits")
-    print(f"  {labels} labels read ({card_reports} card-level reports), {matched} label matches with rule hits")
+        print(f"  {scored} score records read, newest at {_utc(newest)}; {len(in_window)} authorizations in the window had rule hits")
+    print(f"  {labels} labels read ({card_reports} card-level reports), {matched} of them about authorizations with rule hits")
     skipped = [f"{n} unreadable {what}" for n, what in ((bad_scores, "score records"), (bad_labels, "labels")) if n]
     if skipped:
         print(f"  skipped {' and '.join(skipped)}")

@@ -21,9 +21,9 @@ from array import array
 from dataclasses import dataclass, field
 
 from fraudstream.contracts import alert_id_for
-from fraudstream.core.features.card import HOUR_MS, CardState
+from fraudstream.core.features.card import HOUR_MS, NO_TIME
 
-__all__ = ["AdaptiveThreshold", "Decision", "DecisionPolicy", "ACTIONS"]
+__all__ = ["AdaptiveThreshold", "CardStanding", "Decision", "DecisionPolicy", "ACTIONS"]
 
 ACTIONS = ("none", "alert", "update", "block")
 _BINS = 1000
@@ -100,6 +100,41 @@ class AdaptiveThreshold:
         self._stale = 1 << 30
 
 
+_STANDING = struct.Struct("<qqq")
+
+
+class CardStanding:
+    """A card's alert and block state: kept where its scores are decided.
+
+    >>> s = CardStanding(); s.compromised
+    False
+    >>> CardStanding.from_bytes(s.to_bytes()).open_alert_id is None
+    True
+    """
+
+    __slots__ = ("clock", "compromised_since", "open_alert_id", "open_alert_until")
+
+    def __init__(self) -> None:
+        self.clock = NO_TIME  # newest event time seen, for eviction
+        self.compromised_since = NO_TIME  # a confirmed fraud: block until reissued
+        self.open_alert_id: str | None = None
+        self.open_alert_until = NO_TIME
+
+    @property
+    def compromised(self) -> bool:
+        return self.compromised_since != NO_TIME
+
+    def to_bytes(self) -> bytes:
+        return _STANDING.pack(self.clock, self.compromised_since, self.open_alert_until) + (self.open_alert_id or "").encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CardStanding:
+        s = cls()
+        s.clock, s.compromised_since, s.open_alert_until = _STANDING.unpack_from(raw)
+        s.open_alert_id = raw[_STANDING.size :].decode() or None
+        return s
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     action: str  # one of ACTIONS
@@ -122,8 +157,10 @@ class DecisionPolicy:
         self.warmup = warmup
         self.threshold = AdaptiveThreshold(budget_per_day, floor, ceiling, warmup)
 
-    def decide(self, card: CardState, tx_id: str, ts: int, score: float, alert_rules: tuple[str, ...] = ()) -> Decision:
+    def decide(self, card: CardStanding, tx_id: str, ts: int, score: float, alert_rules: tuple[str, ...] = ()) -> Decision:
         threshold = self.threshold.value(ts)
+        if ts > card.clock:
+            card.clock = ts
         self.threshold.observe(ts, score)
         if card.compromised and ts >= card.compromised_since:
             return Decision("block", threshold, alert_id_for(tx_id), alert_rules)

@@ -15,7 +15,7 @@ from typing import Any
 
 from fraudstream.config import Settings
 from fraudstream.contracts import Authorization, CardReissue, Label, decode, encode
-from fraudstream.core.decision import Decision, DecisionPolicy
+from fraudstream.core.decision import CardStanding, Decision, DecisionPolicy
 from fraudstream.core.features.card import CARD_IDLE_MS, NO_TIME, CardState, card_features
 from fraudstream.core.features.catalogue import CATALOGUE, FEATURE_NAMES
 from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
@@ -23,7 +23,7 @@ from fraudstream.core.model.online import OnlineModel, TrainingExample, keep_leg
 from fraudstream.core.rules import RuleSet, RuleStats
 from fraudstream.core.state import CardTransactions, StateStore
 
-__all__ = ["FraudScorer", "Scored", "LabelOutcome", "MerchantLabel", "DAY_MS"]
+__all__ = ["FraudScorer", "Scored", "CardStep", "LabelOutcome", "MerchantLabel", "DAY_MS"]
 
 DAY_MS = 86_400_000
 _PHRASES = {f.name: f.phrase for f in CATALOGUE}
@@ -65,6 +65,15 @@ class Scored:
                 "model_version": self.model_version}
 
 
+@dataclass(slots=True)
+class CardStep:
+    """What the card stage hands on: its features, and whether the authorization was late or a redelivery."""
+
+    features: dict[str, float]
+    late: bool
+    duplicate: bool
+
+
 @dataclass(frozen=True, slots=True)
 class MerchantLabel:
     """A label's news for the merchant of the labelled authorization."""
@@ -99,6 +108,7 @@ class FraudScorer:
         model: OnlineModel | None = None,
         rules: RuleSet | None = None,
         cards: StateStore[CardState] | None = None,
+        standings: StateStore[CardStanding] | None = None,
         merchants: StateStore[MerchantState] | None = None,
         snapshots: MutableMapping[str, bytes] | None = None,
         card_index: MutableMapping[str, bytes] | None = None,
@@ -111,6 +121,7 @@ class FraudScorer:
         self.model = model or OnlineModel(settings.model, settings.label_streams)
         self.rules = rules or RuleSet()
         self.cards = cards or StateStore(CardState, CardState.from_bytes)
+        self.standings = standings or StateStore(CardStanding, CardStanding.from_bytes)
         self.merchants = merchants or StateStore(MerchantState, MerchantState.from_bytes)
         self.snapshots: MutableMapping[str, bytes] = {} if snapshots is None else snapshots
         self.maturity_ms = int(settings.maturity_days * DAY_MS)
@@ -138,31 +149,42 @@ class FraudScorer:
             self.policies[partition] = p
         return p
 
-    def enrich_merchant(self, auth: Authorization) -> dict[str, float]:
+    def card_stage(self, auth: Authorization) -> CardStep:
+        """The card half of the features, where the card's authorizations arrive in order."""
+        card = self.cards.get(auth.card_id)
+        duplicate = card.seen_tx(auth.tx_id)
+        feats = card_features(card, auth, self.settings.grace_ms, self.settings.timezone_offset_h, readonly=duplicate)
+        late = feats.pop("late") == 1.0
+        if not duplicate:
+            card.note_tx(auth.tx_id)
+            self.cards.mark(auth.card_id)
+        return CardStep(feats, late, duplicate)
+
+    def enrich_merchant(self, auth: Authorization, duplicate: bool = False) -> dict[str, float]:
+        """The merchant half, where the merchant's authorizations arrive."""
         state = self.merchants.get(auth.merchant_id)
-        feats = merchant_features(state, auth, self.settings.grace_ms)
-        self.merchants.mark(auth.merchant_id)
+        feats = merchant_features(state, auth, self.settings.grace_ms, readonly=duplicate)
+        if not duplicate:
+            self.merchants.mark(auth.merchant_id)
         return feats
 
-    def score(self, auth: Authorization, merchant_feats: dict[str, float], partition: int = 0) -> Scored:
+    def score(self, auth: Authorization, feats: dict[str, float], late: bool = False, partition: int = 0) -> Scored:
+        """Score, rules and decision, where the card's alerts are decided."""
         seen = self.snapshots.get(auth.tx_id)
         if seen is not None:
-            # A redelivered authorization: the same answer again, counted once in the windows.
+            # A redelivered authorization: the same answer again.
             self.counts["duplicate"] += 1
             scored = self._from_snapshot(decode(seen))
             scored.duplicate = True
             return scored
-        card = self.cards.get(auth.card_id)
-        feats = card_features(card, auth, self.settings.grace_ms, self.settings.timezone_offset_h)
-        late = feats.pop("late") == 1.0
         self.counts["late"] += late
-        feats.update(merchant_feats)
+        standing = self.standings.get(auth.card_id)
         score = self.model.score(feats)
         outcome = self.rules.evaluate(_rule_fields(auth, feats))
         if outcome.score_delta:
             score = min(max(score + outcome.score_delta, 0.0), 1.0)
-        decision = self.policy(partition).decide(card, auth.tx_id, auth.ts, score, tuple(outcome.alert_rules))
-        self.cards.mark(auth.card_id)
+        decision = self.policy(partition).decide(standing, auth.tx_id, auth.ts, score, tuple(outcome.alert_rules))
+        self.standings.mark(auth.card_id)
         for rule_id in (*outcome.active_hits, *outcome.shadow_hits):
             self.rule_stats.record_hit(rule_id, auth.tx_id, auth.ts, alerted=decision.action != "none" and rule_id in outcome.alert_rules)
         reasons = self.reasons(feats, score, decision) if self.explain and decision.action != "none" else []
@@ -176,11 +198,11 @@ class FraudScorer:
         return scored
 
     def process(self, auth: Authorization, partition: int = 0) -> Scored:
-        """Both halves, for the backtest and tests."""
-        if auth.tx_id in self.snapshots:
-            # A redelivery is answered from its snapshot: the merchant must not count it twice either.
-            return self.score(auth, {}, partition)
-        return self.score(auth, self.enrich_merchant(auth), partition)
+        """All three stages in one place, for the backtest and tests: the worker's path, without Kafka."""
+        step = self.card_stage(auth)
+        feats = step.features
+        feats.update(self.enrich_merchant(auth, step.duplicate))
+        return self.score(auth, feats, step.late, partition)
 
     def reasons(self, feats: dict[str, float], score: float, decision: Decision) -> list[str]:
         """Why, in an operator's words: the model's top contributions, then the rules."""
@@ -217,10 +239,10 @@ class FraudScorer:
     # --- labels -------------------------------------------------------------
     def label(self, label: Label) -> LabelOutcome:
         """Join a label with its snapshot; returns what to learn and tell merchants."""
-        card = self.cards.get(label.card_id)
-        if label.is_fraud and (not card.compromised or label.ts < card.compromised_since):
-            card.compromised_since = label.ts
-            self.cards.mark(label.card_id)
+        standing = self.standings.get(label.card_id)
+        if label.is_fraud and (not standing.compromised or label.ts < standing.compromised_since):
+            standing.compromised_since = label.ts
+            self.standings.mark(label.card_id)
         if label.card_level:
             out = LabelOutcome("card_level")
             since = label.since if label.since is not None else NO_TIME
@@ -291,17 +313,17 @@ class FraudScorer:
         return out
 
     def reissue(self, event: CardReissue) -> None:
-        card = self.cards.get(event.card_id)
-        card.compromised_since = NO_TIME
-        card.open_alert_id = None
-        card.open_alert_until = NO_TIME
-        self.cards.mark(event.card_id)
+        standing = self.standings.get(event.card_id)
+        standing.compromised_since = NO_TIME
+        standing.open_alert_id = None
+        standing.open_alert_until = NO_TIME
+        self.standings.mark(event.card_id)
 
     def evict_idle(self, now: int) -> int:
+        idle = CARD_IDLE_MS + self.settings.grace_ms
         # A blocked card stays blocked however long it is idle: only a reissue unblocks it.
-        return self.cards.evict_idle(now, CARD_IDLE_MS + self.settings.grace_ms, keep=lambda c: c.compromised) + self.merchants.evict_idle(
-            now, MERCHANT_IDLE_MS + self.settings.grace_ms
-        )
+        return (self.cards.evict_idle(now, idle) + self.standings.evict_idle(now, idle, keep=lambda c: c.compromised)
+                + self.merchants.evict_idle(now, MERCHANT_IDLE_MS + self.settings.grace_ms))
 
 
 def _rule_fields(auth: Authorization, feats: dict[str, float]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ SETTING_FOR_TOPIC = {
     "fraud.authorizations-by-merchant": "topic_by_merchant",
     "fraud.authorizations-enriched": "topic_enriched",
     "fraud.merchant-labels": "topic_merchant_labels",
+    "fraud.card-events": "topic_card_events",
     "fraud.training-examples": "topic_training",
     "fraud.models": "topic_models",
 }

@@ -32,7 +32,9 @@ from confluent_kafka import Producer
 from fraudstream.config import Settings
 from fraudstream.contracts import (
     Authorization,
+    CardReissue,
     DeadLetter,
+    Label,
     Rejection,
     decode,
     decode_authorization,
@@ -40,6 +42,7 @@ from fraudstream.contracts import (
     decode_label,
     encode,
 )
+from fraudstream.core.decision import CardStanding
 from fraudstream.core.features.card import CardState
 from fraudstream.core.features.merchant import MerchantState
 from fraudstream.core.model.quality import QualityWindow
@@ -64,7 +67,7 @@ class FraudApp:
         self.metrics = metrics or Metrics()
         self.app = faust.App(
             s.app_id,
-            broker=f"kafka://{bootstrap}",
+            broker=[f"kafka://{host}" for host in bootstrap.split(",")],
             store=s.store,
             datadir=s.state_dir,
             topic_partitions=s.partitions,
@@ -89,6 +92,7 @@ class FraudApp:
         self.scorer = FraudScorer(
             s,
             cards=StateStore(CardState, CardState.from_bytes, self.card_table),
+            standings=StateStore(CardStanding, CardStanding.from_bytes, self.standing_table),
             merchants=StateStore(MerchantState, MerchantState.from_bytes, self.merchant_table),
             snapshots=self.snapshot_table,
             card_index=self.index_table,
@@ -114,11 +118,13 @@ class FraudApp:
         self.t_labels = app.topic(s.topic_labels, partitions=s.partitions)
         self.t_merchant_labels = app.topic(s.topic_merchant_labels, partitions=s.partitions)
         self.t_reissues = app.topic(s.topic_card_reissues, partitions=s.partitions)
+        self.t_card_events = app.topic(s.topic_card_events, partitions=s.partitions)
 
     def _define_tables(self) -> None:
         app, n = self.app, self.settings.partitions
         kw: dict[str, Any] = {"partitions": n, "key_type": bytes, "value_type": bytes, "default": None}
         self.card_table = TableMapping(app.Table("cards", **kw))
+        self.standing_table = TableMapping(app.Table("card-standings", **kw))
         self.merchant_table = TableMapping(app.Table("merchants", **kw))
         self.snapshot_table = TableMapping(app.Table("snapshots", **kw))
         self.index_table = TableMapping(app.Table("card-transactions", **kw))
@@ -146,9 +152,21 @@ class FraudApp:
                 await self.flush()
 
         @app.agent(self.t_labels, name="labels")
-        async def label_stage(stream: Any) -> None:
+        async def label_intake(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
-                self.label_batch(events)
+                self.card_event_intake(events, "label")
+                await self.flush()
+
+        @app.agent(self.t_reissues, name="card-reissues")
+        async def reissue_intake(stream: Any) -> None:
+            async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
+                self.card_event_intake(events, "reissue")
+                await self.flush()
+
+        @app.agent(self.t_card_events, name="card-events")
+        async def card_event_stage(stream: Any) -> None:
+            async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
+                self.card_event_batch(events)
                 await self.flush()
 
         @app.agent(self.t_merchant_labels, name="merchant-labels")
@@ -161,28 +179,14 @@ class FraudApp:
                 self.scorer.merchants.flush()
                 self.merchant_table.clear_routes()
 
-        @app.agent(self.t_reissues, name="card-reissues")
-        async def reissue_stage(stream: Any) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
-                for ev in events:
-                    m = ev.message
-                    reissue = decode_card_reissue(m.value, m.key)
-                    if isinstance(reissue, Rejection):
-                        self.dead_letter(reissue, m)
-                        continue
-                    self.card_table.route(reissue.card_id, m.partition)
-                    self.scorer.reissue(reissue)
-                self.scorer.cards.flush()
-                self.card_table.clear_routes()
-                await self.flush()
-
-        self.agents = (intake, merchant_stage, score_stage, label_stage, merchant_label_stage, reissue_stage)
+        self.agents = (intake, merchant_stage, score_stage, label_intake, reissue_intake, card_event_stage, merchant_label_stage)
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
             # Cached state objects may belong to partitions that move away:
             # forget them all; they reload from the tables on next use.
             self.scorer.cards.drop_live(lambda k: False)
+            self.scorer.standings.drop_live(lambda k: False)
             self.scorer.card_index.drop_live()
             self.scorer.merchants.drop_live(lambda k: False)
             self.scorer.pending.clear()
@@ -213,7 +217,8 @@ class FraudApp:
 
     # --- batch handlers (sync: the core is plain Python) ------------------------
     def intake_batch(self, events: list[Any]) -> None:
-        m = self.metrics
+        """Validate, then the card's features: here the card's authorizations arrive in order."""
+        m, scorer = self.metrics, self.scorer
         produce = self.producer.produce
         topic = self.settings.topic_by_merchant
         m.consumed.inc(len(events))
@@ -224,24 +229,28 @@ class FraudApp:
             if isinstance(auth, Rejection):
                 self.dead_letter(auth, msg)
                 continue
-            # The validated original bytes travel on: nothing is re-encoded.
-            produce(topic, msg.value, auth.merchant_id.encode())
+            self.card_table.route(auth.card_id, msg.partition)
+            step = scorer.card_stage(auth)
+            produce(topic, encode({"auth": auth.as_dict(), "features": step.features, "late": step.late, "duplicate": step.duplicate}),
+                    auth.merchant_id.encode())
+        scorer.cards.flush()
+        self.card_table.clear_routes()
         self.producer.poll(0)
 
     def merchant_batch(self, events: list[Any]) -> None:
+        """The merchant's features, then back to the card's partition for the decision."""
         produce = self.producer.produce
         topic = self.settings.topic_enriched
         scorer = self.scorer
         for ev in events:
             msg = ev.message
             self.positions[(msg.topic, msg.partition)] = msg.offset
-            auth = decode_authorization(msg.value, None, check_key=False)
-            if isinstance(auth, Rejection):  # cannot happen after intake; never lose it if it does
-                self.dead_letter(auth, msg)
-                continue
+            d = decode(msg.value)
+            auth = Authorization(**d["auth"])
             self.merchant_table.route(auth.merchant_id, msg.partition)
-            feats = scorer.enrich_merchant(auth)
-            produce(topic, encode({"auth": auth.as_dict(), "merchant": feats}), auth.card_id.encode())
+            feats = d["features"]
+            feats.update(scorer.enrich_merchant(auth, d["duplicate"]))
+            produce(topic, encode({"auth": d["auth"], "features": feats, "late": d["late"]}), auth.card_id.encode())
         scorer.merchants.flush()
         self.merchant_table.clear_routes()
         self.producer.poll(0)
@@ -258,10 +267,10 @@ class FraudApp:
             self.positions[(msg.topic, msg.partition)] = msg.offset
             d = decode(msg.value)
             auth = Authorization(**d["auth"])
-            self.card_table.route(auth.card_id, msg.partition)
+            self.standing_table.route(auth.card_id, msg.partition)
             self.index_table.route(auth.card_id, msg.partition)
             self.set_partition(msg.partition)
-            scored = scorer.score(auth, d["merchant"], msg.partition)
+            scored = scorer.score(auth, d["features"], d["late"], msg.partition)
             if scored.label_outcome is not None:
                 self.publish_label_outcome(scored.label_outcome, "early")
             key = auth.card_id.encode()
@@ -287,31 +296,50 @@ class FraudApp:
             m.last_event_ts.set(newest / 1000.0)
             for ex in scorer.mature(newest):
                 self.producer.produce(s.topic_training, encode(ex.as_dict()))
-        scorer.cards.flush()
+        scorer.standings.flush()
         scorer.card_index.flush()
-        self.card_table.clear_routes()
+        self.standing_table.clear_routes()
         self.index_table.clear_routes()
         m.processing.observe(time.perf_counter() - started)
         m.batch_size.observe(len(events))
         self.producer.poll(0)
 
-    def label_batch(self, events: list[Any]) -> None:
-        _s, m, scorer = self.settings, self.metrics, self.scorer
+    def card_event_intake(self, events: list[Any], kind: str) -> None:
+        """Labels and reissues, validated and re-keyed with our partitioner.
+
+        Whatever client produced them, they then reach the partition that holds
+        the card's snapshots and standing.
+        """
+        m = self.metrics
         for ev in events:
             msg = ev.message
             self.positions[(msg.topic, msg.partition)] = msg.offset
-            label = decode_label(msg.value, msg.key)
-            if isinstance(label, Rejection):
-                self.dead_letter(label, msg)
-                m.labels.labels("invalid", "rejected").inc()
+            record = decode_label(msg.value, msg.key) if kind == "label" else decode_card_reissue(msg.value, msg.key)
+            if isinstance(record, Rejection):
+                self.dead_letter(record, msg)
+                if kind == "label":
+                    m.labels.labels("invalid", "rejected").inc()
                 continue
-            self.card_table.route(label.card_id, msg.partition)
+            self.producer.produce(self.settings.topic_card_events, encode({"kind": kind, "record": record}), record.card_id.encode())
+        self.producer.poll(0)
+
+    def card_event_batch(self, events: list[Any]) -> None:
+        m, scorer = self.metrics, self.scorer
+        for ev in events:
+            msg = ev.message
+            d = decode(msg.value)
+            card_id = d["record"]["card_id"]
+            self.standing_table.route(card_id, msg.partition)
             self.set_partition(msg.partition)
+            if d["kind"] == "reissue":
+                scorer.reissue(CardReissue(**d["record"]))
+                continue
+            label = Label(**d["record"])
             outcome = scorer.label(label)
             m.labels.labels(label.source, outcome.status).inc()
             self.publish_label_outcome(outcome, label.source, label.is_fraud)
-        scorer.cards.flush()
-        self.card_table.clear_routes()
+        scorer.standings.flush()
+        self.standing_table.clear_routes()
         self.producer.poll(0)
 
     def set_partition(self, partition: int) -> None:

@@ -1,4 +1,4 @@
-"""The adaptive threshold keeps alerts near the budget; the policy's cool-down, blocks and rule alerts."""
+"""The adaptive threshold keeps alerts near the budget; the policy's cool-down, blocks and rule alerts; card standings."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 import pytest
 
 from fraudstream.contracts import alert_id_for
-from fraudstream.core.decision import AdaptiveThreshold, Decision, DecisionPolicy
-from fraudstream.core.features.card import NO_TIME, CardState
+from fraudstream.core.decision import AdaptiveThreshold, CardStanding, Decision, DecisionPolicy
+from fraudstream.core.features.card import NO_TIME
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -111,20 +111,20 @@ def policy() -> DecisionPolicy:
 
 def test_alert_id_derives_from_tx_id() -> None:
     assert alert_id_for("tx-42") == "alert-tx-42"
-    a = policy().decide(CardState(), "tx-42", T0, 0.95)
-    b = policy().decide(CardState(), "tx-42", T0 + DAY, 0.99)
+    a = policy().decide(CardStanding(), "tx-42", T0, 0.95)
+    b = policy().decide(CardStanding(), "tx-42", T0 + DAY, 0.99)
     assert a.alert_id == b.alert_id == "alert-tx-42"
 
 
 def test_below_the_threshold_nothing_happens() -> None:
-    card = CardState()
+    card = CardStanding()
     d = policy().decide(card, "t1", T0, 0.5)
     assert d == Decision("none", 0.9, None, ())
     assert (card.open_alert_id, card.open_alert_until) == (None, NO_TIME)
 
 
 def test_cooldown_turns_new_alerts_into_updates() -> None:
-    p, card = policy(), CardState()
+    p, card = policy(), CardStanding()
     first = p.decide(card, "t1", T0, 0.95)
     assert (first.action, first.alert_id, first.threshold) == ("alert", "alert-t1", 0.9)
     assert (card.open_alert_id, card.open_alert_until) == ("alert-t1", T0 + COOLDOWN)
@@ -141,13 +141,13 @@ def test_cooldown_turns_new_alerts_into_updates() -> None:
 
 
 def test_cooldown_is_per_card() -> None:
-    p, c1, c2 = policy(), CardState(), CardState()
+    p, c1, c2 = policy(), CardStanding(), CardStanding()
     assert p.decide(c1, "a", T0, 0.95).action == "alert"
     assert p.decide(c2, "b", T0 + MIN, 0.95).action == "alert"
 
 
 def test_rule_alerts_bypass_the_threshold() -> None:
-    p, card = policy(), CardState()
+    p, card = policy(), CardStanding()
     d = p.decide(card, "t1", T0, 0.01, ("R-7",))
     assert (d.action, d.alert_id, d.rules) == ("alert", "alert-t1", ("R-7",))
     d = p.decide(card, "t2", T0 + MIN, 0.01, ("R-8",))
@@ -155,7 +155,7 @@ def test_rule_alerts_bypass_the_threshold() -> None:
 
 
 def test_a_compromised_card_is_blocked_until_reissued() -> None:
-    p, card = policy(), CardState()
+    p, card = policy(), CardStanding()
     card.compromised_since = T0 + HOUR
     before = p.decide(card, "t0", T0, 0.1)
     assert before.action == "none"  # authorized before the fraud was confirmed
@@ -175,9 +175,51 @@ def test_decision_as_dict() -> None:
 
 def test_the_decision_reports_the_threshold_before_this_score() -> None:
     p = DecisionPolicy(budget_per_day=1, floor=0.1, ceiling=0.9, cooldown_ms=COOLDOWN, warmup=3)
-    card = CardState()
+    card = CardStanding()
     for i, s in enumerate((0.2, 0.3, 0.4)):
         assert p.decide(card, f"t{i}", T0 + i, s).threshold == 0.9  # warming up
     d = p.decide(card, "t3", T0 + 3, 0.85)
     assert d.threshold == pytest.approx(0.4)  # top 1 of the three before it
     assert d.action == "alert"
+
+
+def test_the_decision_advances_the_standing_clock() -> None:
+    """The standing's clock is what its eviction reads: the newest decided event time, never moved back."""
+    p, card = policy(), CardStanding()
+    p.decide(card, "t1", T0 + HOUR, 0.1)
+    assert card.clock == T0 + HOUR
+    p.decide(card, "t0", T0, 0.1)  # an older authorization decided later
+    assert card.clock == T0 + HOUR
+
+
+# --- CardStanding --------------------------------------------------------------------------
+
+
+def test_a_standing_round_trips() -> None:
+    card = CardStanding()
+    card.clock, card.compromised_since = T0 + 3 * DAY, T0 + DAY
+    card.open_alert_id, card.open_alert_until = "alert-tx-7", T0 + 2 * DAY
+    copy = CardStanding.from_bytes(card.to_bytes())
+    assert copy.to_bytes() == card.to_bytes()
+    assert (copy.clock, copy.compromised, copy.compromised_since, copy.open_alert_id, copy.open_alert_until) == (
+        T0 + 3 * DAY, True, T0 + DAY, "alert-tx-7", T0 + 2 * DAY)
+    # The copy decides exactly as the original would.
+    p, q = policy(), policy()
+    assert p.decide(copy, "t9", T0 + 4 * DAY, 0.1) == q.decide(card, "t9", T0 + 4 * DAY, 0.1) == Decision("block", 0.9, "alert-t9", ())
+
+
+def test_a_fresh_standing_round_trips() -> None:
+    card = CardStanding()
+    copy = CardStanding.from_bytes(card.to_bytes())
+    assert (copy.clock, copy.compromised, copy.compromised_since, copy.open_alert_id, copy.open_alert_until) == (
+        NO_TIME, False, NO_TIME, None, NO_TIME)
+    assert copy.to_bytes() == card.to_bytes()
+
+
+def test_only_the_open_alert_id_grows_a_standing() -> None:
+    card = CardStanding()
+    size = len(card.to_bytes())
+    card.clock, card.compromised_since, card.open_alert_until = T0, T0, T0 + DAY
+    assert len(card.to_bytes()) == size
+    card.open_alert_id = "alert-t99999"
+    assert len(card.to_bytes()) == size + len("alert-t99999")

@@ -1,4 +1,4 @@
-"""FraudScorer: replay determinism, duplicates, labels in every order, maturity, no leakage, blocks."""
+"""FraudScorer: replay determinism, duplicates at every stage, labels in every order, maturity, no leakage, blocks."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from fraudstream.config import Settings
 from fraudstream.contracts import Authorization, CardReissue, Label, decode
+from fraudstream.core.features.card import CARD_IDLE_MS, CardState
 from fraudstream.core.model.online import keep_legitimate
 from fraudstream.core.rules import Rule, RuleSet
 from fraudstream.core.scorer import FraudScorer
@@ -107,15 +108,69 @@ def test_a_duplicate_is_answered_from_its_snapshot_and_counted_once() -> None:
     assert (nxt.features["card_count_1h"], nxt.features["merchant_count_1d"]) == (2.0, 2.0)
 
 
-def test_a_duplicate_on_the_card_stage_alone_touches_no_state() -> None:
-    """The worker's card stage gets merchant features from upstream; a redelivery must not count twice."""
-    scorer = FraudScorer(settings())
-    a = auth("t1", "c1", T0)
-    first = scorer.score(a, scorer.enrich_merchant(a))
-    card = scorer.cards.get("c1").to_bytes()
+def test_a_duplicate_on_the_scoring_stage_alone_touches_no_state() -> None:
+    """The worker's scoring stage gets card and merchant features from upstream; a redelivery must not count twice."""
+    rules = RuleSet([Rule("R-1", "big ticket", "amount > 1000", "active", "alert")])
+    scorer = FraudScorer(settings(), rules=rules)
+    a = auth("t1", "c1", T0, 5000.0)
+    step = scorer.card_stage(a)
+    first = scorer.score(a, step.features | scorer.enrich_merchant(a, step.duplicate), step.late)
+    assert first.alerted
+    card, standing, merchant = (scorer.cards.get("c1").to_bytes(), scorer.standings.get("c1").to_bytes(),
+                                scorer.merchants.get("m1").to_bytes())
     again = scorer.score(auth("t1", "c1", T0 + 5, 999.0), {"merchant_count_1d": 42.0})  # same tx_id, other payload
     assert again.duplicate and again.score_record() == first.score_record()
+    assert again.alert_record() == first.alert_record()
     assert scorer.cards.get("c1").to_bytes() == card
+    assert scorer.standings.get("c1").to_bytes() == standing  # the open alert is not re-opened or moved
+    assert scorer.merchants.get("m1").to_bytes() == merchant
+    assert scorer.counts["duplicate"] == 1 and scorer.rule_stats.snapshot()["R-1"]["overall"]["hits"] == 1
+
+
+def test_a_duplicate_on_the_card_stage_is_counted_once_in_every_card_window() -> None:
+    scorer, reference = FraudScorer(settings()), FraudScorer(settings())  # the reference never sees the redelivery
+    a = auth("t1", "c1", T0, 80.0, channel="ecom")
+    first = scorer.card_stage(a)
+    reference.card_stage(a)
+    assert (first.duplicate, first.late) == (False, False)
+    card = scorer.cards.get("c1").to_bytes()
+    again = scorer.card_stage(auth("t1", "c1", T0 + 5, 999.0))  # same tx_id, other payload
+    assert (again.duplicate, again.late) == (True, False)
+    assert scorer.cards.get("c1").to_bytes() == card
+    b = auth("t2", "c1", T0 + MIN, 20.0, merchant="m2")
+    nxt = scorer.card_stage(b)
+    assert not nxt.duplicate
+    for w in ("1h", "24h", "7d", "30d"):
+        assert (nxt.features[f"card_count_{w}"], nxt.features[f"card_amount_sum_{w}"]) == (2.0, 100.0), w
+    assert nxt.features["card_cnp_share_24h"] == 0.5
+    assert nxt.features == reference.card_stage(b).features
+    assert scorer.cards.get("c1").to_bytes() == reference.cards.get("c1").to_bytes()
+    # Still remembered after other authorizations on the card: a redelivery a little later is caught too.
+    assert scorer.card_stage(a).duplicate
+    assert scorer.cards.get("c1").to_bytes() == reference.cards.get("c1").to_bytes()
+
+
+def test_a_redelivery_through_all_three_stages_changes_no_aggregate() -> None:
+    scorer, reference = FraudScorer(settings()), FraudScorer(settings())  # the reference never sees the redelivery
+    a = auth("t1", "c1", T0, 300.0, channel="ecom")
+    first = scorer.process(a)
+    reference.process(a)
+    for i, card in enumerate(("c1", "c2")):  # the card and the merchant move on
+        for r in (scorer, reference):
+            r.process(auth(f"n{i}", card, T0 + (i + 1) * 1000, 40.0))
+    card, standing, merchant = (scorer.cards.get("c1").to_bytes(), scorer.standings.get("c1").to_bytes(),
+                                scorer.merchants.get("m1").to_bytes())
+    again = scorer.process(a)
+    assert again.duplicate and not first.duplicate
+    assert again.score_record() == first.score_record()
+    assert (again.score, again.features, again.decision) == (first.score, first.features, first.decision)
+    assert scorer.cards.get("c1").to_bytes() == card
+    assert scorer.standings.get("c1").to_bytes() == standing
+    assert scorer.merchants.get("m1").to_bytes() == merchant
+    assert scorer.counts["duplicate"] == 1 and len(scorer.pending) == len(reference.pending) == 3
+    nxt = scorer.process(auth("t2", "c1", T0 + MIN, 10.0))
+    assert nxt.score_record() == reference.process(auth("t2", "c1", T0 + MIN, 10.0)).score_record()
+    assert (nxt.features["card_count_1h"], nxt.features["merchant_count_1d"]) == (3.0, 4.0)
 
 
 # --- labels ------------------------------------------------------------------------------
@@ -170,7 +225,7 @@ def test_a_legitimate_label_changes_no_fraud_count() -> None:
     scorer.process(auth("t1", "c1", T0))
     out = scorer.label(label("c1", T0 + HOUR, "t1", fraud=False, source="analyst"))
     assert out.status == "learned" and out.examples == [] and out.merchant_updates == []  # subsampled away
-    assert not scorer.cards.get("c1").compromised
+    assert not scorer.standings.get("c1").compromised
 
 
 def test_an_unknown_transaction_is_counted_after_maturity() -> None:
@@ -194,7 +249,7 @@ def test_a_card_level_label_labels_the_card_since_t_and_blocks_it() -> None:
     assert [(e.tx_id, e.is_fraud, e.source) for e in out.examples] == [("t3", True, "customer_report"), ("t4", True, "customer_report")]
     assert [m.fraud_delta for m in out.merchant_updates] == [1, 1]
     assert [snapshot(scorer, t)["l"] for t in ("t1", "t2", "t3", "t4", "other")] == [None, None, True, True, None]
-    assert scorer.cards.get("c1").compromised_since == T0 + 2 * HOUR
+    assert scorer.standings.get("c1").compromised_since == T0 + 2 * HOUR
     blocked = scorer.process(auth("t5", "c1", T0 + 3 * HOUR, 5.0))
     assert (blocked.decision.action, blocked.decision.alert_id) == ("block", "alert-t5")
     assert "card has confirmed fraud and is not yet reissued" in blocked.reasons
@@ -206,7 +261,7 @@ def test_a_card_level_label_labels_the_card_since_t_and_blocks_it() -> None:
     assert scorer.model.examples == 2 + len(relearned)
     # Reissued: the new card is scored normally again.
     scorer.reissue(CardReissue("c1", T0 + 6 * HOUR))
-    assert not scorer.cards.get("c1").compromised
+    assert not scorer.standings.get("c1").compromised
     assert scorer.process(auth("t7", "c1", T0 + 7 * HOUR, 5.0)).decision.action == "none"
 
 
@@ -216,9 +271,25 @@ def test_a_transaction_label_blocks_the_card_until_reissue() -> None:
     scorer.label(label("c1", T0 + HOUR, "t1", source="analyst"))
     assert scorer.process(auth("t2", "c1", T0 + 2 * HOUR, 1.0)).decision.action == "block"
     scorer.reissue(CardReissue("c1", T0 + 3 * HOUR))
-    card = scorer.cards.get("c1")
-    assert (card.compromised, card.open_alert_id) == (False, None)
+    standing = scorer.standings.get("c1")
+    assert (standing.compromised, standing.open_alert_id) == (False, None)
     assert scorer.process(auth("t3", "c1", T0 + 4 * HOUR, 1.0)).decision.action == "none"
+
+
+def test_eviction_forgets_idle_cards_but_keeps_a_blocked_standing() -> None:
+    """A blocked card stays blocked however long it is idle: only a reissue unblocks it."""
+    scorer = FraudScorer(settings(grace_ms=300_000))
+    scorer.process(auth("t1", "c1", T0, merchant="m1"))
+    scorer.process(auth("t2", "c2", T0, merchant="m2"))
+    scorer.label(label("c1", T0 + HOUR, "t1", source="analyst"))
+    now = T0 + CARD_IDLE_MS + 300_000 + 1
+    # Both cards' features, c2's standing, both merchants; c1's standing is kept.
+    assert scorer.evict_idle(now) == 5
+    assert set(scorer.cards.live) == set() and set(scorer.standings.live) == {"c1"} and set(scorer.merchants.live) == set()
+    blocked = scorer.process(auth("t3", "c1", now, 5.0))
+    assert blocked.decision.action == "block"
+    assert (blocked.features["card_count_30d"], blocked.features["card_first_at_merchant"]) == (1.0, 1.0)  # features start again
+    assert scorer.process(auth("t4", "c2", now, 5.0)).decision.action == "none"
 
 
 def test_card_level_labels_skip_matured_transactions() -> None:
@@ -301,7 +372,10 @@ def test_a_late_authorization_is_scored_and_counted_but_not_aggregated() -> None
     assert late.late and late.score_record()["late"] is True
     assert scorer.counts["late"] == 1
     assert "late" not in late.features
-    assert scorer.cards.get("c1").to_bytes() == card
+    # Its windows are untouched; only its tx_id is remembered, so that a redelivery of it is known as one.
+    expected = CardState.from_bytes(card)
+    expected.note_tx("t0")
+    assert scorer.cards.get("c1").to_bytes() == expected.to_bytes()
     assert scorer.merchants.get("m1").to_bytes() == merchant
     # As of its own time: t1 (an hour later) is outside its 24-hour window, inside its day bucket.
     assert (late.features["card_count_24h"], late.features["card_count_30d"]) == (1.0, 2.0)

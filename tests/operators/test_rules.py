@@ -7,11 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from fraudstream.core.rules import RuleSet
+from fraudstream.stream.learning import RULE_FIELDS
+
 from ..conftest import ROOT, read_topic
 
 pytestmark = pytest.mark.broker
 
 EXAMPLES = ROOT / "rules" / "examples.json"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "rules").glob("*.json")), ids=lambda p: p.name)
+def test_example_rule_files_are_valid(path):
+    rules = RuleSet.from_json(path.read_bytes(), known_names=RULE_FIELDS)
+    assert len(rules) >= 3 and {"active", "shadow"} <= set(rules.modes.values())
 
 
 def _rule(rule_id: str, condition: str = "card_count_1h >= 8", **extra: object) -> dict:

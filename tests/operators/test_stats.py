@@ -79,7 +79,9 @@ def test_rule_stats(ops, cli, tmp_path):
     result = cli("rules", "stats")
     assert result.code == 0, result.err
     assert "7 days of event time, 2024-03-04 .. 2024-03-10" in result.out
-    assert "8 score records read" in result.out and "1 unreadable score records and 1 unreadable labels" in result.out
+    assert "8 score records read" in result.out and "5 authorizations in the window had rule hits" in result.out
+    assert "7 labels read (2 card-level reports), 5 of them about authorizations with rule hits" in result.out
+    assert "skipped 1 unreadable score records and 1 unreadable labels" in result.out
     rows = _rows(result.out)
     header = next(line for line in result.out.splitlines() if re.match(r"rule\s+mode", line)).split()
     assert header[:6] == ["rule", "mode", "hits", "alerts", "labelled", "precision"]

@@ -30,9 +30,10 @@ CARD_IDLE_MS = 30 * DAY_MS
 MAX_GAP_S = 30 * 86_400.0
 RECENT_MERCHANTS = 16
 RECENT_COUNTRIES = 8
+RECENT_TX = 8
 NO_TIME = -(2**62)
 
-_HEADER = struct.Struct("<qqqBB")
+_HEADER = struct.Struct("<qBBB")
 
 
 def stable_hash(text: str) -> int:
@@ -41,16 +42,14 @@ def stable_hash(text: str) -> int:
 
 
 class CardState:
-    """Everything fraudstream remembers about one card: bounded, about 2.1 KB plus the open alert id.
+    """What fraudstream remembers of one card's history: bounded, about 2.1 KB.
 
-    The decision fields (compromised, open alert) live here too so that one
-    table, partitioned by card, holds all of a card's state.
+    Written only where the card's authorizations arrive in order (the
+    authorizations topic's partition), so features follow the card's own order.
+    Alert and block state live apart, in :class:`fraudstream.core.decision.CardStanding`.
     """
 
-    __slots__ = (
-        "clock", "minutes", "hours", "days", "merchants", "merchant_seen", "countries", "country_seen",
-        "compromised_since", "open_alert_id", "open_alert_until",
-    )
+    __slots__ = ("clock", "minutes", "hours", "days", "merchants", "merchant_seen", "countries", "country_seen", "recent_tx")
 
     def __init__(self) -> None:
         self.clock = NO_TIME  # newest event time seen on this card
@@ -62,41 +61,42 @@ class CardState:
         self.merchant_seen = array("i")  # minute of last use, same order
         self.countries = array("I")
         self.country_seen = array("i")
-        self.compromised_since = NO_TIME  # a confirmed fraud: block until reissued
-        self.open_alert_id: str | None = None
-        self.open_alert_until = NO_TIME
-
-    @property
-    def compromised(self) -> bool:
-        return self.compromised_since != NO_TIME
+        # The last few tx_ids (hashed): a redelivered authorization is counted once.
+        self.recent_tx = array("I")
 
     # --- persistence --------------------------------------------------------
     def to_bytes(self) -> bytes:
-        alert = (self.open_alert_id or "").encode()
         return b"".join(
             (
-                _HEADER.pack(self.clock, self.compromised_since, self.open_alert_until, len(self.merchants), len(self.countries)),
+                _HEADER.pack(self.clock, len(self.merchants), len(self.countries), len(self.recent_tx)),
                 self.minutes.to_bytes(), self.hours.to_bytes(), self.days.to_bytes(),
                 self.merchants.tobytes(), self.merchant_seen.tobytes(), self.countries.tobytes(), self.country_seen.tobytes(),
-                alert,
+                self.recent_tx.tobytes(),
             )
         )
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CardState:
         s = cls()
-        s.clock, s.compromised_since, s.open_alert_until, nm, nc = _HEADER.unpack_from(raw)
+        s.clock, nm, nc, nt = _HEADER.unpack_from(raw)
         view = memoryview(raw)[_HEADER.size :]
         for ring in (s.minutes, s.hours, s.days):
             ring.load_bytes(view)
             view = view[ring.nbytes :]
-        for name, n in (("merchants", nm), ("merchant_seen", nm), ("countries", nc), ("country_seen", nc)):
+        for name, n in (("merchants", nm), ("merchant_seen", nm), ("countries", nc), ("country_seen", nc), ("recent_tx", nt)):
             arr = array(getattr(s, name).typecode)
             arr.frombytes(view[: arr.itemsize * n])
             setattr(s, name, arr)
             view = view[arr.itemsize * n :]
-        s.open_alert_id = bytes(view).decode() or None
         return s
+
+    def seen_tx(self, tx_id: str) -> bool:
+        return stable_hash(tx_id) in self.recent_tx
+
+    def note_tx(self, tx_id: str) -> None:
+        if len(self.recent_tx) >= RECENT_TX:
+            del self.recent_tx[0]
+        self.recent_tx.append(stable_hash(tx_id))
 
 
 def _remember(keys: array, seen: array, key: int, minute: int, cap: int) -> tuple[bool, int]:
@@ -171,22 +171,25 @@ def _normal(out: dict[str, float], amount: float, squares_30d: float) -> None:
         out["card_amount_zscore_30d"] = 0.0
 
 
-def card_features(state: CardState, auth: Authorization, grace_ms: int = 300_000, tz_offset_h: int = 0) -> dict[str, float]:
-    """The card's features for ``auth``; adds ``auth`` to the state unless it is late.
+def card_features(
+    state: CardState, auth: Authorization, grace_ms: int = 300_000, tz_offset_h: int = 0, readonly: bool = False
+) -> dict[str, float]:
+    """The card's features for ``auth``; adds ``auth`` to the state unless it is late or ``readonly``.
 
     Windows include this authorization. Returns the features with one extra
     key, ``"late"`` (1.0 or 0.0), which the caller removes before scoring.
     """
     ts, amount = auth.ts, auth.amount
     late = state.clock != NO_TIME and ts < state.clock - grace_ms
+    readonly = readonly or late
     a2 = amount * amount
     cnp = 1.0 if auth.channel in CARD_NOT_PRESENT else 0.0
     gap = MAX_GAP_S if state.clock == NO_TIME else min(max(ts - state.clock, 0) / 1000.0, MAX_GAP_S)
     minute = ts // MINUTE_MS
     out: dict[str, float] = {"amount": amount}
     held = (False, False, False)
-    if late:
-        # Read-only: the event is scored but never lands in a window it would distort.
+    if readonly:
+        # Scored, but never lands in a window it would distort (late) or count twice (a redelivery).
         _window_features(state, ts, out, (1.0, amount, a2))
         merchant = stable_hash(auth.merchant_id)
         out["card_first_at_merchant"] = 0.0 if merchant in state.merchants else 1.0

@@ -81,10 +81,10 @@ def _note_card(state: MerchantState, card: int, minute: int) -> None:
             state.cards[oldest], state.card_seen[oldest], state.card_compromised[oldest] = card, minute, 0
 
 
-def merchant_features(state: MerchantState, auth: Authorization, grace_ms: int = 300_000) -> dict[str, float]:
-    """The merchant's features for ``auth``; adds it to the state unless it is late."""
+def merchant_features(state: MerchantState, auth: Authorization, grace_ms: int = 300_000, readonly: bool = False) -> dict[str, float]:
+    """The merchant's features for ``auth``; adds it to the state unless it is late or ``readonly``."""
     ts = auth.ts
-    late = state.clock != NO_TIME and ts < state.clock - grace_ms
+    late = readonly or (state.clock != NO_TIME and ts < state.clock - grace_ms)
     minute = ts // MINUTE_MS
     held = (False, False)  # whether the hours and days rings hold this authorization
     if not late:

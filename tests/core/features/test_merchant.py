@@ -140,6 +140,18 @@ def test_a_late_event_is_scored_and_leaves_state_byte_identical() -> None:
     assert (f["merchant_count_30d"], f["merchant_amount_mean_30d"]) == (3.0, 30.0)  # the day bucket holds all three
 
 
+def test_a_readonly_event_is_scored_and_leaves_state_byte_identical() -> None:
+    """What the merchant stage does with a redelivery: the features are read, nothing is stored."""
+    s = MerchantState()
+    merchant_features(s, auth("a", T0, 30.0))
+    before = s.to_bytes()
+    nxt = auth("b", T0 + MIN, 50.0, card="c9")
+    f = merchant_features(s, nxt, readonly=True)
+    assert s.to_bytes() == before
+    assert f == merchant_features(MerchantState.from_bytes(before), nxt)  # the event counts itself either way
+    assert (f["merchant_count_1d"], f["merchant_amount_mean_1d"]) == (2.0, 40.0)
+
+
 def test_an_event_older_than_the_hour_ring_still_counts_itself() -> None:
     """With a grace period longer than a day, an event within grace can miss the 24-hour ring."""
     s = MerchantState()
