@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fraudstream.config import Settings
-from fraudstream.contracts import Authorization, Label, Rejection, decode_authorization, decode_label, encode
+from fraudstream.contracts import Authorization, CardReissue, Label, Rejection, decode_authorization, decode_label, encode
 from fraudstream.core.scorer import FraudScorer
 
 __all__ = ["Backtest", "BacktestResult", "read_jsonl", "run_backtest_cli"]
@@ -61,9 +61,10 @@ class Backtest:
     """Replays ``events`` and ``labels`` through a :class:`FraudScorer`."""
 
     def __init__(self, settings: Settings, investigate: int | None = None, investigator_delay_h: float = 3.0,
-                 partitions: int = 1) -> None:
+                 partitions: int = 1, reissue_after_days: float | None = 2.0) -> None:
         self.settings = settings
         self.investigate = investigate
+        self.reissue_after_days = reissue_after_days
         self.investigator_delay_h = investigator_delay_h
         self.partitions = partitions
         self.scorer = FraudScorer(settings, partitions=partitions, learn_inline=True, explain=False)
@@ -79,9 +80,23 @@ class Backtest:
         seq = len(labels)
         checked: dict[int, set[str]] = {}
         delay_ms = int(self.investigator_delay_h * 3_600_000)
+        reissue_ms = None if self.reissue_after_days is None else int(self.reissue_after_days * 86_400_000)
+        reissues: list[tuple[int, str]] = []  # the issuer replaces a card a while after its fraud is confirmed
+        scheduled: set[str] = set()
         for auth in events:
-            while pending and pending[0][0] <= auth.ts:
-                scorer.label(heapq.heappop(pending)[2])
+            while pending or reissues:
+                if reissues and reissues[0][0] <= auth.ts and (not pending or reissues[0][0] <= pending[0][0]):
+                    ts, card_id = heapq.heappop(reissues)
+                    scorer.reissue(CardReissue(card_id, ts))
+                    scheduled.discard(card_id)
+                elif pending and pending[0][0] <= auth.ts:
+                    label = heapq.heappop(pending)[2]
+                    scorer.label(label)
+                    if reissue_ms is not None and label.is_fraud and label.card_id not in scheduled:
+                        scheduled.add(label.card_id)
+                        heapq.heappush(reissues, (label.ts + reissue_ms, label.card_id))
+                else:
+                    break
             scored = scorer.process(auth)
             if auth.ts >= (scorer.pending[0][0] if scorer.pending else auth.ts) + scorer.maturity_ms:
                 scorer.mature(auth.ts)

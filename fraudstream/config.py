@@ -104,6 +104,11 @@ class Settings:
     label_streams: str = _env(
         "LABEL_STREAMS", "`separate`: one model for analyst feedback, one for delayed labels, averaged; `pooled`: one model.", "separate"
     )
+    card_report_weight: float = _env(
+        "CARD_REPORT_WEIGHT",
+        "Learning weight of the transactions after the first one that a card-level report labels (0 = learn only the first).",
+        0.2,
+    )
     legit_sample_rate: float = _env(
         "LEGIT_SAMPLE_RATE", "Share of legitimate examples learned (the rest carry their weight).", 0.1
     )

@@ -161,9 +161,10 @@ class DecisionPolicy:
         threshold = self.threshold.value(ts)
         if ts > card.clock:
             card.clock = ts
-        self.threshold.observe(ts, score)
         if card.compromised and ts >= card.compromised_since:
+            # Blocks are not reviews: they must not spend the team's budget in the threshold.
             return Decision("block", threshold, alert_id_for(tx_id), alert_rules)
+        self.threshold.observe(ts, score)
         if score < threshold and not alert_rules:
             return Decision("none", threshold, None, alert_rules)
         if card.open_alert_id is not None and ts < card.open_alert_until:

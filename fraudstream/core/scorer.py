@@ -206,7 +206,7 @@ class FraudScorer:
 
     def reasons(self, feats: dict[str, float], score: float, decision: Decision) -> list[str]:
         """Why, in an operator's words: the model's top contributions, then the rules."""
-        out = [f"model score {score:.2f} (alert threshold {decision.threshold:.2f})"]
+        out = []
         if decision.action == "block":
             out.append("card has confirmed fraud and is not yet reissued")
         for c in self.model.explain(feats):
@@ -215,6 +215,7 @@ class FraudScorer:
         for rule_id in decision.rules:
             rule = self.rules.get(rule_id)
             out.append(f"rule {rule_id}: {rule.description}" if rule is not None else f"rule {rule_id}")
+        out.append(f"model score {score:.2f} (alert threshold {decision.threshold:.2f})")
         return out
 
     # --- snapshots ----------------------------------------------------------
@@ -246,14 +247,18 @@ class FraudScorer:
         if label.card_level:
             out = LabelOutcome("card_level")
             since = label.since if label.since is not None else NO_TIME
-            for _, tx_id in self.card_index.since(label.card_id, since):
-                sub = self._label_tx(tx_id, True, label)
+            # The first authorization at or after T is the one the customer reported: a confirmed fraud.
+            # The ones after it may be the customer's own: learned as fraud with a lower weight, and
+            # not counted in merchants' fraud rates.
+            for i, (_, tx_id) in enumerate(self.card_index.since(label.card_id, since)):
+                sub = self._label_tx(tx_id, True, label, weight=1.0 if i == 0 else self.settings.card_report_weight,
+                                     count_at_merchant=i == 0)
                 out.examples += sub.examples
                 out.merchant_updates += sub.merchant_updates
             return out
         return self._label_tx(label.tx_id or "", label.is_fraud, label)
 
-    def _label_tx(self, tx_id: str, is_fraud: bool, label: Label) -> LabelOutcome:
+    def _label_tx(self, tx_id: str, is_fraud: bool, label: Label, weight: float = 1.0, count_at_merchant: bool = True) -> LabelOutcome:
         raw = self.snapshots.get(tx_id)
         if raw is None:
             if label.card_level:
@@ -272,11 +277,11 @@ class FraudScorer:
         self.rule_stats.record_label(tx_id, is_fraud)
         out = LabelOutcome(status, delay_ms=label.ts - a["ts"], score=snap["s"], alerted=snap["d"]["action"] != "none")
         delta = (1 if is_fraud else 0) - (1 if previous else 0)
-        if delta:
+        if delta and count_at_merchant:
             out.merchant_updates.append(MerchantLabel(a["merchant_id"], a["card_id"], a["ts"], delta, label.ts))
-        if is_fraud or keep_legitimate(tx_id, self.settings.legit_sample_rate):
+        if (is_fraud or keep_legitimate(tx_id, self.settings.legit_sample_rate)) and weight > 0:
             feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"], strict=False) if v is not None}
-            out.examples.append(TrainingExample(tx_id, feats, is_fraud, 1.0, label.source, label.ts))
+            out.examples.append(TrainingExample(tx_id, feats, is_fraud, weight, label.source, label.ts))
         if self.learn_inline:
             for ex in out.examples:
                 self.model.learn(ex)

@@ -34,6 +34,7 @@ class ProduceCounts:
 
     events: int = 0
     labels: int = 0
+    reissues: int = 0
     dispositions: int = 0
     alerts_seen: int = 0
     delivery_errors: int = 0
@@ -110,6 +111,7 @@ def produce(
     investigator_group: str | None = None,
     investigator_linger_s: float = 10.0,
     flush_timeout_s: float = 30.0,
+    reissue_after_days: float | None = 2.0,
 ) -> ProduceCounts:
     """Produce authorizations and labels (both keyed by card_id) to the topics named in ``settings``.
 
@@ -146,7 +148,7 @@ def produce(
         investigator_thread = _InvestigatorLoop(conf, group, settings, investigator, halt)
         investigator_thread.start()
 
-    labels = delays.labels(simulator)
+    labels = with_reissues(delays.labels(simulator), reissue_after_days)
     pace = _Pacer(rate_factor, stop)
     stopped = False
     last_tx_id: str | None = None
@@ -161,8 +163,7 @@ def produce(
                 break
             # A label is known once the event stream is past its ts.
             while li < len(labels) and labels[li]["ts"] < auth.ts:
-                send(settings.topic_labels, labels[li], offset)
-                counts.labels += 1
+                _send_label_or_reissue(send, settings, labels[li], offset, counts)
                 li += 1
             event = auth.as_event()
             event["ts"] += offset
@@ -183,8 +184,7 @@ def produce(
                 if "since" in label and label["since"] > last_ts:
                     continue
                 pace.wait(label["ts"] + offset, producer)
-                send(settings.topic_labels, label, offset)
-                counts.labels += 1
+                _send_label_or_reissue(send, settings, label, offset, counts)
         if investigator_thread is not None:
             investigator_thread.linger(investigator_linger_s, stop)
     finally:
@@ -199,6 +199,38 @@ def produce(
         raise RuntimeError("the investigator consumer failed") from investigator_thread.error
     log.info("produced %s", counts)
     return counts
+
+
+def with_reissues(labels: list[dict[str, Any]], after_days: float | None) -> list[dict[str, Any]]:
+    """The issuer replaces a card ``after_days`` after its first confirmed fraud.
+
+    Reissue records (``{"card_id", "ts", "reissue": True}``) are merged into the
+    label stream by ``ts``; a card whose fraud is confirmed again later is
+    reissued again.
+
+    >>> with_reissues([{"card_id": "c", "is_fraud": True, "ts": 0, "since": 0}], 1.0)[-1]
+    {'card_id': 'c', 'ts': 86400000, 'reissue': True}
+    """
+    if after_days is None:
+        return labels
+    delay = int(after_days * 86_400_000)
+    reissued_at: dict[str, int] = {}
+    extra = []
+    for label in labels:
+        if label["is_fraud"] and label["ts"] >= reissued_at.get(label["card_id"], -1):
+            reissued_at[label["card_id"]] = label["ts"] + delay
+            extra.append({"card_id": label["card_id"], "ts": label["ts"] + delay, "reissue": True})
+    return sorted(labels + extra, key=lambda r: r["ts"])
+
+
+def _send_label_or_reissue(send: Callable[[str, dict[str, Any], int], None], settings: Settings, record: dict[str, Any],
+                           offset: int, counts: ProduceCounts) -> None:
+    if record.get("reissue"):
+        send(settings.topic_card_reissues, {"card_id": record["card_id"], "ts": record["ts"]}, offset)
+        counts.reissues += 1
+    else:
+        send(settings.topic_labels, record, offset)
+        counts.labels += 1
 
 
 def _produce(producer: Any, topic: str, key: bytes, value: bytes) -> None:

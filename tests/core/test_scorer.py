@@ -247,7 +247,10 @@ def test_a_card_level_label_labels_the_card_since_t_and_blocks_it() -> None:
     out = scorer.label(label("c1", T0 + 2 * HOUR, since=T0, source="customer_report"))
     assert out.status == "card_level"
     assert [(e.tx_id, e.is_fraud, e.source) for e in out.examples] == [("t3", True, "customer_report"), ("t4", True, "customer_report")]
-    assert [m.fraud_delta for m in out.merchant_updates] == [1, 1]
+    # The first authorization since T is the reported one: full weight, counted at its merchant;
+    # the later ones may be the customer's own: a lower weight and no merchant fraud count.
+    assert [e.weight for e in out.examples] == [1.0, scorer.settings.card_report_weight]
+    assert [m.fraud_delta for m in out.merchant_updates] == [1]
     assert [snapshot(scorer, t)["l"] for t in ("t1", "t2", "t3", "t4", "other")] == [None, None, True, True, None]
     assert scorer.standings.get("c1").compromised_since == T0 + 2 * HOUR
     blocked = scorer.process(auth("t5", "c1", T0 + 3 * HOUR, 5.0))

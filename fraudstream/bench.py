@@ -1,0 +1,847 @@
+"""Throughput, latency, core cost and memory, all measured in one run: ``make bench``.
+
+    python -m fraudstream.bench [--events N] [--rate R] [--seconds S] [--quick] [--profile FILE]
+
+On an embedded broker it starts itself (a free loopback port), the bench measures:
+
+1. the ceiling: a raw confluent-kafka loop in this process (consume, orjson decode, encode, produce);
+2. fraudstream end to end: a real ``fraudstream worker`` subprocess, first at saturation (N authorizations
+   produced as fast as possible, until the last one is on the scores topic), then the latency of each
+   authorization at a fixed offered rate (and at a rate it sustains, when it cannot keep up);
+3. the pure core: µs per event of ``FraudScorer.process`` with a warmed model, and of each feature half;
+4. memory per active card: serialized bytes, and Python heap measured with tracemalloc;
+5. the ratios against the goals, the git commit and the machine.
+
+Progress goes to stderr, the table to stdout. Nothing here asserts a speed: the test only checks the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fraudstream.broker import EmbeddedBroker
+from fraudstream.config import Settings
+from fraudstream.contracts import Authorization
+from fraudstream.core.features.card import CardState, card_features
+from fraudstream.core.features.merchant import MerchantState, merchant_features
+from fraudstream.core.model.online import TrainingExample, keep_legitimate
+from fraudstream.core.scorer import FraudScorer
+from fraudstream.simulate.handbook import HandbookSimulator, SimulatedTransactions
+
+__all__ = ["main", "BenchConfig"]
+
+ROOT = Path(__file__).resolve().parents[1]
+HOUR_MS = 3_600_000
+
+# Goals (the ratios the table checks).
+GOAL_E2E_SHARE = 0.25
+GOAL_P99_MS = 50.0
+GOAL_CORE_US = 30.0
+GOAL_FEATURES_US = 20.0
+GOAL_CARD_BYTES = 2048
+
+
+def progress(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class BenchConfig:
+    events: int = 200_000  # N: ceiling and saturation
+    rate: int = 5_000  # offered rate of the latency phase, events/s
+    seconds: float = 10.0  # length of each latency phase
+    warmup_events: int = 20_000  # scored before anything is timed (group joined, model warmed)
+    labels_per_class: int = 200  # labelled examples of each class the model learns first
+    core_events: int = 50_000  # timed through the pure core
+    memory_cards: int = 10_000  # card states built under tracemalloc
+    sim_days: int = 0  # 0: as many as the events need
+    profile: str | None = None  # py-spy raw output of the worker during saturation
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        return cls(events=10_000, rate=2_000, seconds=3.0, warmup_events=3_000, labels_per_class=60, core_events=5_000,
+                   memory_cards=1_000)
+
+
+# --- the machine and the code -----------------------------------------------------
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def nproc() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    parts = raw[raw.rindex(")") + 2 :].split()
+    return (int(parts[11]) + int(parts[12])) / _TICK
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds spent busy by the whole machine since boot."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (values + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
+class CpuMeter:
+    """Cores used by each of our processes, and by everything else, over an interval."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start()
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+        self.busy0 = _machine_busy_s()
+        self.proc0 = {name: _proc_cpu_s(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        wall = max(time.perf_counter() - self.t0, 1e-9)
+        used = {name: (_proc_cpu_s(pid) - self.proc0[name]) / wall for name, pid in self.pids.items()}
+        used["other"] = max((_machine_busy_s() - self.busy0) / wall - sum(used.values()), 0.0)
+        return used
+
+
+# --- events -----------------------------------------------------------------------
+class Events:
+    """The Handbook simulator's authorizations, re-keyed and re-timed for each phase.
+
+    Every phase gets its own card ids (a prefix), so no phase inherits another's card history or clock.
+    """
+
+    def __init__(self, txs: SimulatedTransactions) -> None:
+        self.txs = txs
+        self.ts = txs.ts.tolist()
+        self.amount = txs.amount.tolist()
+        self.is_fraud = txs.is_fraud.tolist()
+        cards = [txs.card_id(c) for c in range(len(txs.customer_mean_amount))]
+        merchants = [txs.merchant_id(t) for t in range(len(txs.terminal_xy))]
+        self.card = [cards[c] for c in txs.customer.tolist()]
+        self.merchant = [merchants[t] for t in txs.terminal.tolist()]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def record(self, i: int, phase: str, offset_ms: int, card_prefix: str | None = None, n: int | None = None) -> dict[str, Any]:
+        """Event ``i`` as a ``fraud.authorizations`` record: tx_id ``phase-n`` (n defaults to i), card ``prefix-card``."""
+        return {"tx_id": f"{phase}-{i if n is None else n}", "card_id": f"{card_prefix or phase}-{self.card[i]}",
+                "merchant_id": self.merchant[i], "amount": self.amount[i], "ts": self.ts[i] + offset_ms, "currency": "EUR",
+                "channel": "pos"}
+
+    def authorization(self, i: int, card_id: str | None = None) -> Authorization:
+        return Authorization(f"c-{i}", card_id or f"c-{self.card[i]}", self.merchant[i], self.amount[i], self.ts[i], "EUR", None, None,
+                             "pos")
+
+
+def simulate(cfg: BenchConfig) -> Events:
+    need = max(cfg.events, cfg.warmup_events + cfg.core_events, cfg.warmup_events)
+    # 5,000 cards at 2 authorizations a day on average: ~10,000 a day.
+    days = cfg.sim_days or max(6, int(need / 9_000) + 2)
+    progress(f"simulating {days} days of the Handbook's 5,000 cards and 10,000 terminals")
+    t = time.perf_counter()
+    txs = HandbookSimulator(n_customers=5_000, n_terminals=10_000, n_days=days, seed=11).transactions()
+    events = Events(txs)
+    progress(f"{len(events):,} simulated authorizations ({txs.fraud_share:.2%} fraud) in {time.perf_counter() - t:.1f}s")
+    if len(events) < need:
+        raise SystemExit(f"the simulation produced {len(events)} events, {need} needed: raise --sim-days")
+    return events
+
+
+# --- Kafka helpers ----------------------------------------------------------------
+def isolated_settings(broker: EmbeddedBroker, state_dir: Path) -> Settings:
+    """Topics, group and state of this run only (as tests/conftest.py does)."""
+    tag = uuid.uuid4().hex[:8]
+    base = Settings.load(env={})
+    renamed = {f.name: f"bench{tag}.{getattr(base, f.name)}" for f in fields(Settings) if f.name.startswith("topic_")}
+    return base.with_overrides(broker=broker.url, app_id=f"bench-{tag}", store="memory://", state_dir=str(state_dir),
+                               metrics_port=0, **renamed)
+
+
+def create_plain_topics(settings: Settings, names: list[str], partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(settings.kafka_client_config())
+    new = [NewTopic(n, partitions, settings.replication_factor, config={"cleanup.policy": "delete"}) for n in names]
+    for fut in admin.create_topics(new, request_timeout=15).values():
+        fut.result(15)
+
+
+def make_producer(settings: Settings) -> Any:
+    from confluent_kafka import Producer
+
+    return Producer(settings.producer_config(**{"queue.buffering.max.messages": 2_000_000}))
+
+
+def produce_all(producer: Any, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    """Produce (key, value) pairs as fast as librdkafka takes them."""
+    produce, poll = producer.produce, producer.poll
+    for n, (key, value) in enumerate(messages):
+        while True:
+            try:
+                produce(topic, value, key)
+                break
+            except BufferError:
+                poll(0.001)
+        if n % 10_000 == 0:
+            poll(0)
+
+
+def assigned_consumer(settings: Settings, topic: str, **extra: Any) -> Any:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({**settings.kafka_client_config(), "group.id": f"bench-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", **extra})
+    md = c.list_topics(topic, timeout=10).topics[topic]
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(md.partitions)])
+    return c
+
+
+# --- 1. the ceiling ---------------------------------------------------------------
+def measure_ceiling(settings: Settings, events: Events, n: int) -> dict[str, float]:
+    src, dst = f"{settings.app_id}.ceiling-in", f"{settings.app_id}.ceiling-out"
+    create_plain_topics(settings, [src, dst], settings.partitions)
+    dumps, loads = orjson.dumps, orjson.loads
+    messages = []
+    for i in range(n):
+        rec = events.record(i, "x", 0)
+        messages.append((rec["card_id"].encode(), dumps(rec)))
+    progress(f"ceiling: pre-producing {n:,} authorizations")
+    producer = make_producer(settings)
+    produce_all(producer, src, messages)
+    if producer.flush(60) != 0:
+        raise RuntimeError("could not pre-produce the ceiling's input")
+    del messages
+    consumer = assigned_consumer(settings, src)
+    out = make_producer(settings)
+    out.list_topics(dst, timeout=10)  # connected before the clock starts
+    progress("ceiling: consume → orjson decode → encode → produce")
+    produce, poll = out.produce, out.poll
+    done = 0
+    started = time.perf_counter()
+    deadline = started + max(60.0, n / 2_000)
+    while done < n and time.perf_counter() < deadline:
+        for m in consumer.consume(10_000, 1.0):
+            if m.error() is not None:
+                continue
+            value = dumps(loads(m.value()))
+            while True:
+                try:
+                    produce(dst, value, m.key())
+                    break
+                except BufferError:
+                    poll(0.001)
+            done += 1
+        poll(0)
+    left = out.flush(60)
+    seconds = time.perf_counter() - started
+    consumer.close()
+    if done < n or left:
+        raise RuntimeError(f"ceiling loop moved {done} of {n} events ({left} undelivered)")
+    rate = n / seconds
+    progress(f"ceiling: {rate:,.0f} events/s ({n:,} in {seconds:.2f}s)")
+    return {"rate": rate, "seconds": seconds}
+
+
+# --- 2. the worker end to end -----------------------------------------------------
+class WorkerProcess:
+    """``fraudstream worker`` as a subprocess, as production runs it (pattern of tests/conftest.py)."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+        env.update(settings.to_env())
+        self.process = subprocess.Popen([sys.executable, "-m", "fraudstream", "worker", "--loglevel", "info"], env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.metrics_port = self._wait_metrics_port()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _wait_metrics_port(self, timeout: float = 60.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(rb"metrics on http://[\d.]+:(\d+)/metrics", self.log_path.read_bytes())
+            if m:
+                return int(m.group(1))
+            self.check()
+            time.sleep(0.1)
+        raise RuntimeError("the worker did not start its metrics endpoint")
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {self.process.returncode}:\n{self.tail()}")
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@dataclass
+class Tracker:
+    """What the scores topic told us about one phase's tx_ids."""
+
+    expected: int
+    latency: bool = False
+    versions: bool = False
+    seen: set[bytes] = field(default_factory=set)
+    latencies_ms: list[int] = field(default_factory=list)
+    model_versions: list[str] = field(default_factory=list)
+    first_at: float | None = None  # perf_counter when the first arrived
+    last_at: float | None = None  # when the newest arrived
+    done_at: float | None = None  # when the expected count was reached
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_TS = re.compile(rb'"ts":(\d+)')
+
+
+class ScoresReader(threading.Thread):
+    """Reads fraud.scores by assignment and hands each record to its phase, by tx_id prefix."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="scores-reader", daemon=True)
+        # A short broker-side wait, so the reader itself adds little to the latency it measures.
+        self.consumer = assigned_consumer(settings, settings.topic_scores, **{"fetch.wait.max.ms": 5})
+        self.trackers: dict[bytes, Tracker] = {}
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def track(self, phase: str, tracker: Tracker) -> Tracker:
+        self.trackers[phase.encode()] = tracker
+        return tracker
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+    def _run(self) -> None:
+        consume, trackers, ts_re = self.consumer.consume, self.trackers, _TS
+        while not self.halt.is_set():
+            msgs = consume(5_000, 0.1)
+            if not msgs:
+                continue
+            now_wall_ms = time.time() * 1000.0
+            now = time.perf_counter()
+            for m in msgs:
+                if m.error() is not None:
+                    continue
+                v = m.value()
+                # Score records start with the authorization: {"tx_id":"phase-i",... ; no full decode needed.
+                end = v.index(b'"', 10)
+                tx = v[10:end]
+                tr = trackers.get(tx[: tx.find(b"-")])
+                if tr is None or tx in tr.seen:
+                    continue
+                tr.seen.add(tx)
+                if tr.latency:
+                    tr.latencies_ms.append(now_wall_ms - int(ts_re.search(v, end).group(1)))  # type: ignore[union-attr]
+                if tr.versions:
+                    tr.model_versions.append(orjson.loads(v)["model_version"])
+                if tr.first_at is None:
+                    tr.first_at = now
+                tr.last_at = now
+                if tr.done_at is None and len(tr.seen) >= tr.expected:
+                    tr.done_at = now
+                    tr.done.set()
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(10)
+        self.consumer.close()
+
+
+def wait_tracker(tracker: Tracker, timeout: float, reader: ScoresReader, worker: WorkerProcess, what: str) -> bool:
+    deadline = time.monotonic() + timeout
+    while not tracker.done.wait(0.5):
+        worker.check()
+        if reader.error is not None:
+            raise RuntimeError(f"the scores reader failed: {reader.error!r}")
+        if time.monotonic() > deadline:
+            progress(f"{what}: only {len(tracker.seen):,} of {tracker.expected:,} scored within {timeout:.0f}s")
+            return False
+    return True
+
+
+def warm_worker(settings: Settings, events: Events, cfg: BenchConfig, reader: ScoresReader, worker: WorkerProcess,
+                producer: Any, saturation_offset: int) -> dict[str, Any]:
+    """Score a first batch (the group has joined), then labels until the worker's model scores (not cold start)."""
+    n = cfg.warmup_events
+    # History that ends an hour before the saturation phase's history starts: every clock only moves forward.
+    span = events.ts[n - 1] - events.ts[0]
+    offset = saturation_offset - span - HOUR_MS
+    records = [events.record(i, "w", offset) for i in range(n)]
+    tracker = reader.track("w", Tracker(n))
+    progress(f"warm-up: {n:,} authorizations (waits for the worker to join its group)")
+    produce_all(producer, settings.topic_authorizations, [(r["card_id"].encode(), orjson.dumps(r)) for r in records])
+    producer.flush(60)
+    if not wait_tracker(tracker, 180, reader, worker, "warm-up"):
+        raise RuntimeError(f"the worker did not score the warm-up:\n{worker.tail()}")
+
+    # Labels as analysts would give them: the simulator's frauds among the warm-up, topped up with the
+    # authorizations the cold-start score found most suspicious (the core is deterministic, so a local
+    # scorer gives the worker's scores), and legitimate ones the sampler keeps.
+    local = FraudScorer(settings)
+    scored = [local.process(Authorization(**r)) for r in records]
+    fraud_s, legit_s = pick_labels(scored, [events.is_fraud[i] for i in range(n)], cfg.labels_per_class,
+                                   lambda tx: keep_legitimate(tx, settings.legit_sample_rate))
+    fraud = [records[int(s.auth.tx_id.split("-")[1])] for s in fraud_s]
+    legit = [records[int(s.auth.tx_id.split("-")[1])] for s in legit_s]
+    label_ts = records[-1]["ts"] + 60_000
+    labels = []
+    for j, (r, is_fraud) in enumerate([(r, True) for r in fraud] + [(r, False) for r in legit]):
+        # Both label streams (analyst feedback, delayed) learn, so the worker scores with both models.
+        source = "analyst" if j % 2 else "chargeback"
+        labels.append((r["card_id"].encode(), orjson.dumps({"tx_id": r["tx_id"], "card_id": r["card_id"], "is_fraud": is_fraud,
+                                                            "ts": label_ts, "source": source})))
+    progress(f"warm-up: {len(fraud)} fraud and {len(legit)} legitimate labels, until the worker's model has learned them")
+    produce_all(producer, settings.topic_labels, labels)
+    producer.flush(30)
+    expected = len(labels)
+    probes = reader.track("p", Tracker(1 << 30, versions=True))
+    deadline = time.monotonic() + 90
+    probe_ts = records[-1]["ts"]
+    i = 0
+    learned = 0
+    while time.monotonic() < deadline:
+        worker.check()
+        rec = {"tx_id": f"p-{i}", "card_id": f"p-card-{i}", "merchant_id": records[i % n]["merchant_id"], "amount": 10.0,
+               "ts": probe_ts, "currency": "EUR", "channel": "pos"}
+        producer.produce(settings.topic_authorizations, orjson.dumps(rec), rec["card_id"].encode())
+        producer.flush(5)
+        i += 1
+        time.sleep(0.25)  # not timed: waiting for the model to learn
+        versions = [int(v.rsplit("-", 1)[1]) for v in list(probes.model_versions) if v.rsplit("-", 1)[1].isdigit()]
+        learned = max(versions, default=0)
+        if learned >= expected:
+            break
+    ready = learned >= expected
+    progress(f"warm-up: the worker's model has learned {learned} examples" + ("" if ready else f" (of {expected}: still cold)"))
+    return {"examples": learned, "ready": ready}
+
+
+def measure_saturation(settings: Settings, events: Events, n: int, offset: int, reader: ScoresReader, worker: WorkerProcess,
+                       producer: Any, cpu: CpuMeter, profile: str | None) -> dict[str, Any]:
+    messages = []
+    for i in range(n):
+        r = events.record(i, "s", offset)
+        messages.append((r["card_id"].encode(), orjson.dumps(r)))
+    tracker = reader.track("s", Tracker(n))
+    spy = start_profile(profile, worker.pid)
+    progress(f"saturation: producing {n:,} authorizations as fast as possible")
+    cpu.start()
+    started = time.perf_counter()
+    produce_all(producer, settings.topic_authorizations, messages)
+    producer.flush(120)
+    produced_s = time.perf_counter() - started
+    progress(f"saturation: produced in {produced_s:.2f}s ({n / produced_s:,.0f}/s offered); waiting for the scores")
+    complete = wait_tracker(tracker, max(120.0, n / 300), reader, worker, "saturation")
+    end = tracker.done_at if complete else tracker.last_at
+    cpu_use = cpu.stop()
+    stop_profile(spy, profile)
+    seconds = (end or time.perf_counter()) - started
+    rate = len(tracker.seen) / seconds
+    progress(f"saturation: {rate:,.0f} events/s end to end ({len(tracker.seen):,} scored in {seconds:.2f}s); "
+             "cpu cores " + ", ".join(f"{k} {v:.2f}" for k, v in cpu_use.items()))
+    return {"rate": rate, "seconds": seconds, "complete": complete, "offered": n / produced_s, "cpu": cpu_use}
+
+
+def measure_latency(settings: Settings, events: Events, phase: str, rate: float, seconds: float, start: int,
+                    reader: ScoresReader, worker: WorkerProcess, producer: Any, saturation_rate: float) -> dict[str, Any]:
+    """Authorizations paced at ``rate``, each stamped with the wall clock; latency = seen on fraud.scores − ts."""
+    total = max(1, int(rate * seconds))
+    # Fresh cards: each block of 5,000 simulated events gets new card ids, so (as with millions of real
+    # cards) a card is seen about once, not dozens of times in a few seconds.
+    size = len(events)
+    recs = [events.record((start + j) % size, phase, 0, card_prefix=f"{phase}.{j // 5_000}", n=j) for j in range(total)]
+    keys = [r["card_id"].encode() for r in recs]
+    tracker = reader.track(phase, Tracker(total, latency=True))
+    topic = settings.topic_authorizations
+    produce, poll, dumps, wall = producer.produce, producer.poll, orjson.dumps, time.time
+    progress(f"latency: {total:,} authorizations at {rate:,.0f}/s for {seconds:g}s")
+    t0 = time.perf_counter()
+    i = 0
+    while i < total:
+        due = min(total, int((time.perf_counter() - t0) * rate) + 1)
+        while i < due:
+            r = recs[i]
+            r["ts"] = int(wall() * 1000)
+            try:
+                produce(topic, dumps(r), keys[i])
+            except BufferError:
+                poll(0.001)
+                continue
+            i += 1
+        poll(0)
+        wait = t0 + i / rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(min(wait, 0.002))  # pacing only: each event's latency starts at its own ts
+    produced_s = time.perf_counter() - t0
+    producer.flush(60)
+    backlog = max(0.0, total - len(tracker.seen))
+    complete = wait_tracker(tracker, 30.0 + backlog / max(saturation_rate, 100.0) * 2, reader, worker, f"latency {rate:,.0f}/s")
+    end = tracker.done_at if complete else tracker.last_at
+    span = (end or time.perf_counter()) - t0
+    achieved = len(tracker.seen) / span
+    offered = total / produced_s
+    lat = sorted(tracker.latencies_ms)
+    kept_up = complete and achieved >= 0.95 * offered
+    out = {"rate": rate, "offered": offered, "achieved": achieved, "kept_up": kept_up, "complete": complete,
+           "p50": pct(lat, 50), "p99": pct(lat, 99), "p999": pct(lat, 99.9), "max": lat[-1] if lat else float("nan"),
+           "n": len(lat)}
+    progress(f"latency @ {rate:,.0f}/s: produced {offered:,.0f}/s, scored {achieved:,.0f}/s, p50 {out['p50']:.1f} ms, "
+             f"p99 {out['p99']:.1f} ms, p99.9 {out['p999']:.1f} ms, max {out['max']:.0f} ms"
+             + ("" if kept_up else "  (did NOT keep up)"))
+    return out
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
+    return float(sorted_values[k])
+
+
+def start_profile(path: str | None, pid: int) -> subprocess.Popen[bytes] | None:
+    if not path:
+        return None
+    exe = Path(sys.executable).with_name("py-spy")
+    cmd = [str(exe) if exe.exists() else "py-spy", "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--format",
+           "raw" if not path.endswith(".svg") else "flamegraph", "-o", path]
+    try:
+        spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as exc:
+        progress(f"profile: cannot start py-spy: {exc}")
+        return None
+    time.sleep(0.5)  # py-spy attaches before the clock starts
+    return spy
+
+
+def stop_profile(spy: subprocess.Popen[bytes] | None, path: str | None) -> None:
+    if spy is None:
+        return
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+    progress(f"profile: py-spy wrote {path}")
+
+
+def measure_end_to_end(broker: EmbeddedBroker, events: Events, cfg: BenchConfig, tmp: Path, results: dict[str, Any]) -> None:
+    from fraudstream.kafka.topics import create_topics
+
+    settings = isolated_settings(broker, tmp / "state")
+    create_topics(settings)
+    results["ceiling"] = measure_ceiling(settings, events, cfg.events)
+    reader = ScoresReader(settings)
+    reader.start()
+    producer = make_producer(settings)
+    progress("starting a fraudstream worker")
+    worker = WorkerProcess(settings, tmp / "worker.log")
+    try:
+        assert broker.process is not None
+        cpu = CpuMeter({"worker": worker.pid, "broker": broker.process.pid, "bench": os.getpid()})
+        # The saturation phase's history ends now; the warm-up's ends just before it starts.
+        sat_offset = int(time.time() * 1000) - events.ts[cfg.events - 1] - 60_000
+        results["model"] = warm_worker(settings, events, cfg, reader, worker, producer, sat_offset)
+        sat = results["saturation"] = measure_saturation(settings, events, cfg.events, sat_offset, reader, worker, producer,
+                                                         cpu, cfg.profile)
+        lat = measure_latency(settings, events, "l1", cfg.rate, cfg.seconds, 0, reader, worker, producer, sat["rate"])
+        results["latency"] = [lat]
+        if not lat["kept_up"]:
+            sustained = 0.8 * sat["rate"] if 0.8 * sat["rate"] < cfg.rate else 0.8 * lat["achieved"]
+            progress(f"the worker did not sustain {cfg.rate:,}/s: measuring at {sustained:,.0f}/s")
+            lat2 = measure_latency(settings, events, "l2", sustained, cfg.seconds, 0, reader, worker, producer, sat["rate"])
+            lat2["label"] = "80% of saturation"
+            results["latency"].append(lat2)
+    finally:
+        progress("stopping the worker")
+        worker.stop()
+        reader.stop()
+
+
+def pick_labels(scored: list[Any], truth: list[bool], k: int, keep: Callable[[str], bool] = lambda tx: True) -> tuple[list[Any], list[Any]]:
+    """``k`` fraud and ``k`` legitimate scored authorizations to label.
+
+    Frauds are the simulator's, topped up with the most suspicious of the rest (highest score): few frauds
+    happen in the first simulated days, and random picks labelled fraud would teach the model noise.
+    """
+    fraud = [s for s, f in zip(scored, truth, strict=False) if f][:k]
+    chosen = {s.auth.tx_id for s in fraud}
+    if len(fraud) < k:
+        suspicious = sorted((s for s in scored if s.auth.tx_id not in chosen), key=lambda s: -s.score)
+        fraud += suspicious[: k - len(fraud)]
+        chosen |= {s.auth.tx_id for s in fraud}
+    legit = [s for s, f in zip(scored, truth, strict=False) if not f and s.auth.tx_id not in chosen and keep(s.auth.tx_id)][:k]
+    return fraud, legit
+
+
+# --- 3. the pure core -------------------------------------------------------------
+def timed(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def measure_core(events: Events, cfg: BenchConfig) -> dict[str, Any]:
+    settings = Settings.load(env={})
+    warm, n = cfg.warmup_events, cfg.core_events
+    auths = [events.authorization(i) for i in range(warm + n)]
+    scorer = FraudScorer(settings)
+    progress(f"core: {warm:,} authorizations to build history, then {cfg.labels_per_class} labelled examples of each class")
+    scored = [scorer.process(a) for a in auths[:warm]]
+    fraud, legit = pick_labels(scored, events.is_fraud[:warm], cfg.labels_per_class)
+    last_ts = auths[warm - 1].ts
+    for j, (s, is_fraud) in enumerate([(s, True) for s in fraud] + [(s, False) for s in legit]):
+        source = "analyst" if j % 2 else "chargeback"
+        scorer.model.learn(TrainingExample(s.auth.tx_id, dict(s.features), is_fraud, 1.0, source, last_ts))
+    if not scorer.model.ready:
+        raise RuntimeError("the model did not become ready: the core would be timed on the cold-start path")
+    measured = auths[warm:]
+    results: list[Any] = []
+    progress(f"core: FraudScorer.process over {n:,} authorizations (model {scorer.model.version})")
+    process = scorer.process
+    seconds = timed(lambda: results.extend(process(a) for a in measured))
+    alerts = sum(1 for s in results if s.alerted)
+
+    # The model alone, on the same feature vectors.
+    feats = [dict(s.features) for s in results]
+    score = scorer.model.score
+    model_s = timed(lambda: [score(f) for f in feats])
+
+    # Each half of the features, on states with the same history (built untimed), lookups done beforehand.
+    grace, tz = settings.grace_ms, settings.timezone_offset_h
+    cards: dict[str, CardState] = {}
+    merchants: dict[str, MerchantState] = {}
+    for a in auths[:warm]:
+        card_features(cards.setdefault(a.card_id, CardState()), a, grace, tz)
+        merchant_features(merchants.setdefault(a.merchant_id, MerchantState()), a, grace)
+    card_pairs = [(cards.setdefault(a.card_id, CardState()), a) for a in measured]
+    merchant_pairs = [(merchants.setdefault(a.merchant_id, MerchantState()), a) for a in measured]
+    cf, mf = card_features, merchant_features
+    card_s = timed(lambda: [cf(st, a, grace, tz) for st, a in card_pairs])
+    merchant_s = timed(lambda: [mf(st, a, grace) for st, a in merchant_pairs])
+
+    raw_cards = [st.to_bytes() for st in scorer.cards.live.values()]
+    card_bytes = [len(raw) for raw in raw_cards]
+    out = {"process_us": seconds / n * 1e6, "card_us": card_s / n * 1e6, "merchant_us": merchant_s / n * 1e6,
+           "model_us": model_s / n * 1e6, "alerts": alerts, "n": n, "model_version": scorer.model.version,
+           "card_bytes": sum(card_bytes) / len(card_bytes), "active_cards": len(card_bytes), "max_card_bytes": max(card_bytes), "raw_cards": raw_cards}
+    progress(f"core: process {out['process_us']:.1f} µs, card features {out['card_us']:.1f} µs, merchant features "
+             f"{out['merchant_us']:.1f} µs, model score {out['model_us']:.1f} µs per event ({alerts} alerts); "
+             f"{out['card_bytes']:.0f} B per card over {len(card_bytes):,} active cards")
+    return out
+
+
+# --- 4. memory per card -------------------------------------------------------------
+def measure_card_memory(card_bytes: list[bytes], n_cards: int) -> dict[str, float]:
+    """Python heap of ``n_cards`` live CardStates, loaded as the worker loads them from its table.
+
+    The states are the core run's active cards (real history: windows, recent merchants, recent tx_ids),
+    copied round-robin under new card ids when more are asked for than there are.
+    """
+    keys = [f"mem-{j}" for j in range(n_cards)]
+    raws = [card_bytes[j % len(card_bytes)] for j in range(n_cards)]
+    progress(f"memory: {n_cards:,} card states under tracemalloc, from {len(card_bytes):,} cards with history")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        live: dict[str, CardState] = {}
+        decode = CardState.from_bytes
+        for key, raw in zip(keys, raws, strict=True):
+            live[key] = decode(raw)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    out = {"heap_bytes": grown / n_cards, "dict_bytes": sys.getsizeof(live) / n_cards}
+    progress(f"memory: {out['heap_bytes']:.0f} B of Python heap per card ({out['dict_bytes']:.0f} B of it the dict holding them)")
+    return out
+
+
+# --- 5. the table -------------------------------------------------------------------
+def mark(ok: bool) -> str:
+    return "✓" if ok else "✗"
+
+
+def render(results: dict[str, Any], cfg: BenchConfig) -> str:
+    rows: list[tuple[str, str, str, str]] = []
+    ceiling, sat = results["ceiling"], results["saturation"]
+    rows.append(("ceiling: raw confluent-kafka consume→decode→encode→produce", f"{ceiling['rate']:,.0f} events/s", "", ""))
+    note = "" if sat["complete"] else " (incomplete)"
+    rows.append(("fraudstream end to end at saturation" + note, f"{sat['rate']:,.0f} events/s", "", ""))
+    share = sat["rate"] / ceiling["rate"]
+    rows.append(("end to end / ceiling", f"{share * 100:.1f} %", f"≥ {GOAL_E2E_SHARE * 100:.0f} %", mark(share >= GOAL_E2E_SHARE)))
+    for i, lat in enumerate(results["latency"]):
+        name = f"at {lat['rate']:,.0f}/s offered" if i == 0 else f"at {lat['rate']:,.0f}/s ({lat.get('label', 'sustained')})"
+        rows.append((f"{name}: produced", f"{lat['offered']:,.0f} events/s", "", ""))
+        rows.append((f"{name}: scored (achieved)", f"{lat['achieved']:,.0f} events/s", "keeps up", mark(lat["kept_up"])))
+        rows.append((f"{name}: latency p50", f"{lat['p50']:,.1f} ms", "", ""))
+        goal_p99 = i == 0
+        rows.append((f"{name}: latency p99", f"{lat['p99']:,.1f} ms", f"≤ {GOAL_P99_MS:.0f} ms" if goal_p99 else "",
+                     mark(lat["p99"] <= GOAL_P99_MS) if goal_p99 else ""))
+        rows.append((f"{name}: latency p99.9", f"{lat['p999']:,.1f} ms", "", ""))
+    core = results["core"]
+    rows.append(("core: FraudScorer.process (model warm)", f"{core['process_us']:.1f} µs/event", f"≤ {GOAL_CORE_US:.0f} µs",
+                 mark(core["process_us"] <= GOAL_CORE_US)))
+    rows.append(("core: card_features", f"{core['card_us']:.1f} µs/event", "", ""))
+    rows.append(("core: merchant_features", f"{core['merchant_us']:.1f} µs/event", "", ""))
+    feat = core["card_us"] + core["merchant_us"]
+    rows.append(("core: features (card + merchant)", f"{feat:.1f} µs/event", f"≤ {GOAL_FEATURES_US:.0f} µs", mark(feat <= GOAL_FEATURES_US)))
+    rows.append(("core: model score alone", f"{core['model_us']:.1f} µs/event", "", ""))
+    rows.append(("memory: CardState.to_bytes per active card", f"{core['card_bytes']:,.0f} B", f"≤ {GOAL_CARD_BYTES:,} B",
+                 mark(core["card_bytes"] <= GOAL_CARD_BYTES)))
+    mem = results["memory"]
+    rows.append(("memory: Python heap per card (tracemalloc)", f"{mem['heap_bytes']:,.0f} B", "", ""))
+    cpu = sat["cpu"]
+    rows.append(("cpu at saturation: worker", f"{cpu['worker']:.2f} cores", "", ""))
+    rows.append(("cpu at saturation: broker", f"{cpu['broker']:.2f} cores", "", ""))
+    rows.append(("cpu at saturation: bench (producer, reader)", f"{cpu['bench']:.2f} cores", "", ""))
+    rows.append(("cpu at saturation: other processes", f"{cpu['other']:.2f} cores", "", ""))
+
+    header = ("measure", "value", "goal", "ok")
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(4)]
+
+    def line(r: tuple[str, str, str, str]) -> str:
+        return f"| {r[0]:<{widths[0]}} | {r[1]:>{widths[1]}} | {r[2]:<{widths[2]}} | {r[3]:<{widths[3]}} |"
+
+    m = results["machine"]
+    lat0 = results["latency"][0]
+    out = [
+        f"fraudstream bench  commit {m['commit']}  {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        f"machine: {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}, load average {m['load_before']:.2f} before the run",
+        f"events: N={cfg.events:,}; latency at {cfg.rate:,}/s for {cfg.seconds:g}s; core {core['n']:,} events "
+        f"(model {core['model_version']}); worker model {results['model']['examples']} examples learned"
+        + ("" if results["model"]["ready"] else " (COLD START: labels not learned in time)"),
+        "",
+        line(header),
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+        *(line(r) for r in rows),
+        "",
+    ]
+    if lat0["n"] < cfg.rate * cfg.seconds * 0.99:
+        out.append(f"note: {lat0['n']:,} latency samples at {cfg.rate:,}/s (fewer than offered: incomplete)")
+    if cpu["other"] > 0.25:
+        out.append(f"note: other processes used {cpu['other']:.2f} of {m['nproc']} cores during saturation: figures are disturbed")
+    return "\n".join(out)
+
+
+def run(cfg: BenchConfig) -> str:
+    results: dict[str, Any] = {"machine": {"commit": git_commit(), "nproc": nproc(), "cpu": cpu_model(),
+                                           "python": platform.python_version(), "load_before": os.getloadavg()[0]}}
+    events = simulate(cfg)
+    with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        broker = EmbeddedBroker(port=0, log_path=tmp / "tansu.log")
+        progress("starting the embedded broker")
+        broker.start()
+        try:
+            progress(f"broker on {broker.bootstrap_servers}")
+            measure_end_to_end(broker, events, cfg, tmp, results)
+        finally:
+            progress("stopping the broker")
+            broker.stop()
+    results["core"] = measure_core(events, cfg)
+    results["memory"] = measure_card_memory(results["core"].pop("raw_cards"), cfg.memory_cards)
+    return render(results, cfg)
+
+
+def parse_args(argv: list[str] | None = None) -> BenchConfig:
+    p = argparse.ArgumentParser(prog="python -m fraudstream.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, help="authorizations for the ceiling and the saturation run (default 200,000)")
+    p.add_argument("--rate", type=int, help="offered rate of the latency run, events/s (default 5,000)")
+    p.add_argument("--seconds", type=float, help="length of each latency run (default 10)")
+    p.add_argument("--quick", action="store_true", help="small and short, for the test (~1 minute)")
+    p.add_argument("--profile", metavar="FILE", help="py-spy the worker during saturation (raw stacks, or .svg flamegraph)")
+    a = p.parse_args(argv)
+    cfg = BenchConfig.quick() if a.quick else BenchConfig()
+    if a.events is not None:
+        cfg.events = a.events
+    if a.rate is not None:
+        cfg.rate = a.rate
+    if a.seconds is not None:
+        cfg.seconds = a.seconds
+    cfg.profile = a.profile
+    if cfg.events < 1 or cfg.rate < 1 or cfg.seconds <= 0:
+        p.error("--events, --rate and --seconds must be positive")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    table = run(cfg)
+    print(table, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
