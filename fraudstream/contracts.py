@@ -65,6 +65,7 @@ REJECTION_REASONS = (
     "ts_out_of_range",
     "empty_key",
     "key_mismatch",
+    "processing_error",  # valid by contract, yet processing raised: a bug, kept for replay
 )
 
 

@@ -105,6 +105,7 @@ class FraudApp:
         self.alert_times: list[int] = []
         self.quality = QualityWindow()
         self._unmatched_reported = 0
+        self._newest = 0
         self._define_agents()
         self._define_timers()
 
@@ -172,12 +173,7 @@ class FraudApp:
         @app.agent(self.t_merchant_labels, name="merchant-labels")
         async def merchant_label_stage(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
-                for ev in events:
-                    d = decode(ev.message.value)
-                    self.merchant_table.route(d["merchant_id"], ev.message.partition)
-                    self.scorer.apply_merchant_label(MerchantLabel(d["merchant_id"], d["card_id"], d["tx_ts"], d["fraud_delta"], d["ts"]))
-                self.scorer.merchants.flush()
-                self.merchant_table.clear_routes()
+                self.merchant_label_batch(events)
 
         self.agents = (intake, merchant_stage, score_stage, label_intake, reissue_intake, card_event_stage, merchant_label_stage)
 
@@ -216,83 +212,63 @@ class FraudApp:
             self.model_follower.checkpoint_on_shutdown()
 
     # --- batch handlers (sync: the core is plain Python) ------------------------
-    def intake_batch(self, events: list[Any]) -> None:
-        """Validate, then the card's features: here the card's authorizations arrive in order."""
-        m, scorer = self.metrics, self.scorer
-        produce = self.producer.produce
-        topic = self.settings.topic_by_merchant
-        m.consumed.inc(len(events))
+    def each(self, events: list[Any], handle: Any) -> None:
+        """Run ``handle`` on every message; one that raises is dead-lettered, never the end of the agent."""
+        positions = self.positions
         for ev in events:
             msg = ev.message
-            self.positions[(msg.topic, msg.partition)] = msg.offset
-            auth = decode_authorization(msg.value, msg.key)
-            if isinstance(auth, Rejection):
-                self.dead_letter(auth, msg)
-                continue
-            self.card_table.route(auth.card_id, msg.partition)
-            step = scorer.card_stage(auth)
-            produce(topic, encode({"auth": auth.as_dict(), "features": step.features, "late": step.late, "duplicate": step.duplicate}),
-                    auth.merchant_id.encode())
-        scorer.cards.flush()
+            positions[(msg.topic, msg.partition)] = msg.offset
+            try:
+                handle(msg)
+            except Exception as exc:  # a bug or an input no validator foresaw: keep going, keep the evidence
+                log.exception("could not process %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                self.dead_letter(Rejection("processing_error", f"{type(exc).__name__}: {exc}"[:300]), msg)
+
+    def intake_batch(self, events: list[Any]) -> None:
+        """Validate, then the card's features: here the card's authorizations arrive in order."""
+        self.metrics.consumed.inc(len(events))
+        self.each(events, self._intake_one)
+        self.scorer.cards.flush()
         self.card_table.clear_routes()
         self.producer.poll(0)
 
+    def _intake_one(self, msg: Any) -> None:
+        auth = decode_authorization(msg.value, msg.key)
+        if isinstance(auth, Rejection):
+            self.dead_letter(auth, msg)
+            return
+        self.card_table.route(auth.card_id, msg.partition)
+        step = self.scorer.card_stage(auth)
+        value = encode({"auth": auth.as_dict(), "features": step.features, "late": step.late, "duplicate": step.duplicate})
+        self.producer.produce(self.settings.topic_by_merchant, value, auth.merchant_id.encode())
+
     def merchant_batch(self, events: list[Any]) -> None:
         """The merchant's features, then back to the card's partition for the decision."""
-        produce = self.producer.produce
-        topic = self.settings.topic_enriched
-        scorer = self.scorer
-        for ev in events:
-            msg = ev.message
-            self.positions[(msg.topic, msg.partition)] = msg.offset
-            d = decode(msg.value)
-            auth = Authorization(**d["auth"])
-            self.merchant_table.route(auth.merchant_id, msg.partition)
-            feats = d["features"]
-            feats.update(scorer.enrich_merchant(auth, d["duplicate"]))
-            produce(topic, encode({"auth": d["auth"], "features": feats, "late": d["late"]}), auth.card_id.encode())
-        scorer.merchants.flush()
+        self.each(events, self._merchant_one)
+        self.scorer.merchants.flush()
         self.merchant_table.clear_routes()
         self.producer.poll(0)
+
+    def _merchant_one(self, msg: Any) -> None:
+        d = decode(msg.value)
+        auth = Authorization(**d["auth"])
+        self.merchant_table.route(auth.merchant_id, msg.partition)
+        feats = d["features"]
+        feats.update(self.scorer.enrich_merchant(auth, d["duplicate"]))
+        self.producer.produce(self.settings.topic_enriched, encode({"auth": d["auth"], "features": feats, "late": d["late"]}),
+                              auth.card_id.encode())
 
     def score_batch(self, events: list[Any]) -> None:
         if not self._pending_rebuilt:
             self._rebuild_pending()
         s, m, scorer = self.settings, self.metrics, self.scorer
         started = time.perf_counter()
-        produce = self.producer.produce
-        newest = 0
-        for ev in events:
-            msg = ev.message
-            self.positions[(msg.topic, msg.partition)] = msg.offset
-            d = decode(msg.value)
-            auth = Authorization(**d["auth"])
-            self.standing_table.route(auth.card_id, msg.partition)
-            self.index_table.route(auth.card_id, msg.partition)
-            self.set_partition(msg.partition)
-            scored = scorer.score(auth, d["features"], d["late"], msg.partition)
-            if scored.label_outcome is not None:
-                self.publish_label_outcome(scored.label_outcome, "early")
-            key = auth.card_id.encode()
-            produce(s.topic_scores, encode(scored.score_record()), key)
-            if scored.alerted:
-                produce(s.topic_alerts, encode(scored.alert_record()), key)
-                if not scored.duplicate:
-                    m.alerts.labels(scored.decision.action).inc()
-                    if scored.decision.action in ("alert", "block"):
-                        self.alert_times.append(auth.ts)
-            if scored.rule_hits and not scored.duplicate:
-                modes = scorer.rules.modes
-                for rule_id in scored.rule_hits:
-                    m.rule_hits.labels(rule_id, modes.get(rule_id, "unknown")).inc()
-            m.score.observe(scored.score)
-            m.late.inc(scored.late)
-            m.duplicates.inc(scored.duplicate)
-            newest = max(newest, auth.ts)
-        now = time.time()
+        self._newest = 0
+        self.each(events, self._score_one)
         m.scored.inc(len(events))
+        newest = self._newest
         if newest:
-            m.latency.observe(max(0.0, now - newest / 1000.0))
+            m.latency.observe(max(0.0, time.time() - newest / 1000.0))
             m.last_event_ts.set(newest / 1000.0)
             for ex in scorer.mature(newest):
                 self.producer.produce(s.topic_training, encode(ex.as_dict()))
@@ -304,43 +280,80 @@ class FraudApp:
         m.batch_size.observe(len(events))
         self.producer.poll(0)
 
+    def _score_one(self, msg: Any) -> None:
+        s, m, scorer, produce = self.settings, self.metrics, self.scorer, self.producer.produce
+        d = decode(msg.value)
+        auth = Authorization(**d["auth"])
+        self.standing_table.route(auth.card_id, msg.partition)
+        self.index_table.route(auth.card_id, msg.partition)
+        self.set_partition(msg.partition)
+        scored = scorer.score(auth, d["features"], d["late"], msg.partition)
+        if scored.label_outcome is not None:
+            self.publish_label_outcome(scored.label_outcome, "early")
+        key = auth.card_id.encode()
+        produce(s.topic_scores, encode(scored.score_record()), key)
+        if scored.alerted:
+            produce(s.topic_alerts, encode(scored.alert_record()), key)
+            if not scored.duplicate:
+                m.alerts.labels(scored.decision.action).inc()
+                if scored.decision.action in ("alert", "block"):
+                    self.alert_times.append(auth.ts)
+        if scored.rule_hits and not scored.duplicate:
+            modes = scorer.rules.modes
+            for rule_id in scored.rule_hits:
+                m.rule_hits.labels(rule_id, modes.get(rule_id, "unknown")).inc()
+        m.score.observe(scored.score)
+        m.late.inc(scored.late)
+        m.duplicates.inc(scored.duplicate)
+        if auth.ts > self._newest:
+            self._newest = auth.ts
+
     def card_event_intake(self, events: list[Any], kind: str) -> None:
         """Labels and reissues, validated and re-keyed with our partitioner.
 
         Whatever client produced them, they then reach the partition that holds
         the card's snapshots and standing.
         """
-        m = self.metrics
-        for ev in events:
-            msg = ev.message
-            self.positions[(msg.topic, msg.partition)] = msg.offset
-            record = decode_label(msg.value, msg.key) if kind == "label" else decode_card_reissue(msg.value, msg.key)
-            if isinstance(record, Rejection):
-                self.dead_letter(record, msg)
-                if kind == "label":
-                    m.labels.labels("invalid", "rejected").inc()
-                continue
-            self.producer.produce(self.settings.topic_card_events, encode({"kind": kind, "record": record}), record.card_id.encode())
+        self.each(events, lambda msg: self._card_event_intake_one(msg, kind))
         self.producer.poll(0)
 
+    def _card_event_intake_one(self, msg: Any, kind: str) -> None:
+        record = decode_label(msg.value, msg.key) if kind == "label" else decode_card_reissue(msg.value, msg.key)
+        if isinstance(record, Rejection):
+            self.dead_letter(record, msg)
+            if kind == "label":
+                self.metrics.labels.labels("invalid", "rejected").inc()
+            return
+        self.producer.produce(self.settings.topic_card_events, encode({"kind": kind, "record": record}), record.card_id.encode())
+
     def card_event_batch(self, events: list[Any]) -> None:
-        m, scorer = self.metrics, self.scorer
-        for ev in events:
-            msg = ev.message
-            d = decode(msg.value)
-            card_id = d["record"]["card_id"]
-            self.standing_table.route(card_id, msg.partition)
-            self.set_partition(msg.partition)
-            if d["kind"] == "reissue":
-                scorer.reissue(CardReissue(**d["record"]))
-                continue
-            label = Label(**d["record"])
-            outcome = scorer.label(label)
-            m.labels.labels(label.source, outcome.status).inc()
-            self.publish_label_outcome(outcome, label.source, label.is_fraud)
-        scorer.standings.flush()
+        self.each(events, self._card_event_one)
+        self.scorer.standings.flush()
         self.standing_table.clear_routes()
         self.producer.poll(0)
+
+    def _card_event_one(self, msg: Any) -> None:
+        d = decode(msg.value)
+        card_id = d["record"]["card_id"]
+        self.standing_table.route(card_id, msg.partition)
+        self.set_partition(msg.partition)
+        if d["kind"] == "reissue":
+            self.scorer.reissue(CardReissue(**d["record"]))
+            return
+        label = Label(**d["record"])
+        outcome = self.scorer.label(label)
+        self.metrics.labels.labels(label.source, outcome.status).inc()
+        self.publish_label_outcome(outcome, label.source, label.is_fraud)
+
+    def merchant_label_batch(self, events: list[Any]) -> None:
+        self.each(events, self._merchant_label_one)
+        self.scorer.merchants.flush()
+        self.merchant_table.clear_routes()
+
+    def _merchant_label_one(self, msg: Any) -> None:
+        d = decode(msg.value)
+        self.merchant_table.route(d["merchant_id"], msg.partition)
+        self.scorer.apply_merchant_label(MerchantLabel(d["merchant_id"], d["card_id"], d["tx_ts"], d["fraud_delta"], d["ts"]))
 
     def set_partition(self, partition: int) -> None:
         """Per-event writes (snapshots, indexes) go to the changelog partition of the event."""

@@ -1,0 +1,87 @@
+"""`python -m fraudstream.bench --quick` runs whole and prints every row of its table with a number.
+
+No speed is asserted: the machine is shared and noisy; the bench reports, people judge.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.broker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NUMBER = r"-?[\d,]+(?:\.\d+)?"
+
+#: Row label (a prefix of the first cell) → the unit its value carries.
+ROWS = {
+    "ceiling: raw confluent-kafka consume→decode→encode→produce": "events/s",
+    "fraudstream end to end at saturation": "events/s",
+    "end to end / ceiling": "%",
+    "offered: produced": "events/s",
+    "offered: scored (achieved)": "events/s",
+    "offered: latency p50": "ms",
+    "offered: latency p99": "ms",
+    "offered: latency p99.9": "ms",
+    "core: FraudScorer.process (model warm)": "µs/event",
+    "core: card_features": "µs/event",
+    "core: merchant_features": "µs/event",
+    "core: features (card + merchant)": "µs/event",
+    "core: model score alone": "µs/event",
+    "memory: CardState.to_bytes per active card": "B",
+    "memory: Python heap per card (tracemalloc)": "B",
+    "cpu at saturation: worker": "cores",
+    "cpu at saturation: other processes": "cores",
+}
+
+#: Rows that carry a goal, so a ✓ or ✗.
+GOALS = ("end to end / ceiling", "offered: scored (achieved)", "offered: latency p99 ", "core: FraudScorer.process",
+         "core: features (card + merchant)", "memory: CardState.to_bytes")
+
+
+@pytest.fixture(scope="module")
+def bench_output() -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    proc = subprocess.run([sys.executable, "-m", "fraudstream.bench", "--quick"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, f"bench failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    assert "[bench" in proc.stderr, "progress goes to stderr"
+    assert "[bench" not in proc.stdout, "the table alone goes to stdout"
+    return proc.stdout
+
+
+def _rows(output: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in output.splitlines():
+        if line.startswith("| ") and not line.startswith("| measure"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_every_row_has_a_number(bench_output: str) -> None:
+    rows = _rows(bench_output)
+    for label, unit in ROWS.items():
+        matching = [cells for name, cells in rows.items() if label in name or name.startswith(label)]
+        assert matching, f"no row {label!r} in:\n{bench_output}"
+        for value, *_ in matching:
+            assert re.fullmatch(rf"{NUMBER} {re.escape(unit)}", value), f"{label}: {value!r} is not a number in {unit}"
+
+
+def test_goals_are_judged(bench_output: str) -> None:
+    rows = _rows(bench_output)
+    for label in GOALS:
+        matching = [cells for name, cells in rows.items() if label in name + " "]
+        assert matching, f"no goal row {label!r}"
+        assert all(cells[2] in ("✓", "✗") and cells[1] for cells in matching), f"{label}: no verdict in {matching}"
+
+
+def test_header_names_commit_and_machine(bench_output: str) -> None:
+    assert re.search(r"commit [0-9a-f]{4,}(\+dirty)?", bench_output), bench_output[:400]
+    assert re.search(r"machine: \d+ CPUs, .+, Python \d+\.\d+", bench_output), bench_output[:400]
