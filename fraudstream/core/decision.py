@@ -100,7 +100,7 @@ class AdaptiveThreshold:
         self._stale = 1 << 30
 
 
-_STANDING = struct.Struct("<qqq")
+_STANDING = struct.Struct("<qqqq")
 
 
 class CardStanding:
@@ -112,25 +112,46 @@ class CardStanding:
     True
     """
 
-    __slots__ = ("clock", "compromised_since", "open_alert_id", "open_alert_until")
+    __slots__ = ("clock", "compromised_since", "reissued_at", "open_alert_id", "open_alert_until")
 
     def __init__(self) -> None:
         self.clock = NO_TIME  # newest event time seen, for eviction
-        self.compromised_since = NO_TIME  # a confirmed fraud: block until reissued
+        self.compromised_since = NO_TIME  # a confirmed fraud: block from then ...
+        self.reissued_at = NO_TIME  # ... until the card was replaced (event time, so arrival order does not matter)
         self.open_alert_id: str | None = None
         self.open_alert_until = NO_TIME
 
     @property
     def compromised(self) -> bool:
-        return self.compromised_since != NO_TIME
+        """Confirmed fraud that no reissue has resolved yet."""
+        return self.compromised_since != NO_TIME and self.reissued_at < self.compromised_since
+
+    def blocks(self, ts: int) -> bool:
+        """Whether an authorization at ``ts`` falls between the confirmed fraud and the reissue."""
+        if self.compromised_since == NO_TIME or ts < self.compromised_since:
+            return False
+        return self.reissued_at < self.compromised_since or ts < self.reissued_at
+
+    def confirm_fraud(self, ts: int) -> bool:
+        """A fraud label known at ``ts``; returns whether the standing changed."""
+        if self.compromised_since == NO_TIME or ts < self.compromised_since or (not self.compromised and ts >= self.reissued_at):
+            self.compromised_since = ts
+            return True
+        return False
+
+    def reissue(self, ts: int) -> None:
+        self.reissued_at = max(self.reissued_at, ts)
+        self.open_alert_id = None
+        self.open_alert_until = NO_TIME
 
     def to_bytes(self) -> bytes:
-        return _STANDING.pack(self.clock, self.compromised_since, self.open_alert_until) + (self.open_alert_id or "").encode()
+        head = _STANDING.pack(self.clock, self.compromised_since, self.reissued_at, self.open_alert_until)
+        return head + (self.open_alert_id or "").encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CardStanding:
         s = cls()
-        s.clock, s.compromised_since, s.open_alert_until = _STANDING.unpack_from(raw)
+        s.clock, s.compromised_since, s.reissued_at, s.open_alert_until = _STANDING.unpack_from(raw)
         s.open_alert_id = raw[_STANDING.size :].decode() or None
         return s
 
@@ -161,7 +182,7 @@ class DecisionPolicy:
         threshold = self.threshold.value(ts)
         if ts > card.clock:
             card.clock = ts
-        if card.compromised and ts >= card.compromised_since:
+        if card.blocks(ts):
             # Blocks are not reviews: they must not spend the team's budget in the threshold.
             return Decision("block", threshold, alert_id_for(tx_id), alert_rules)
         self.threshold.observe(ts, score)

@@ -241,8 +241,7 @@ class FraudScorer:
     def label(self, label: Label) -> LabelOutcome:
         """Join a label with its snapshot; returns what to learn and tell merchants."""
         standing = self.standings.get(label.card_id)
-        if label.is_fraud and (not standing.compromised or label.ts < standing.compromised_since):
-            standing.compromised_since = label.ts
+        if label.is_fraud and standing.confirm_fraud(label.ts):
             self.standings.mark(label.card_id)
         if label.card_level:
             out = LabelOutcome("card_level")
@@ -318,10 +317,7 @@ class FraudScorer:
         return out
 
     def reissue(self, event: CardReissue) -> None:
-        standing = self.standings.get(event.card_id)
-        standing.compromised_since = NO_TIME
-        standing.open_alert_id = None
-        standing.open_alert_until = NO_TIME
+        self.standings.get(event.card_id).reissue(event.ts)
         self.standings.mark(event.card_id)
 
     def evict_idle(self, now: int) -> int:

@@ -223,3 +223,18 @@ def test_only_the_open_alert_id_grows_a_standing() -> None:
     assert len(card.to_bytes()) == size
     card.open_alert_id = "alert-t99999"
     assert len(card.to_bytes()) == size + len("alert-t99999")
+
+
+def test_blocking_follows_event_time_not_arrival_order() -> None:
+    """A reissue that arrives before a late authorization still leaves that authorization blocked."""
+    from fraudstream.core.decision import CardStanding
+
+    s = CardStanding()
+    assert s.confirm_fraud(1_000)
+    s.reissue(3_000)
+    assert s.blocks(2_000) and not s.blocks(500) and not s.blocks(3_000)
+    assert not s.compromised
+    # Fraud confirmed again on the new card blocks again, from its own time.
+    assert s.confirm_fraud(5_000) and s.compromised
+    assert s.blocks(6_000) and not s.blocks(4_000)
+    assert CardStanding.from_bytes(s.to_bytes()).blocks(6_000)
