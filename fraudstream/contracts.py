@@ -265,9 +265,9 @@ def decode_authorization(raw: bytes | None, key: bytes | None, *, check_key: boo
         if isinstance(v, Rejection):
             return v
     channel = obj.get("channel")
+    if channel is not None and not isinstance(channel, str):  # before `in`: a list or an object is unhashable
+        return Rejection("wrong_type", f"channel must be a string, got {type(channel).__name__}")
     if channel is not None and channel not in CHANNELS:
-        if not isinstance(channel, str):
-            return Rejection("wrong_type", f"channel must be a string, got {type(channel).__name__}")
         return Rejection("invalid_value", f"channel must be one of {sorted(CHANNELS)}, got {channel[:20]!r}")
     if check_key:
         bad_key = _check_key(key, fields["card_id"])
@@ -299,7 +299,8 @@ def decode_label(raw: bytes | None, key: bytes | None, *, check_key: bool = True
     if is_fraud is None:
         return Rejection("missing_field", "is_fraud is required")
     if not isinstance(is_fraud, bool):
-        return Rejection("wrong_type", f"is_fraud must be true or false, got {is_fraud!r}"[:120])
+        # The type, not a repr(): a value nested 1000 deep would overflow the stack, and a long one costs.
+        return Rejection("wrong_type", f"is_fraud must be true or false, got {type(is_fraud).__name__}")
     ts = _timestamp(obj, "ts")
     if isinstance(ts, Rejection):
         return ts
@@ -311,8 +312,12 @@ def decode_label(raw: bytes | None, key: bytes | None, *, check_key: bool = True
     if tx_id is None and not is_fraud:
         return Rejection("invalid_value", "a card-level label can only confirm fraud")
     source = obj.get("source")
-    if not isinstance(source, str) or not source or len(source) > 32:
-        return Rejection("invalid_value" if isinstance(source, str) else "missing_field", "source names who confirmed it")
+    if source is None:
+        return Rejection("missing_field", "source is required: it names who confirmed it")
+    if not isinstance(source, str):
+        return Rejection("wrong_type", f"source must be a string, got {type(source).__name__}")
+    if not source or len(source) > 32:
+        return Rejection("invalid_value", f"source must be 1..32 characters, got {len(source)}")
     if check_key:
         bad_key = _check_key(key, card_id)  # type: ignore[arg-type]
         if bad_key:
