@@ -50,3 +50,17 @@ def test_every_setting_is_documented() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [env for env, *_ in Settings.documentation() if f"`{env}`" not in readme]
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_workers_on_one_host_do_not_collide_on_the_metrics_port() -> None:
+    import socket
+
+    from fraudstream.stream.worker import start_metrics_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        taken = s.getsockname()[1]
+        s.listen()
+        settings = Settings.load(env={}).with_overrides(metrics_port=taken, metrics_host="127.0.0.1")
+        port = start_metrics_server(settings)
+        assert port != taken and taken < port <= taken + 16

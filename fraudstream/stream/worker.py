@@ -17,10 +17,21 @@ __all__ = ["run_worker", "start_metrics_server"]
 log = logging.getLogger("fraudstream.worker")
 
 
-def start_metrics_server(settings: Settings) -> int:
-    """Serve /metrics; returns the port (a free one when configured 0)."""
-    server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    return int(server.server_port)
+def start_metrics_server(settings: Settings, tries: int = 16) -> int:
+    """Serve /metrics; returns the port.
+
+    Several workers on one host must not collide: when the configured port is
+    taken, the next ones are tried, and the one chosen is printed. 0 picks any
+    free port.
+    """
+    port = settings.metrics_port
+    for attempt in range(tries if port else 1):
+        try:
+            server, _thread = start_http_server(port + attempt if port else 0, addr=settings.metrics_host)
+            return int(server.server_port)
+        except OSError:
+            log.info("metrics port %d is taken, trying the next", port + attempt)
+    raise OSError(f"no free metrics port in {port}..{port + tries - 1} on {settings.metrics_host}")
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
