@@ -36,9 +36,10 @@ def isolated_settings(broker: EmbeddedBroker, tmp_path: Path, partitions: int = 
     tag = uuid.uuid4().hex[:8]
     base = Settings.load(env={})
     renamed = {f.name: f"t{tag}.{getattr(base, f.name)}" for f in fields(Settings) if f.name.startswith("topic_")}
+    defaults = {"metrics_port": 0, "session_timeout_s": 6.0, "batch_window_s": 0.02, "checkpoint_interval_s": 2.0}
     return base.with_overrides(
         broker=broker.url, app_id=f"fs-{tag}", partitions=partitions, state_dir=str(tmp_path / "state"),
-        metrics_port=0, session_timeout_s=6.0, batch_window_s=0.02, checkpoint_interval_s=2.0, **renamed, **overrides,
+        **renamed, **{**defaults, **overrides},
     )
 
 
@@ -166,3 +167,13 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.25) -> None:
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+
+
+def read_distinct(settings: Settings, topic: str, n: int, key: str = "tx_id", timeout: float = 180.0) -> dict:
+    """First record per ``key`` until ``n`` distinct ones arrived: rebalances and restarts redeliver."""
+    out: dict = {}
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        for _, v in read_topic(settings, topic, until=n + len(out), timeout=min(10.0, max(deadline - time.monotonic(), 1.0))):
+            out.setdefault(v[key], v)
+    return out

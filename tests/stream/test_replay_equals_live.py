@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from fraudstream.contracts import Authorization, encode
@@ -12,7 +10,7 @@ from fraudstream.core.scorer import FraudScorer
 from fraudstream.kafka.topics import create_topics
 from fraudstream.simulate import HandbookSimulator
 
-from ..conftest import WorkerProcess, isolated_settings, produce, read_topic
+from ..conftest import WorkerProcess, isolated_settings, produce, read_distinct
 
 pytestmark = pytest.mark.broker
 
@@ -36,12 +34,7 @@ def live(broker, tmp_path, events, partitions: int, workers: int, name: str):
     procs = [WorkerProcess(s, tmp_path / f"{name}-{i}.log") for i in range(workers)]
     try:
         produce(s, s.topic_authorizations, [(a.card_id.encode(), encode(a.as_dict())) for a in events])
-        out: dict = {}
-        deadline = time.monotonic() + 240
-        # Rebalances redeliver: count distinct tx_ids, not records.
-        while len(out) < len(events) and time.monotonic() < deadline:
-            for _, v in read_topic(s, s.topic_scores, until=len(events) + len(out), timeout=10):
-                out.setdefault(v["tx_id"], v)
+        out = read_distinct(s, s.topic_scores, len(events), timeout=240)
     finally:
         for p in procs:
             p.stop()
