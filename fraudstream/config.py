@@ -92,8 +92,6 @@ class Settings:
 
     # --- features ---------------------------------------------------------
     grace_ms: int = _env("GRACE_MS", "Out-of-order tolerance: later events still land in their windows.", 300_000)
-    max_future_ms: int = _env("MAX_FUTURE_MS", "An event further ahead of the card's clock is dead-lettered.", 86_400_000)
-    max_amount: float = _env("MAX_AMOUNT", "Larger amounts are dead-lettered as absurd.", 1e10)
     timezone_offset_h: int = _env("TZ_OFFSET_H", "Offset of local time from UTC for night/weekend flags.", 0)
 
     # --- learning ---------------------------------------------------------

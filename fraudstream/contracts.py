@@ -69,9 +69,15 @@ REJECTION_REASONS = (
 )
 
 
-def encode(record: Any) -> bytes:
-    """The one encoder. Dataclasses and dicts alike."""
-    return orjson.dumps(record)
+def encode(record: Any, keep: bool = False) -> bytes:
+    """The one encoder. Dataclasses and dicts alike.
+
+    ``keep=True`` for values held in memory (snapshots, indexes): orjson's
+    result keeps its whole working buffer, 4-8 KB whatever the length, so
+    those are copied to their exact size. Values sent on at once need not be.
+    """
+    raw = orjson.dumps(record)
+    return bytes(memoryview(raw)) if keep else raw
 
 
 def decode(raw: bytes | str) -> Any:
@@ -271,7 +277,7 @@ def decode_authorization(raw: bytes | None, key: bytes | None, *, check_key: boo
         return Rejection("invalid_value", f"channel must be one of {sorted(CHANNELS)}, got {channel[:20]!r}")
     if check_key:
         bad_key = _check_key(key, fields["card_id"])
-        if bad_key:
+        if bad_key is not None:  # a Rejection is falsy: `if bad_key:` never fired
             return bad_key
     return Authorization(
         amount=float(amount),
@@ -320,7 +326,7 @@ def decode_label(raw: bytes | None, key: bytes | None, *, check_key: bool = True
         return Rejection("invalid_value", f"source must be 1..32 characters, got {len(source)}")
     if check_key:
         bad_key = _check_key(key, card_id)  # type: ignore[arg-type]
-        if bad_key:
+        if bad_key is not None:  # a Rejection is falsy: `if bad_key:` never fired
             return bad_key
     return Label(card_id=card_id, is_fraud=is_fraud, ts=ts, source=source, tx_id=tx_id, since=since)  # type: ignore[arg-type]
 
@@ -337,6 +343,6 @@ def decode_card_reissue(raw: bytes | None, key: bytes | None) -> CardReissue | R
     if isinstance(ts, Rejection):
         return ts
     bad_key = _check_key(key, card_id)  # type: ignore[arg-type]
-    if bad_key:
+    if bad_key is not None:
         return bad_key
     return CardReissue(card_id=card_id, ts=ts)  # type: ignore[arg-type]

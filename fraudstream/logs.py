@@ -11,28 +11,68 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["mask", "MaskingFilter", "setup"]
+__all__ = ["mask", "MaskingFilter", "setup", "install_masking"]
 
-# Long digit runs (PANs) and our card ids; keep enough to correlate, never enough to use.
-_PAN = re.compile(r"\b(\d{4})\d{5,11}(\d{4})\b")
-_CARD = re.compile(r"\b(card-)[0-9A-Za-z_-]*?([0-9A-Za-z]{3})\b")
+# Card numbers (13-19 digits, possibly grouped by spaces, dashes or dots) and our card ids (whatever follows
+# "card-"): keep enough to correlate, never enough to use. A 13-digit timestamp is masked too: better that
+# than a card number in clear.
+_PAN = re.compile(r"(?<![\d.-])\d(?:[ .-]?\d){12,18}(?!\d)")
+_CARD = re.compile(r"\bcard-([0-9A-Za-z_.:-]+)")
+
+
+def _mask_pan(m: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", m.group(0))
+    return digits[:4] + "*" * (len(digits) - 8) + digits[-4:]
 
 
 def mask(text: str) -> str:
-    text = _PAN.sub(lambda m: m.group(1) + "*" * (len(m.group(0)) - 8) + m.group(2), text)
-    return _CARD.sub(lambda m: m.group(1) + "***" + m.group(2), text)
+    text = _PAN.sub(_mask_pan, text)
+    return _CARD.sub(lambda m: "card-***" + m.group(1)[-3:], text)
 
 
 class MaskingFilter(logging.Filter):
-    """Masks card identifiers in every record at INFO and above."""
+    """Masks card identifiers in every record at INFO and above, its traceback included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.INFO:
-            message = record.getMessage()
-            masked = mask(message)
-            if masked != message:
-                record.msg, record.args = masked, None
+        _mask_record(record)
         return True
+
+
+def _mask_record(record: logging.LogRecord) -> None:
+    if record.levelno < logging.INFO:
+        return
+    message = record.getMessage()
+    masked = mask(message)
+    if masked != message:
+        record.msg, record.args = masked, ()
+    if record.exc_info and not record.exc_text:
+        # Tracebacks quote values too: format once here, masked, and let handlers reuse exc_text.
+        record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
+    elif record.exc_text:
+        record.exc_text = mask(record.exc_text)
+
+
+_installed = False
+
+
+def install_masking() -> None:
+    """Mask every record as it is created, whatever handlers faust or anyone else installs later.
+
+    A handler filter is not enough in a worker: faust replaces the root handlers
+    when it starts. The record factory outlives that.
+    """
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _mask_record(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True
 
 
 def setup(level: str = "INFO") -> None:

@@ -223,7 +223,8 @@ class FraudScorer:
         a = s.auth
         self.snapshots[a.tx_id] = encode(
             {"a": a.as_dict(), "x": [s.features.get(n) for n in FEATURE_NAMES], "s": s.score, "v": s.model_version,
-             "d": s.decision.as_dict(), "r": s.reasons, "h": list(s.rule_hits), "late": s.late, "l": None}
+             "d": s.decision.as_dict(), "r": s.reasons, "h": list(s.rule_hits), "late": s.late, "l": None},
+            keep=True,
         )
         self.pending.append((a.ts, a.tx_id))
         self.card_index.add(a.card_id, a.ts, a.tx_id)
@@ -262,7 +263,7 @@ class FraudScorer:
         if raw is None:
             if label.card_level:
                 return LabelOutcome("unknown_tx")
-            self.early_labels[tx_id] = encode(label)
+            self.early_labels[tx_id] = encode(label, keep=True)
             self.early_queue.append((label.ts, tx_id))
             return LabelOutcome("early")
         snap = decode(raw)
@@ -272,7 +273,7 @@ class FraudScorer:
             return LabelOutcome("duplicate")
         status = "learned" if previous is None else "contradiction"
         snap["l"] = is_fraud
-        self.snapshots[tx_id] = encode(snap)
+        self.snapshots[tx_id] = encode(snap, keep=True)
         self.rule_stats.record_label(tx_id, is_fraud)
         out = LabelOutcome(status, delay_ms=label.ts - a["ts"], score=snap["s"], alerted=snap["d"]["action"] != "none")
         delta = (1 if is_fraud else 0) - (1 if previous else 0)

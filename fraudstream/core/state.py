@@ -141,7 +141,7 @@ class CardTransactions:
         from fraudstream.contracts import encode
 
         for card_id in self.dirty:
-            self.durable[card_id] = encode(self.live[card_id])
+            self.durable[card_id] = encode(self.live[card_id], keep=True)
         n = len(self.dirty)
         self.dirty.clear()
         return n

@@ -9,7 +9,7 @@ import faust
 from prometheus_client import start_http_server
 
 from fraudstream.config import Settings
-from fraudstream.logs import MaskingFilter
+from fraudstream.logs import install_masking
 from fraudstream.stream.app import FraudApp
 
 __all__ = ["run_worker", "start_metrics_server"]
@@ -40,7 +40,6 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     print(f"fraudstream worker: metrics on http://{settings.metrics_host}:{port}/metrics", flush=True)
     fraud = FraudApp(settings, settings.bootstrap_servers)
     worker = faust.Worker(fraud.app, loglevel=loglevel, quiet=True)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(MaskingFilter())
+    install_masking()
     worker.execute_from_commandline()  # returns on SIGTERM/SIGINT after a clean shutdown
     return 0

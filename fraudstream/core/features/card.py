@@ -165,7 +165,8 @@ def _normal(out: dict[str, float], amount: float, squares_30d: float) -> None:
     mean, std = _stats(c, out["card_amount_sum_30d"] - amount, squares_30d - amount * amount)
     if c > 0 and mean > 0:
         out["card_amount_ratio_30d"] = amount / mean
-        out["card_amount_zscore_30d"] = (amount - mean) / max(std, 0.1 * mean)
+        # The floor keeps a card with identical amounts from dividing by zero; `or` covers subnormal amounts.
+        out["card_amount_zscore_30d"] = (amount - mean) / (max(std, 0.1 * mean) or 1.0)
     else:
         out["card_amount_ratio_30d"] = 1.0
         out["card_amount_zscore_30d"] = 0.0

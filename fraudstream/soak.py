@@ -1,0 +1,582 @@
+"""A long run at a steady rate, to see whether the worker holds up: ``make soak``.
+
+    python -m fraudstream.soak [--minutes 30] [--rate 1000] [--report-every 30]
+
+Starts the embedded broker on a free port, creates the topics, starts one ``fraudstream worker`` subprocess
+and produces authorizations at a paced, steady rate with ``ts`` = the wall clock, from a synthetic population
+of cards and merchants: each card has its own usual amount and merchants; now and then a card is compromised and
+a burst of fraud follows (large amounts, online, new merchants). The truth comes back as labels (a chargeback
+some seconds after each fraud, an analyst's disposition for a share of the legitimate ones) and the compromised
+card is reissued after its fraud is confirmed, so every path of the worker is exercised.
+
+Every ``--report-every`` seconds it prints:
+
+- the worker's resident memory (``VmRSS`` of ``/proc/PID/status``),
+- throughput: authorizations scored per second (``fraudstream_authorizations_scored_total`` of its /metrics),
+- p50/p99 end-to-end latency: a consumer of ``fraud.scores`` takes receive time − ``ts`` of every record,
+- consumer lag (the sum of ``fraudstream_consumer_lag``), alerts and dead letters;
+- the CPU the worker used (in cores) and the machine's load average: on a shared machine a slow worker may be a starved one.
+
+At the end, a summary: RSS after the warm-up (2 minutes, or 10% of the run when that is shorter) and at the end,
+its growth, and throughput and p99 over time. The exit code is 1 if the worker (or the broker) died, else 0.
+Ctrl-C stops the traffic, the worker, the consumer and the broker, in that order, and still prints the summary.
+
+Note that with the default ``memory://`` store the worker keeps every scored authorization's snapshot until its
+label or maturity (61 days of event time): resident memory grows with the number of authorizations by design.
+The report shows the pending snapshots, so that growth can be told from a leak (growth per snapshot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fraudstream.broker import EmbeddedBroker, free_port
+from fraudstream.config import Settings
+from fraudstream.kafka.topics import create_topics
+from fraudstream.launcher import scrape
+
+__all__ = ["main", "SoakConfig", "Traffic", "percentile", "rss_kib"]
+
+ROOT = Path(__file__).resolve().parents[1]
+MIB = 1024.0
+
+
+@dataclass
+class SoakConfig:
+    minutes: float = 30.0
+    rate: float = 1000.0
+    report_every: float = 30.0
+    cards: int = 20_000
+    merchants: int = 2_000
+    compromise_per_hour: float = 0.1  # share of cards compromised per hour of run
+    legit_label_share: float = 0.01  # legitimate authorizations an analyst happens to confirm
+    label_delay_s: tuple[float, float] = (5.0, 60.0)
+    reissue_after_s: float = 30.0
+    seed: int = 1
+    log_dir: str = "var/log"
+
+    @property
+    def seconds(self) -> float:
+        return self.minutes * 60.0
+
+    @property
+    def warmup_s(self) -> float:
+        return min(120.0, 0.1 * self.seconds)
+
+
+# --- traffic ---------------------------------------------------------------------------------
+
+
+class Traffic:
+    """Synthetic authorizations and the labels that follow them, in wall-clock time.
+
+    >>> t = Traffic(SoakConfig(cards=10, merchants=5), random.Random(1))
+    >>> key, event = t.authorization(0, 1_700_000_000_000)
+    >>> event["card_id"].encode() == key and event["ts"] == 1_700_000_000_000
+    True
+    """
+
+    CHANNELS = ("pos", "pos", "pos", "ecom", "ecom", "atm", "moto")
+    COUNTRIES = ("JP", "JP", "JP", "JP", "US", "FR", "GB", "KR")
+
+    def __init__(self, cfg: SoakConfig, rng: random.Random) -> None:
+        self.cfg = cfg
+        self.rng = rng
+        w = len(str(cfg.cards - 1))
+        self.card_ids = [f"card-{i:0{w}d}" for i in range(cfg.cards)]
+        self.merchant_ids = [f"term-{i:0{len(str(cfg.merchants - 1))}d}" for i in range(cfg.merchants)]
+        # Each card: a usual amount and a handful of usual merchants.
+        self.mean_amount = [math.exp(rng.gauss(math.log(3000), 0.8)) for _ in range(cfg.cards)]
+        self.usual = [[rng.randrange(cfg.merchants) for _ in range(rng.randint(2, 8))] for _ in range(cfg.cards)]
+        self.home = [rng.choice(("JP", "JP", "JP", "US", "FR")) for _ in range(cfg.cards)]
+        self.compromised: dict[int, int] = {}  # card -> fraudulent authorizations still to come
+        self.labels: list[tuple[float, int, str, dict[str, Any]]] = []  # heap of (due, seq, topic kind, record)
+        self._seq = 0
+        self.frauds = 0
+
+    def authorization(self, n: int, now_ms: int) -> tuple[bytes, dict[str, Any]]:
+        rng, cfg = self.rng, self.cfg
+        # Compromise cards at the configured rate (per authorization: rate / events per hour).
+        if rng.random() < cfg.compromise_per_hour * cfg.cards / 3600.0 / max(cfg.rate, 1e-9):
+            self.compromised.setdefault(rng.randrange(cfg.cards), rng.randint(3, 12))
+        fraud = False
+        if self.compromised and rng.random() < 0.02:  # a burst: the thief uses the card within seconds
+            card = rng.choice(list(self.compromised))
+            fraud = True
+            self.compromised[card] -= 1
+            if self.compromised[card] <= 0:
+                del self.compromised[card]
+            amount = self.mean_amount[card] * rng.uniform(3.0, 15.0)
+            merchant = rng.randrange(cfg.merchants)
+            channel = rng.choice(("ecom", "moto", "ecom"))
+            country = rng.choice(self.COUNTRIES)
+        else:
+            card = rng.randrange(cfg.cards)
+            amount = max(1.0, rng.expovariate(1.0 / self.mean_amount[card]))
+            merchant = rng.choice(self.usual[card]) if rng.random() < 0.85 else rng.randrange(cfg.merchants)
+            channel = rng.choice(self.CHANNELS)
+            country = self.home[card] if rng.random() < 0.95 else rng.choice(self.COUNTRIES)
+        card_id = self.card_ids[card]
+        event = {"tx_id": f"soak-{n}", "card_id": card_id, "merchant_id": self.merchant_ids[merchant], "amount": round(amount, 2),
+                 "ts": now_ms, "currency": "JPY", "country": country, "channel": channel}
+        now_s = now_ms / 1000.0
+        if fraud:
+            self.frauds += 1
+            due = now_s + rng.uniform(*cfg.label_delay_s)
+            self._later(due, "label", {"tx_id": event["tx_id"], "card_id": card_id, "is_fraud": True, "source": "chargeback"})
+            self._later(due + cfg.reissue_after_s, "reissue", {"card_id": card_id})
+        elif rng.random() < cfg.legit_label_share:
+            self._later(now_s + rng.uniform(*cfg.label_delay_s), "label",
+                        {"tx_id": event["tx_id"], "card_id": card_id, "is_fraud": False, "source": "analyst"})
+        return card_id.encode(), event
+
+    def _later(self, due: float, kind: str, record: dict[str, Any]) -> None:
+        self._seq += 1
+        heapq.heappush(self.labels, (due, self._seq, kind, record))
+
+    def due(self, now_s: float) -> list[tuple[str, dict[str, Any]]]:
+        """Labels and reissues whose time has come, stamped with the wall clock."""
+        out = []
+        while self.labels and self.labels[0][0] <= now_s:
+            _, _, kind, record = heapq.heappop(self.labels)
+            out.append((kind, {**record, "ts": int(now_s * 1000)}))
+        return out
+
+
+class Producer(threading.Thread):
+    """Sends authorizations at ``rate`` per second, steadily, and the labels as they fall due."""
+
+    def __init__(self, settings: Settings, cfg: SoakConfig, stop: threading.Event) -> None:
+        super().__init__(name="soak-producer", daemon=True)
+        self.settings = settings
+        self.cfg = cfg
+        self.stop = stop
+        self.traffic = Traffic(cfg, random.Random(cfg.seed))
+        self.sent = 0
+        self.labels = 0
+        self.reissues = 0
+        self.delivery_errors = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from confluent_kafka import Producer as KafkaProducer
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                self.delivery_errors += 1
+
+        s, rate = self.settings, self.cfg.rate
+        p = KafkaProducer(s.producer_config(**{"queue.buffering.max.messages": 1_000_000, "on_delivery": delivered}))
+        dumps, wall = orjson.dumps, time.time
+        try:
+            t0 = time.monotonic()
+            while not self.stop.is_set():
+                due = int((time.monotonic() - t0) * rate)
+                while self.sent < due:
+                    key, event = self.traffic.authorization(self.sent, int(wall() * 1000))
+                    _send(p, s.topic_authorizations, key, dumps(event))
+                    self.sent += 1
+                for kind, record in self.traffic.due(wall()):
+                    topic = s.topic_labels if kind == "label" else s.topic_card_reissues
+                    _send(p, topic, record["card_id"].encode(), dumps(record))
+                    if kind == "label":
+                        self.labels += 1
+                    else:
+                        self.reissues += 1
+                p.poll(0)
+                self.stop.wait(0.002)
+        except BaseException as exc:  # reported by the main loop
+            self.error = exc
+        finally:
+            p.flush(10)
+
+
+def _send(p: Any, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            p.produce(topic, value, key)
+            return
+        except BufferError:
+            p.poll(0.01)
+
+
+# --- latency -----------------------------------------------------------------------------------
+
+
+class LatencyReader(threading.Thread):
+    """Reads every score record and keeps receive time − ``ts`` (ms), per report interval."""
+
+    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+        super().__init__(name="soak-latency", daemon=True)
+        self.settings = settings
+        self.stop = stop
+        self.lock = threading.Lock()
+        self.interval = array("d")
+        self.received = 0
+        self.error: BaseException | None = None
+
+    def take(self) -> array:
+        with self.lock:
+            out, self.interval = self.interval, array("d")
+        return out
+
+    def run(self) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        s = self.settings
+        c = Consumer({**s.kafka_client_config(), "group.id": f"soak-latency-{os.getpid()}", "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
+        try:
+            topic = s.topic_scores
+            partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+            c.assign([TopicPartition(topic, p, 0) for p in partitions])
+            loads, wall = orjson.loads, time.time
+            while not self.stop.is_set():
+                msgs = c.consume(2000, 0.1)
+                now_ms = wall() * 1000.0
+                got = []
+                for m in msgs:
+                    value = m.value()
+                    if m.error() is None and value:
+                        got.append(now_ms - loads(value)["ts"])
+                if got:
+                    with self.lock:
+                        self.interval.extend(got)
+                        self.received += len(got)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            c.close()
+
+
+def percentile(values: Any, q: float) -> float | None:
+    """Nearest-rank percentile; None for no values.
+
+    >>> percentile([5, 1, 3, 2, 4], 50), percentile([], 99), percentile(range(1, 101), 99)
+    (3, None, 99)
+    """
+    data = sorted(values)
+    if not data:
+        return None
+    rank = max(1, math.ceil(q / 100.0 * len(data)))
+    return data[rank - 1]
+
+
+# --- the worker ------------------------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> int | None:
+    """VmRSS of ``pid`` in KiB, None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^VmRSS:\s+(\d+)\s+kB", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` (all its threads), None once it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    parts = raw[raw.rindex(")") + 2 :].split()
+    return (int(parts[11]) + int(parts[12])) / _TICK
+
+
+def _wait_metrics(log_path: Path, process: subprocess.Popen, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = re.search(rb"metrics on (http://[\d.]+:\d+/metrics)", log_path.read_bytes())
+        if m:
+            return m.group(1).decode()
+        if process.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {process.returncode}; see {log_path}")
+        time.sleep(0.1)
+    raise RuntimeError(f"the worker did not serve /metrics within {timeout:.0f}s; see {log_path}")
+
+
+def _wait_ready(settings: Settings, url: str, worker: subprocess.Popen, stop: threading.Event, timeout: float = 120.0) -> None:
+    """One probe authorization, scored: the worker has joined its group and the traffic's latency means something."""
+    from confluent_kafka import Producer as KafkaProducer
+
+    p = KafkaProducer(settings.producer_config())
+    probe = {"tx_id": "soak-probe", "card_id": "card-probe", "merchant_id": "term-probe", "amount": 1.0, "ts": int(time.time() * 1000)}
+    p.produce(settings.topic_authorizations, orjson.dumps(probe), b"card-probe")
+    p.flush(10)
+    t0 = time.monotonic()
+    while not stop.is_set():
+        try:
+            if scrape(url).get("fraudstream_authorizations_scored_total", 0.0) >= 1:
+                print(f"  worker ready: probe scored {time.monotonic() - t0:.1f}s after it was sent", flush=True)
+                return
+        except OSError:
+            pass
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {worker.returncode} before it scored anything")
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"the worker did not score a probe within {timeout:.0f}s")
+        stop.wait(0.2)
+
+
+def _stop_process(p: subprocess.Popen, timeout: float = 30.0) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    elapsed: float
+    rss_kib: int | None
+    produced_per_s: float
+    scored_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    n_latency: int
+    lag: float
+    alerts: float
+    dead_letters: float
+    snapshots: float
+    cards: float
+    labels: float
+    worker_cores: float | None = None  # CPU the worker used over the interval, in cores
+    load1: float = 0.0  # the machine's 1-minute load average: on a shared machine, who else wants the CPU
+
+
+@dataclass
+class Run:
+    cfg: SoakConfig
+    samples: list[Sample] = field(default_factory=list)
+    rss_warm: tuple[float, int] | None = None  # (elapsed, KiB) at the end of the warm-up
+    rss_last: tuple[float, int] | None = None
+    rss_peak: int = 0
+    worker_died: str | None = None
+    interrupted: bool = False
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "    -" if v is None else f"{v:5.0f}" if v >= 10 else f"{v:5.1f}"
+
+
+def _fmt_mib(kib: int | None) -> str:
+    return "   -   " if kib is None else f"{kib / MIB:7.1f}"
+
+
+def report_line(s: Sample) -> str:
+    return (f"[{s.elapsed:6.0f}s] rss {_fmt_mib(s.rss_kib)} MiB  produced {s.produced_per_s:6.0f}/s  "
+            f"scored {s.scored_per_s:6.0f}/s  e2e p50 {_fmt_ms(s.p50_ms)} ms  p99 {_fmt_ms(s.p99_ms)} ms  "
+            f"lag {s.lag:6.0f}  alerts {s.alerts:6.0f}  dead letters {s.dead_letters:4.0f}  "
+            f"snapshots {s.snapshots:8.0f}  cards {s.cards:6.0f}  labels {s.labels:6.0f}  "
+            f"worker cpu {'-' if s.worker_cores is None else f'{s.worker_cores:.2f}'} cores  load {s.load1:.1f}/{os.cpu_count()}")
+
+
+def summary(run: Run) -> list[str]:
+    cfg = run.cfg
+    out = ["", f"soak summary: {cfg.rate:g} authorizations/s for {cfg.minutes:g} min"
+           + (" (interrupted)" if run.interrupted else "")]
+    if run.worker_died:
+        out.append(f"  WORKER DIED: {run.worker_died}")
+    if run.rss_warm and run.rss_last:
+        (t0, r0), (t1, r1) = run.rss_warm, run.rss_last
+        growth = (r1 - r0) / r0 * 100.0 if r0 else float("nan")
+        out.append(f"  worker RSS after warm-up ({t0:.0f}s): {r0 / MIB:.1f} MiB; at the end ({t1:.0f}s): {r1 / MIB:.1f} MiB; "
+                   f"growth {growth:+.1f}%; peak {run.rss_peak / MIB:.1f} MiB")
+        later = [s for s in run.samples if s.elapsed >= t0 and s.rss_kib is not None]
+        if t1 > t0 and len(later) >= 2:
+            first, last = later[0], later[-1]
+            per_hour = (r1 - r0) / MIB / ((t1 - t0) / 3600.0)
+            d_snap = last.snapshots - first.snapshots
+            per_snapshot = (f"; {((last.rss_kib or 0) - (first.rss_kib or 0)) * 1024 / d_snap:,.0f} B per snapshot added "
+                            f"(all growth, new cards included)") if d_snap > 0 else ""
+            out.append(f"  RSS slope after warm-up: {per_hour:+.1f} MiB/hour{per_snapshot}")
+    elif run.rss_last:
+        out.append(f"  run shorter than the warm-up ({cfg.warmup_s:.0f}s): RSS at the end {run.rss_last[1] / MIB:.1f} MiB")
+    if run.samples:
+        out.append("  over time:   elapsed   scored/s   p50 ms   p99 ms      lag   RSS MiB   worker cores   load")
+        for s in run.samples:
+            cores = "   -" if s.worker_cores is None else f"{s.worker_cores:4.2f}"
+            out.append(f"             {s.elapsed:7.0f}   {s.scored_per_s:8.0f}   {_fmt_ms(s.p50_ms)}    {_fmt_ms(s.p99_ms)}  "
+                       f"{s.lag:7.0f}   {_fmt_mib(s.rss_kib)}           {cores}   {s.load1:4.1f}")
+        steady = [s for s in run.samples if s.elapsed > cfg.warmup_s] or run.samples
+        rates = [s.scored_per_s for s in steady]
+        p99s = [s.p99_ms for s in steady if s.p99_ms is not None]
+        out.append(f"  after warm-up: scored/s min {min(rates):.0f} mean {sum(rates) / len(rates):.0f} max {max(rates):.0f}"
+                   + (f"; p99 min {min(p99s):.0f} ms, max {max(p99s):.0f} ms" if p99s else ""))
+        last = run.samples[-1]
+        out.append(f"  totals: alerts {last.alerts:.0f}, dead letters {last.dead_letters:.0f}, labels {last.labels:.0f}")
+    return out
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def soak(cfg: SoakConfig) -> int:
+    stop = threading.Event()
+    interrupted = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        interrupted.set()
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    run = Run(cfg)
+    log_dir = Path(cfg.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    state = Path(tempfile.mkdtemp(prefix="fraudstream-soak-"))
+    broker = EmbeddedBroker(0, log_path=log_dir / f"soak-{stamp}-broker.log")
+    worker: subprocess.Popen | None = None
+    worker_log = None
+    producer: Producer | None = None
+    reader: LatencyReader | None = None
+    try:
+        broker.start()
+        base = Settings.load()
+        settings = base.with_overrides(broker=broker.url, app_id=f"soak-{stamp}", state_dir=str(state), metrics_port=free_port())
+        create_topics(settings)
+        log_path = log_dir / f"soak-{stamp}-worker.log"
+        worker_log = open(log_path, "ab")
+        worker = subprocess.Popen([sys.executable, "-m", "fraudstream", "worker"], env={**os.environ, **settings.to_env()},
+                                  stdout=worker_log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        url = _wait_metrics(log_path, worker)
+        print(f"soak: {cfg.rate:g} authorizations/s for {cfg.minutes:g} min, {cfg.cards} cards at {cfg.merchants} merchants; "
+              f"report every {cfg.report_every:g}s; warm-up {cfg.warmup_s:.0f}s", flush=True)
+        print(f"  broker {broker.bootstrap_servers}; worker pid {worker.pid}, metrics {url}, log {log_path}", flush=True)
+
+        _wait_ready(settings, url, worker, stop)
+        reader = LatencyReader(settings, stop)
+        reader.start()
+        producer = Producer(settings, cfg, stop)
+        t0 = time.monotonic()
+        producer.start()
+        _monitor(run, cfg, url, worker, broker, producer, reader, stop, t0)
+    except RuntimeError as exc:
+        run.worker_died = run.worker_died or str(exc)
+    finally:
+        run.interrupted = interrupted.is_set()
+        if run.interrupted:
+            print("\nstopping: traffic, worker, consumer, broker", flush=True)
+        stop.set()
+        if producer is not None:
+            producer.join(15)
+        if worker is not None:
+            _stop_process(worker)
+        if reader is not None:
+            reader.join(10)
+        broker.stop()
+        if worker_log is not None:
+            worker_log.close()
+        shutil.rmtree(state, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for line in summary(run):
+        print(line)
+    if producer is not None:
+        print(f"  produced {producer.sent} authorizations ({producer.traffic.frauds} fraudulent), {producer.labels} labels, "
+              f"{producer.reissues} reissues; delivery errors {producer.delivery_errors}; "
+              f"score records read {reader.received if reader else 0}")
+    sys.stdout.flush()
+    return 1 if run.worker_died else 0
+
+
+def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, broker: EmbeddedBroker, producer: Producer,
+             reader: LatencyReader, stop: threading.Event, t0: float) -> None:
+    last_t, last_scored, last_sent, last_cpu = t0, 0.0, 0, cpu_seconds(worker.pid)
+    next_report = t0 + cfg.report_every
+    end = t0 + cfg.seconds
+    while not stop.is_set():
+        stop.wait(min(1.0, max(0.0, min(next_report, end) - time.monotonic())))
+        now = time.monotonic()
+        elapsed = now - t0
+        if worker.poll() is not None:
+            run.worker_died = f"the worker exited with code {worker.returncode} after {elapsed:.0f}s"
+            print(run.worker_died, file=sys.stderr, flush=True)
+            return
+        if broker.process is None or broker.process.poll() is not None:
+            run.worker_died = f"the embedded broker exited after {elapsed:.0f}s"
+            print(run.worker_died, file=sys.stderr, flush=True)
+            return
+        for thread in (producer, reader):
+            if thread.error is not None:
+                raise RuntimeError(f"{thread.name} failed: {thread.error!r}")
+        rss = rss_kib(worker.pid)
+        if rss is not None:
+            run.rss_last = (elapsed, rss)
+            run.rss_peak = max(run.rss_peak, rss)
+            if run.rss_warm is None and elapsed >= cfg.warmup_s:
+                run.rss_warm = (elapsed, rss)
+        if now < next_report and now < end:
+            continue
+        try:
+            m = scrape(url)
+        except OSError:
+            m = {}
+        scored = m.get("fraudstream_authorizations_scored_total", last_scored)
+        dt = max(now - last_t, 1e-9)
+        cpu = cpu_seconds(worker.pid)
+        latencies = reader.take()
+        sample = Sample(
+            elapsed=elapsed, rss_kib=rss, produced_per_s=(producer.sent - last_sent) / dt, scored_per_s=(scored - last_scored) / dt,
+            p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99), n_latency=len(latencies),
+            lag=m.get("fraudstream_consumer_lag", 0.0), alerts=m.get("fraudstream_alerts_total", 0.0),
+            dead_letters=m.get("fraudstream_dead_letters_total", 0.0), snapshots=m.get("fraudstream_snapshots_pending", 0.0),
+            cards=m.get("fraudstream_cards_tracked", 0.0), labels=m.get("fraudstream_labels_total", 0.0),
+            worker_cores=None if cpu is None or last_cpu is None else (cpu - last_cpu) / dt, load1=os.getloadavg()[0],
+        )
+        run.samples.append(sample)
+        print(report_line(sample), flush=True)
+        last_t, last_scored, last_sent, last_cpu = now, scored, producer.sent, cpu
+        next_report += cfg.report_every
+        if now >= end:
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fraudstream.soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0, help="length of the run (default 30)")
+    parser.add_argument("--rate", type=float, default=1000.0, help="authorizations per second (default 1000)")
+    parser.add_argument("--report-every", type=float, default=30.0, help="seconds between report lines (default 30)")
+    parser.add_argument("--cards", type=int, default=20_000, help="card population (default 20000)")
+    parser.add_argument("--merchants", type=int, default=2_000, help="merchant population (default 2000)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log-dir", default="var/log", help="where the worker's and the broker's logs go (default var/log)")
+    args = parser.parse_args(argv)
+    if args.minutes <= 0 or args.rate <= 0 or args.report_every <= 0 or args.cards <= 0 or args.merchants <= 0:
+        parser.error("--minutes, --rate, --report-every, --cards and --merchants must be positive")
+    cfg = SoakConfig(minutes=args.minutes, rate=args.rate, report_every=args.report_every, cards=args.cards,
+                     merchants=args.merchants, seed=args.seed, log_dir=args.log_dir)
+    return soak(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
