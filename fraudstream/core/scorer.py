@@ -118,11 +118,12 @@ class FraudScorer:
         explain: bool = True,
     ) -> None:
         self.settings = settings
-        self.model = model or OnlineModel(settings.model, settings.label_streams)
-        self.rules = rules or RuleSet()
-        self.cards = cards or StateStore(CardState, CardState.from_bytes)
-        self.standings = standings or StateStore(CardStanding, CardStanding.from_bytes)
-        self.merchants = merchants or StateStore(MerchantState, MerchantState.from_bytes)
+        self.model = OnlineModel(settings.model, settings.label_streams) if model is None else model
+        self.rules = RuleSet() if rules is None else rules
+        # `is None`, not `or`: an empty store is falsy (it has a length), and must still be used.
+        self.cards = StateStore(CardState, CardState.from_bytes) if cards is None else cards
+        self.standings = StateStore(CardStanding, CardStanding.from_bytes) if standings is None else standings
+        self.merchants = StateStore(MerchantState, MerchantState.from_bytes) if merchants is None else merchants
         self.snapshots: MutableMapping[str, bytes] = {} if snapshots is None else snapshots
         self.maturity_ms = int(settings.maturity_days * DAY_MS)
         self.card_index = CardTransactions(card_index, self.maturity_ms)

@@ -382,3 +382,23 @@ def test_a_late_authorization_is_scored_and_counted_but_not_aggregated() -> None
     assert scorer.merchants.get("m1").to_bytes() == merchant
     # As of its own time: t1 (an hour later) is outside its 24-hour window, inside its day bucket.
     assert (late.features["card_count_24h"], late.features["card_count_30d"]) == (1.0, 2.0)
+
+
+def test_the_stores_given_are_the_stores_used_even_when_empty() -> None:
+    """An empty store has a length of 0: `store or default` would silently swap a worker's tables for dicts."""
+    from fraudstream.core.decision import CardStanding
+    from fraudstream.core.features.card import CardState
+    from fraudstream.core.features.merchant import MerchantState
+    from fraudstream.core.rules import RuleSet
+    from fraudstream.core.state import StateStore
+
+    durable: dict = {}
+    cards = StateStore(CardState, CardState.from_bytes, durable)
+    standings = StateStore(CardStanding, CardStanding.from_bytes)
+    merchants = StateStore(MerchantState, MerchantState.from_bytes)
+    rules = RuleSet()
+    scorer = FraudScorer(settings(), cards=cards, standings=standings, merchants=merchants, rules=rules)
+    assert scorer.cards is cards and scorer.standings is standings and scorer.merchants is merchants and scorer.rules is rules
+    scorer.process(Authorization("t1", "c1", "m1", 10.0, 1_700_000_000_000))
+    scorer.cards.flush()
+    assert "c1" in durable
