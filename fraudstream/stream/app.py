@@ -284,16 +284,20 @@ class FraudApp:
         s, m, scorer, produce = self.settings, self.metrics, self.scorer, self.producer.produce
         d = decode(msg.value)
         auth = Authorization(**d["auth"])
+        late = d["late"] is True
         self.standing_table.route(auth.card_id, msg.partition)
         self.index_table.route(auth.card_id, msg.partition)
         self.set_partition(msg.partition)
-        scored = scorer.score(auth, d["features"], d["late"], msg.partition)
+        scored = scorer.score(auth, d["features"], late, msg.partition)
+        # Everything that can fail comes before the first output: a message is either scored or dead-lettered.
+        key = auth.card_id.encode()
+        score_value = encode(scored.score_record())
+        alert_value = encode(scored.alert_record()) if scored.alerted else None
         if scored.label_outcome is not None:
             self.publish_label_outcome(scored.label_outcome, "early")
-        key = auth.card_id.encode()
-        produce(s.topic_scores, encode(scored.score_record()), key)
-        if scored.alerted:
-            produce(s.topic_alerts, encode(scored.alert_record()), key)
+        produce(s.topic_scores, score_value, key)
+        if alert_value is not None:
+            produce(s.topic_alerts, alert_value, key)
             if not scored.duplicate:
                 m.alerts.labels(scored.decision.action).inc()
                 if scored.decision.action in ("alert", "block"):

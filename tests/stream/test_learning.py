@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,14 @@ def test_every_worker_learns_every_example_and_resumes_from_its_checkpoint(broke
     b = WorkerProcess(s.with_overrides(state_dir=str(tmp_path / "b")), tmp_path / "b.log")
     try:
         # Both in the group before traffic starts: this test is about the model, tests/reliability about rebalances.
-        wait_for(lambda: "_on_partitions_assigned" in (tmp_path / "b.log").read_text(), timeout=60)
-        wait_for(lambda: (tmp_path / "a.log").read_text().count("_on_partitions_assigned") >= 2, timeout=60)
+        def settled(log: Path) -> bool:
+            text = log.read_text()
+            return text.count("Executing _on_partitions_assigned") >= 1 and text.count("Revoking previously") == text.count(
+                "Setting newly assigned")
+
+        wait_for(lambda: settled(tmp_path / "a.log") and settled(tmp_path / "b.log"), timeout=60)
+        time.sleep(4)  # a second join round, if any, starts within half a session timeout
+        wait_for(lambda: settled(tmp_path / "a.log") and settled(tmp_path / "b.log"), timeout=60)
         sim = HandbookSimulator(n_customers=150, n_terminals=300, n_days=20, seed=11)
         counts = produce(s, sim, LabelDelays(seed=11), investigator_k=20, investigator_linger_s=4.0)
         assert counts.labels > 0
