@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
+import zlib
 from typing import Any
 
 import faust
@@ -51,11 +53,14 @@ from fraudstream.core.state import StateStore
 from fraudstream.logs import mask
 from fraudstream.metrics import Metrics
 from fraudstream.stream.learning import ModelFollower, RuleFollower
-from fraudstream.stream.tables import TableMapping
+from fraudstream.stream.tables import TableMapping, TaggedMapping, use_true_end_offsets
 
 __all__ = ["FraudApp"]
 
 log = logging.getLogger("fraudstream.worker")
+
+#: Outputs or table writes waiting this long for the broker make a stall: counted and logged.
+STALL_AFTER_S = 5.0
 
 
 class FraudApp:
@@ -83,17 +88,32 @@ class FraudApp:
             stream_wait_empty=False,
             broker_credentials=_faust_credentials(s),
             logging_config=None,
+            producer_linger=0.005,
         )
         connected = s.with_overrides(broker=f"kafka://{bootstrap}")
         client = connected.kafka_client_config()
-        self.producer = Producer(connected.producer_config(**{"linger.ms": 2}))
+        use_true_end_offsets(client)
+        # One request in flight: a retried batch cannot overtake a later one, so each partition keeps the order
+        # in which the stages produced (the merchant stage relies on it to recognise re-sent authorizations).
+        self.producer = Producer(connected.producer_config(**{"linger.ms": 2, "max.in.flight.requests.per.connection": 1,
+                                                              "error_cb": self._on_producer_error}))
+        self._stalled_since: float | None = None  # when the current stall began, once reported
         self._define_topics()
         self._define_tables()
+        # Crash safety: each card's state carries the offset of the newest authorization it includes, each
+        # merchant's the newest offset per authorizations partition, in the same changelog record.
+        self.card_offsets: dict[str, int] = {}
+        self.merchant_sources: dict[str, dict[str, int]] = {}
+        self.card_durable = TaggedMapping(self.card_table, lambda k: str(self.card_offset(k)).encode())
+        self.merchant_durable = TaggedMapping(self.merchant_table, lambda k: encode(self.merchant_source(k)))
+        cards = StateStore(CardState, CardState.from_bytes, self.card_durable)
+        standings = StateStore(CardStanding, CardStanding.from_bytes, self.standing_table)
+        merchants = StateStore(MerchantState, MerchantState.from_bytes, self.merchant_durable)
         self.scorer = FraudScorer(
             s,
-            cards=StateStore(CardState, CardState.from_bytes, self.card_table),
-            standings=StateStore(CardStanding, CardStanding.from_bytes, self.standing_table),
-            merchants=StateStore(MerchantState, MerchantState.from_bytes, self.merchant_table),
+            cards=cards,
+            standings=standings,
+            merchants=merchants,
             snapshots=self.snapshot_table,
             card_index=self.index_table,
             early_labels=self.early_label_table,
@@ -102,6 +122,16 @@ class FraudApp:
         self.model_follower = ModelFollower(self, client)
         self.rule_follower = RuleFollower(self, client)
         self.positions: dict[tuple[str, int], int] = {}
+        self._outbox: list[tuple[str, bytes, bytes | None]] = []
+        self._touched: set[int] = set()
+        self._merchant_lock = asyncio.Lock()
+        self._busy = 0
+        # Decisions taken per partition of the enriched topic: stamped on each snapshot and kept with the
+        # partition's threshold, so a snapshot that reached its changelog without them can be replayed into them.
+        self.decisions: dict[int, int] = {}
+        self._stamp = 0
+        self._stamp_partition = 0
+        self.snapshot_table.on_write = self._stamped
         self.alert_times: list[int] = []
         self.quality = QualityWindow()
         self._unmatched_reported = 0
@@ -130,27 +160,61 @@ class FraudApp:
         self.snapshot_table = TableMapping(app.Table("snapshots", **kw))
         self.index_table = TableMapping(app.Table("card-transactions", **kw))
         self.early_label_table = TableMapping(app.Table("early-labels", **kw))
+        # str(partition) -> the decision policy (adaptive threshold) of that partition of the enriched topic
+        self.threshold_table = TableMapping(app.Table("thresholds", **kw))
+        self.tables = (self.card_table, self.standing_table, self.merchant_table, self.snapshot_table, self.index_table,
+                       self.early_label_table, self.threshold_table)
 
     def _define_agents(self) -> None:
         s, app = self.settings, self.app
 
+        # Crash safety. Offsets are committed some seconds after a batch is acknowledged, and table writes reach
+        # their changelogs on their own schedule, so after a SIGKILL a restarted worker sees again messages whose
+        # effects may or may not be in its tables. Each stage is written so that either case gives the same result:
+        # - intake and merchant stages: outputs first, then state. The state (tagged with the offsets of the
+        #   authorizations it includes) is written only once the outputs are on the broker; a redelivered or re-sent
+        #   message whose offset is already in the state is skipped (its outputs exist), one that is not is computed
+        #   again from the same state, so it gives the same output again.
+        # - score stage: state first, then outputs. Snapshots, standings and thresholds are on their changelogs
+        #   before any score or alert is produced, so a redelivered authorization is answered from its snapshot;
+        #   a snapshot whose threshold and standing updates did not reach their changelogs is replayed into them.
         @app.agent(self.t_auth, name="intake")
         async def intake(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
-                self.intake_batch(events)
-                await self.flush()
+                self._busy += 1
+                try:
+                    self.intake_batch(events)
+                    await self.flush()
+                    self.intake_commit()
+                finally:
+                    self._busy -= 1
 
         @app.agent(self.t_by_merchant, name="merchant-features")
         async def merchant_stage(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
-                self.merchant_batch(events)
-                await self.flush()
+                self._busy += 1
+                try:
+                    async with self._merchant_lock:
+                        self.merchant_batch(events)
+                        await self.flush()
+                        self.merchant_commit()
+                finally:
+                    self._busy -= 1
 
         @app.agent(self.t_enriched, name="score")
         async def score_stage(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
-                self.score_batch(events)
-                await self.flush()
+                # Not before the model is restored and has caught up: a restart must not score with an older one.
+                while not self.model_follower.ready:
+                    await asyncio.sleep(0.05)
+                self._busy += 1
+                try:
+                    self.score_batch(events)
+                    await self.durable()
+                    self.send_outbox()
+                    await self.flush()
+                finally:
+                    self._busy -= 1
 
         @app.agent(self.t_labels, name="labels")
         async def label_intake(stream: Any) -> None:
@@ -173,12 +237,21 @@ class FraudApp:
         @app.agent(self.t_merchant_labels, name="merchant-labels")
         async def merchant_label_stage(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
-                self.merchant_label_batch(events)
+                # Not while a merchant batch waits for its outputs: its state must not be written before them.
+                async with self._merchant_lock:
+                    self.merchant_label_batch(events)
 
         self.agents = (intake, merchant_stage, score_stage, label_intake, reissue_intake, card_event_stage, merchant_label_stage)
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+            # A batch between its outputs and its state write must finish first: dropping its unwritten state
+            # would lose it, though its offsets get committed. (faust does not wait: stream_wait_empty=False.)
+            deadline = time.monotonic() + self.settings.session_timeout_s / 2
+            while self._busy and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            if self._busy:
+                log.warning("partitions revoked while a batch is still waiting for the broker")
             # Cached state objects may belong to partitions that move away:
             # forget them all; they reload from the tables on next use.
             self.scorer.cards.drop_live(lambda k: False)
@@ -186,6 +259,10 @@ class FraudApp:
             self.scorer.card_index.drop_live()
             self.scorer.merchants.drop_live(lambda k: False)
             self.scorer.pending.clear()
+            self.scorer.policies.clear()  # reloaded from the thresholds table, possibly advanced by another worker
+            self.card_offsets.clear()
+            self.merchant_sources.clear()
+            self.decisions.clear()
             self._pending_rebuilt = False
 
         self._pending_rebuilt = False
@@ -197,6 +274,11 @@ class FraudApp:
         @app.timer(interval=5.0)
         async def report() -> None:
             _guarded(self.report_gauges)
+
+        # An idle worker waits for nothing, so a frozen broker would go unnoticed: ask it something now and then.
+        @app.timer(interval=STALL_AFTER_S)
+        async def probe_broker() -> None:
+            await self.probe_broker()
 
         @app.timer(interval=0.2)
         async def follow() -> None:
@@ -228,37 +310,79 @@ class FraudApp:
         """Validate, then the card's features: here the card's authorizations arrive in order."""
         self.metrics.consumed.inc(len(events))
         self.each(events, self._intake_one)
+        self.producer.poll(0)
+
+    def intake_commit(self) -> None:
+        """After the batch's outputs are on the broker: the cards' state, tagged with the offsets it includes."""
         self.scorer.cards.flush()
         self.card_table.clear_routes()
-        self.producer.poll(0)
+        self.card_table.forget_sent()
+
+    def card_offset(self, card_id: str) -> int:
+        """Offset in fraud.authorizations of the newest authorization in the card's state (-1: none)."""
+        offset = self.card_offsets.get(card_id)
+        if offset is None:
+            tag = self.card_durable.tag(card_id)
+            offset = self.card_offsets[card_id] = -1 if not tag else int(tag)
+        return offset
 
     def _intake_one(self, msg: Any) -> None:
         auth = decode_authorization(msg.value, msg.key)
         if isinstance(auth, Rejection):
             self.dead_letter(auth, msg)
             return
-        self.card_table.route(auth.card_id, msg.partition)
+        card_id = auth.card_id
+        if msg.offset <= self.card_offset(card_id):
+            return  # redelivered after a crash: in the card's state already, and its output was sent before that
+        self.card_table.route(card_id, msg.partition)
         step = self.scorer.card_stage(auth)
-        value = encode({"auth": auth.as_dict(), "features": step.features, "late": step.late, "duplicate": step.duplicate})
+        value = encode({"auth": auth.as_dict(), "features": step.features, "late": step.late, "duplicate": step.duplicate,
+                        "src": [msg.partition, msg.offset]})
         self.producer.produce(self.settings.topic_by_merchant, value, auth.merchant_id.encode())
+        self.card_offsets[card_id] = msg.offset
+        self.scorer.cards.mark(card_id)  # the offset is written with the state, even when the state did not change
 
     def merchant_batch(self, events: list[Any]) -> None:
         """The merchant's features, then back to the card's partition for the decision."""
         self.each(events, self._merchant_one)
+        self.producer.poll(0)
+
+    def merchant_commit(self) -> None:
+        """After the batch's outputs are on the broker: the merchants' state, tagged with the offsets it includes."""
         self.scorer.merchants.flush()
         self.merchant_table.clear_routes()
-        self.producer.poll(0)
+        self.merchant_table.forget_sent()
+
+    def merchant_source(self, merchant_id: str) -> dict[str, int]:
+        """Per partition of fraud.authorizations, the newest offset in the merchant's state."""
+        applied = self.merchant_sources.get(merchant_id)
+        if applied is None:
+            tag = self.merchant_durable.tag(merchant_id)
+            applied = self.merchant_sources[merchant_id] = decode(tag) if tag else {}
+        return applied
 
     def _merchant_one(self, msg: Any) -> None:
         d = decode(msg.value)
         auth = Authorization(**d["auth"])
-        self.merchant_table.route(auth.merchant_id, msg.partition)
+        merchant_id = auth.merchant_id
+        src = d.get("src")
+        applied = self.merchant_source(merchant_id)
+        if src is not None and src[1] <= applied.get(str(src[0]), -1):
+            # Re-sent by an intake that crashed before writing the card's state, or redelivered to us:
+            # counted already, and its output was sent before that.
+            return
+        self.merchant_table.route(merchant_id, msg.partition)
         feats = d["features"]
         feats.update(self.scorer.enrich_merchant(auth, d["duplicate"]))
+        if src is not None:
+            applied[str(src[0])] = src[1]
+            self.scorer.merchants.mark(merchant_id)  # the offsets are written with the state
         self.producer.produce(self.settings.topic_enriched, encode({"auth": d["auth"], "features": feats, "late": d["late"]}),
                               auth.card_id.encode())
 
     def score_batch(self, events: list[Any]) -> None:
+        """Scores into the outbox: sent by `send_outbox` once the batch's state is on its changelogs."""
+        self._touched.clear()
         if not self._pending_rebuilt:
             self._rebuild_pending()
         s, m, scorer = self.settings, self.metrics, self.scorer
@@ -271,30 +395,120 @@ class FraudApp:
             m.latency.observe(max(0.0, time.time() - newest / 1000.0))
             m.last_event_ts.set(newest / 1000.0)
             for ex in scorer.mature(newest):
-                self.producer.produce(s.topic_training, encode(ex.as_dict()))
+                self._outbox.append((s.topic_training, encode(ex.as_dict()), None))
         scorer.standings.flush()
         scorer.card_index.flush()
+        for partition in self._touched:
+            self.threshold_table.route(str(partition), partition)
+            self.threshold_table[str(partition)] = _pack_policy(scorer.policy(partition), self.decisions[partition])
         self.standing_table.clear_routes()
         self.index_table.clear_routes()
+        self.threshold_table.clear_routes()
         m.processing.observe(time.perf_counter() - started)
         m.batch_size.observe(len(events))
+
+    def _enqueue(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        self._outbox.append((topic, value, key))
+
+    def send_outbox(self) -> None:
+        produce = self.producer.produce
+        for topic, value, key in self._outbox:
+            produce(topic, value, key)
+        self._outbox.clear()
         self.producer.poll(0)
 
+    async def durable(self) -> None:
+        """Wait until every table write made so far is on its changelog."""
+        pending = {fut: (table, partition, k) for table in self.tables for fut, partition, k in table.take_sent()}
+        if not pending:
+            return
+        since = time.monotonic()
+        while pending:
+            done, _ = await asyncio.wait(pending, timeout=1.0)
+            for fut in done:
+                table, partition, k = pending.pop(fut)
+                if fut.cancelled() or fut.exception() is not None:
+                    # Not on the changelog: again, since the outputs of the batch must not go before its state.
+                    self.metrics.broker_errors.labels("changelog").inc()
+                    log.warning("changelog write to %s[%d] failed (%s); writing it again", table.table.name, partition,
+                                "cancelled" if fut.cancelled() else fut.exception())
+                    pending[table.resend(partition, k)] = (table, partition, k)
+            if pending:
+                self._check_stall(since, f"{len(pending)} table writes")
+        self._stall_over()
+
+    def _restore_policy(self, partition: int) -> None:
+        """The decision policy of a partition as it was when last written, if it was (a restart, a rebalance)."""
+        if partition in self.scorer.policies and partition in self.decisions:
+            return
+        policy = self.scorer.policy(partition)
+        raw = self.threshold_table.get(str(partition))
+        self.decisions[partition] = 0
+        if raw is not None:
+            self.decisions[partition] = _unpack_policy(policy, raw)
+            log.info("decision policy of partition %d restored (%d decisions)", partition, self.decisions[partition])
+
+    def _stamped(self, tx_id: str, value: bytes) -> bytes:
+        """A new snapshot carries the number of the decision it records (`decisions`) and its partition."""
+        if self._stamp and value[-1:] == b"}" and b'"n":' not in value:
+            return value[:-1] + b',"n":%d,"np":%d}' % (self._stamp, self._stamp_partition)
+        return value
+
+    def _replay(self, partition: int, snap: dict[str, Any]) -> bool:
+        """A snapshot that reached its changelog when the partition's threshold and the card's standing (other
+        changelogs, written in the same batch) did not: apply to them what `DecisionPolicy.decide` did when the
+        authorization was scored. Returns whether it did."""
+        n = snap.get("n")
+        if n is None or n <= self.decisions[partition]:
+            return False
+        a, d, scorer = snap["a"], snap["d"], self.scorer
+        ts, card_id, tx_id = a["ts"], a["card_id"], a["tx_id"]
+        threshold = scorer.policy(partition).threshold
+        threshold.value(ts)
+        if d["action"] != "block":
+            threshold.observe(ts, snap["s"])
+        self.standing_table.route(card_id, partition)
+        self.index_table.route(card_id, partition)
+        standing = scorer.standings.get(card_id)
+        if ts > standing.clock:
+            standing.clock = ts
+        if d["action"] == "alert":
+            standing.open_alert_id = d["alert_id"]
+            standing.open_alert_until = ts + self.settings.cooldown_ms
+        scorer.standings.mark(card_id)
+        if (ts, tx_id) not in scorer.card_index.since(card_id, ts):
+            scorer.card_index.add(card_id, ts, tx_id)
+        self.decisions[partition] = n
+        self._touched.add(partition)
+        return True
+
     def _score_one(self, msg: Any) -> None:
-        s, m, scorer, produce = self.settings, self.metrics, self.scorer, self.producer.produce
+        s, m, scorer, produce = self.settings, self.metrics, self.scorer, self._enqueue
         d = decode(msg.value)
         auth = Authorization(**d["auth"])
         late = d["late"] is True
         self.standing_table.route(auth.card_id, msg.partition)
         self.index_table.route(auth.card_id, msg.partition)
         self.set_partition(msg.partition)
-        scored = scorer.score(auth, d["features"], late, msg.partition)
+        self._restore_policy(msg.partition)
+        self._touched.add(msg.partition)
+        self._stamp, self._stamp_partition = self.decisions[msg.partition] + 1, msg.partition
+        try:
+            scored = scorer.score(auth, d["features"], late, msg.partition)
+        finally:
+            self._stamp = 0
+        if scored.duplicate:
+            raw = self.snapshot_table.get(auth.tx_id)
+            if raw is not None and self._replay(msg.partition, decode(raw)):
+                log.info("replayed decision of partition %d (%s) into its threshold and standing", msg.partition, auth.tx_id)
+        else:
+            self.decisions[msg.partition] += 1
         # Everything that can fail comes before the first output: a message is either scored or dead-lettered.
         key = auth.card_id.encode()
         score_value = encode(scored.score_record())
         alert_value = encode(scored.alert_record()) if scored.alerted else None
         if scored.label_outcome is not None:
-            self.publish_label_outcome(scored.label_outcome, "early")
+            self.publish_label_outcome(scored.label_outcome, "early", produce=produce)
         produce(s.topic_scores, score_value, key)
         if alert_value is not None:
             produce(s.topic_alerts, alert_value, key)
@@ -365,16 +579,17 @@ class FraudApp:
         self.index_table.partition = partition
         self.early_label_table.partition = partition
 
-    def publish_label_outcome(self, outcome: Any, source: str, is_fraud: bool | None = None) -> None:
+    def publish_label_outcome(self, outcome: Any, source: str, is_fraud: bool | None = None, produce: Any = None) -> None:
         s, m = self.settings, self.metrics
+        produce = produce or self.producer.produce
         if outcome.score is not None and is_fraud is not None:
             self.quality.add(outcome.score, outcome.alerted, is_fraud)
         if outcome.delay_ms is not None:
             m.label_delay.labels(source).observe(max(outcome.delay_ms, 0) / 1000.0)
         for ex in outcome.examples:
-            self.producer.produce(s.topic_training, encode(ex.as_dict()))
+            produce(s.topic_training, encode(ex.as_dict()))
         for upd in outcome.merchant_updates:
-            self.producer.produce(s.topic_merchant_labels, encode(upd.as_dict()), upd.merchant_id.encode())
+            produce(s.topic_merchant_labels, encode(upd.as_dict()), upd.merchant_id.encode())
 
     def dead_letter(self, rejection: Rejection, msg: Any) -> None:
         letter = DeadLetter.of(rejection, msg.value, msg.key, msg.topic, msg.partition, msg.offset)
@@ -384,23 +599,73 @@ class FraudApp:
                     mask(rejection.detail))
 
     async def flush(self) -> None:
-        """Wait until every output of the batch is on the broker."""
+        """Wait until every output of the batch is on the broker (however long a stalled broker takes)."""
         remaining = self.producer.flush(0)
+        if not remaining:
+            return
+        since = time.monotonic()
         while remaining:
             await asyncio.sleep(0.001)
             remaining = self.producer.flush(0)
+            self._check_stall(since, f"{remaining} outputs")
+        self._stall_over()
+
+    def _check_stall(self, since: float, what: str) -> None:
+        if time.monotonic() - since > STALL_AFTER_S:
+            self._report_stall(since, what)
+
+    def _report_stall(self, since: float, what: str) -> None:
+        """Once per stall: counted in fraudstream_broker_errors_total{kind="stall"}, and a warning."""
+        if self._stalled_since is None:
+            self._stalled_since = since
+            self.metrics.broker_errors.labels("stall").inc()
+            log.warning("broker stalled: %s not answered for %.1fs; waiting for it, nothing is committed meanwhile",
+                        what, time.monotonic() - since)
+
+    def _stall_over(self) -> None:
+        if self._stalled_since is not None:
+            log.warning("broker answered again after a stall of %.0fs", time.monotonic() - self._stalled_since)
+            self._stalled_since = None
+
+    async def probe_broker(self) -> None:
+        """A metadata request on the producer's connection: a broker that does not answer in time is stalled."""
+        timeout = STALL_AFTER_S * 0.9  # shorter than the timer's interval: probes never overlap
+        started = time.monotonic()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, lambda: self.producer.list_topics(timeout=timeout))
+        except Exception:  # timed out (or refused): the broker did not answer
+            self._report_stall(started, "a metadata request")
+            return
+        self._stall_over()
+
+    def _on_producer_error(self, err: Any) -> None:
+        """librdkafka's errors outside any one message (broker down, transport errors)."""
+        self.metrics.broker_errors.labels(f"producer{err.name()}".lower()).inc()
+        log.warning("broker error (producer): %s", err)
 
     def _rebuild_pending(self) -> None:
-        """After a rebalance: the maturity queue of the snapshots this worker now owns."""
+        """After a rebalance: the maturity queue of the snapshots this worker now owns; and the thresholds and
+        standings of its partitions brought up to their snapshots (see `_replay`)."""
         entries = []
+        stamped: dict[int, list[tuple[int, dict[str, Any]]]] = {}
         for tx_id in self.snapshot_table:
             raw = self.snapshot_table.get(tx_id)
             if raw is not None:
-                entries.append((decode(raw)["a"]["ts"], tx_id))
+                snap = decode(raw)
+                entries.append((snap["a"]["ts"], tx_id))
+                if "np" in snap:
+                    stamped.setdefault(snap["np"], []).append((snap["n"], snap))
         entries.sort()
         self.scorer.pending.clear()
         self.scorer.pending.extend(entries)
         self._pending_rebuilt = True
+        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topic_enriched}
+        for partition in sorted(owned & set(stamped)):
+            self._restore_policy(partition)
+            replayed = sum(self._replay(partition, snap) for _, snap in sorted(stamped[partition], key=lambda e: e[0]))
+            if replayed:
+                log.info("replayed %d decisions of partition %d into its threshold and standings: their snapshots "
+                         "reached the changelog, the threshold did not", replayed, partition)
 
     def report_gauges(self) -> None:
         m, scorer = self.metrics, self.scorer
@@ -443,6 +708,24 @@ class FraudApp:
                 continue
             done = self.positions.get((tp.topic, tp.partition), -1) + 1
             m.lag.labels(tp.topic, str(tp.partition)).set(max(hw - done, 0))
+
+
+_POLICY_EXTRA = struct.Struct("<qdq")
+
+
+def _pack_policy(policy: Any, decisions: int) -> bytes:
+    """A partition's adaptive threshold, with its cached value so a restored one decides exactly the same, and
+    the number of decisions it has taken."""
+    t = policy.threshold
+    return zlib.compress(_POLICY_EXTRA.pack(decisions, t._cached, t._stale) + t.to_bytes(), 1)
+
+
+def _unpack_policy(policy: Any, raw: bytes) -> int:
+    data = zlib.decompress(raw)
+    t = policy.threshold
+    t.load_bytes(data[_POLICY_EXTRA.size :])
+    decisions, t._cached, t._stale = _POLICY_EXTRA.unpack_from(data)
+    return int(decisions)
 
 
 def _guarded(fn: Any) -> None:

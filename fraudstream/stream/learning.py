@@ -83,10 +83,37 @@ class ModelFollower:
         if best is not None:
             self.owner.scorer.model, self.offset, _ = best
             log.info("model restored at version %s (training offset %d)", best[0].version, best[1])
+        caught_up = self._catch_up()
+        if caught_up:
+            log.info("model caught up on %d training examples since its checkpoint: version %s", caught_up,
+                     self.owner.scorer.model.version)
         self.consumer = _consumer(self.client, "model")
         self.consumer.assign([TopicPartition(self.owner.settings.topic_training, 0, self.offset)])
         self.owner.metrics.checkpoint_ts.set(time.time())
         self.ready = True
+
+    def _catch_up(self, timeout: float = 60.0) -> int:
+        """Learn the examples since the checkpoint, to the end of the topic, before the worker scores anything:
+        a restarted worker never scores with an older model than it had (scoring waits for `ready`)."""
+        c = Consumer({**self.client, "group.id": f"fraudstream-model-catchup-{uuid.uuid4().hex[:8]}",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": True,
+                      "fetch.wait.max.ms": 10})
+        learned = 0
+        try:
+            c.assign([TopicPartition(self.owner.settings.topic_training, 0, self.offset)])
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msgs = c.consume(2000, 0.5)
+                if any(m.error() is not None and m.error().code() == KafkaError._PARTITION_EOF for m in msgs):
+                    learned += self._apply([m for m in msgs if m.error() is None])
+                    return learned
+                learned += self._apply(msgs)
+            log.warning("model catch-up stopped after %.0fs at training offset %d", timeout, self.offset)
+        except Exception as exc:  # the follower carries on from wherever it got to
+            log.warning("model catch-up failed at training offset %d: %s", self.offset, exc)
+        finally:
+            c.close()
+        return learned
 
     def _latest_published(self) -> tuple[OnlineModel, int, float] | None:
         c = _consumer(self.client, "models-read")
@@ -114,7 +141,12 @@ class ModelFollower:
     def poll(self, max_messages: int = 2000) -> int:
         if not self.ready or self.consumer is None:
             return 0
-        msgs = self.consumer.consume(max_messages, 0)
+        n = self._apply(self.consumer.consume(max_messages, 0))
+        if time.monotonic() - self.last_checkpoint > self.owner.settings.checkpoint_interval_s:
+            self.checkpoint()
+        return n
+
+    def _apply(self, msgs: list[Any]) -> int:
         model, metrics = self.owner.scorer.model, self.owner.metrics
         n = 0
         for m in msgs:
@@ -131,8 +163,6 @@ class ModelFollower:
                 metrics.model_learned.labels("feedback" if example.source in ("analyst", "investigator") else "delayed").inc()
                 n += 1
             self.offset = m.offset() + 1
-        if time.monotonic() - self.last_checkpoint > self.owner.settings.checkpoint_interval_s:
-            self.checkpoint()
         return n
 
     def checkpoint(self) -> None:

@@ -7,10 +7,15 @@ event".
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-__all__ = ["TableMapping"]
+__all__ = ["TableMapping", "TaggedMapping", "use_true_end_offsets"]
+
+log = logging.getLogger("fraudstream.tables")
 
 
 class TableMapping(MutableMapping[str, bytes]):
@@ -20,6 +25,8 @@ class TableMapping(MutableMapping[str, bytes]):
         self.table = table
         self.partition = 0  # partition of the event being processed
         self.partition_of: dict[str, int] = {}  # keys written later in the batch
+        self.sent: list[tuple[Any, int, bytes]] = []  # changelog writes sent: (faust FutureMessage, partition, key)
+        self.on_write: Callable[[str, bytes], bytes] | None = None  # may amend a value as it is written
 
     def route(self, key: str, partition: int) -> None:
         self.partition_of[key] = partition
@@ -36,15 +43,23 @@ class TableMapping(MutableMapping[str, bytes]):
 
     def __setitem__(self, key: str, value: bytes) -> None:
         k = key.encode()
+        if self.on_write is not None:
+            value = self.on_write(key, value)
         self.table.data[k] = value
-        self.table.send_changelog(self.partition_of.get(key, self.partition), k, value)
+        self._send(self.partition_of.get(key, self.partition), k)
 
     def __delitem__(self, key: str) -> None:
         k = key.encode()
         if self.table.data.get(k) is None:
             raise KeyError(key)
         del self.table.data[k]
-        self.table.send_changelog(self.partition_of.get(key, self.partition), k, None)
+        self._send(self.partition_of.get(key, self.partition), k)
+
+    def _send(self, partition: int, k: bytes) -> Any:
+        """Write the key's current value (None: deleted) to its changelog partition."""
+        fut = self.table.send_changelog(partition, k, self.table.data.get(k))
+        self.sent.append((fut, partition, k))
+        return fut
 
     def pop(self, key: str, default: Any = None) -> Any:
         value = self.get(key)
@@ -62,3 +77,115 @@ class TableMapping(MutableMapping[str, bytes]):
 
     def clear_routes(self) -> None:
         self.partition_of.clear()
+
+    def take_sent(self) -> list[tuple[Any, int, bytes]]:
+        """The changelog writes made since the last call: await them to know they are on the broker."""
+        sent, self.sent = self.sent, []
+        return sent
+
+    def resend(self, partition: int, k: bytes) -> Any:
+        """A write that failed, again (with the key's value now); returns its future, not tracked in `sent`."""
+        return self.table.send_changelog(partition, k, self.table.data.get(k))
+
+    def forget_sent(self) -> None:
+        """Stop tracking the writes already acknowledged (for tables nobody awaits every batch)."""
+        if len(self.sent) > 1000:
+            self.sent = [w for w in self.sent if not w[0].done()]
+
+
+class TaggedMapping(MutableMapping[str, bytes]):
+    """A :class:`TableMapping` whose every value carries a tag after it, so that both reach the changelog in one
+    record: a state and the offsets it includes can never be restored one without the other.
+
+    The core sees the values without their tags; ``tag_of(key)`` gives the tag to write with a key's value.
+    """
+
+    def __init__(self, inner: TableMapping, tag_of: Callable[[str], bytes]) -> None:
+        self.inner = inner
+        self.tag_of = tag_of
+
+    @staticmethod
+    def _split(raw: bytes) -> tuple[bytes, bytes]:
+        n = int.from_bytes(raw[-4:], "little")
+        return raw[: -4 - n], raw[-4 - n : -4]
+
+    def tag(self, key: str) -> bytes | None:
+        raw = self.inner.get(key)
+        return None if raw is None else self._split(raw)[1]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self.inner.get(key)
+        return default if raw is None else self._split(raw)[0]
+
+    def __getitem__(self, key: str) -> bytes:
+        raw = self.inner.get(key)
+        if raw is None:
+            raise KeyError(key)
+        return self._split(raw)[0]
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        tag = self.tag_of(key)
+        self.inner[key] = value + tag + len(tag).to_bytes(4, "little")
+
+    def __delitem__(self, key: str) -> None:
+        del self.inner[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def use_true_end_offsets(client: dict[str, Any]) -> None:
+    """Make faust's recovery read each changelog to its real end.
+
+    faust recovers a table by reading its changelog up to the end offset the broker reports (ListOffsets). The
+    embedded broker reports the base offset of the last record batch plus one, so the records after the first one
+    of a multi-record batch (a batch flushes many keys at once) were never read back: recovery returned stale
+    state. For every partition reported non-empty, the end is found by fetching from there until end of partition.
+    Harmless on Apache Kafka, where both agree.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread._highwaters
+    if getattr(original, "_fraudstream", False):
+        return
+
+    async def _highwaters(self: Any, partitions: Any) -> Any:
+        reported = dict(await original(self, partitions))
+        suspect = {tp: hw for tp, hw in reported.items() if hw and hw > 0}
+        if suspect:
+            try:
+                true = await asyncio.get_running_loop().run_in_executor(None, _fetched_ends, client, suspect)
+            except Exception as exc:  # fall back to what the broker said
+                log.warning("could not check end offsets by fetching: %s", exc)
+            else:
+                for tp, end in true.items():
+                    reported[tp] = max(reported[tp], end)
+        return reported
+
+    _highwaters._fraudstream = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._highwaters = _highwaters
+
+
+def _fetched_ends(client: dict[str, Any], reported: dict[Any, int], timeout: float = 10.0) -> dict[Any, int]:
+    import time
+
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    c = Consumer({**client, "group.id": f"fraudstream-ends-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+                  "enable.partition.eof": True, "auto.offset.reset": "latest", "fetch.wait.max.ms": 10})
+    try:
+        by_key = {(tp.topic, tp.partition): tp for tp in reported}
+        c.assign([TopicPartition(tp.topic, tp.partition, hw - 1) for tp, hw in reported.items()])
+        ends: dict[Any, int] = {}
+        deadline = time.monotonic() + timeout
+        while len(ends) < len(reported) and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.2):
+                err = m.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    ends[by_key[(m.topic(), m.partition())]] = m.offset()
+        return ends
+    finally:
+        c.close()

@@ -1,0 +1,75 @@
+"""Rebalances: partitions move between workers of one group with their state, and nothing changes.
+
+Two workers share the group (same app_id, their own state dirs and metrics ports). Mid-stream one is stopped
+(SIGTERM): the other takes over its partitions, restoring their tables from the changelogs; later a third joins and
+partitions move to it. The results must be exactly those of one worker alone. The input is built as in
+test_crash.py (each partition chain independent), so one crash-free worker gives exactly what the pure core gives
+on the same events (``reference``): that is the single-worker reference, record for record.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fraudstream.simulate import HandbookSimulator
+
+from ..conftest import wait_for
+from .test_crash import (  # noqa: F401 - taps is a fixture
+    SEED,
+    PacedProducer,
+    aligned_events,
+    assert_alerts_match,
+    assert_all_scored_once_or_identically,
+    assert_matches_reference,
+    reference,
+    taps,
+)
+
+pytestmark = pytest.mark.broker
+
+
+def scored_by(worker) -> float:
+    return worker.metric("fraudstream_authorizations_scored_total")
+
+
+def test_partitions_move_with_their_state(topics, start_worker, taps, tmp_path):  # noqa: F811
+    s = topics
+    rng = random.Random(SEED + 2)
+    events = aligned_events(HandbookSimulator(n_customers=100, n_terminals=200, n_days=17, seed=13), s.partitions)
+    n = len(events)
+    ref_scores, ref_alerts = reference(s, events)
+
+    def member(name: str):
+        return start_worker(s.with_overrides(state_dir=str(tmp_path / f"state-{name}")), name)
+
+    tap = taps(s, s.topic_scores)
+    first, second = member("first"), member("second")
+    # The last 40% waits for the third worker, so that it joins while authorizations flow.
+    producer = PacedProducer(s, events, rate=150, hold_at=int(n * 0.6))
+
+    # Both members of the group hold partitions and score.
+    wait_for(lambda: scored_by(first) > 0 and scored_by(second) > 0, timeout=60)
+    wait_for(lambda: tap.distinct() >= int(n * rng.uniform(0.2, 0.3)), timeout=60)
+    second.stop()  # SIGTERM: a clean leave, mid-stream
+    assert second.process.returncode == 0, second.log_path.read_text()[-2000:]
+
+    # The first takes over the second's partitions, with their tables, and carries on alone: 60% of the
+    # authorizations of all three partitions get scored with only the first in the group.
+    before = scored_by(first)
+    wait_for(lambda: tap.distinct() >= int(n * 0.6) - 50, timeout=60)
+    assert scored_by(first) > before
+
+    third = member("third")
+    producer.release.set()
+    wait_for(lambda: scored_by(third) > 0, timeout=60)  # partitions moved to the newcomer, with their state
+    producer.join(90)
+    assert producer.error is None and producer.undelivered == 0, (producer.error, producer.undelivered)
+    wait_for(lambda: tap.distinct() >= n, timeout=60)
+    tap.settle(quiet=1.5)
+    assert first.alive() and third.alive()
+
+    scored = assert_all_scored_once_or_identically(tap.snapshot(), events)
+    assert_matches_reference(scored, ref_scores, "across two rebalances")
+    assert_alerts_match(s, ref_alerts, "across two rebalances")
