@@ -52,6 +52,7 @@ from fraudstream.core.scorer import FraudScorer, MerchantLabel
 from fraudstream.core.state import StateStore
 from fraudstream.logs import mask
 from fraudstream.metrics import Metrics
+from fraudstream.stream.delivery import batches, keep_stream_offsets_contiguous
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.tables import TableMapping, TaggedMapping, use_true_end_offsets
 
@@ -93,6 +94,9 @@ class FraudApp:
         connected = s.with_overrides(broker=f"kafka://{bootstrap}")
         client = connected.kafka_client_config()
         use_true_end_offsets(client)
+        # faust could step over messages around a rebalance, and commit them unprocessed (fraudstream.stream.delivery).
+        keep_stream_offsets_contiguous([s.topic_authorizations, s.topic_by_merchant, s.topic_enriched, s.topic_labels,
+                                        s.topic_merchant_labels, s.topic_card_reissues, s.topic_card_events])
         # One request in flight: a retried batch cannot overtake a later one, so each partition keeps the order
         # in which the stages produced (the merchant stage relies on it to recognise re-sent authorizations).
         self.producer = Producer(connected.producer_config(**{"linger.ms": 2, "max.in.flight.requests.per.connection": 1,
@@ -178,9 +182,10 @@ class FraudApp:
         # - score stage: state first, then outputs. Snapshots, standings and thresholds are on their changelogs
         #   before any score or alert is produced, so a redelivered authorization is answered from its snapshot;
         #   a snapshot whose threshold and standing updates did not reach their changelogs is replayed into them.
+        # `batches`: a batch cut short (an agent cancelled at shutdown while it waits for the broker) is not committed.
         @app.agent(self.t_auth, name="intake")
         async def intake(stream: Any) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self._busy += 1
                 try:
                     self.intake_batch(events)
@@ -191,7 +196,7 @@ class FraudApp:
 
         @app.agent(self.t_by_merchant, name="merchant-features")
         async def merchant_stage(stream: Any) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self._busy += 1
                 try:
                     async with self._merchant_lock:
@@ -203,7 +208,7 @@ class FraudApp:
 
         @app.agent(self.t_enriched, name="score")
         async def score_stage(stream: Any) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s):
                 # Not before the model is restored and has caught up: a restart must not score with an older one.
                 while not self.model_follower.ready:
                     await asyncio.sleep(0.05)
@@ -218,25 +223,25 @@ class FraudApp:
 
         @app.agent(self.t_labels, name="labels")
         async def label_intake(stream: Any) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self.card_event_intake(events, "label")
                 await self.flush()
 
         @app.agent(self.t_reissues, name="card-reissues")
         async def reissue_intake(stream: Any) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self.card_event_intake(events, "reissue")
                 await self.flush()
 
         @app.agent(self.t_card_events, name="card-events")
         async def card_event_stage(stream: Any) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self.card_event_batch(events)
                 await self.flush()
 
         @app.agent(self.t_merchant_labels, name="merchant-labels")
         async def merchant_label_stage(stream: Any) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s):
                 # Not while a merchant batch waits for its outputs: its state must not be written before them.
                 async with self._merchant_lock:
                     self.merchant_label_batch(events)

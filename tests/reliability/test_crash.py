@@ -20,10 +20,11 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from fraudstream.config import Settings
 from fraudstream.contracts import decode, decode_authorization, encode
@@ -138,6 +139,10 @@ class TopicTap(threading.Thread):
     def distinct(self) -> int:
         return len(self.seen)
 
+    def has_all(self, tx_ids: Iterable[str]) -> bool:
+        with self.lock:
+            return self.seen.issuperset(tx_ids)
+
     def snapshot(self) -> list[tuple[int, int, dict]]:
         with self.lock:
             return list(self.records)
@@ -152,13 +157,18 @@ class TopicTap(threading.Thread):
 
 
 class PacedProducer(threading.Thread):
-    """Produces the authorizations at ``rate`` a second, keyed by card; labels once the stream passed their ts."""
+    """Produces the authorizations at ``rate`` a second, keyed by card; labels once the stream passed their ts.
+
+    ``label_gate(i)``, when given, holds each label (and the stream with it) until it returns true for the number
+    of authorizations sent before it: a card-level label teaches the model only about authorizations scored already.
+    """
 
     def __init__(self, settings: Settings, events: list[dict], rate: float, labels: list[dict] | None = None,
-                 hold_at: int | None = None) -> None:
+                 hold_at: int | None = None, label_gate: Callable[[int], bool] | None = None) -> None:
         super().__init__(daemon=True)
         self.settings, self.events, self.rate, self.labels = settings, events, rate, labels or []
         self.hold_at = hold_at  # stop before this event until `release` is set
+        self.label_gate = label_gate
         self.release = threading.Event()
         self.sent = 0
         self.labels_sent = 0
@@ -179,6 +189,12 @@ class PacedProducer(threading.Thread):
                     self.release.wait(120)
                     started = time.monotonic() - i / self.rate
                 while li < len(labels) and labels[li]["ts"] < event["ts"]:
+                    if self.label_gate is not None and not self.label_gate(i):
+                        p.poll(0)
+                        gate_deadline = time.monotonic() + 120
+                        while not self.label_gate(i) and time.monotonic() < gate_deadline:
+                            time.sleep(0.02)
+                        started = time.monotonic() - i / self.rate
                     p.produce(s.topic_labels, encode(labels[li]), labels[li]["card_id"].encode())
                     li += 1
                 p.produce(s.topic_authorizations, encode(event), event["card_id"].encode())
@@ -197,6 +213,170 @@ class PacedProducer(threading.Thread):
             self.undelivered = p.flush(120)
         except BaseException as exc:  # surfaced by the test
             self.error = exc
+
+
+#: A wait for scores fails once the count has not grown for this long (a restart, a rebalance and table recovery
+#: on a loaded machine take some seconds, never this long), not after a fixed time: a slow machine only makes it longer.
+STALLED_AFTER_S = 30.0
+
+#: pytest's own limit for these tests (300 s in pyproject.toml): the waits above end them when the worker stops
+#: getting on; a loaded machine (2 cores shared with other runs) can take 4 minutes to get through one.
+RELIABILITY_TIMEOUT_S = 900
+
+
+def wait_progressing(done: Callable[[], bool], progress: Callable[[], Any], what: str,
+                     report: Callable[[], str] | None = None, stalled_after: float = STALLED_AFTER_S,
+                     interval: float = 0.05) -> None:
+    """Wait until ``done()``, as long as ``progress()`` keeps changing: fail once it stood still ``stalled_after`` s,
+    with ``report()`` in the message."""
+    started = now = time.monotonic()
+    last, since, longest = progress(), started, 0.0
+    while not done():
+        time.sleep(interval)
+        now, current = time.monotonic(), progress()
+        if current != last:
+            longest = max(longest, now - since)
+            last, since = current, now
+        elif now - since > stalled_after:
+            detail = report() if report is not None else ""
+            raise AssertionError(f"{what}: not after {now - started:.0f}s, no progress ({last}) for the last "
+                                 f"{now - since:.0f}s\n{detail}")
+    longest = max(longest, now - since)
+    print(f"{what}: done in {now - started:.1f}s, longest pause {longest:.1f}s")
+
+
+def wait_growing(count: Callable[[], int], target: int, what: str, report: Callable[[], str] | None = None,
+                 stalled_after: float = STALLED_AFTER_S, interval: float = 0.05) -> None:
+    """Wait until ``count() >= target``, as long as it keeps growing."""
+    wait_progressing(lambda: count() >= target, count, f"{what} ({target})", report, stalled_after, interval)
+
+
+def worker_report(worker: Any, metrics: tuple[str, ...] = ("fraudstream_authorizations_scored_total",
+                  "fraudstream_labels_total", "fraudstream_model_learn_total", "fraudstream_model_examples_learned",
+                  "fraudstream_consumer_lag", "fraudstream_broker_errors_total", "fraudstream_merchant_held",
+                  "fraudstream_merchant_out_of_order")) -> str:
+    """What a worker's metrics and log say now."""
+    lines = [f"--- {worker.log_path.name} ({'alive' if worker.alive() else f'exited {worker.process.returncode}'})"]
+    if worker.alive():
+        try:
+            text = worker.metrics()
+            lines += [line for line in text.splitlines() if line.startswith(metrics)]
+        except Exception as exc:
+            lines.append(f"metrics unreadable: {exc}")
+    log_text = worker.log_path.read_text(errors="replace")
+    notable = [line for line in log_text.splitlines() if re.search(r"WARNING|ERROR|CRITICAL|Traceback", line)
+               and "producer buffer full" not in line]
+    lines.append(f"{len(notable)} warnings/errors, the last ones:")
+    lines += notable[-15:]
+    lines.append("last lines:")
+    lines += log_text.splitlines()[-15:]
+    return "\n".join(lines)
+
+
+def locate(settings: Settings, topic: str, tx_ids: set[str], timeout: float = 30.0) -> dict[str, list[tuple[int, int]]]:
+    """Partition and offset of every copy of the given tx_ids on ``topic`` (the value's tx_id, or its auth's)."""
+    c = Consumer({**settings.kafka_client_config(), "group.id": f"locate-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    found: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    try:
+        parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < len(parts) and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.2):
+                if m.error() is not None:
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        at_end.add(m.partition())
+                    continue
+                try:
+                    v = decode(m.value())
+                    tx = v.get("tx_id") or (v.get("auth") or {}).get("tx_id")
+                except Exception:
+                    continue
+                if tx in tx_ids:
+                    found[tx].append((m.partition(), m.offset()))
+    finally:
+        c.close()
+    return found
+
+
+def committed_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """The offsets the workers' consumer group has committed (read only: this consumer never joins the group)."""
+    c = Consumer({**settings.kafka_client_config(), "group.id": settings.app_id, "enable.auto.commit": False})
+    try:
+        tps = c.committed([TopicPartition(t, p) for t in topics for p in range(settings.partitions)], timeout=10)
+        return {(tp.topic, tp.partition): tp.offset for tp in tps}
+    finally:
+        c.close()
+
+
+def missing_report(settings: Settings, tap: TopicTap, events: list[dict], workers: Iterable[Any]) -> str:
+    """Which authorizations are not on fraud.scores, how far each got through the stages (authorizations,
+    by-merchant, enriched) and whether the group has committed past it (then it is lost: nobody will read it again),
+    and what the workers say."""
+    with tap.lock:
+        seen = set(tap.seen)
+    missing = [e["tx_id"] for e in events if e["tx_id"] not in seen]
+    if not missing:
+        return "nothing is missing any more"
+    wanted = set(missing)
+    stages = [("auth", settings.topic_authorizations), ("by-merchant", settings.topic_by_merchant),
+              ("enriched", settings.topic_enriched)]
+    where = {name: locate(settings, topic, wanted) for name, topic in stages}
+    try:
+        committed = committed_offsets(settings, [topic for _, topic in stages])
+    except Exception as exc:
+        committed = {}
+        lines_committed = f"committed offsets unreadable: {exc}"
+    else:
+        lines_committed = "committed offsets: " + ", ".join(
+            f"{name}[{p}]={committed.get((topic, p))}" for name, topic in stages for p in range(settings.partitions))
+    lines = [f"{len(missing)} of {len(events)} authorizations not on {settings.topic_scores} (tap "
+             f"{'reading' if tap.is_alive() else 'DEAD'})", lines_committed]
+    furthest: dict[str, int] = defaultdict(int)
+    stuck: dict[tuple[str, int], list[int]] = defaultdict(list)  # (stage, partition) -> offsets there
+    lost = 0
+    for tx in missing:
+        reached = [name for name, _ in stages if where[name].get(tx)]
+        furthest[reached[-1] if reached else "nowhere"] += 1
+        name, topic = stages[len(reached) - 1] if reached else stages[0]
+        for p, o in where[name].get(tx, []):
+            stuck[(name, p)].append(o)
+        if reached and all(o < committed.get((topic, p), -1) for p, o in where[name][tx]):
+            lost += 1
+    lines.append(f"furthest stage reached: {dict(furthest)}; committed past at that stage (LOST: never read again): {lost}")
+    lines.append("offsets where they stopped: " + ", ".join(
+        f"{name}[{p}] {len(os)} at {_runs(sorted(os))}" for (name, p), os in sorted(stuck.items())))
+    for tx in missing[:10]:
+        lines.append(f"  {tx}: " + "; ".join(f"{name} {where[name].get(tx) or 'absent'}" for name, _ in stages))
+    lines += [worker_report(w) for w in workers]
+    return "\n".join(lines)
+
+
+def wait_produced(producer: PacedProducer, tap: TopicTap, report: Callable[[], str] | None = None) -> None:
+    """Wait for the producer to finish, as long as it sends or the workers score (a label gate waits for them)."""
+    wait_progressing(lambda: not producer.is_alive(), lambda: (producer.sent, tap.distinct()), "producer finished",
+                     report=report)
+    assert producer.error is None and producer.undelivered == 0, (producer.error, producer.undelivered)
+
+
+def _runs(offsets: list[int]) -> str:
+    """1 2 3 7 8 -> '1..3 7..8'"""
+    out: list[str] = []
+    for o in offsets:
+        if out and int(out[-1].rsplit("..", 1)[-1]) == o - 1:
+            out[-1] = f"{out[-1].split('..')[0]}..{o}"
+        else:
+            out.append(str(o))
+    return " ".join(out)
+
+
+def wait_all_scored(settings: Settings, tap: TopicTap, events: list[dict], workers: Iterable[Any], what: str,
+                    stalled_after: float = STALLED_AFTER_S) -> None:
+    """Wait until every authorization of ``events`` is on fraud.scores, as long as more keep arriving."""
+    wait_growing(tap.distinct, len(events), f"{what}: authorizations scored",
+                 report=lambda: missing_report(settings, tap, events, workers), stalled_after=stalled_after)
 
 
 @pytest.fixture
@@ -276,12 +456,13 @@ def assert_alerts_match(settings: Settings, ref_alerts: dict[tuple[str, str], di
 
 
 def kill_when_busy(worker: Any, tap: TopicTap, rng: random.Random, n: int, progress: tuple[int, int],
-                   just_before: Any = None) -> Any:
+                   just_before: Any = None, report: Callable[[], str] | None = None) -> Any:
     """SIGKILL ``worker`` once it has scored a random number (in ``progress``) of new authorizations, a random
     fraction of a batch later: mid-stream, whatever the pace of the restart before it. Returns what
     ``just_before()`` (called right before the kill) returns."""
     target = min(tap.distinct() + rng.randint(*progress), n - 100)
-    wait_for(lambda: tap.distinct() >= target, timeout=60, interval=0.01)
+    wait_growing(tap.distinct, target, f"{worker.log_path.name}: scores before the kill", interval=0.01,
+                 report=report or (lambda: worker_report(worker)))
     time.sleep(rng.uniform(0.0, 0.25))
     assert worker.alive(), f"worker died before it was killed: {worker.log_path.read_text()[-2000:]}"
     seen = just_before() if just_before is not None else None
@@ -292,6 +473,7 @@ def kill_when_busy(worker: Any, tap: TopicTap, rng: random.Random, n: int, progr
 # --- tests ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(RELIABILITY_TIMEOUT_S)
 def test_sigkill_mid_stream_loses_and_changes_nothing(topics, start_worker, taps):
     """Three SIGKILLs at random points while scoring; every authorization scored, exactly as without a crash."""
     s = topics
@@ -303,14 +485,15 @@ def test_sigkill_mid_stream_loses_and_changes_nothing(topics, start_worker, taps
     assert len(ref_alerts) > 50, "the reference raises too few alerts to test anything"
 
     tap = taps(s, s.topic_scores)
-    worker = start_worker(s, "crash-0")
+    workers = [start_worker(s, "crash-0")]
     producer = PacedProducer(s, events, rate=220)
     for i in range(3):
-        kill_when_busy(worker, tap, rng, n, (250, 600))
-        worker = start_worker(s, f"crash-{i + 1}")
-    producer.join(60)
-    assert producer.error is None and producer.undelivered == 0, (producer.error, producer.undelivered)
-    wait_for(lambda: tap.distinct() >= n, timeout=60)
+        kill_when_busy(workers[-1], tap, rng, n, (250, 600),
+                       report=lambda: missing_report(s, tap, events[: producer.sent], workers))
+        workers.append(start_worker(s, f"crash-{i + 1}"))
+    worker = workers[-1]
+    wait_produced(producer, tap, report=lambda: missing_report(s, tap, events[: producer.sent], workers))
+    wait_all_scored(s, tap, events, workers, "after 3 SIGKILLs")
     tap.settle(quiet=1.5)
     tap.close()
     assert worker.alive()
@@ -320,6 +503,7 @@ def test_sigkill_mid_stream_loses_and_changes_nothing(topics, start_worker, taps
     assert_alerts_match(s, ref_alerts, "after 3 SIGKILLs")
 
 
+@pytest.mark.timeout(RELIABILITY_TIMEOUT_S)
 def test_model_resumes_after_sigkill(topics, start_worker, taps):
     """With labels flowing the model learns while it scores; after each SIGKILL the restarted worker resumes from its
     checkpoint plus the training examples since: its scores never carry an older model than before the kill."""
@@ -332,15 +516,25 @@ def test_model_resumes_after_sigkill(topics, start_worker, taps):
 
     tap = taps(s, s.topic_scores)
     worker = start_worker(s, "model-0")
-    producer = PacedProducer(s, events, rate=150, labels=labels, hold_at=3 * n // 4)  # the last quarter after the kills
+    workers = [worker]
+    # The last quarter after the kills. A card-level label (a customer's report: the card's authorizations since T)
+    # reaching a worker that lags behind the producer, as on a loaded machine, would find none of them scored yet and
+    # teach the model nothing: each label waits until every authorization sent before it is scored.
+    tx_ids = [e["tx_id"] for e in events]
+    producer = PacedProducer(s, events, rate=150, labels=labels, hold_at=3 * n // 4,
+                             label_gate=lambda sent: tap.has_all(tx_ids[:sent]))
     boundaries: list[tuple[dict[int, int], int, set[str]]] = []  # per incarnation after a kill: offsets, version, tx seen
-    wait_for(lambda: tap.distinct() >= n // 3, timeout=60)  # labels have been arriving for a while
+    # labels have been arriving for a while
+    wait_growing(tap.distinct, n // 3, "model-0: scores", report=lambda: missing_report(s, tap, events[: n // 3], workers))
     # The model has learned, and checkpointed since (every checkpoint_interval_s): a kill now loses nothing of it.
-    wait_for(lambda: worker.metric("fraudstream_model_examples_learned") > 0, timeout=60)
+    wait_progressing(lambda: worker.metric("fraudstream_model_examples_learned") > 0,
+                     lambda: (tap.distinct(), worker.metric("fraudstream_labels_total")), "model-0: learned",
+                     report=lambda: worker_report(worker))
     time.sleep(s.checkpoint_interval_s + 0.5)
     for i in range(2):
         learned_before = kill_when_busy(worker, tap, rng, 3 * n // 4, (100, 400),
-                                        just_before=lambda: worker.metric("fraudstream_model_examples_learned"))  # noqa: B023
+                                        just_before=lambda: worker.metric("fraudstream_model_examples_learned"),  # noqa: B023
+                                        report=lambda: missing_report(s, tap, events[: producer.sent], workers))
         tap.settle(quiet=0.7)
         before = tap.snapshot()
         last = {p: max(o for q, o, _ in before if q == p) for p in {q for q, _, _ in before}}
@@ -348,16 +542,23 @@ def test_model_resumes_after_sigkill(topics, start_worker, taps):
         assert version > 0, "the model learned nothing before the kill: the test would prove nothing"
         boundaries.append((last, version, {v["tx_id"] for _, _, v in before}))
         worker = start_worker(s, f"model-{i + 1}")
+        workers.append(worker)
         if i == 1:
             producer.release.set()
         restored = re.compile(r"model restored at version (\S+) \(training offset (\d+)\)")
-        wait_for(lambda: restored.search(worker.log_path.read_text()), timeout=30)  # noqa: B023
+        # As long as the restarting worker gets on (its log grows), however slowly on a loaded machine.
+        wait_progressing(lambda: restored.search(worker.log_path.read_text()),  # noqa: B023
+                         lambda: worker.log_path.stat().st_size, f"model-{i + 1}: restored",  # noqa: B023
+                         report=lambda: worker_report(worker))  # noqa: B023
         m = restored.search(worker.log_path.read_text())
         assert int(m.group(2)) > 0 and model_examples(m.group(1)) > 0, f"restart {i + 1} did not resume a checkpoint: {m.group(0)}"
-        wait_for(lambda: worker.metric("fraudstream_model_examples_learned") >= max(learned_before, 1), timeout=30)  # noqa: B023
-    producer.join(60)
-    assert producer.error is None and producer.undelivered == 0, (producer.error, producer.undelivered)
-    wait_for(lambda: tap.distinct() >= n, timeout=60)
+        wait_progressing(lambda: worker.metric("fraudstream_model_examples_learned") >= max(learned_before, 1),  # noqa: B023
+                         lambda: (worker.metric("fraudstream_model_examples_learned"),  # noqa: B023
+                                  worker.log_path.stat().st_size, tap.distinct()),  # noqa: B023
+                         f"model-{i + 1}: caught up with {learned_before} examples",
+                         report=lambda: worker_report(worker))  # noqa: B023
+    wait_produced(producer, tap, report=lambda: missing_report(s, tap, events[: producer.sent], workers))
+    wait_all_scored(s, tap, events, workers, "after 2 SIGKILLs with labels")
     tap.settle(quiet=1.0)
     tap.close()
 

@@ -15,16 +15,22 @@ import pytest
 
 from fraudstream.simulate import HandbookSimulator
 
-from ..conftest import wait_for
 from .test_crash import (  # noqa: F401 - taps is a fixture
+    RELIABILITY_TIMEOUT_S,
     SEED,
     PacedProducer,
     aligned_events,
     assert_alerts_match,
     assert_all_scored_once_or_identically,
     assert_matches_reference,
+    missing_report,
     reference,
     taps,
+    wait_all_scored,
+    wait_growing,
+    wait_produced,
+    wait_progressing,
+    worker_report,
 )
 
 pytestmark = pytest.mark.broker
@@ -34,6 +40,7 @@ def scored_by(worker) -> float:
     return worker.metric("fraudstream_authorizations_scored_total")
 
 
+@pytest.mark.timeout(RELIABILITY_TIMEOUT_S)
 def test_partitions_move_with_their_state(topics, start_worker, taps, tmp_path):  # noqa: F811
     s = topics
     rng = random.Random(SEED + 2)
@@ -46,27 +53,36 @@ def test_partitions_move_with_their_state(topics, start_worker, taps, tmp_path):
 
     tap = taps(s, s.topic_scores)
     first, second = member("first"), member("second")
+    workers = [first, second]
     # The last 40% waits for the third worker, so that it joins while authorizations flow.
     producer = PacedProducer(s, events, rate=150, hold_at=int(n * 0.6))
 
-    # Both members of the group hold partitions and score.
-    wait_for(lambda: scored_by(first) > 0 and scored_by(second) > 0, timeout=60)
-    wait_for(lambda: tap.distinct() >= int(n * rng.uniform(0.2, 0.3)), timeout=60)
+    def report() -> str:
+        return missing_report(s, tap, events[: producer.sent], workers)
+
+    # Both members of the group hold partitions and score. Every wait below lasts as long as the workers get on
+    # (they score, or their logs grow while they start and join), however slowly on a loaded machine.
+    wait_progressing(lambda: scored_by(first) > 0 and scored_by(second) > 0,
+                     lambda: (tap.distinct(), first.log_path.stat().st_size, second.log_path.stat().st_size),
+                     "both members score", report=lambda: worker_report(first) + "\n" + worker_report(second))
+    wait_growing(tap.distinct, int(n * rng.uniform(0.2, 0.3)), "scores with two members", report=report)
     second.stop()  # SIGTERM: a clean leave, mid-stream
     assert second.process.returncode == 0, second.log_path.read_text()[-2000:]
 
     # The first takes over the second's partitions, with their tables, and carries on alone: 60% of the
     # authorizations of all three partitions get scored with only the first in the group.
     before = scored_by(first)
-    wait_for(lambda: tap.distinct() >= int(n * 0.6) - 50, timeout=60)
+    wait_growing(tap.distinct, int(n * 0.6) - 50, "scores with the first member alone", report=report)
     assert scored_by(first) > before
 
     third = member("third")
+    workers.append(third)
     producer.release.set()
-    wait_for(lambda: scored_by(third) > 0, timeout=60)  # partitions moved to the newcomer, with their state
-    producer.join(90)
-    assert producer.error is None and producer.undelivered == 0, (producer.error, producer.undelivered)
-    wait_for(lambda: tap.distinct() >= n, timeout=60)
+    # partitions moved to the newcomer, with their state
+    wait_progressing(lambda: scored_by(third) > 0, lambda: (tap.distinct(), third.log_path.stat().st_size),
+                     "the third member scores", report=lambda: worker_report(third))
+    wait_produced(producer, tap, report=report)
+    wait_all_scored(s, tap, events, workers, "across two rebalances")
     tap.settle(quiet=1.5)
     assert first.alive() and third.alive()
 

@@ -17,16 +17,21 @@ from fraudstream.broker import EmbeddedBroker
 from fraudstream.kafka.topics import create_topics
 from fraudstream.simulate import HandbookSimulator
 
-from ..conftest import isolated_settings, wait_for
+from ..conftest import isolated_settings
 from .test_crash import (  # noqa: F401 - taps is a fixture
+    RELIABILITY_TIMEOUT_S,
     SEED,
     PacedProducer,
     aligned_events,
     assert_alerts_match,
     assert_all_scored_once_or_identically,
     assert_matches_reference,
+    missing_report,
     reference,
     taps,
+    wait_all_scored,
+    wait_growing,
+    wait_produced,
 )
 
 pytestmark = pytest.mark.broker
@@ -41,6 +46,7 @@ def own_broker(tmp_path):
         b.resume()  # never leave a stopped process behind
 
 
+@pytest.mark.timeout(RELIABILITY_TIMEOUT_S)
 def test_worker_rides_out_a_broker_stall(own_broker, start_worker, taps, tmp_path):  # noqa: F811
     s = isolated_settings(own_broker, tmp_path)
     create_topics(s)
@@ -53,7 +59,8 @@ def test_worker_rides_out_a_broker_stall(own_broker, start_worker, taps, tmp_pat
     worker = start_worker(s, "stall")
     pid = worker.process.pid
     producer = PacedProducer(s, events, rate=100)
-    wait_for(lambda: tap.distinct() >= int(n * rng.uniform(0.25, 0.4)), timeout=60)
+    wait_growing(tap.distinct, int(n * rng.uniform(0.25, 0.4)), "scores before the stall",
+                 report=lambda: missing_report(s, tap, events[: producer.sent], [worker]))
     errors_before = worker.metric("fraudstream_broker_errors_total")
 
     own_broker.pause()
@@ -65,9 +72,9 @@ def test_worker_rides_out_a_broker_stall(own_broker, start_worker, taps, tmp_pat
     finally:
         own_broker.resume()
 
-    producer.join(150)
-    assert producer.error is None and producer.undelivered == 0, (producer.error, producer.undelivered)
-    wait_for(lambda: tap.distinct() >= n, timeout=90)
+    # As long as the worker gets on again after the thaw, however slowly on a loaded machine.
+    wait_produced(producer, tap, report=lambda: missing_report(s, tap, events[: producer.sent], [worker]))
+    wait_all_scored(s, tap, events, [worker], "after a 30 s broker stall")
     tap.settle(quiet=1.5)
     assert worker.alive() and worker.process.pid == pid, "the worker did not survive the stall by itself"
 

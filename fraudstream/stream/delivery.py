@@ -1,0 +1,193 @@
+"""Holes in faust's at-least-once delivery, and what closes them. Each lost authorizations in
+tests/reliability/test_rebalance.py, test_crash.py and tests/stream/test_replay_equals_live.py on a loaded machine:
+they never reached fraud.scores, and their offsets were committed.
+
+1. Skipped offsets. After a rebalance in which a worker keeps some of its partitions, faust (faust-streaming 0.15
+   with aiokafka) can hand the agents records fetched from a position past the messages the worker had fetched but
+   not processed (dropped from the agents' queues at revocation): the seek to the committed offset races with
+   records already fetched, and a partition with no committed offset yet is not sought at all. faust records the
+   offsets it did not see as a "gap", the way it steps over compacted or transactional offsets, and commits past
+   them, or, with no committed offset, commits whatever it acknowledged first.
+2. Commits past an unacknowledged head. faust commits past the committed offset when that one message is not
+   acknowledged but the next ones are (an off-by-one in ``Consumer._new_offset``), and, for a partition never
+   committed, commits the first run of acknowledged offsets wherever it starts.
+3. Unfinished batches committed. ``Stream.take_events`` acknowledges every event of a batch when the batch is
+   over, however it ended; a batch cut short (the agent cancelled at shutdown, SIGTERM, while it waited for the
+   broker) was committed without its outputs.
+
+:func:`keep_stream_offsets_contiguous` closes 1 and 2 for the given topics, :func:`batches` closes 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+__all__ = ["batches", "keep_stream_offsets_contiguous"]
+
+log = logging.getLogger("fraudstream.worker")
+
+#: Seeking back this many times in a row to the same offset without getting it (the broker's log start moved past
+#: it: retention) accepts the jump.
+MAX_SEEKS_BACK = 5
+
+#: A partition whose next offset to commit is still not acknowledged this long after later ones were (faust dropped
+#: it on the way to its agent) is read again from that offset.
+HEAD_WAIT_S = 10.0
+
+
+async def batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
+    """``stream.take_events(max_, within)``, except that a batch the agent does not finish (it raised, or it was
+    cancelled) is never committed: its events are marked acknowledged already, so faust's acknowledgement at the end
+    of the batch does not count them, and the partition's next reader gets them again."""
+    async for events in stream.take_events(max_, within=within):
+        finished = False
+        try:
+            yield events
+            finished = True
+        finally:
+            if not finished:
+                for event in events:
+                    event.message.acked = True
+
+
+class _Positions:
+    """Per partition of a guarded topic: the next offset expected, where reading (re)started (the first offset that
+    must be acknowledged before anything is committed, while nothing is), and the last seek back (offset, times)."""
+
+    def __init__(self) -> None:
+        self.expected: dict[Any, int] = {}
+        self.start: dict[Any, int] = {}
+        self.seeks: dict[Any, tuple[int, int]] = {}
+        self.waiting: dict[Any, tuple[int, float]] = {}  # head not acknowledged while later offsets are: since when
+
+    def forget(self, tp: Any) -> None:
+        self.expected.pop(tp, None)
+        self.start.pop(tp, None)
+        self.seeks.pop(tp, None)
+        self.waiting.pop(tp, None)
+
+
+def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
+    """Patch faust's consumer so that no offset of ``topics`` is ever stepped over or committed unprocessed (module
+    doc, 1 and 2). These topics must be neither compacted nor transactional: their offsets never legitimately jump.
+
+    - A record past the next expected offset of its partition is held back, with the rest of that partition's
+      records of the batch, and the partition is sought back to the expected offset: every message reaches its
+      agent, in order.
+    - After a rebalance, a partition without a committed offset is read from its beginning (the consumer's
+      ``auto.offset.reset`` is earliest), not from wherever the previous assignment had fetched to.
+    - Nothing is committed while the first offset to commit is not acknowledged; if it still is not
+      ``HEAD_WAIT_S`` after later offsets were (lost on its way to the agent, which faust can do around a
+      rebalance), the partition is read again from it.
+
+    Changelog topics (compacted, read by table recovery) are not touched.
+    """
+    from faust.transport.consumer import Consumer, ensure_TP
+
+    existing = getattr(Consumer.getmany, "_fraudstream_topics", None)
+    if existing is not None:
+        existing.update(topics)
+        return
+    guarded = set(topics)
+    getmany, seek = Consumer.getmany, Consumer.seek
+    on_revoked, new_offset = Consumer.on_partitions_revoked, Consumer._new_offset
+
+    def positions(consumer: Any) -> _Positions:
+        p = consumer.__dict__.get("_fraudstream_positions")
+        if p is None:
+            p = consumer.__dict__["_fraudstream_positions"] = _Positions()
+        return p
+
+    async def guarded_getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        pos = positions(self)
+        held: set[Any] = set()
+        async for tp, message in getmany(self, timeout):
+            if tp.topic not in guarded:
+                yield tp, message
+                continue
+            if tp in held:
+                continue
+            nxt, offset = pos.expected.get(tp), message.offset
+            if nxt is not None and offset > nxt:
+                last, n = pos.seeks.get(tp, (None, 0))
+                n = n + 1 if last == nxt else 1
+                if n <= MAX_SEEKS_BACK:
+                    pos.seeks[tp] = (nxt, n)
+                    held.add(tp)
+                    log.info("%s[%d]: offset %d came where %d was next; reading again from %d", tp.topic, tp.partition,
+                             offset, nxt, nxt)
+                    await seek(self, tp, nxt)
+                    continue
+                log.error("%s[%d]: offsets %d..%d are gone from the broker; carrying on from %d", tp.topic,
+                          tp.partition, nxt, offset - 1, offset)
+            read = self._read_offset.get(tp)
+            if read is None or offset >= read:  # what faust delivers (it drops what it has read already)
+                pos.seeks.pop(tp, None)
+                pos.expected[tp] = offset + 1
+            yield tp, message
+
+    async def guarded_seek(self: Any, partition: Any, offset: int) -> None:
+        await seek(self, partition, offset)
+        positions(self).expected[partition] = offset
+
+    async def guarded_perform_seek(self: Any) -> None:
+        # faust's perform_seek, keeping the committed offsets it seeks to: its read offsets, looked at afterwards,
+        # may already have moved on with records fetched before the seek.
+        committed_offsets = await self.seek_to_committed()
+        self._read_offset.update({tp: o if o is not None and o >= 0 else None for tp, o in committed_offsets.items()})
+        self._committed_offset.update({ensure_TP(tp): o or None for tp, o in committed_offsets.items() if o is not None})
+        pos = positions(self)
+        uncommitted = []
+        for tp in self.assignment():
+            if tp.topic not in guarded:
+                continue
+            committed = committed_offsets.get(tp)
+            if committed is None or committed < 0:
+                uncommitted.append(tp)
+            else:
+                pos.expected[tp] = pos.start[tp] = committed
+                pos.seeks.pop(tp, None)
+        if uncommitted:
+            for tp, offset in (await self.earliest_offsets(*uncommitted)).items():
+                log.info("%s[%d]: no committed offset; reading from its beginning (%d)", tp.topic, tp.partition, offset)
+                await seek(self, tp, offset)
+                pos.expected[tp] = pos.start[tp] = offset
+                pos.seeks.pop(tp, None)
+
+    async def guarded_revoked(self: Any, revoked: Any) -> None:
+        pos = positions(self)
+        for tp in revoked:
+            pos.forget(tp)
+        await on_revoked(self, revoked)
+
+    def guarded_new_offset(self: Any, tp: Any) -> int | None:
+        if tp.topic in guarded:
+            acked = self._acked[tp]
+            head = self._committed_offset[tp]
+            if head is None:
+                head = positions(self).start.get(tp)
+            if acked and head is not None and min(acked) > head:
+                pos, now = positions(self), time.monotonic()
+                since = pos.waiting.get(tp)
+                if since is None or since[0] != head:
+                    pos.waiting[tp] = (head, now)
+                elif now - since[1] > HEAD_WAIT_S:
+                    log.warning("%s[%d]: offset %d still not processed %.0fs after later ones; reading again from it",
+                                tp.topic, tp.partition, head, now - since[1])
+                    pos.waiting[tp] = (head, now)
+                    pos.expected[tp] = head
+                    asyncio.ensure_future(seek(self, tp, head))
+                return None  # the next offset to commit is not acknowledged yet
+        result: int | None = new_offset(self, tp)
+        return result
+
+    guarded_getmany._fraudstream_topics = guarded  # type: ignore[attr-defined]
+    Consumer.getmany = guarded_getmany  # type: ignore[method-assign]
+    Consumer.seek = guarded_seek  # type: ignore[method-assign]
+    Consumer.perform_seek = guarded_perform_seek  # type: ignore[method-assign]
+    Consumer.on_partitions_revoked = guarded_revoked  # type: ignore[method-assign]
+    Consumer._new_offset = guarded_new_offset  # type: ignore[method-assign]
