@@ -82,6 +82,12 @@ class Settings:
     app_id: str = _env("APP_ID", "Consumer group and changelog prefix of the workers.", "fraudstream")
     store: str = _env("STORE", "Table store: `rocksdb://` in production, `memory://` for tests.", "memory://")
     state_dir: str = _env("STATE_DIR", "Where tables, checkpoints and logs live.", "var/state")
+    rocksdb_memory_mb: int = _env(
+        "ROCKSDB_MEMORY_MB",
+        "Memory of each RocksDB database (one per table and partition): half write buffers, half block cache. "
+        "faust's defaults allow gigabytes each.",
+        16,
+    )
     session_timeout_s: float = _env(
         "SESSION_TIMEOUT_S", "Consumer session timeout; short when embedded (a join waits half of it).", 6.0
     )
@@ -92,6 +98,8 @@ class Settings:
 
     # --- features ---------------------------------------------------------
     grace_ms: int = _env("GRACE_MS", "Out-of-order tolerance: later events still land in their windows.", 300_000)
+    source_idle_s: float = _env("SOURCE_IDLE_S", "A card partition with nothing new for this long (wall clock) stops "
+                                "holding back merchant features' event-time order.", 0.5)
     timezone_offset_h: int = _env("TZ_OFFSET_H", "Offset of local time from UTC for night/weekend flags.", 0)
 
     # --- learning ---------------------------------------------------------

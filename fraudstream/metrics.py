@@ -21,6 +21,10 @@ class Metrics:
         self.scored = Counter("fraudstream_authorizations_scored", "Authorizations scored and written to fraud.scores.", registry=r)
         self.dead_letters = Counter("fraudstream_dead_letters", "Messages sent to the dead-letter topic.", ["topic", "reason"], registry=r)
         self.late = Counter("fraudstream_late_authorizations", "Authorizations older than the grace period: scored, not aggregated.", registry=r)
+        self.out_of_order = Counter("fraudstream_merchant_out_of_order", "Authorizations that reached their merchant after newer "
+                                    "ones were applied there: features as they arrived, not in event-time order.", registry=r)
+        self.held = Gauge("fraudstream_merchant_held", "Authorizations held at merchant partitions until every card partition "
+                          "has passed their event time.", registry=r)
         self.duplicates = Counter("fraudstream_duplicate_authorizations", "Redelivered tx_ids answered from their snapshot.", registry=r)
         self.latency = Histogram("fraudstream_end_to_end_latency_seconds", "Event ts to score produced.", buckets=LATENCY_BUCKETS, registry=r)
         self.processing = Histogram("fraudstream_batch_processing_seconds", "Time to score one batch.", buckets=LATENCY_BUCKETS, registry=r)

@@ -47,6 +47,7 @@ from fraudstream.contracts import (
 from fraudstream.core.decision import CardStanding
 from fraudstream.core.features.card import CardState
 from fraudstream.core.features.merchant import MerchantState
+from fraudstream.core.features.ordering import EventTimeOrder
 from fraudstream.core.model.quality import QualityWindow
 from fraudstream.core.scorer import FraudScorer, MerchantLabel
 from fraudstream.core.state import StateStore
@@ -105,11 +106,16 @@ class FraudApp:
         self._define_topics()
         self._define_tables()
         # Crash safety: each card's state carries the offset of the newest authorization it includes, each
-        # merchant's the newest offset per authorizations partition, in the same changelog record.
+        # merchant's which authorizations it includes (see `merchant_progress`), in the same changelog record.
         self.card_offsets: dict[str, int] = {}
-        self.merchant_sources: dict[str, dict[str, int]] = {}
+        self.merchant_applied: dict[str, dict[str, Any]] = {}
         self.card_durable = TaggedMapping(self.card_table, lambda k: str(self.card_offset(k)).encode())
-        self.merchant_durable = TaggedMapping(self.merchant_table, lambda k: encode(self.merchant_source(k)))
+        self.merchant_durable = TaggedMapping(self.merchant_table, lambda k: encode(self.merchant_progress(k)))
+        # Event-time order at the merchant stage: what intake has handed on per card partition, and per merchant
+        # partition the authorizations held until every card partition has passed them.
+        self.source_marks: dict[int, int] = {}
+        self.source_seen: dict[int, float] = {}  # card partition -> wall clock of its last authorization
+        self.orders: dict[int, EventTimeOrder] = {}
         cards = StateStore(CardState, CardState.from_bytes, self.card_durable)
         standings = StateStore(CardStanding, CardStanding.from_bytes, self.standing_table)
         merchants = StateStore(MerchantState, MerchantState.from_bytes, self.merchant_durable)
@@ -158,6 +164,12 @@ class FraudApp:
     def _define_tables(self) -> None:
         app, n = self.app, self.settings.partitions
         kw: dict[str, Any] = {"partitions": n, "key_type": bytes, "value_type": bytes, "default": None}
+        if self.settings.store.startswith("rocksdb"):
+            # One database per table and partition, each by default with 3 x 64 MB write buffers and a 2 GB cache:
+            # resident memory would grow for hours before it levelled off.
+            mb = 1024 * 1024 * max(self.settings.rocksdb_memory_mb, 4)
+            kw["options"] = {"write_buffer_size": mb // 4, "max_write_buffer_number": 2, "block_cache_size": mb // 2,
+                             "block_cache_compressed_size": 0, "target_file_size_base": mb // 2}
         self.card_table = TableMapping(app.Table("cards", **kw))
         self.standing_table = TableMapping(app.Table("card-standings", **kw))
         self.merchant_table = TableMapping(app.Table("merchants", **kw))
@@ -200,9 +212,12 @@ class FraudApp:
                 self._busy += 1
                 try:
                     async with self._merchant_lock:
-                        self.merchant_batch(events)
+                        released = self.merchant_batch(events)
                         await self.flush()
                         self.merchant_commit()
+                    # Held authorizations were kept from being committed (see `_merchant_arrival`): now they may be.
+                    for event in released:
+                        await stream.ack(event)
                 finally:
                     self._busy -= 1
 
@@ -266,7 +281,11 @@ class FraudApp:
             self.scorer.pending.clear()
             self.scorer.policies.clear()  # reloaded from the thresholds table, possibly advanced by another worker
             self.card_offsets.clear()
-            self.merchant_sources.clear()
+            self.merchant_applied.clear()
+            # Held authorizations were never committed: after the rebalance faust seeks every partition back to
+            # its committed offset, so they come again, to whoever owns their partition then.
+            self.orders.clear()
+            self.metrics.held.set(0)
             self.decisions.clear()
             self._pending_rebuilt = False
 
@@ -284,6 +303,11 @@ class FraudApp:
         @app.timer(interval=STALL_AFTER_S)
         async def probe_broker() -> None:
             await self.probe_broker()
+
+        # A card partition with nothing new must not hold back the merchant stage's event-time order.
+        @app.timer(interval=max(0.05, self.settings.source_idle_s / 2))
+        async def announce_idle() -> None:
+            _guarded(self.announce_idle_sources)
 
         @app.timer(interval=0.2)
         async def follow() -> None:
@@ -312,9 +336,41 @@ class FraudApp:
                 self.dead_letter(Rejection("processing_error", f"{type(exc).__name__}: {exc}"[:300]), msg)
 
     def intake_batch(self, events: list[Any]) -> None:
-        """Validate, then the card's features: here the card's authorizations arrive in order."""
+        """Validate, then the card's features: here the card's authorizations arrive in order. Then tell every
+        merchant partition how far each card partition of the batch has got (see `EventTimeOrder`)."""
         self.metrics.consumed.inc(len(events))
+        self._batch_sources: set[int] = set()
         self.each(events, self._intake_one)
+        now = time.monotonic()
+        for source in self._batch_sources:
+            self.source_seen[source] = now
+            self.broadcast({"source": source, "mark": self.source_marks[source]})
+        self.producer.poll(0)
+
+    def broadcast(self, record: dict[str, Any]) -> None:
+        """To every partition of fraud.authorizations-by-merchant, after what was produced there before."""
+        value = encode(record)
+        for partition in range(self.settings.partitions):
+            self.producer.produce(self.settings.topic_by_merchant, value, partition=partition)
+
+    def announce_idle_sources(self) -> None:
+        """Card partitions of this worker that are caught up and quiet: merchant partitions stop waiting for them."""
+        consumer, topic = self.app.consumer, self.settings.topic_authorizations
+        try:
+            assignment = consumer.assignment()
+        except Exception:  # not yet started
+            return
+        now, quiet = time.monotonic(), self.settings.source_idle_s
+        for tp in assignment:
+            if tp.topic != topic or now - self.source_seen.get(tp.partition, 0.0) < quiet:
+                continue
+            hw = consumer.highwater(tp)
+            # Where reading resumes: after the last authorization handled here, or, for a partition this worker has
+            # handled nothing of since it was assigned, faust's read offset (its committed offset after the seek).
+            done = max(self.positions.get((topic, tp.partition), -1) + 1, consumer._read_offset.get(tp) or 0)
+            if hw is None or done < hw:
+                continue  # behind, or not fetched yet: it is not idle, it is late
+            self.broadcast({"source": tp.partition, "idle": True})
         self.producer.poll(0)
 
     def intake_commit(self) -> None:
@@ -337,6 +393,9 @@ class FraudApp:
             self.dead_letter(auth, msg)
             return
         card_id = auth.card_id
+        if auth.ts > self.source_marks.get(msg.partition, auth.ts - 1):
+            self.source_marks[msg.partition] = auth.ts
+        self._batch_sources.add(msg.partition)
         if msg.offset <= self.card_offset(card_id):
             return  # redelivered after a crash: in the card's state already, and its output was sent before that
         self.card_table.route(card_id, msg.partition)
@@ -347,41 +406,99 @@ class FraudApp:
         self.card_offsets[card_id] = msg.offset
         self.scorer.cards.mark(card_id)  # the offset is written with the state, even when the state did not change
 
-    def merchant_batch(self, events: list[Any]) -> None:
-        """The merchant's features, then back to the card's partition for the decision."""
-        self.each(events, self._merchant_one)
+    def merchant_batch(self, events: list[Any]) -> list[Any]:
+        """The merchant's features in event-time order, then back to the card's partition for the decision.
+
+        Returns the held authorizations released now: they are acknowledged (may be committed) only once their
+        outputs and their merchants' state are written."""
+        touched: set[int] = set()
+        for ev in events:
+            msg = ev.message
+            self.positions[(msg.topic, msg.partition)] = msg.offset
+            self._guarded(msg, lambda: self._merchant_arrival(ev, msg, touched))  # noqa: B023
+        released = []
+        for partition in sorted(touched):
+            for ev, d in self.orders[partition].release():
+                self._guarded(ev.message, lambda: self._merchant_one(d, ev.message.partition))  # noqa: B023
+                released.append(ev)
+        self.metrics.held.set(sum(len(o) for o in self.orders.values()))
         self.producer.poll(0)
+        return released
+
+    def _guarded(self, msg: Any, handle: Any) -> None:
+        try:
+            handle()
+        except Exception as exc:  # a bug or an input no validator foresaw: keep going, keep the evidence
+            log.exception("could not process %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            self.dead_letter(Rejection("processing_error", f"{type(exc).__name__}: {exc}"[:300]), msg)
+
+    def _merchant_arrival(self, ev: Any, msg: Any, touched: set[int]) -> None:
+        """A card partition's progress, or an authorization: held for event-time order, or (out of order) now."""
+        d = decode(msg.value)
+        order = self.orders.get(msg.partition)
+        if order is None:
+            order = self.orders[msg.partition] = EventTimeOrder(self.settings.partitions)
+        touched.add(msg.partition)
+        if "source" in d:
+            if d.get("idle"):
+                order.go_idle(d["source"])
+            else:
+                order.advance(d["source"], d["mark"])
+            return
+        a = d["auth"]
+        # Copies re-sent by a restarted intake share their source offset; a redelivery by the platform does not.
+        key = (a["tx_id"], *(d.get("src") or (-1, msg.offset)))
+        if order.offer(a["ts"], key, (ev, d)):
+            msg.incref()  # not committed while held: a crash or rebalance brings it back (see the merchant agent)
+        elif not order.holds(a["ts"], key):
+            self.metrics.out_of_order.inc()
+            self._merchant_one(d, msg.partition, in_order=False)
 
     def merchant_commit(self) -> None:
-        """After the batch's outputs are on the broker: the merchants' state, tagged with the offsets it includes."""
+        """After the batch's outputs are on the broker: the merchants' state, tagged with what it includes."""
         self.scorer.merchants.flush()
         self.merchant_table.clear_routes()
         self.merchant_table.forget_sent()
 
-    def merchant_source(self, merchant_id: str) -> dict[str, int]:
-        """Per partition of fraud.authorizations, the newest offset in the merchant's state."""
-        applied = self.merchant_sources.get(merchant_id)
+    def merchant_progress(self, merchant_id: str) -> dict[str, Any]:
+        """Which authorizations the merchant's state includes: ``f``, the newest applied in event-time order,
+        ``[ts, tx_id]``; ``s``, per partition of fraud.authorizations, the newest offset applied from it."""
+        applied = self.merchant_applied.get(merchant_id)
         if applied is None:
             tag = self.merchant_durable.tag(merchant_id)
-            applied = self.merchant_sources[merchant_id] = decode(tag) if tag else {}
+            applied = decode(tag) if tag else {}
+            if "f" not in applied:  # nothing yet, or written before event-time order
+                applied = {"f": None, "s": {}}
+            self.merchant_applied[merchant_id] = applied
         return applied
 
-    def _merchant_one(self, msg: Any) -> None:
-        d = decode(msg.value)
+    def _merchant_one(self, d: dict[str, Any], partition: int, in_order: bool = True) -> None:
         auth = Authorization(**d["auth"])
         merchant_id = auth.merchant_id
-        src = d.get("src")
-        applied = self.merchant_source(merchant_id)
-        if src is not None and src[1] <= applied.get(str(src[0]), -1):
-            # Re-sent by an intake that crashed before writing the card's state, or redelivered to us:
-            # counted already, and its output was sent before that.
-            return
-        self.merchant_table.route(merchant_id, msg.partition)
+        duplicate = d["duplicate"]
+        source, offset = d.get("src") or (-1, -1)
+        applied = self.merchant_progress(merchant_id)
+        key = [auth.ts, auth.tx_id]
+        if not duplicate:
+            # A copy of what the state includes already (redelivered after a crash, or re-sent by an intake that
+            # crashed): skipped, its output was sent before the state was written. In event-time order, anything
+            # not newer than the newest applied is such a copy. Out of order, a copy is what comes from a card
+            # partition after a later offset of it was applied: each card partition's authorizations reach a merchant
+            # in offset order, and only a restarted intake sends older ones again. (A redelivery by the platform
+            # is a new message, marked duplicate, and answered again.)
+            if in_order and applied["f"] is not None and key <= applied["f"]:
+                return
+            if not in_order and offset <= applied["s"].get(str(source), -1):
+                return
+        self.merchant_table.route(merchant_id, partition)
         feats = d["features"]
-        feats.update(self.scorer.enrich_merchant(auth, d["duplicate"]))
-        if src is not None:
-            applied[str(src[0])] = src[1]
-            self.scorer.merchants.mark(merchant_id)  # the offsets are written with the state
+        feats.update(self.scorer.enrich_merchant(auth, duplicate))
+        if not duplicate:
+            if in_order:
+                applied["f"] = key
+            if offset > applied["s"].get(str(source), -1):
+                applied["s"][str(source)] = offset
+            self.scorer.merchants.mark(merchant_id)  # written with the state
         self.producer.produce(self.settings.topic_enriched, encode({"auth": d["auth"], "features": feats, "late": d["late"]}),
                               auth.card_id.encode())
 

@@ -27,37 +27,64 @@ class TableMapping(MutableMapping[str, bytes]):
         self.partition_of: dict[str, int] = {}  # keys written later in the batch
         self.sent: list[tuple[Any, int, bytes]] = []  # changelog writes sent: (faust FutureMessage, partition, key)
         self.on_write: Callable[[str, bytes], bytes] | None = None  # may amend a value as it is written
+        self._rocks: bool | None = None  # whether the store is RocksDB; known once the store exists
 
     def route(self, key: str, partition: int) -> None:
         self.partition_of[key] = partition
 
+    def _rocksdb(self) -> Any:
+        """The RocksDB store behind the table, or None for the memory store.
+
+        faust's RocksDB store keeps one database per partition and finds it from faust's "current event", which a
+        batch that mixes partitions does not have: the store is addressed by partition explicitly instead.
+        """
+        if self._rocks is None:
+            from faust.stores.rocksdb import Store as RocksDBStore
+
+            self._rocks = isinstance(self.table.data, RocksDBStore)
+        return self.table.data if self._rocks else None
+
+    def _read(self, k: bytes) -> bytes | None:
+        rocks = self._rocksdb()
+        if rocks is None:
+            value: bytes | None = self.table.data.get(k)
+            return value
+        found = rocks._get_bucket_for_key(k)  # the key's partition if known, else each open partition
+        return None if found is None else found[1]
+
     def __getitem__(self, key: str) -> bytes:
-        value = self.table.data.get(key.encode())
+        value = self._read(key.encode())
         if value is None:
             raise KeyError(key)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self.table.data.get(key.encode())
+        value = self._read(key.encode())
         return default if value is None else value
 
     def __setitem__(self, key: str, value: bytes) -> None:
         k = key.encode()
         if self.on_write is not None:
             value = self.on_write(key, value)
-        self.table.data[k] = value
-        self._send(self.partition_of.get(key, self.partition), k)
+        partition = self.partition_of.get(key, self.partition)
+        rocks = self._rocksdb()
+        if rocks is None:
+            self.table.data[k] = value
+        else:
+            rocks._key_index[k] = partition
+            rocks._db_for_partition(partition).put(k, value)
+        self._send(partition, k)
 
     def __delitem__(self, key: str) -> None:
         k = key.encode()
-        if self.table.data.get(k) is None:
+        if self._read(k) is None:
             raise KeyError(key)
         del self.table.data[k]
         self._send(self.partition_of.get(key, self.partition), k)
 
     def _send(self, partition: int, k: bytes) -> Any:
         """Write the key's current value (None: deleted) to its changelog partition."""
-        fut = self.table.send_changelog(partition, k, self.table.data.get(k))
+        fut = self.table.send_changelog(partition, k, self._read(k))
         self.sent.append((fut, partition, k))
         return fut
 
@@ -85,7 +112,7 @@ class TableMapping(MutableMapping[str, bytes]):
 
     def resend(self, partition: int, k: bytes) -> Any:
         """A write that failed, again (with the key's value now); returns its future, not tracked in `sent`."""
-        return self.table.send_changelog(partition, k, self.table.data.get(k))
+        return self.table.send_changelog(partition, k, self._read(k))
 
     def forget_sent(self) -> None:
         """Stop tracking the writes already acknowledged (for tables nobody awaits every batch)."""

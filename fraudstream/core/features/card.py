@@ -16,6 +16,7 @@ import math
 import struct
 import zlib
 from array import array
+from bisect import bisect_right
 
 from fraudstream.contracts import CARD_NOT_PRESENT, Authorization
 from fraudstream.core.features.windows import BucketRing
@@ -34,15 +35,32 @@ RECENT_TX = 8
 NO_TIME = -(2**62)
 
 _HEADER = struct.Struct("<qBBB")
+_COUNT = (0,)  # the day ring's count field, persisted as uint32: enough for the 2 KB bound (each costs a conversion)
+_crc32 = zlib.crc32
+_sqrt = math.sqrt
+_U32 = struct.Struct("I").pack  # a key as it sits in an array("I"): native order and size
+
+
+def find_key(keys: array, packed: bytes) -> int:
+    """The index of a key in ``keys``, given as its ``packed`` bytes, or -1.
+
+    A byte search: ``key in keys`` or ``keys.index`` make a Python int of every element on the way.
+    """
+    raw = keys.tobytes()
+    size = keys.itemsize
+    pos = raw.find(packed)
+    while pos > 0 and pos % size:  # the bytes straddle two elements: not a match
+        pos = raw.find(packed, pos + 1)
+    return pos // size if pos >= 0 else -1
 
 
 def stable_hash(text: str) -> int:
     """Same in every process (``hash()`` of a str is salted per process)."""
-    return zlib.crc32(text.encode())
+    return _crc32(text.encode())
 
 
 class CardState:
-    """What fraudstream remembers of one card's history: bounded, about 2.1 KB.
+    """What fraudstream remembers of one card's history: bounded, 2,019 bytes when full.
 
     Written only where the card's authorizations arrive in order (the
     authorizations topic's partition), so features follow the card's own order.
@@ -55,8 +73,11 @@ class CardState:
         self.clock = NO_TIME  # newest event time seen on this card
         self.minutes = BucketRing(12, 5 * MINUTE_MS, 3)  # count, sum, sum of squares
         self.hours = BucketRing(24, HOUR_MS, 4)  # count, sum, sum of squares, card-not-present count
-        self.days = BucketRing(30, DAY_MS, 3, spans=(7, 30))
+        self.days = BucketRing(30, DAY_MS, 3, spans=(7, 30), counts=_COUNT)  # count (persisted as uint32), sum, squares
         # 32-bit: a stable hash is a crc32 and a minute fits until the year 6053: half the bytes of 64-bit.
+        # Collisions are negligible at this scale: two of a card's 16 remembered merchants share a hash with
+        # probability about 16 * 15 / 2 / 2**32 (3e-8), and a new tx_id matches one of the 8 remembered with
+        # probability 8 / 2**32 (2e-9) per authorization.
         self.merchants = array("I")  # stable hashes of the most recent merchants
         self.merchant_seen = array("i")  # minute of last use, same order
         self.countries = array("I")
@@ -105,34 +126,47 @@ def _remember(keys: array, seen: array, key: int, minute: int, cap: int) -> tupl
     Keeps at most ``cap`` keys, dropping the least recently used, so a card
     that visits thousands of merchants still costs the same memory.
     """
-    try:
-        i = keys.index(key)
-        new = seen[i] < minute - 30 * 24 * 60  # forgotten after 30 days like every window
-        seen[i] = max(seen[i], minute)
-    except ValueError:
+    # find_key, inline: a byte search for the key
+    raw = keys.tobytes()
+    needle = _U32(key)
+    pos = raw.find(needle)
+    while pos > 0 and pos & 3:  # straddling two (4-byte) elements: not a match
+        pos = raw.find(needle, pos + 1)
+    i = pos >> 2  # -1 stays -1
+    if i >= 0:
+        last = seen[i]
+        new = last < minute - 30 * 24 * 60  # forgotten after 30 days like every window
+        if minute > last:
+            seen[i] = minute
+    else:
         new = True
         if len(keys) < cap:
+            i = len(keys)
             keys.append(key)
             seen.append(minute)
         else:
-            oldest = min(range(len(seen)), key=seen.__getitem__)
-            keys[oldest] = key
-            seen[oldest] = minute
-    return new, _distinct_24h(keys, seen, key, minute)
-
-
-def _distinct_24h(keys: array, seen: array, key: int, minute: int) -> int:
-    """``key`` (this authorization's) and the other keys last used in the 24 h up to ``minute``."""
+            i = min(range(len(seen)), key=seen.__getitem__)
+            keys[i] = key
+            seen[i] = minute
+    # _distinct_24h, inline. This key's last use is now ``minute`` or later: the searches count it when it is
+    # ``minute``, and then it is taken off, since it is the 1 already.
     since = minute - 24 * 60
-    return 1 + sum(1 for k, m in zip(keys, seen, strict=True) if k != key and since < m <= minute)
+    last_used = sorted(seen)
+    n = 1 + bisect_right(last_used, minute) - bisect_right(last_used, since)
+    if seen[i] <= minute:
+        n -= 1
+    return new, n
 
 
-def _stats(count: float, total: float, squares: float) -> tuple[float, float]:
-    if count <= 0:
-        return 0.0, 0.0
-    mean = total / count
-    var = squares / count - mean * mean
-    return mean, math.sqrt(var) if var > 1e-12 else 0.0
+def _distinct_24h(seen: array, own: int, minute: int) -> int:
+    """This authorization's key (at index ``own`` of the keys, -1 when absent) and the other keys last used
+    in the 24 h up to ``minute`` (keys are unique)."""
+    since = minute - 24 * 60
+    last_used = sorted(seen)  # then two binary searches: faster than a loop, even over 16
+    n = 1 + bisect_right(last_used, minute) - bisect_right(last_used, since)
+    if own >= 0 and since < seen[own] <= minute:
+        n -= 1  # itself: counted once, above
+    return n
 
 
 def calendar_features(ts: int, tz_offset_h: int = 0) -> tuple[float, float]:
@@ -140,36 +174,6 @@ def calendar_features(ts: int, tz_offset_h: int = 0) -> tuple[float, float]:
     hour = (local // HOUR_MS) % 24
     weekday = (local // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
     return (1.0 if hour <= 6 else 0.0), (1.0 if weekday >= 5 else 0.0)
-
-
-def _window_features(state: CardState, ts: int, out: dict[str, float], extra: tuple[float, float, float],
-                     held: tuple[bool, bool, bool] = (False, False, False)) -> None:
-    """Window features as of ``ts``; ``extra`` (1, amount, amount²) counts this event in each ring
-    (minutes, hours, days) whose ``held`` flag is False: a late event, or one older than the ring's oldest bucket."""
-    rings = (("1h", state.minutes, 12, held[0]), ("24h", state.hours, 24, held[1]), ("7d", state.days, 7, held[2]), ("30d", state.days, 30, held[2]))
-    for name, ring, span, stored in rings:
-        t = ring.totals(ts, span)
-        c, s, q = t[0], t[1], t[2]
-        if not stored:
-            c, s, q = c + extra[0], s + extra[1], q + extra[2]
-        mean, std = _stats(c, s, q)
-        out["card_count_" + name] = c
-        out["card_amount_sum_" + name] = s
-        out["card_amount_mean_" + name] = mean
-        out["card_amount_std_" + name] = std
-
-
-def _normal(out: dict[str, float], amount: float, squares_30d: float) -> None:
-    """This amount against the card's 30-day normal, from what came before it."""
-    c = out["card_count_30d"] - 1.0
-    mean, std = _stats(c, out["card_amount_sum_30d"] - amount, squares_30d - amount * amount)
-    if c > 0 and mean > 0:
-        out["card_amount_ratio_30d"] = amount / mean
-        # The floor keeps a card with identical amounts from dividing by zero; `or` covers subnormal amounts.
-        out["card_amount_zscore_30d"] = (amount - mean) / (max(std, 0.1 * mean) or 1.0)
-    else:
-        out["card_amount_ratio_30d"] = 1.0
-        out["card_amount_zscore_30d"] = 0.0
 
 
 def card_features(
@@ -181,44 +185,97 @@ def card_features(
     key, ``"late"`` (1.0 or 0.0), which the caller removes before scoring.
     """
     ts, amount = auth.ts, auth.amount
-    late = state.clock != NO_TIME and ts < state.clock - grace_ms
-    readonly = readonly or late
+    clock = state.clock
+    late = clock != NO_TIME and ts < clock - grace_ms
+    # A late authorization is scored, but never lands in a window it would distort, nor a redelivery
+    # (readonly) in one it would count twice: either way it counts itself in its own windows only.
+    store = not (readonly or late)
     a2 = amount * amount
-    cnp = 1.0 if auth.channel in CARD_NOT_PRESENT else 0.0
-    gap = MAX_GAP_S if state.clock == NO_TIME else min(max(ts - state.clock, 0) / 1000.0, MAX_GAP_S)
-    minute = ts // MINUTE_MS
-    out: dict[str, float] = {"amount": amount}
-    held = (False, False, False)
-    if readonly:
-        # Scored, but never lands in a window it would distort (late) or count twice (a redelivery).
-        _window_features(state, ts, out, (1.0, amount, a2))
-        merchant = stable_hash(auth.merchant_id)
-        out["card_first_at_merchant"] = 0.0 if merchant in state.merchants else 1.0
-        # This authorization's merchant and country count even when the card used them again later.
-        out["card_distinct_merchants_24h"] = float(_distinct_24h(state.merchants, state.merchant_seen, merchant, minute))
-        if auth.country:
-            countries = _distinct_24h(state.countries, state.country_seen, stable_hash(auth.country), minute)
-        else:
-            countries = sum(1 for m in state.country_seen if minute - 1440 < m <= minute)
-        out["card_distinct_countries_24h"] = float(max(countries, 1))
+    cnp = auth.channel in CARD_NOT_PRESENT
+    if clock == NO_TIME:
+        gap = MAX_GAP_S
     else:
-        # Stored first, then read: a query at the ring's newest bucket costs no loop.
-        held = (state.minutes.add(ts, (1.0, amount, a2)), state.hours.add(ts, (1.0, amount, a2, cnp)), state.days.add(ts, (1.0, amount, a2)))
-        _window_features(state, ts, out, (1.0, amount, a2), held)
-        new, distinct = _remember(state.merchants, state.merchant_seen, stable_hash(auth.merchant_id), minute, RECENT_MERCHANTS)
-        out["card_first_at_merchant"] = 1.0 if new else 0.0
-        out["card_distinct_merchants_24h"] = float(distinct)
-        if auth.country:
-            _, countries = _remember(state.countries, state.country_seen, stable_hash(auth.country), minute, RECENT_COUNTRIES)
+        gap = (ts - clock) / 1000.0 if ts > clock else 0.0
+        if gap > MAX_GAP_S:
+            gap = MAX_GAP_S
+    minute = ts // MINUTE_MS
+
+    # Windows as of ts, this authorization counted once (stored first when it is stored, then read:
+    # a query at the ring's newest bucket costs no loop).
+    values = (1.0, amount, a2)
+    c1, s1, q1 = state.minutes.window(ts, values, store)
+    # (A card-present authorization leaves the card-not-present field alone: adding 0.0 would change nothing.)
+    c24, s24, q24, cnp24 = state.hours.window(ts, (1.0, amount, a2, 1.0) if cnp else values, store)
+    c7, s7, q7, c30, s30, q30 = state.days.window(ts, values, store)
+    # Mean and standard deviation per window (every count is at least 1: this authorization).
+    m1 = s1 / c1
+    v = q1 / c1 - m1 * m1
+    d1 = _sqrt(v) if v > 1e-12 else 0.0
+    m24 = s24 / c24
+    v = q24 / c24 - m24 * m24
+    d24 = _sqrt(v) if v > 1e-12 else 0.0
+    m7 = s7 / c7
+    v = q7 / c7 - m7 * m7
+    d7 = _sqrt(v) if v > 1e-12 else 0.0
+    m30 = s30 / c30
+    v = q30 / c30 - m30 * m30
+    d30 = _sqrt(v) if v > 1e-12 else 0.0
+
+    # This amount against the card's 30-day normal, from what came before it.
+    c = c30 - 1.0
+    if c > 0:  # the _stats arithmetic, inline
+        mean = (s30 - amount) / c
+        v = (q30 - a2) / c - mean * mean
+        std = _sqrt(v) if v > 1e-12 else 0.0
+    else:
+        mean = std = 0.0
+    if c > 0 and mean > 0:
+        ratio = amount / mean
+        # The floor keeps a card with identical amounts from dividing by zero; `or` covers subnormal amounts.
+        zscore = (amount - mean) / (max(std, 0.1 * mean) or 1.0)
+    else:
+        ratio, zscore = 1.0, 0.0
+
+    # This authorization's merchant and country count even when the card used them again later.
+    merchant = _crc32(auth.merchant_id.encode())
+    if store:
+        new, merchants = _remember(state.merchants, state.merchant_seen, merchant, minute, RECENT_MERCHANTS)
+    else:
+        own = find_key(state.merchants, _U32(merchant))
+        new = own < 0
+        merchants = _distinct_24h(state.merchant_seen, own, minute)
+    if auth.country:
+        country = _crc32(auth.country.encode())
+        if store:
+            countries = _remember(state.countries, state.country_seen, country, minute, RECENT_COUNTRIES)[1]
         else:
-            countries = sum(1 for m in state.country_seen if minute - 1440 < m <= minute)
-        out["card_distinct_countries_24h"] = float(max(countries, 1))
-        if ts > state.clock:
-            state.clock = ts
-    cnp_24h = state.hours.totals(ts)[3] + (0.0 if held[1] else cnp)
-    _normal(out, amount, state.days.totals(ts, 30)[2] + (0.0 if held[2] else a2))
-    out["card_cnp_share_24h"] = cnp_24h / out["card_count_24h"]
-    out["card_seconds_since_prev"] = gap
-    out["is_night"], out["is_weekend"] = calendar_features(ts, tz_offset_h)
-    out["late"] = 1.0 if late else 0.0
-    return out
+            countries = _distinct_24h(state.country_seen, find_key(state.countries, _U32(country)), minute)
+    else:
+        countries = 0
+        for m in state.country_seen:
+            if minute - 1440 < m <= minute:
+                countries += 1
+        if countries < 1:
+            countries = 1
+    if store and ts > clock:
+        state.clock = ts
+
+    local = ts + tz_offset_h * HOUR_MS
+    return {
+        "amount": amount,
+        "card_count_1h": c1, "card_amount_sum_1h": s1, "card_amount_mean_1h": m1, "card_amount_std_1h": d1,
+        "card_count_24h": c24, "card_amount_sum_24h": s24, "card_amount_mean_24h": m24, "card_amount_std_24h": d24,
+        "card_count_7d": c7, "card_amount_sum_7d": s7, "card_amount_mean_7d": m7, "card_amount_std_7d": d7,
+        "card_count_30d": c30, "card_amount_sum_30d": s30, "card_amount_mean_30d": m30, "card_amount_std_30d": d30,
+        "card_first_at_merchant": 1.0 if new else 0.0,
+        "card_distinct_merchants_24h": float(merchants),
+        "card_distinct_countries_24h": float(countries),
+        "card_amount_ratio_30d": ratio,
+        "card_amount_zscore_30d": zscore,
+        "card_cnp_share_24h": cnp24 / c24,
+        "card_seconds_since_prev": gap,
+        # The calendar_features arithmetic, inline.
+        "is_night": 1.0 if (local // HOUR_MS) % 24 <= 6 else 0.0,
+        "is_weekend": 1.0 if (local // DAY_MS + 3) % 7 >= 5 else 0.0,
+        "late": 1.0 if late else 0.0,
+    }

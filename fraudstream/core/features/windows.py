@@ -5,7 +5,8 @@ and the ``s - 1`` before it, so its far edge is exact to one bucket width
 (5 minutes for the 1-hour window, 1 hour for 24 hours, 1 day for 7 and 30
 days). Memory is fixed whatever the activity: ``n * fields`` doubles, plus
 one running total per span so the common query (as of the newest bucket)
-costs no loop.
+costs no loop. Fields that only count events can be persisted as 4-byte
+integers (``counts``): they read back as the same doubles.
 
 Buckets expire when the ring's clock (the newest event time it has seen)
 moves past them, never by the wall clock, so a replay at any speed keeps and
@@ -32,24 +33,58 @@ from collections.abc import Sequence
 
 __all__ = ["BucketRing"]
 
+_ZEROS: dict[int, array] = {}  # zeroed arrays by length, copied over a ring that starts afresh
+
+
+def _zeros(length: int) -> array:
+    z = _ZEROS.get(length)
+    if z is None:
+        z = _ZEROS[length] = array("d", bytes(8 * length))
+    return z
+
+
+_Layout = tuple[int, tuple[tuple[int, int], ...]]
+_LAYOUTS: dict[tuple[int, tuple[int, ...], int], _Layout] = {}
+
+
+def _layout(n: int, spans: tuple[int, ...], fields: int) -> _Layout:
+    """Where the whole ring's total is in ``sums`` (-1: none), and (offset, span) of every other span's.
+
+    Shared by every ring of the same shape, so it costs a ring one reference.
+    """
+    key = (n, spans, fields)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        whole = spans.index(n) * fields if n in spans else -1
+        layout = _LAYOUTS[key] = (whole, tuple((k * fields, span) for k, span in enumerate(spans) if k * fields != whole))
+    return layout
+
 
 class BucketRing:
     """``fields`` running sums per bucket over the last ``n`` buckets, with totals per span.
 
     Totals are kept for every span in ``spans`` (default: the whole ring).
     Queries for an older bucket (out-of-order events) sum the buckets instead.
+    The fields listed in ``counts`` hold whole numbers below 2**32 (how many
+    events a bucket holds): they are persisted as uint32, not as doubles.
     """
 
-    __slots__ = ("n", "width", "fields", "spans", "head", "data", "sums")
+    __slots__ = ("n", "width", "fields", "spans", "counts", "head", "data", "sums", "used", "layout")
 
-    def __init__(self, n: int, width: int, fields: int, spans: Sequence[int] = ()) -> None:
+    def __init__(self, n: int, width: int, fields: int, spans: Sequence[int] = (), counts: Sequence[int] = ()) -> None:
         self.n = n
         self.width = width
         self.fields = fields
         self.spans = tuple(spans) or (n,)
+        self.counts = tuple(counts)
         self.head = -1  # index (ts // width) of the newest bucket; -1 while empty
-        self.data = array("d", bytes(8 * n * fields))
-        self.sums = array("d", bytes(8 * len(self.spans) * fields))  # running totals, span-major
+        self.data = array("d", _zeros(n * fields))
+        self.sums = array("d", _zeros(len(self.spans) * fields))  # running totals, span-major
+        _zeros(fields)  # one bucket's worth, for clearing a slot
+        self.layout = _layout(n, self.spans, fields)
+        # Bit j clear: every field of slot j is 0.0, so expiry skips it (subtracting 0.0 changes no total,
+        # the running totals come out bit for bit the same). Set: it may hold something. Not persisted.
+        self.used = 0
 
     def add(self, ts: int, values: Sequence[float]) -> bool:
         """Add ``values`` to the bucket of ``ts``; False if it already expired."""
@@ -77,67 +112,195 @@ class BucketRing:
 
     def _add(self, b: int, values: Sequence[float]) -> None:
         f, data, sums, head = self.fields, self.data, self.sums, self.head
-        base = (b % self.n) * f
-        for i, v in enumerate(values):
-            data[base + i] += v
-        for k, span in enumerate(self.spans):
+        slot = b % self.n
+        self.used |= 1 << slot
+        i = slot * f
+        for v in values:
+            data[i] += v
+            i += 1
+        off = 0
+        for span in self.spans:
             if b > head - span:
-                off = k * f
-                for i, v in enumerate(values):
-                    sums[off + i] += v
+                i = off
+                for v in values:
+                    sums[i] += v
+                    i += 1
+            off += f
+
+    def window(self, ts: int, values: Sequence[float], store: bool = True) -> list[float]:
+        """The totals of every span (span-major, like ``sums``) as of ``ts``, with ``values`` counted once.
+
+        With ``store``, ``values`` go into the bucket of ``ts`` first, as :meth:`add` does. When they are not
+        stored (``store`` False, or the bucket already expired) they are added to the totals instead. The
+        same floats as :meth:`add` then :meth:`totals` for each span (plus ``values`` when not stored), in
+        one call: for an event in the newest bucket, the running totals are the answer. ``values`` (one per
+        field at most) may be fewer than ``fields``: the fields after them get nothing (adding 0.0 would
+        change no sum).
+        """
+        b = ts // self.width
+        head = self.head
+        if store:
+            if b >= head:
+                data, sums, f, size, used = self.data, self.sums, self.fields, self.n, self.used
+                if b > head:
+                    # What _advance does, without the call in the two common cases.
+                    if b - head >= size:
+                        # The whole ring is out of range (a card used once a day): it starts afresh.
+                        self.head = b
+                        if used:
+                            data[:] = _ZEROS[len(data)]
+                            used = 0
+                        sums[:] = _ZEROS[len(sums)]
+                    elif self.layout[1]:  # spans shorter than the ring: their buckets leave too
+                        self._advance(b)
+                        used = self.used
+                    else:
+                        passed = ((1 << (b - head)) - 1) << ((head + 1) % size)
+                        if used & (passed | passed >> size):
+                            self._advance(b)
+                            used = self.used
+                        else:
+                            self.head = b  # the buckets the clock passes over hold nothing
+                slot = b % size
+                if not used >> slot & 1:
+                    self.used = used | 1 << slot
+                i = slot * f
+                # Into the bucket, then into every span's total (the newest bucket is inside each).
+                # Spelled out for 2 and 3 values, the common cases: a loop costs as much again.
+                k = len(values)
+                if k == 3:
+                    v0, v1, v2 = values
+                    data[i] += v0
+                    data[i + 1] += v1
+                    data[i + 2] += v2
+                    for off in range(0, len(sums), f):
+                        sums[off] += v0
+                        sums[off + 1] += v1
+                        sums[off + 2] += v2
+                elif k == 2:
+                    v0, v1 = values
+                    data[i] += v0
+                    data[i + 1] += v1
+                    for off in range(0, len(sums), f):
+                        sums[off] += v0
+                        sums[off + 1] += v1
+                else:
+                    for j, v in enumerate(values, i):
+                        data[j] += v
+                    for off in range(0, len(sums), f):
+                        for j, v in enumerate(values, off):
+                            sums[j] += v
+                return sums.tolist()
+            if b > head - self.n:
+                self._add(b, values)
+                return [t for span in self.spans for t in self.totals(ts, span)]
+        out: list[float] = []
+        for span in self.spans:
+            totals = self.totals(ts, span)
+            for j, v in enumerate(values):
+                totals[j] += v
+            out += totals
+        return out
 
     def totals(self, ts: int, span: int | None = None) -> list[float]:
         """Sums over the ``span`` buckets (default the whole ring) ending at ``ts``'s bucket."""
         span = self.n if span is None else span
         b = ts // self.width
         f = self.fields
-        if b >= self.head:
-            if b == self.head and span in self.spans:
-                off = self.spans.index(span) * f
-                return self.sums[off : off + f].tolist()
-            # A query ahead of the clock: what is still inside the window by then.
+        if b == self.head and span in self.spans:
+            off = self.spans.index(span) * f
+            return self.sums[off : off + f].tolist()
+        # An older bucket, or a query ahead of the clock: what is still inside the window by then.
         out = [0.0] * f
         end = min(b, self.head)
         start = max(b - span + 1, self.head - self.n + 1)
-        data, size = self.data, self.n
+        data, size, used = self.data, self.n, self.used
         for bucket in range(start, end + 1):
-            base = (bucket % size) * f
-            for i in range(f):
-                out[i] += data[base + i]
+            slot = bucket % size
+            if used >> slot & 1:  # adding an empty bucket's 0.0 changes nothing
+                base = slot * f
+                for i in range(f):
+                    out[i] += data[base + i]
         return out
 
     def _advance(self, b: int) -> None:
-        data, f, size, sums = self.data, self.fields, self.n, self.sums
+        data, f, size, sums, used = self.data, self.fields, self.n, self.sums, self.used
         old = self.head
         self.head = b
         if b - old >= size:
             # The whole ring is out of range: the common case for a card used once a day.
-            self.data = array("d", bytes(8 * size * f))
-            self.sums = array("d", bytes(8 * len(sums)))
+            if used:
+                data[:] = _ZEROS[len(data)]
+                self.used = 0
+            sums[:] = _ZEROS[len(sums)]
             return
-        # Buckets leaving each span's window stop counting in its running total.
-        for k, span in enumerate(self.spans):
-            off = k * f
+        if not used:
+            return  # every slot holds 0.0: nothing leaves any total, nothing to clear
+        # Buckets leaving each span's window stop counting in its running total, oldest first, as
+        # they always did (the order of the subtractions decides the rounding). Empty buckets are skipped.
+        # The whole ring's total (at ``whole``) is done below: its leaving buckets are the slots cleared.
+        whole, partial = self.layout
+        for off, span in partial:
             for leaving in range(old - span + 1, min(b - span, old) + 1):
-                base = (leaving % size) * f
-                for i in range(f):
-                    sums[off + i] -= data[base + i]
-        # Clear the slots the clock passes over: they held buckets now out of range.
-        for cleared in range(old + 1, b + 1):
-            base = (cleared % size) * f
-            for i in range(f):
-                data[base + i] = 0.0
+                slot = leaving % size
+                if used >> slot & 1:
+                    base = slot * f
+                    for i in range(f):
+                        sums[off + i] -= data[base + i]
+        # The slots the clock passes over (buckets old+1..b) held buckets now out of range: they leave
+        # the whole ring's total and are cleared. Only the used ones, in bucket order: the slots from
+        # ``first`` to the end of the ring, then (when the range wraps) those from slot 0.
+        first = (old + 1) % size
+        passed = ((1 << (b - old)) - 1) << first
+        passed |= passed >> size
+        hit = used & passed
+        if not hit:
+            return
+        self.used = used ^ hit
+        for bits, low_slot in ((hit >> first, first), (hit & ((1 << first) - 1), 0)):
+            while bits:
+                lowest = bits & -bits
+                bits ^= lowest
+                base = (low_slot + lowest.bit_length() - 1) * f
+                if whole >= 0:
+                    for i in range(f):
+                        sums[whole + i] -= data[base + i]
+                data[base : base + f] = _ZEROS[f]
 
     # --- persistence --------------------------------------------------------
+    # Without ``counts``: the head, the buckets (interleaved doubles), the running totals. With ``counts``:
+    # the head, each count field's column as uint32, each other field's column as doubles, the totals.
     def to_bytes(self) -> bytes:
-        return self.head.to_bytes(8, "little", signed=True) + self.data.tobytes() + self.sums.tobytes()
+        head = self.head.to_bytes(8, "little", signed=True)
+        counts = self.counts
+        if not counts:
+            return head + self.data.tobytes() + self.sums.tobytes()
+        data, f = self.data, self.fields
+        # int() of a whole double is exact; a negative or >= 2**32 count raises OverflowError, never wraps.
+        columns = [array("I", map(int, data[i::f])).tobytes() for i in counts]
+        columns += [data[i::f].tobytes() for i in range(f) if i not in counts]
+        return b"".join((head, *columns, self.sums.tobytes()))
 
     def load_bytes(self, raw: bytes | memoryview) -> None:
         self.head = int.from_bytes(raw[:8], "little", signed=True)
-        end = 8 + 8 * self.n * self.fields
-        self.data = array("d", bytes(raw[8:end]))
-        self.sums = array("d", bytes(raw[end : end + 8 * len(self.spans) * self.fields]))
+        n, f, counts = self.n, self.fields, self.counts
+        end = 8 + 8 * n * f
+        if counts:
+            data = array("d", bytes(8 * n * f))
+            end = 8
+            for i in counts:
+                data[i::f] = array("d", array("I", bytes(raw[end : end + 4 * n])))  # uint32 -> double: exact
+                end += 4 * n
+            for i in range(f):
+                if i not in counts:
+                    data[i::f] = array("d", bytes(raw[end : end + 8 * n]))
+                    end += 8 * n
+            self.data = data
+        else:
+            self.data = array("d", bytes(raw[8:end]))
+        self.sums = array("d", bytes(raw[end : end + 8 * len(self.spans) * f]))
+        self.used = (1 << n) - 1  # any slot may hold something: expiry checks them all once
 
     @property
     def nbytes(self) -> int:
-        return 8 + 8 * (self.n + len(self.spans)) * self.fields
+        return 8 + (8 * self.fields - 4 * len(self.counts)) * self.n + 8 * len(self.spans) * self.fields

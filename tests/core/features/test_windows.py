@@ -296,3 +296,112 @@ def test_running_totals_do_not_drift_over_a_long_stream() -> None:
     assert r.totals(ts, 30)[1] == pytest.approx(expected, rel=1e-9)
     assert r.totals(ts, 7)[1] == pytest.approx(ref.totals(ts, 7), rel=1e-9)
     assert r.totals(ts, 30)[0] == float(sum(1 for b, _ in ref.events if b > ref.head - 30))
+
+
+# --- window(): add and read in one call, the same floats as a plain ring -------------------------
+
+
+class PlainRing:
+    """The straightforward ring: every leaving bucket subtracted, every field added, no shortcut.
+
+    BucketRing skips empty buckets and absent fields (adding or subtracting 0.0 changes nothing); its
+    answers must be these, bit for bit, since features are compared exactly across restarts and versions.
+    """
+
+    def __init__(self, n: int, width: int, fields: int, spans: tuple[int, ...]) -> None:
+        self.n, self.width, self.fields, self.spans = n, width, fields, spans or (n,)
+        self.head = -1
+        self.data = [0.0] * (n * fields)
+        self.sums = [0.0] * (len(self.spans) * fields)
+
+    def add(self, ts: int, values: list[float]) -> bool:
+        b = ts // self.width
+        if b > self.head:
+            old, self.head = self.head, b
+            if b - old >= self.n:
+                self.data = [0.0] * len(self.data)
+                self.sums = [0.0] * len(self.sums)
+            else:
+                for k, span in enumerate(self.spans):
+                    for leaving in range(old - span + 1, min(b - span, old) + 1):
+                        for i in range(self.fields):
+                            self.sums[k * self.fields + i] -= self.data[(leaving % self.n) * self.fields + i]
+                for cleared in range(old + 1, b + 1):
+                    for i in range(self.fields):
+                        self.data[(cleared % self.n) * self.fields + i] = 0.0
+        elif b <= self.head - self.n:
+            return False
+        for i, v in enumerate(values):
+            self.data[(b % self.n) * self.fields + i] += v
+        for k, span in enumerate(self.spans):
+            if b > self.head - span:
+                for i, v in enumerate(values):
+                    self.sums[k * self.fields + i] += v
+        return True
+
+    def totals(self, ts: int, span: int) -> list[float]:
+        b = ts // self.width
+        if b == self.head and span in self.spans:
+            k = self.spans.index(span)
+            return self.sums[k * self.fields : (k + 1) * self.fields]
+        out = [0.0] * self.fields
+        for bucket in range(max(b - span + 1, self.head - self.n + 1), min(b, self.head) + 1):
+            for i in range(self.fields):
+                out[i] += self.data[(bucket % self.n) * self.fields + i]
+        return out
+
+    def window(self, ts: int, values: list[float], store: bool) -> list[float]:
+        held = store and self.add(ts, values + [0.0] * (self.fields - len(values)))
+        out: list[float] = []
+        for span in self.spans:
+            t = self.totals(ts, span)
+            out += t if held else [x + (values[i] if i < len(values) else 0.0) for i, x in enumerate(t)]
+        return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=st.lists(st.tuples(st.integers(0, 90), st.integers(1, 10**6), st.integers(1, 3), st.booleans(), st.booleans()),
+                       min_size=1, max_size=80),
+       n=st.integers(1, 8), spans=st.sampled_from([(), (2,), (3, 8), (1, 4, 8)]), round_trip=st.integers(-1, 80))
+def test_window_gives_the_floats_of_a_plain_ring(events: list[tuple[int, int, int, bool, bool]], n: int, spans: tuple[int, ...],
+                                                  round_trip: int) -> None:
+    spans = tuple(min(s, n) for s in spans)
+    ring, plain = BucketRing(n, 10, 3, spans=spans, counts=(0,)), PlainRing(n, 10, 3, spans)
+    for j, (t, cents, k, store, add_at) in enumerate(events):
+        ts = t * 7  # several events per bucket, gaps of many buckets
+        amount = cents / 100  # fractions: the order of additions and subtractions shows in the last bits
+        values = [1.0, amount, amount * amount][:k]
+        if add_at:  # a label about an earlier time, without moving the clock: into field 1 (and the plain ring's)
+            assert ring.add_at(ts, 1, -amount) == (plain.head >= ts // 10 > plain.head - n and plain.add(ts, [0.0, -amount, 0.0]))
+        else:
+            assert ring.window(ts, values, store) == plain.window(ts, values, store)
+        if j == round_trip:  # a restart: the ring goes through its bytes and goes on
+            ring.load_bytes(ring.to_bytes())
+        assert ring.head == plain.head
+        assert list(ring.sums) == plain.sums and list(ring.data) == plain.data
+
+
+def test_count_fields_are_persisted_as_uint32_and_read_back_exactly() -> None:
+    plain, compact = BucketRing(30, 1000, 3, spans=(7, 30)), BucketRing(30, 1000, 3, spans=(7, 30), counts=(0,))
+    rng = random.Random(8)
+    ts = 0
+    for _ in range(5_000):
+        ts += rng.choice((0, 1, 400, 1000, 3000))
+        amount = rng.uniform(0.01, 5000.0)
+        for r in (plain, compact):
+            r.window(ts, (1.0, amount, amount * amount))
+    assert compact.nbytes == plain.nbytes - 4 * 30 == len(compact.to_bytes())
+    copy = BucketRing(30, 1000, 3, spans=(7, 30), counts=(0,))
+    copy.load_bytes(compact.to_bytes())
+    assert copy.to_bytes() == compact.to_bytes()
+    assert (list(copy.data), list(copy.sums), copy.head) == (list(plain.data), list(plain.sums), plain.head)
+    for r in (plain, copy):
+        r.window(ts + 2500, (1.0, 2.5, 6.25))
+    assert (list(copy.data), list(copy.sums)) == (list(plain.data), list(plain.sums))
+
+
+def test_a_count_that_does_not_fit_in_uint32_is_refused_not_wrapped() -> None:
+    r = BucketRing(3, 10, 2, counts=(0,))
+    r.add(5, (2.0**32, 1.0))
+    with pytest.raises(OverflowError):
+        r.to_bytes()
