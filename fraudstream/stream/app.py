@@ -53,7 +53,7 @@ from fraudstream.core.scorer import FraudScorer, MerchantLabel
 from fraudstream.core.state import StateStore
 from fraudstream.logs import mask
 from fraudstream.metrics import Metrics
-from fraudstream.stream.delivery import batches, keep_stream_offsets_contiguous
+from fraudstream.stream.delivery import batches, hold, keep_stream_offsets_contiguous, let_go
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.tables import TableMapping, TaggedMapping, use_true_end_offsets
 
@@ -217,6 +217,7 @@ class FraudApp:
                         self.merchant_commit()
                     # Held authorizations were kept from being committed (see `_merchant_arrival`): now they may be.
                     for event in released:
+                        let_go(event.message)
                         await stream.ack(event)
                 finally:
                     self._busy -= 1
@@ -418,9 +419,9 @@ class FraudApp:
             self._guarded(msg, lambda: self._merchant_arrival(ev, msg, touched))  # noqa: B023
         released = []
         for partition in sorted(touched):
-            for ev, d in self.orders[partition].release():
-                self._guarded(ev.message, lambda: self._merchant_one(d, ev.message.partition))  # noqa: B023
-                released.append(ev)
+            for evs, d in self.orders[partition].release():
+                self._guarded(evs[0].message, lambda: self._merchant_one(d, partition))  # noqa: B023
+                released.extend(evs)
         self.metrics.held.set(sum(len(o) for o in self.orders.values()))
         self.producer.poll(0)
         return released
@@ -448,9 +449,15 @@ class FraudApp:
         a = d["auth"]
         # Copies re-sent by a restarted intake share their source offset; a redelivery by the platform does not.
         key = (a["tx_id"], *(d.get("src") or (-1, msg.offset)))
-        if order.offer(a["ts"], key, (ev, d)):
-            msg.incref()  # not committed while held: a crash or rebalance brings it back (see the merchant agent)
-        elif not order.holds(a["ts"], key):
+        held = order.held(a["ts"], key)
+        if held is not None:
+            # The same authorization again (re-sent, or read again after a seek back) while it is held: settled with
+            # it, and not committed before it either.
+            hold(msg)
+            held[0].append(ev)
+        elif order.offer(a["ts"], key, ([ev], d)):
+            hold(msg)  # not committed while held: a crash or rebalance brings it back (see the merchant agent)
+        else:
             self.metrics.out_of_order.inc()
             self._merchant_one(d, msg.partition, in_order=False)
 

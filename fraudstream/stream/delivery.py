@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-__all__ = ["batches", "keep_stream_offsets_contiguous"]
+__all__ = ["batches", "hold", "keep_stream_offsets_contiguous", "let_go"]
 
 log = logging.getLogger("fraudstream.worker")
 
@@ -37,6 +37,23 @@ MAX_SEEKS_BACK = 5
 #: A partition whose next offset to commit is still not acknowledged this long after later ones were (faust dropped
 #: it on the way to its agent) is read again from that offset.
 HEAD_WAIT_S = 10.0
+
+
+#: Messages an agent keeps unacknowledged on purpose (see :func:`hold`), as (topic, partition, offset).
+_HELD: set[tuple[str, int, int]] = set()
+
+
+def hold(message: Any) -> None:
+    """Keep ``message`` from being acknowledged at the end of its batch: the agent acknowledges it later, with
+    ``stream.ack``, after calling :func:`let_go`. Until then nothing from its offset on is committed, and its
+    partition is not read again for it (it was not lost on its way to the agent, it is waiting)."""
+    message.incref()
+    _HELD.add((message.topic, message.partition, message.offset))
+
+
+def let_go(message: Any) -> None:
+    """``message`` is no longer held (see :func:`hold`)."""
+    _HELD.discard((message.topic, message.partition, message.offset))
 
 
 async def batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
@@ -162,6 +179,8 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
         pos = positions(self)
         for tp in revoked:
             pos.forget(tp)
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        _HELD.difference_update([h for h in _HELD if h[:2] in gone])
         await on_revoked(self, revoked)
 
     def guarded_new_offset(self: Any, tp: Any) -> int | None:
@@ -171,6 +190,8 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             if head is None:
                 head = positions(self).start.get(tp)
             if acked and head is not None and min(acked) > head:
+                if (tp.topic, tp.partition, head) in _HELD:
+                    return None  # waiting in its agent, on purpose
                 pos, now = positions(self), time.monotonic()
                 since = pos.waiting.get(tp)
                 if since is None or since[0] != head:

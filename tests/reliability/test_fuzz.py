@@ -282,6 +282,9 @@ class Msg:
     key: bytes | None
     value: bytes | None
 
+    def incref(self) -> None:
+        """Held by the merchant stage (event-time order); acknowledging it is the agent's, not the handlers'."""
+
 
 @dataclass
 class Event:
@@ -358,9 +361,13 @@ def run_intake(app: Any, events: list[Event]) -> None:
 
 
 def run_merchant(app: Any, events: list[Event]) -> None:
-    app.merchant_batch(events)
-    if hasattr(app, "merchant_commit"):
-        app.merchant_commit()
+    """The events, then every card partition announced idle on every merchant partition, as intake does when it
+    has nothing more: everything the merchant stage holds for event-time order is released in the same batch."""
+    n, topic = app.settings.partitions, app.settings.topic_by_merchant
+    idle = [Event(Msg(topic, p, next(_offsets), None, orjson.dumps({"source": source, "idle": True})))
+            for p in range(n) for source in range(n)]
+    app.merchant_batch(events + idle)
+    app.merchant_commit()
 
 
 def run_score(app: Any, events: list[Event]) -> None:

@@ -42,7 +42,7 @@ class EventTimeOrder:
     (a progress mark or an idle announcement) before anything is released.
     """
 
-    __slots__ = ("sources", "marks", "idle", "watermark", "_held", "_keys")
+    __slots__ = ("sources", "marks", "idle", "watermark", "_held", "_items")
 
     def __init__(self, sources: int) -> None:
         self.sources = sources
@@ -50,7 +50,7 @@ class EventTimeOrder:
         self.idle: set[int] = set()
         self.watermark = _NEVER  # everything older has been released
         self._held: list[tuple[int, str, Any]] = []
-        self._keys: set[tuple[int, str]] = set()
+        self._items: dict[tuple[int, Any], Any] = {}
 
     def __len__(self) -> int:
         return len(self._held)
@@ -66,16 +66,17 @@ class EventTimeOrder:
         self.marks.setdefault(source, _NEVER)
         self.idle.add(source)
 
-    def offer(self, ts: int, key: str, item: Any) -> bool:
+    def offer(self, ts: int, key: Any, item: Any) -> bool:
         """Hold ``item``; False if it is out of order (older than what was released), or already held."""
-        if ts < self.watermark or (ts, key) in self._keys:
+        if ts < self.watermark or (ts, key) in self._items:
             return False
-        self._keys.add((ts, key))
+        self._items[(ts, key)] = item
         heapq.heappush(self._held, (ts, key, item))
         return True
 
-    def holds(self, ts: int, key: str) -> bool:
-        return (ts, key) in self._keys
+    def held(self, ts: int, key: Any) -> Any:
+        """The item held under ``(ts, key)``, or None."""
+        return self._items.get((ts, key))
 
     def release(self) -> list[Any]:
         """The held items every source has moved past, in ``(ts, key)`` order."""
@@ -91,9 +92,9 @@ class EventTimeOrder:
         if bound > self.watermark:
             self.watermark = bound
         out = []
-        held, keys = self._held, self._keys
+        held, items = self._held, self._items
         while held and held[0][0] < self.watermark:
             ts, key, item = heapq.heappop(held)
-            keys.discard((ts, key))
+            del items[(ts, key)]
             out.append(item)
         return out

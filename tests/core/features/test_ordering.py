@@ -58,7 +58,8 @@ def test_a_copy_of_a_held_authorization_is_refused_but_recognised() -> None:
     order = EventTimeOrder(sources=1)
     assert order.offer(100, ("t1", 0, 7), "first")
     assert not order.offer(100, ("t1", 0, 7), "copy")
-    assert order.holds(100, ("t1", 0, 7))
+    assert order.held(100, ("t1", 0, 7)) == "first"
+    assert order.held(100, ("t1", 0, 8)) is None
     assert order.offer(100, ("t1", 0, 9), "redelivered by the platform")  # another source offset: its own answer
     order.advance(0, 101)
     assert order.release() == ["first", "redelivered by the platform"]
