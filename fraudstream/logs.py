@@ -4,6 +4,8 @@
 'card 4111********1111 declined'
 >>> mask("card_id card-000123 at term-00456")
 'card_id card-***123 at term-00456'
+>>> mask("fraud.card-reissues[1] flushed in 0.0132265625913 s")
+'fraud.card-reissues[1] flushed in 0.0132265625913 s'
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ __all__ = ["mask", "MaskingFilter", "setup", "install_masking"]
 
 # Card numbers (13-19 digits, possibly grouped by spaces, dashes or dots) and our card ids (whatever follows
 # "card-"): keep enough to correlate, never enough to use. A 13-digit timestamp is masked too: better that
-# than a card number in clear.
-_PAN = re.compile(r"(?<![\d.-])\d(?:[ .-]?\d){12,18}(?!\d)")
-_CARD = re.compile(r"\bcard-([0-9A-Za-z_.:-]+)")
+# than a card number in clear. A card number's first group has at least 3 digits, so "0.0132265625913" (a
+# duration) is not one; a topic name (fraud.card-reissues) is not a card id.
+_PAN = re.compile(r"(?<![\d.-])\d{3}(?:[ .-]?\d){10,16}(?!\d)")
+_CARD = re.compile(r"(?<![\w.])card-([0-9A-Za-z_.:-]+)")
 
 
 def _mask_pan(m: re.Match[str]) -> str:
