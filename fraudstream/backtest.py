@@ -98,7 +98,8 @@ class Backtest:
                 else:
                     break
             scored = scorer.process(auth)
-            if auth.ts >= (scorer.pending[0][0] if scorer.pending else auth.ts) + scorer.maturity_ms:
+            oldest = scorer.pending.oldest()
+            if oldest is not None and auth.ts >= oldest + scorer.maturity_ms:
                 scorer.mature(auth.ts)
             out.card_id.append(auth.card_id)
             out.ts.append(auth.ts)

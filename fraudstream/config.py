@@ -93,6 +93,15 @@ class Settings:
     )
     batch_size: int = _env("BATCH_SIZE", "Authorizations scored per batch.", 1000)
     batch_window_s: float = _env("BATCH_WINDOW_S", "Longest wait to fill a batch.", 0.02)
+    fetch_wait_ms: int = _env(
+        "FETCH_WAIT_MS",
+        "Longest a worker's fetch waits for data while data flows (faust's is 1500, and the embedded broker answers "
+        "an empty fetch only then: each of the three hops waited that long).",
+        10,
+    )
+    fetch_wait_idle_ms: int = _env(
+        "FETCH_WAIT_IDLE_MS", "The fetch wait doubles after each empty fetch up to this: few fetches while idle.", 100
+    )
     metrics_host: str = _env("METRICS_HOST", "Address the /metrics endpoint binds to.", "127.0.0.1")
     metrics_port: int = _env("METRICS_PORT", "Port of /metrics; 0 picks a free one, printed at start.", 9464)
 

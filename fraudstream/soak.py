@@ -21,9 +21,10 @@ At the end, a summary: RSS after the warm-up (2 minutes, or 10% of the run when 
 its growth, and throughput and p99 over time. The exit code is 1 if the worker (or the broker) died, else 0.
 Ctrl-C stops the traffic, the worker, the consumer and the broker, in that order, and still prints the summary.
 
-Note that with the default ``memory://`` store the worker keeps every scored authorization's snapshot until its
-label or maturity (61 days of event time): resident memory grows with the number of authorizations by design.
-The report shows the pending snapshots, so that growth can be told from a leak (growth per snapshot).
+The worker uses the production store, RocksDB, unless ``--store memory://`` is given. With the memory store it
+keeps every scored authorization's snapshot in memory until its label or maturity (61 days of event time):
+resident memory then grows with the number of authorizations by design. The report shows the pending snapshots,
+so that growth can be told from a leak (growth per snapshot).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class SoakConfig:
     reissue_after_s: float = 30.0
     seed: int = 1
     log_dir: str = "var/log"
+    store: str = "rocksdb://"
 
     @property
     def seconds(self) -> float:
@@ -462,7 +464,8 @@ def soak(cfg: SoakConfig) -> int:
     try:
         broker.start()
         base = Settings.load()
-        settings = base.with_overrides(broker=broker.url, app_id=f"soak-{stamp}", state_dir=str(state), metrics_port=free_port())
+        settings = base.with_overrides(broker=broker.url, app_id=f"soak-{stamp}", state_dir=str(state), metrics_port=free_port(),
+                                       store=cfg.store)
         create_topics(settings)
         log_path = log_dir / f"soak-{stamp}-worker.log"
         worker_log = open(log_path, "ab")
@@ -569,12 +572,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cards", type=int, default=20_000, help="card population (default 20000)")
     parser.add_argument("--merchants", type=int, default=2_000, help="merchant population (default 2000)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--store", default="rocksdb://", help="the worker's table store (default rocksdb://, production's)")
     parser.add_argument("--log-dir", default="var/log", help="where the worker's and the broker's logs go (default var/log)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.rate <= 0 or args.report_every <= 0 or args.cards <= 0 or args.merchants <= 0:
         parser.error("--minutes, --rate, --report-every, --cards and --merchants must be positive")
     cfg = SoakConfig(minutes=args.minutes, rate=args.rate, report_every=args.report_every, cards=args.cards,
-                     merchants=args.merchants, seed=args.seed, log_dir=args.log_dir)
+                     merchants=args.merchants, seed=args.seed, log_dir=args.log_dir, store=args.store)
     return soak(cfg)
 
 

@@ -19,6 +19,7 @@ from fraudstream.core.decision import CardStanding, Decision, DecisionPolicy
 from fraudstream.core.features.card import CARD_IDLE_MS, NO_TIME, CardState, card_features
 from fraudstream.core.features.catalogue import CATALOGUE, FEATURE_NAMES
 from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
+from fraudstream.core.maturity import MaturityQueue, MemoryMaturityQueue
 from fraudstream.core.model.online import OnlineModel, TrainingExample, keep_legitimate
 from fraudstream.core.rules import RuleSet, RuleStats
 from fraudstream.core.state import CardTransactions, StateStore
@@ -113,6 +114,7 @@ class FraudScorer:
         snapshots: MutableMapping[str, bytes] | None = None,
         card_index: MutableMapping[str, bytes] | None = None,
         early_labels: MutableMapping[str, bytes] | None = None,
+        pending: MaturityQueue | None = None,
         partitions: int | None = None,
         learn_inline: bool = True,
         explain: bool = True,
@@ -135,7 +137,7 @@ class FraudScorer:
         self.explain = explain  # reasons cost an occlusion pass per alert; a backtest has no reader for them
         self.rule_stats = RuleStats()
         self.policies: dict[int, DecisionPolicy] = {}
-        self.pending: deque[tuple[int, str]] = deque()  # (ts, tx_id) awaiting maturity, in scoring order
+        self.pending: MaturityQueue = MemoryMaturityQueue() if pending is None else pending
         self.counts = {"late": 0, "duplicate": 0, "matured": 0, "unmatched_labels": 0}
 
     # --- scoring ------------------------------------------------------------
@@ -227,7 +229,7 @@ class FraudScorer:
              "d": s.decision.as_dict(), "r": s.reasons, "h": list(s.rule_hits), "late": s.late, "l": None},
             keep=True,
         )
-        self.pending.append((a.ts, a.tx_id))
+        self.pending.add(a.ts, a.tx_id)
         self.card_index.add(a.card_id, a.ts, a.tx_id)
 
     @staticmethod
@@ -299,8 +301,7 @@ class FraudScorer:
         """Authorizations with no label after the maturity period are legitimate."""
         out = []
         cutoff = now - self.maturity_ms
-        while self.pending and self.pending[0][0] <= cutoff:
-            _, tx_id = self.pending.popleft()
+        for tx_id in self.pending.pop_due(cutoff):
             raw = self.snapshots.pop(tx_id, None)
             if raw is None:
                 continue

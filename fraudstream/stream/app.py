@@ -55,7 +55,8 @@ from fraudstream.logs import mask
 from fraudstream.metrics import Metrics
 from fraudstream.stream.delivery import batches, hold, keep_stream_offsets_contiguous, let_go
 from fraudstream.stream.learning import ModelFollower, RuleFollower
-from fraudstream.stream.tables import TableMapping, TaggedMapping, use_true_end_offsets
+from fraudstream.stream.maturity import TableMaturityQueue
+from fraudstream.stream.tables import TableMapping, TaggedMapping, use_fetch_wait, use_true_end_offsets
 
 __all__ = ["FraudApp"]
 
@@ -98,6 +99,7 @@ class FraudApp:
         # faust could step over messages around a rebalance, and commit them unprocessed (fraudstream.stream.delivery).
         keep_stream_offsets_contiguous([s.topic_authorizations, s.topic_by_merchant, s.topic_enriched, s.topic_labels,
                                         s.topic_merchant_labels, s.topic_card_reissues, s.topic_card_events])
+        use_fetch_wait(self.app, s.fetch_wait_ms, s.fetch_wait_idle_ms)
         # One request in flight: a retried batch cannot overtake a later one, so each partition keeps the order
         # in which the stages produced (the merchant stage relies on it to recognise re-sent authorizations).
         self.producer = Producer(connected.producer_config(**{"linger.ms": 2, "max.in.flight.requests.per.connection": 1,
@@ -125,6 +127,7 @@ class FraudApp:
             standings=standings,
             merchants=merchants,
             snapshots=self.snapshot_table,
+            pending=TableMaturityQueue(self.maturity_table, self.owned_score_partitions),
             card_index=self.index_table,
             early_labels=self.early_label_table,
             learn_inline=False,
@@ -174,12 +177,14 @@ class FraudApp:
         self.standing_table = TableMapping(app.Table("card-standings", **kw))
         self.merchant_table = TableMapping(app.Table("merchants", **kw))
         self.snapshot_table = TableMapping(app.Table("snapshots", **kw))
+        # The snapshots in event-time order, until they mature (fraudstream.stream.maturity).
+        self.maturity_table = TableMapping(app.Table("maturity", **kw))
         self.index_table = TableMapping(app.Table("card-transactions", **kw))
         self.early_label_table = TableMapping(app.Table("early-labels", **kw))
         # str(partition) -> the decision policy (adaptive threshold) of that partition of the enriched topic
         self.threshold_table = TableMapping(app.Table("thresholds", **kw))
-        self.tables = (self.card_table, self.standing_table, self.merchant_table, self.snapshot_table, self.index_table,
-                       self.early_label_table, self.threshold_table)
+        self.tables = (self.card_table, self.standing_table, self.merchant_table, self.snapshot_table,
+                       self.maturity_table, self.index_table, self.early_label_table, self.threshold_table)
 
     def _define_agents(self) -> None:
         s, app = self.settings, self.app
@@ -772,23 +777,22 @@ class FraudApp:
         self.metrics.broker_errors.labels(f"producer{err.name()}".lower()).inc()
         log.warning("broker error (producer): %s", err)
 
+    def owned_score_partitions(self) -> set[int]:
+        """The partitions of the enriched topic, and of the score stage's tables, that this worker is active for."""
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topic_enriched}
+
     def _rebuild_pending(self) -> None:
-        """After a rebalance: the maturity queue of the snapshots this worker now owns; and the thresholds and
-        standings of its partitions brought up to their snapshots (see `_replay`)."""
-        entries = []
+        """After a rebalance: the thresholds and standings of this worker's partitions brought up to their snapshots
+        (see `_replay`). (The maturity queue is a table of its own, and follows its partitions.)"""
         stamped: dict[int, list[tuple[int, dict[str, Any]]]] = {}
         for tx_id in self.snapshot_table:
             raw = self.snapshot_table.get(tx_id)
             if raw is not None:
                 snap = decode(raw)
-                entries.append((snap["a"]["ts"], tx_id))
                 if "np" in snap:
                     stamped.setdefault(snap["np"], []).append((snap["n"], snap))
-        entries.sort()
-        self.scorer.pending.clear()
-        self.scorer.pending.extend(entries)
         self._pending_rebuilt = True
-        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topic_enriched}
+        owned = self.owned_score_partitions()
         for partition in sorted(owned & set(stamped)):
             self._restore_policy(partition)
             replayed = sum(self._replay(partition, snap) for _, snap in sorted(stamped[partition], key=lambda e: e[0]))

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-__all__ = ["TableMapping", "TaggedMapping", "use_true_end_offsets"]
+__all__ = ["TableMapping", "TaggedMapping", "use_fetch_wait", "use_true_end_offsets"]
 
 log = logging.getLogger("fraudstream.tables")
 
@@ -32,7 +32,7 @@ class TableMapping(MutableMapping[str, bytes]):
     def route(self, key: str, partition: int) -> None:
         self.partition_of[key] = partition
 
-    def _rocksdb(self) -> Any:
+    def rocksdb(self) -> Any:
         """The RocksDB store behind the table, or None for the memory store.
 
         faust's RocksDB store keeps one database per partition and finds it from faust's "current event", which a
@@ -45,12 +45,27 @@ class TableMapping(MutableMapping[str, bytes]):
         return self.table.data if self._rocks else None
 
     def _read(self, k: bytes) -> bytes | None:
-        rocks = self._rocksdb()
+        rocks = self.rocksdb()
         if rocks is None:
             value: bytes | None = self.table.data.get(k)
             return value
         found = rocks._get_bucket_for_key(k)  # the key's partition if known, else each open partition
-        return None if found is None else found[1]
+        return None if found is None else found.value
+
+    def stored_partition(self, key: str) -> int | None:
+        """The partition the key's value is stored in, None if unknown (or absent)."""
+        return self._locate(key.encode())[0]
+
+    def _locate(self, k: bytes) -> tuple[int | None, bytes | None]:
+        """The key's partition (None if unknown) and value (None if absent)."""
+        rocks = self.rocksdb()
+        if rocks is None:
+            store = self.table.data
+            return store._key_partition.get(k), store.get(k)
+        found = rocks._get_bucket_for_key(k)  # the key's partition if known, else each open partition
+        if found is None:
+            return None, None
+        return rocks._key_index.get(k), found.value  # the search indexed the key's partition
 
     def __getitem__(self, key: str) -> bytes:
         value = self._read(key.encode())
@@ -67,8 +82,10 @@ class TableMapping(MutableMapping[str, bytes]):
         if self.on_write is not None:
             value = self.on_write(key, value)
         partition = self.partition_of.get(key, self.partition)
-        rocks = self._rocksdb()
+        rocks = self.rocksdb()
         if rocks is None:
+            # The memory store learns keys' partitions only from recovery; it then drops those of revoked partitions.
+            self.table.data._key_partition[k] = partition
             self.table.data[k] = value
         else:
             rocks._key_index[k] = partition
@@ -77,10 +94,16 @@ class TableMapping(MutableMapping[str, bytes]):
 
     def __delitem__(self, key: str) -> None:
         k = key.encode()
-        if self._read(k) is None:
+        stored, value = self._locate(k)
+        if value is None:
             raise KeyError(key)
         del self.table.data[k]
-        self._send(self.partition_of.get(key, self.partition), k)
+        # The tombstone goes where the value is: a key deleted from another partition's batch (a snapshot that
+        # matured, a label's early entry) would otherwise come back from its own changelog partition at recovery.
+        partition = self.partition_of.get(key, self.partition if stored is None else stored)
+        if self.rocksdb() is None:
+            self.table.data._key_partition.pop(k, None)
+        self._send(partition, k)
 
     def _send(self, partition: int, k: bytes) -> Any:
         """Write the key's current value (None: deleted) to its changelog partition."""
@@ -194,6 +217,55 @@ def use_true_end_offsets(client: dict[str, Any]) -> None:
 
     _highwaters._fraudstream = True  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._highwaters = _highwaters
+
+
+def use_fetch_wait(app: Any, wait_ms: int, idle_wait_ms: int) -> None:
+    """Make faust's consumer wait ``wait_ms`` for data in a fetch while data flows, instead of the 1500 ms faust
+    hard-codes, and back off to ``idle_wait_ms`` while it does not.
+
+    faust has no setting for aiokafka's ``fetch_max_wait_ms``. Its consumer has one fetch in flight per broker for
+    all its partitions, and the embedded broker answers a fetch that found no data only when the wait is over, even
+    if data arrives meanwhile: each hop of the pipeline (authorizations, by merchant, enriched) waited up to 1.5 s.
+    A short wait costs an empty fetch per wait while idle (10 ms: about 0.1 core of the worker and 0.15 of the
+    embedded broker), so after each empty answer the wait doubles, up to ``idle_wait_ms``, and the first answer
+    with data brings it back to ``wait_ms``: the first hop after a quiet spell waits at most ``idle_wait_ms``, the
+    hops behind it ``wait_ms``. (Apache Kafka answers as soon as data arrives; there only idle fetches change.)
+
+    The waits are set on the consumer before it starts (aiokafka builds its fetcher then, which reads
+    ``_fetch_max_wait_ms`` for every request) and marked on its subscription state, which the fetcher keeps.
+    """
+    from aiokafka.consumer.fetcher import Fetcher
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    app.fraudstream_fetch_wait = (int(wait_ms), max(int(idle_wait_ms), int(wait_ms)))
+    original = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "_fraudstream", False):
+        return
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        waits = getattr(self.app, "fraudstream_fetch_wait", None)
+        if waits is not None:
+            if not hasattr(consumer, "_fetch_max_wait_ms") or not hasattr(consumer, "_subscription"):
+                log.warning("cannot set the consumer's fetch wait with this aiokafka; faust's 1500 ms applies")
+            else:
+                consumer._fetch_max_wait_ms = waits[0]
+                consumer._subscription._fraudstream_fetch_wait = waits
+                log.info("consumer fetches wait %d ms for data, up to %d ms when idle", *waits)
+        return consumer
+
+    fetch = Fetcher._proc_fetch_request
+
+    async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
+        got_data = await fetch(self, assignment, node_id, request)
+        waits = getattr(self._subscriptions, "_fraudstream_fetch_wait", None)
+        if waits is not None:
+            self._fetch_max_wait_ms = waits[0] if got_data else min(2 * self._fetch_max_wait_ms, waits[1])
+        return got_data
+
+    _create_worker_consumer._fraudstream = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+    Fetcher._proc_fetch_request = _proc_fetch_request
 
 
 def _fetched_ends(client: dict[str, Any], reported: dict[Any, int], timeout: float = 10.0) -> dict[Any, int]:
