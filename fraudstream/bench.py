@@ -811,25 +811,41 @@ def pick_labels(scored: list[Any], truth: list[bool], k: int, keep: Callable[[st
 CHUNKS = 10
 
 
-def per_event_us(fn: Callable[[Any], Any], items: list[Any]) -> tuple[float, float, float]:
-    """µs per item of ``fn`` over ``items`` in order, timed in chunks: (median, min, mean) over the chunks.
+def per_event_us(fn: Callable[[Any], Any], items: list[Any]) -> tuple[float, float, float, float]:
+    """µs per item of ``fn`` over ``items`` in order, timed in chunks: (median, min, mean) over the chunks of
+    the wall clock, and the median of the CPU time this thread spent.
 
     The median of chunks resists the bursts another process steals from a shared machine; the mean is the
-    plain total. ``fn`` is called on each item in a list comprehension, the results kept until the chunk ends.
+    plain total. CPU time leaves out the time other processes held the CPU altogether: on a loaded machine
+    it is the truer cost of the code (wall clock there measures the scheduler as much). ``fn`` is called on
+    each item in a list comprehension, the results kept until the chunk ends.
     """
     size = max(1, len(items) // CHUNKS)
-    rates, total = [], 0.0
-    clock = time.perf_counter
+    rates, cpu_rates, total = [], [], 0.0
+    clock, cpu_clock = time.perf_counter, time.thread_time
     for lo in range(0, len(items), size):
         chunk = items[lo : lo + size]
-        t = clock()
+        c, t = cpu_clock(), clock()
         kept = [fn(x) for x in chunk]
-        dt = clock() - t
+        dt, cpu = clock() - t, cpu_clock() - c
         del kept
         total += dt
         rates.append(dt / len(chunk) * 1e6)
+        cpu_rates.append(cpu / len(chunk) * 1e6)
     rates.sort()
-    return rates[len(rates) // 2], rates[0], total / len(items) * 1e6
+    cpu_rates.sort()
+    return rates[len(rates) // 2], rates[0], total / len(items) * 1e6, cpu_rates[len(cpu_rates) // 2]
+
+
+def full_card_bytes() -> int:
+    """Persisted bytes of a card that has used more merchants, countries and tx_ids than it remembers: the most
+    a card's state costs (its size is then fixed whatever the activity)."""
+    state = CardState()
+    for i in range(40):
+        auth = Authorization(f"full-{i}", "full", f"merchant-{i}", 10.0 + i, 1_700_000_000_000 + i * 60_000, country=f"C{i}")
+        card_features(state, auth)
+        state.note_tx(auth.tx_id)  # as the card stage does
+    return len(state.to_bytes())
 
 
 def measure_core(events: Events, cfg: BenchConfig) -> dict[str, Any]:
@@ -924,15 +940,18 @@ def measure_core(events: Events, cfg: BenchConfig) -> dict[str, Any]:
     card_bytes = [len(raw) for raw in raw_cards]
     timings = {"process": process_us, "card": card_us, "merchant": merchant_us, "model": model_us}
     out: dict[str, Any] = {f"{k}_us": v[0] for k, v in timings.items()}
+    out.update({f"{k}_cpu_us": v[3] for k, v in timings.items()})
     out["in_process"] = in_process
     out.update({"alerts": alerts, "n": n, "model_version": scorer.model.version,
-           "card_bytes": sum(card_bytes) / len(card_bytes), "active_cards": len(card_bytes), "max_card_bytes": max(card_bytes), "raw_cards": raw_cards})
-    for k, (median, low, mean) in timings.items():
-        progress(f"core: {k}: median of {CHUNKS} chunks {median:.1f} µs/event (fastest chunk {low:.1f}, mean {mean:.1f})")
+           "card_bytes": sum(card_bytes) / len(card_bytes), "active_cards": len(card_bytes), "max_card_bytes": max(card_bytes),
+           "full_card_bytes": full_card_bytes(), "raw_cards": raw_cards})
+    for k, (median, low, mean, cpu) in timings.items():
+        progress(f"core: {k}: median of {CHUNKS} chunks {median:.1f} µs/event (fastest chunk {low:.1f}, mean {mean:.1f}; "
+                 f"CPU time {cpu:.1f})")
     progress("core: inside process() (mean): " + ", ".join(f"{k} {v:.1f} µs" for k, v in in_process.items()))
     progress(f"core: process {out['process_us']:.1f} µs, card features {out['card_us']:.1f} µs, merchant features "
              f"{out['merchant_us']:.1f} µs, model score {out['model_us']:.1f} µs per event ({alerts} alerts); "
-             f"{out['card_bytes']:.0f} B per card over {len(card_bytes):,} active cards")
+             f"{out['card_bytes']:.0f} B per card over {len(card_bytes):,} active cards, {out['full_card_bytes']:,} B for a full card")
     return out
 
 
@@ -992,17 +1011,20 @@ def render(results: dict[str, Any], cfg: BenchConfig) -> str:
     core = results["core"]
     rows.append(("core: FraudScorer.process (model warm)", f"{core['process_us']:.1f} µs/event", f"≤ {GOAL_CORE_US:.0f} µs",
                  mark(core["process_us"] <= GOAL_CORE_US)))
-    rows.append(("core: card_features (own loop)", f"{core['card_us']:.1f} µs/event", "", ""))
-    rows.append(("core: merchant_features (own loop)", f"{core['merchant_us']:.1f} µs/event", "", ""))
-    feat = core["card_us"] + core["merchant_us"]
-    rows.append(("core: features (card + merchant, own loops)", f"{feat:.1f} µs/event", f"≤ {GOAL_FEATURES_US:.0f} µs",
-                 mark(feat <= GOAL_FEATURES_US)))
+    # The feature code alone: wall clock (median of chunks) / CPU time; the goal is judged on CPU time, which
+    # other processes on a shared machine do not inflate.
+    rows.append(("core: card_features (own loop; wall / CPU)", f"{core['card_us']:.1f} / {core['card_cpu_us']:.1f} µs/event", "", ""))
+    rows.append(("core: merchant_features (own loop; wall / CPU)", f"{core['merchant_us']:.1f} / {core['merchant_cpu_us']:.1f} µs/event",
+                 "", ""))
+    feat, feat_cpu = core["card_us"] + core["merchant_us"], core["card_cpu_us"] + core["merchant_cpu_us"]
+    rows.append(("core: features (card + merchant, own loops; wall / CPU)", f"{feat:.1f} / {feat_cpu:.1f} µs/event",
+                 f"≤ {GOAL_FEATURES_US:.0f} µs CPU", mark(feat_cpu <= GOAL_FEATURES_US)))
     rows.append(("core: model score alone (own loop)", f"{core['model_us']:.1f} µs/event", "", ""))
     ip = core["in_process"]
     rows.append(("core: inside process(): card / merchant / model / rest", f"{ip['card']:.1f} / {ip['merchant']:.1f} / "
                  f"{ip['model']:.1f} / {ip['rest']:.1f} µs/event", "", ""))
-    rows.append(("memory: CardState.to_bytes per active card", f"{core['card_bytes']:,.0f} B", f"≤ {GOAL_CARD_BYTES:,} B",
-                 mark(core["card_bytes"] <= GOAL_CARD_BYTES)))
+    rows.append(("memory: CardState.to_bytes per active card (mean / full card)", f"{core['card_bytes']:,.0f} / {core['full_card_bytes']:,} B",
+                 f"< {GOAL_CARD_BYTES:,} B full", mark(core["full_card_bytes"] < GOAL_CARD_BYTES)))
     mem = results["memory"]
     rows.append(("memory: Python heap per card (tracemalloc)", f"{mem['heap_bytes']:,.0f} B", "", ""))
     cpu = sat["cpu"]

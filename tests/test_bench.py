@@ -87,3 +87,36 @@ def test_goals_are_judged(bench_output: str) -> None:
 def test_header_names_commit_and_machine(bench_output: str) -> None:
     assert re.search(r"commit [0-9a-f]{4,}(\+dirty)?", bench_output), bench_output[:400]
     assert re.search(r"machine: \d+ CPUs, .+, Python \d+\.\d+", bench_output), bench_output[:400]
+
+
+# --- the table alone, from made-up results (no broker needed) ---------------------------------
+
+
+def _results(card_cpu_us: float, merchant_cpu_us: float, full_card_bytes: int) -> dict[str, object]:
+    latency = {"rate": 5000, "offered": 5000.0, "achieved": 4990.0, "kept_up": True, "p50": 3.0, "p99": 20.0, "p999": 40.0,
+               "stage_intake": 1.0, "stage_merchant": 1.0, "stage_score": 1.0, "stage_delivery": 1.0, "n": 50_000}
+    core = {"process_us": 90.0, "card_us": 30.0, "merchant_us": 12.0, "model_us": 40.0, "card_cpu_us": card_cpu_us,
+            "merchant_cpu_us": merchant_cpu_us, "in_process": {"card": 15.0, "merchant": 9.0, "model": 40.0, "rest": 20.0},
+            "n": 50_000, "model_version": "logistic-400", "card_bytes": 1_650.4, "full_card_bytes": full_card_bytes}
+    return {"machine": {"commit": "abc1234", "nproc": 2, "cpu": "test cpu", "python": "3.11.7", "load_before": 0.1},
+            "ceiling": {"rate": 40_000.0},
+            "saturation": {"rate": 12_000.0, "complete": True, "cpu": {"worker": 1.0, "broker": 0.5, "bench": 0.3, "other": 0.0}},
+            "latency": [latency], "core": core, "memory": {"heap_bytes": 3_900.0}, "model": {"examples": 400, "ready": True}}
+
+
+def test_the_feature_rows_judge_cpu_time_and_the_full_card() -> None:
+    from fraudstream.bench import GOAL_CARD_BYTES, GOAL_FEATURES_US, BenchConfig, render
+
+    met = _rows(render(_results(9.5, 6.0, 1_779), BenchConfig.quick()))
+    feat = next(cells for name, cells in met.items() if name.startswith("core: features (card + merchant"))
+    assert feat == ["42.0 / 15.5 µs/event", f"≤ {GOAL_FEATURES_US:.0f} µs CPU", "✓"]  # wall clock shown, CPU judged
+    card = next(cells for name, cells in met.items() if name.startswith("core: card_features"))
+    assert card[0] == "30.0 / 9.5 µs/event"
+    size = next(cells for name, cells in met.items() if name.startswith("memory: CardState.to_bytes per active card"))
+    assert size == ["1,650 / 1,779 B", f"< {GOAL_CARD_BYTES:,} B full", "✓"]
+    heap = next(cells for name, cells in met.items() if name.startswith("memory: Python heap per card"))
+    assert heap[0] == "3,900 B"
+
+    missed = _rows(render(_results(15.0, 6.0, GOAL_CARD_BYTES), BenchConfig.quick()))
+    assert next(cells for name, cells in missed.items() if name.startswith("core: features (card + merchant"))[2] == "✗"
+    assert next(cells for name, cells in missed.items() if name.startswith("memory: CardState.to_bytes"))[2] == "✗"
