@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -348,8 +349,9 @@ _offsets = iter(range(10**9))
 
 
 def _events(topic: str, items: list[tuple[bytes | None, bytes | None]]) -> list[Event]:
-    """Messages as faust hands them to an agent; offsets only grow, as on a partition."""
-    return [Event(Msg(topic, i % 3, next(_offsets), k, v)) for i, (k, v) in enumerate(items)]
+    """Messages as faust hands them to an agent: partitioned by key, as the producers do (a card's, or a merchant's,
+    messages all reach one partition); offsets only grow, as on a partition."""
+    return [Event(Msg(topic, zlib.crc32(k or b"") % 3, next(_offsets), k, v)) for k, v in items]
 
 
 # The agents' sequences (fraudstream/stream/app.py `_define_agents`), without the awaits on the broker: what
