@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-import zlib
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
