@@ -56,7 +56,7 @@ from fraudstream.metrics import Metrics
 from fraudstream.stream.delivery import batches, hold, keep_stream_offsets_contiguous, let_go
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
-from fraudstream.stream.tables import TableMapping, TaggedMapping, use_fetch_wait, use_true_end_offsets
+from fraudstream.stream.tables import ChangelogWriter, TableMapping, TaggedMapping, use_fetch_wait, use_true_end_offsets
 
 __all__ = ["FraudApp"]
 
@@ -107,6 +107,13 @@ class FraudApp:
         self._stalled_since: float | None = None  # when the current stall began, once reported
         self._define_topics()
         self._define_tables()
+        # Table changelogs go through the same producer as the outputs (see fraudstream.stream.tables). Intake and
+        # merchant state may reach them in any order; the score stage's, in phases (`durable`).
+        self.changelog = ChangelogWriter(self.producer, self.tables, self._on_changelog_error,
+                                         free=(self.card_table, self.merchant_table))
+        self.changelog_phases = ((self.card_table, self.merchant_table, self.snapshot_table, self.maturity_table),
+                                 (self.standing_table, self.index_table, self.early_label_table), (self.threshold_table,))
+        self._wrap_faust_flush()
         # Crash safety: each card's state carries the offset of the newest authorization it includes, each
         # merchant's which authorizations it includes (see `merchant_progress`), in the same changelog record.
         self.card_offsets: dict[str, int] = {}
@@ -259,6 +266,7 @@ class FraudApp:
             async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self.card_event_batch(events)
                 await self.flush()
+                await self.durable()  # the standings and snapshots it changed, in order
 
         @app.agent(self.t_merchant_labels, name="merchant-labels")
         async def merchant_label_stage(stream: Any) -> None:
@@ -278,6 +286,9 @@ class FraudApp:
                 await asyncio.sleep(0.005)
             if self._busy:
                 log.warning("partitions revoked while a batch is still waiting for the broker")
+            # What those batches wrote, to the changelogs the partitions' next owner recovers from.
+            if not await self.durable(max(deadline, time.monotonic() + 1.0)):
+                log.warning("partitions revoked before every table write reached its changelog")
             # Cached state objects may belong to partitions that move away:
             # forget them all; they reload from the tables on next use.
             self.scorer.cards.drop_live(lambda k: False)
@@ -319,6 +330,7 @@ class FraudApp:
         async def follow() -> None:
             _guarded(self.model_follower.poll)
             _guarded(self.rule_follower.poll)
+            _guarded(self.write_tables)
 
         @app.task
         async def bootstrap_model() -> None:
@@ -326,6 +338,7 @@ class FraudApp:
 
         @app.on_before_shutdown.connect
         async def on_shutdown(app: Any, **kwargs: Any) -> None:
+            self.changelog.send()  # delivered by the checkpoint's flush
             self.model_follower.checkpoint_on_shutdown()
 
     # --- batch handlers (sync: the core is plain Python) ------------------------
@@ -551,25 +564,64 @@ class FraudApp:
         self._outbox.clear()
         self.producer.poll(0)
 
-    async def durable(self) -> None:
-        """Wait until every table write made so far is on its changelog."""
-        pending = {fut: (table, partition, k) for table in self.tables for fut, partition, k in table.take_sent()}
-        if not pending:
-            return
+    async def durable(self, deadline: float | None = None) -> bool:
+        """Wait until every table write made so far is on its changelog, since the outputs of a score batch must not
+        go before its state. The pending writes are produced now, each key once with its last value, in the phases
+        of `changelog_phases`, each delivered before the next is produced: a crash in between leaves what a restart
+        repairs (`_replay`: a snapshot ahead of its standing and threshold), never a threshold ahead of the standings
+        it counts, nor a standing ahead of the snapshot of the authorization that changed it. A write that fails is
+        produced again (`ChangelogWriter`). False only if ``deadline`` (monotonic) came first."""
         since = time.monotonic()
-        while pending:
-            done, _ = await asyncio.wait(pending, timeout=1.0)
-            for fut in done:
-                table, partition, k = pending.pop(fut)
-                if fut.cancelled() or fut.exception() is not None:
-                    # Not on the changelog: again, since the outputs of the batch must not go before its state.
-                    self.metrics.broker_errors.labels("changelog").inc()
-                    log.warning("changelog write to %s[%d] failed (%s); writing it again", table.table.name, partition,
-                                "cancelled" if fut.cancelled() else fut.exception())
-                    pending[table.resend(partition, k)] = (table, partition, k)
-            if pending:
-                self._check_stall(since, f"{len(pending)} table writes")
+        for tables in self.changelog_phases:
+            if not await self._deliver(tables, since, deadline):
+                return False
+        self.changelog.persist()
         self._stall_over()
+        return True
+
+    async def _deliver(self, tables: Any, since: float, deadline: float | None = None) -> bool:
+        """Produce what ``tables`` have pending, then wait until no table write at all is in flight."""
+        w = self.changelog
+        producer = w.producer  # the confluent producer the writes go through
+        w.send(tables)
+        while w.inflight or w.pending(tables):
+            producer.flush(0)  # sends now (no linger) and serves the delivery reports
+            if w.pending(tables):
+                w.send(tables)  # failed writes, or what a full queue held back
+            if not w.inflight and not w.pending(tables):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.001)
+            self._check_stall(since, f"{w.inflight + w.pending(tables)} table writes")
+        return True
+
+    def write_tables(self) -> None:
+        """Table writes nobody awaits (merchant state from labels, ...) reach their changelogs within a timer tick."""
+        w = self.changelog
+        w.send()
+        w.producer.poll(0)  # delivery reports: failed writes marked pending again, offsets for the stores
+        w.persist()
+
+    def _on_changelog_error(self, table: TableMapping, partition: int, err: Any) -> None:
+        self.metrics.broker_errors.labels("changelog").inc()
+        log.warning("changelog write to %s[%d] failed (%s); writing it again", table.table.name, partition, err)
+
+    def _wrap_faust_flush(self) -> None:
+        """faust flushes its producer before it commits offsets, and when partitions are revoked or it stops: the
+        table writes must be on their changelogs by then, as they were when faust's own producer carried them."""
+        producer = self.app.producer
+        faust_flush = producer.flush
+
+        async def flush() -> None:
+            await faust_flush()
+            # Only what may go in any order: the score stage's state goes in order, from its own `durable` (and that
+            # of a batch is delivered before the batch is acknowledged, so before its offsets can be committed).
+            await self._deliver(self.changelog.free, time.monotonic())
+            self.changelog.persist()
+            self._stall_over()
+
+        producer.flush = flush
 
     def _restore_policy(self, partition: int) -> None:
         """The decision policy of a partition as it was when last written, if it was (a restart, a rebalance)."""
@@ -733,7 +785,11 @@ class FraudApp:
                     mask(rejection.detail))
 
     async def flush(self) -> None:
-        """Wait until every output of the batch is on the broker (however long a stalled broker takes)."""
+        """Wait until every output of the batch is on the broker (however long a stalled broker takes).
+
+        Table writes pending from earlier batches go too: each was made once its batch's outputs were on the broker,
+        so it may go any time after (the score stage's, which must go before its outputs, go in `durable`)."""
+        self.changelog.send()
         remaining = self.producer.flush(0)
         if not remaining:
             return

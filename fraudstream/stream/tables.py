@@ -3,6 +3,14 @@
 The core batches its writes; a batch mixes partitions, so each write names
 its changelog partition explicitly instead of relying on faust's "current
 event".
+
+Changelog records do not go through faust's producer (pure-Python aiokafka, one
+asyncio future per record: most of the worker's time at saturation). A write
+updates the table's store at once and marks the key pending; :class:`ChangelogWriter`
+later produces each pending key once, with its value at that moment (None, a
+tombstone, when deleted), through the worker's confluent-kafka producer: same
+topic, partition, raw key and value bytes as faust's ``send_changelog``, so
+faust's recovery reads them back unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-__all__ = ["TableMapping", "TaggedMapping", "use_fetch_wait", "use_true_end_offsets"]
+__all__ = ["ChangelogWriter", "TableMapping", "TaggedMapping", "use_fetch_wait", "use_true_end_offsets"]
 
 log = logging.getLogger("fraudstream.tables")
 
@@ -25,7 +33,10 @@ class TableMapping(MutableMapping[str, bytes]):
         self.table = table
         self.partition = 0  # partition of the event being processed
         self.partition_of: dict[str, int] = {}  # keys written later in the batch
-        self.sent: list[tuple[Any, int, bytes]] = []  # changelog writes sent: (faust FutureMessage, partition, key)
+        # (changelog partition, key) written since last produced, in order of first write: produced once each
+        self.pending: dict[tuple[int, bytes], None] = {}
+        self.writer: ChangelogWriter | None = None  # set by the ChangelogWriter that produces this table's records
+        self.topic: str | None = None  # the changelog topic's name, once produced to
         self.on_write: Callable[[str, bytes], bytes] | None = None  # may amend a value as it is written
         self._rocks: bool | None = None  # whether the store is RocksDB; known once the store exists
 
@@ -47,7 +58,10 @@ class TableMapping(MutableMapping[str, bytes]):
     def _read(self, k: bytes) -> bytes | None:
         rocks = self.rocksdb()
         if rocks is None:
-            value: bytes | None = self.table.data.get(k)
+            store = self.table.data
+            # The memory store's own dict: its Mapping.get raises and catches a KeyError for every missing key.
+            plain = getattr(store, "data", None)
+            value: bytes | None = (plain if type(plain) is dict else store).get(k)
             return value
         found = rocks._get_bucket_for_key(k)  # the key's partition if known, else each open partition
         return None if found is None else found.value
@@ -105,11 +119,16 @@ class TableMapping(MutableMapping[str, bytes]):
             self.table.data._key_partition.pop(k, None)
         self._send(partition, k)
 
-    def _send(self, partition: int, k: bytes) -> Any:
-        """Write the key's current value (None: deleted) to its changelog partition."""
-        fut = self.table.send_changelog(partition, k, self._read(k))
-        self.sent.append((fut, partition, k))
-        return fut
+    def _send(self, partition: int, k: bytes) -> None:
+        """The key's value (None: deleted) is to reach its changelog partition: with the next `ChangelogWriter.send`,
+        once however many times the key is written before then."""
+        self.pending[(partition, k)] = None
+
+    @property
+    def changelog_topic(self) -> str:
+        """The name faust gives the table's changelog (``{app id}-{table name}-changelog``), read by its recovery."""
+        name: str = self.table.changelog_topic.get_topic_name()
+        return name
 
     def pop(self, key: str, default: Any = None) -> Any:
         value = self.get(key)
@@ -128,19 +147,96 @@ class TableMapping(MutableMapping[str, bytes]):
     def clear_routes(self) -> None:
         self.partition_of.clear()
 
-    def take_sent(self) -> list[tuple[Any, int, bytes]]:
-        """The changelog writes made since the last call: await them to know they are on the broker."""
-        sent, self.sent = self.sent, []
-        return sent
-
-    def resend(self, partition: int, k: bytes) -> Any:
-        """A write that failed, again (with the key's value now); returns its future, not tracked in `sent`."""
-        return self.table.send_changelog(partition, k, self._read(k))
-
     def forget_sent(self) -> None:
-        """Stop tracking the writes already acknowledged (for tables nobody awaits every batch)."""
-        if len(self.sent) > 1000:
-            self.sent = [w for w in self.sent if not w[0].done()]
+        """The writes so far are nobody's to await (intake and merchant state, written after their outputs): produce
+        them now. Without this call they go with the next ``ChangelogWriter.send`` (every flush, and a timer)."""
+        if self.writer is not None and self.pending:
+            self.writer.send()  # the free tables (this one is); the others wait for whoever orders them
+
+
+class ChangelogWriter:
+    """Produces the pending changelog records of ``tables`` with a confluent-kafka producer, and follows them.
+
+    A record that fails (after the producer's own retries) is marked pending again, to be produced again with its
+    key's value then. ``inflight`` counts records produced and not yet reported: zero with nothing pending means every
+    write made so far is on its changelog. The offsets delivered are handed to the tables' stores by :meth:`persist`,
+    as faust's own send callback did: only RocksDB keeps them, and its recovery then reads each changelog from there
+    instead of from the start (without them it reads more, and ends the same).
+
+    ``send()`` without tables produces the ``free`` ones only: those whose writes may reach their changelogs in any
+    order. The others are produced by whoever orders them (``FraudApp.durable``).
+    """
+
+    def __init__(self, producer: Any, tables: Any, on_error: Callable[[TableMapping, int, Any], None] | None = None,
+                 free: Any = None) -> None:
+        self.producer = producer
+        self.tables: tuple[TableMapping, ...] = tuple(tables)
+        self.free: tuple[TableMapping, ...] = self.tables if free is None else tuple(free)
+        self.on_error = on_error
+        self.inflight = 0
+        self.by_topic: dict[str, TableMapping] = {}
+        self.delivered: dict[tuple[str, int], int] = {}  # newest offset per changelog partition, not yet persisted
+        for t in self.tables:
+            t.writer = self
+
+    def pending(self, tables: Any = None) -> int:
+        return sum(len(t.pending) for t in (self.tables if tables is None else tables))
+
+    def send(self, tables: Any = None) -> int:
+        """Produce every pending write of ``tables`` (default: the free ones); returns how many. A full local queue
+        leaves the rest pending."""
+        produce, delivered, n = self.producer.produce, self._delivered, 0
+        for t in self.free if tables is None else tables:
+            if not t.pending:
+                continue
+            topic = t.topic
+            if topic is None:
+                topic = t.topic = t.changelog_topic
+                self.by_topic[topic] = t
+            read, pending = t._read, t.pending
+            t.pending = {}
+            items = iter(pending)
+            try:
+                for partition, k in items:
+                    produce(topic, read(k), k, partition, on_delivery=delivered)
+                    n += 1
+            except BaseException as exc:  # this write and the rest stay pending
+                t.pending = {(partition, k): None, **dict.fromkeys(items), **t.pending}
+                if isinstance(exc, BufferError):
+                    break  # the producer's queue is full: until the next send
+                self.inflight += n
+                raise
+        self.inflight += n
+        return n
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        self.inflight -= 1
+        topic = msg.topic()
+        if err is not None:
+            t = self.by_topic[topic]
+            t.pending[(msg.partition(), msg.key())] = None
+            if self.on_error is not None:
+                self.on_error(t, msg.partition(), err)
+            return
+        where = (topic, msg.partition())
+        if msg.offset() > self.delivered.get(where, -1):
+            self.delivered[where] = msg.offset()
+
+    def persist(self) -> None:
+        """Give the stores the newest changelog offsets delivered (what faust's ``Collection._on_changelog_sent`` did)."""
+        if not self.delivered:
+            return
+        from faust.types import TP
+
+        delivered, self.delivered = self.delivered, {}
+        for (topic, partition), offset in delivered.items():
+            rocks = self.by_topic[topic].rocksdb()
+            if rocks is None or partition not in rocks._dbs:
+                continue  # the memory store keeps no offsets; a partition revoked since is not reopened for this
+            try:
+                rocks.set_persisted_offset(TP(topic, partition), offset)
+            except Exception as exc:  # a store closed by a rebalance: its recovery then reads a little more
+                log.debug("persisted offset of %s[%d] not kept: %s", topic, partition, exc)
 
 
 class TaggedMapping(MutableMapping[str, bytes]):

@@ -374,9 +374,6 @@ def run_merchant(app: Any, events: list[Event]) -> None:
 
 def run_score(app: Any, events: list[Event]) -> None:
     app.score_batch(events)
-    for table in getattr(app, "tables", ()):
-        if hasattr(table, "take_sent"):
-            table.take_sent()  # the changelog futures `durable()` would await: nothing sends them here
     if hasattr(app, "send_outbox"):
         app.send_outbox()
 

@@ -1,5 +1,5 @@
-"""The worker's maturity queue on faust's real stores (RocksDB and memory), without a broker: faust queues the
-changelog writes, which are read back here from the table mapping."""
+"""The worker's maturity queue on faust's real stores (RocksDB and memory), without a broker: the changelog
+writes stay pending in the table mapping (nothing produces them here), where they are read back."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def add(queue: TableMaturityQueue, table: TableMapping, partition: int, ts: int,
 
 
 def tombstones(table: TableMapping) -> list[tuple[int, bytes]]:
-    return [(partition, k) for _, partition, k in table.take_sent() if table.get(k.decode()) is None]
+    return [(partition, k) for partition, k in table.pending if table.get(k.decode()) is None]
 
 
 def test_due_entries_come_out_in_event_time_order_across_partitions(table):
@@ -30,7 +30,7 @@ def test_due_entries_come_out_in_event_time_order_across_partitions(table):
     for partition, ts, tx_id in [(0, 5_000, "a"), (1, 3_000, "b"), (2, 9_000, "c"), (1, 1_000, "d"), (0, 7_000, "e")]:
         add(queue, table, partition, ts, tx_id)
     assert len(queue) == 5 and queue.oldest() == 1_000
-    table.take_sent()
+    table.pending.clear()
 
     assert queue.pop_due(5_000) == ["d", "b", "a"]  # ts <= cutoff, the boundary included
     # Each deletion's tombstone goes to the partition the entry was written to, not the current one.
