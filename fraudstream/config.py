@@ -88,6 +88,12 @@ class Settings:
         "faust's defaults allow gigabytes each.",
         16,
     )
+    live_states_max: int = _env(
+        "LIVE_STATES_MAX",
+        "Card, merchant and standing states a worker keeps as Python objects, each kind (about 4 KB per card); "
+        "the others stay in the tables and load when used.",
+        50_000,
+    )
     session_timeout_s: float = _env(
         "SESSION_TIMEOUT_S", "Consumer session timeout; short when embedded (a join waits half of it).", 6.0
     )

@@ -18,7 +18,7 @@ mapping. Either way the core never sees Kafka.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = ["StateStore", "Persistent", "CardTransactions"]
 
@@ -33,12 +33,18 @@ S = TypeVar("S", bound=Persistent)
 
 
 class StateStore(Generic[S]):
-    """A cache of live ``S`` objects, loaded from and flushed to ``durable``."""
+    """A cache of live ``S`` objects, loaded from and flushed to ``durable``.
 
-    def __init__(self, factory: Callable[[], S], decode: Callable[[bytes], S], durable: MutableMapping[str, bytes] | None = None) -> None:
+    ``capacity`` bounds the live objects kept by :meth:`trim` (None: no bound, as in the backtest, whose durable
+    mapping is a dict in memory anyway).
+    """
+
+    def __init__(self, factory: Callable[[], S], decode: Callable[[bytes], S], durable: MutableMapping[str, bytes] | None = None,
+                 capacity: int | None = None) -> None:
         self.factory = factory
         self.decode = decode
         self.durable: MutableMapping[str, bytes] = {} if durable is None else durable
+        self.capacity = capacity
         self.live: dict[str, S] = {}
         self.dirty: set[str] = set()
         self.deleted: set[str] = set()
@@ -83,6 +89,20 @@ class StateStore(Generic[S]):
                     self.deleted.add(k)
         return len(self.deleted)
 
+    def trim(self) -> list[str]:
+        """Past ``capacity`` live objects, forget the earliest loaded clean ones, down to three quarters of it: the
+        heap follows the busy cards, not every card of the last month. They load again from ``durable`` when next
+        used. Returns the keys forgotten.
+
+        >>> store = StateStore(lambda: _Clock(), lambda raw: _Clock(), {}, capacity=4)
+        >>> for key in "abcde":
+        ...     _ = store.get(key)
+        >>> store.mark("a")
+        >>> store.trim(), list(store.live)
+        (['b', 'c'], ['a', 'd', 'e'])
+        """
+        return _forget_earliest(self.live, self.dirty, self.capacity)
+
     def drop_live(self, keep: Callable[[str], bool]) -> None:
         """Forget cached objects whose keys ``keep`` rejects (partitions revoked)."""
         for k in [k for k in self.live if not keep(k)]:
@@ -94,6 +114,30 @@ class StateStore(Generic[S]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.live)
+
+
+def _forget_earliest(live: dict[str, Any], dirty: set[str], capacity: int | None) -> list[str]:
+    if capacity is None or len(live) <= capacity:
+        return []
+    excess = len(live) - capacity * 3 // 4
+    gone = []
+    for key in live:  # in the order they were loaded
+        if key not in dirty:
+            gone.append(key)
+            if len(gone) == excess:
+                break
+    for key in gone:
+        del live[key]
+    return gone
+
+
+class _Clock:
+    """A minimal persistent state, for the examples."""
+
+    clock = 0
+
+    def to_bytes(self) -> bytes:
+        return b""
 
 
 class CardTransactions:
@@ -108,10 +152,12 @@ class CardTransactions:
     [(900, 't2'), (1500, 't3')]
     """
 
-    def __init__(self, durable: MutableMapping[str, bytes] | None = None, horizon_ms: int = 45 * 86_400_000, cap: int = 512) -> None:
+    def __init__(self, durable: MutableMapping[str, bytes] | None = None, horizon_ms: int = 45 * 86_400_000, cap: int = 512,
+                 capacity: int | None = None) -> None:
         self.durable: MutableMapping[str, bytes] = {} if durable is None else durable
         self.horizon_ms = horizon_ms
-        self.cap = cap
+        self.cap = cap  # entries per card
+        self.capacity = capacity  # cards kept live (see `StateStore.trim`)
         self.live: dict[str, list[tuple[int, str]]] = {}
         self.dirty: set[str] = set()
 
@@ -145,6 +191,10 @@ class CardTransactions:
         n = len(self.dirty)
         self.dirty.clear()
         return n
+
+    def trim(self) -> list[str]:
+        """As :meth:`StateStore.trim`."""
+        return _forget_earliest(self.live, self.dirty, self.capacity)
 
     def drop_live(self) -> None:
         self.flush()

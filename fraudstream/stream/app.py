@@ -45,7 +45,7 @@ from fraudstream.contracts import (
     encode,
 )
 from fraudstream.core.decision import CardStanding
-from fraudstream.core.features.card import CardState
+from fraudstream.core.features.card import DAY_MS, CardState
 from fraudstream.core.features.merchant import MerchantState
 from fraudstream.core.features.ordering import EventTimeOrder
 from fraudstream.core.model.quality import QualityWindow
@@ -64,6 +64,8 @@ log = logging.getLogger("fraudstream.worker")
 
 #: Outputs or table writes waiting this long for the broker make a stall: counted and logged.
 STALL_AFTER_S = 5.0
+#: Idle cards and merchants are looked for once per day of event time: they are idle for a month before they go.
+EVICT_EVERY_MS = DAY_MS
 
 
 class FraudApp:
@@ -125,9 +127,11 @@ class FraudApp:
         self.source_marks: dict[int, int] = {}
         self.source_seen: dict[int, float] = {}  # card partition -> wall clock of its last authorization
         self.orders: dict[int, EventTimeOrder] = {}
-        cards = StateStore(CardState, CardState.from_bytes, self.card_durable)
-        standings = StateStore(CardStanding, CardStanding.from_bytes, self.standing_table)
-        merchants = StateStore(MerchantState, MerchantState.from_bytes, self.merchant_durable)
+        # Bounded live caches (`StateStore.trim`): the tables hold every card of the last month, the heap the busy ones.
+        live = s.live_states_max
+        cards = StateStore(CardState, CardState.from_bytes, self.card_durable, capacity=live)
+        standings = StateStore(CardStanding, CardStanding.from_bytes, self.standing_table, capacity=live)
+        merchants = StateStore(MerchantState, MerchantState.from_bytes, self.merchant_durable, capacity=live)
         self.scorer = FraudScorer(
             s,
             cards=cards,
@@ -139,6 +143,7 @@ class FraudApp:
             early_labels=self.early_label_table,
             learn_inline=False,
         )
+        self.scorer.card_index.capacity = live
         self.model_follower = ModelFollower(self, client)
         self.rule_follower = RuleFollower(self, client)
         self.positions: dict[tuple[str, int], int] = {}
@@ -146,6 +151,7 @@ class FraudApp:
         self._touched: set[int] = set()
         self._merchant_lock = asyncio.Lock()
         self._busy = 0
+        self._evicted_at = 0  # event time of the last eviction
         # Decisions taken per partition of the enriched topic: stamped on each snapshot and kept with the
         # partition's threshold, so a snapshot that reached its changelog without them can be replayed into them.
         self.decisions: dict[int, int] = {}
@@ -315,6 +321,7 @@ class FraudApp:
         @app.timer(interval=5.0)
         async def report() -> None:
             _guarded(self.report_gauges)
+            _guarded(self.evict_idle_state)
 
         # An idle worker waits for nothing, so a frozen broker would go unnoticed: ask it something now and then.
         @app.timer(interval=STALL_AFTER_S)
@@ -395,6 +402,8 @@ class FraudApp:
     def intake_commit(self) -> None:
         """After the batch's outputs are on the broker: the cards' state, tagged with the offsets it includes."""
         self.scorer.cards.flush()
+        for card_id in self.scorer.cards.trim():
+            self.card_offsets.pop(card_id, None)  # written with the state; read back with it
         self.card_table.clear_routes()
         self.card_table.forget_sent()
 
@@ -482,6 +491,8 @@ class FraudApp:
     def merchant_commit(self) -> None:
         """After the batch's outputs are on the broker: the merchants' state, tagged with what it includes."""
         self.scorer.merchants.flush()
+        for merchant_id in self.scorer.merchants.trim():
+            self.merchant_applied.pop(merchant_id, None)
         self.merchant_table.clear_routes()
         self.merchant_table.forget_sent()
 
@@ -545,6 +556,8 @@ class FraudApp:
                 self._outbox.append((s.topic_training, encode(ex.as_dict()), None))
         scorer.standings.flush()
         scorer.card_index.flush()
+        scorer.standings.trim()
+        scorer.card_index.trim()
         for partition in self._touched:
             self.threshold_table.route(str(partition), partition)
             self.threshold_table[str(partition)] = _pack_policy(scorer.policy(partition), self.decisions[partition])
@@ -752,6 +765,8 @@ class FraudApp:
     def merchant_label_batch(self, events: list[Any]) -> None:
         self.each(events, self._merchant_label_one)
         self.scorer.merchants.flush()
+        for merchant_id in self.scorer.merchants.trim():
+            self.merchant_applied.pop(merchant_id, None)
         self.merchant_table.clear_routes()
 
     def _merchant_label_one(self, msg: Any) -> None:
@@ -855,6 +870,23 @@ class FraudApp:
             if replayed:
                 log.info("replayed %d decisions of partition %d into its threshold and standings: their snapshots "
                          "reached the changelog, the threshold did not", replayed, partition)
+
+    def evict_idle_state(self) -> None:
+        """Cards, standings and merchants idle longer than their longest window leave the tables (a blocked card's
+        standing stays until its reissue), once per day of event time: a replay of last year evicts as it goes, by
+        the authorizations' ``ts``, not the wall clock. Only between batches: the deletions are written at once."""
+        now = max(self.source_marks.values(), default=0)
+        if self._busy or not now or now - self._evicted_at < EVICT_EVERY_MS:
+            return
+        self._evicted_at = now
+        scorer = self.scorer
+        evicted = scorer.evict_idle(now)
+        if evicted:
+            scorer.cards.flush()
+            scorer.standings.flush()
+            scorer.merchants.flush()
+            self.metrics.evicted.inc(evicted)
+            log.info("evicted %d idle card, standing and merchant states (event time %d)", evicted, now)
 
     def report_gauges(self) -> None:
         m, scorer = self.metrics, self.scorer
