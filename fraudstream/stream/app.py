@@ -152,6 +152,7 @@ class FraudApp:
         self._merchant_lock = asyncio.Lock()
         self._busy = 0
         self._evicted_at = 0  # event time of the last eviction
+        self._evicting = False  # deletions made, not yet on their changelogs
         # Decisions taken per partition of the enriched topic: stamped on each snapshot and kept with the
         # partition's threshold, so a snapshot that reached its changelog without them can be replayed into them.
         self.decisions: dict[int, int] = {}
@@ -321,7 +322,13 @@ class FraudApp:
         @app.timer(interval=5.0)
         async def report() -> None:
             _guarded(self.report_gauges)
+
+        @app.timer(interval=5.0)
+        async def evict() -> None:
             _guarded(self.evict_idle_state)
+            if self._evicting:
+                await self.durable()  # the deletions, onto their changelogs in the score stage's order
+                self._evicting = False
 
         # An idle worker waits for nothing, so a frozen broker would go unnoticed: ask it something now and then.
         @app.timer(interval=STALL_AFTER_S)
@@ -885,6 +892,10 @@ class FraudApp:
             scorer.cards.flush()
             scorer.standings.flush()
             scorer.merchants.flush()
+            # Caches of the tags written with those states (they read back from the tables when needed).
+            self.card_offsets.clear()
+            self.merchant_applied.clear()
+            self._evicting = True
             self.metrics.evicted.inc(evicted)
             log.info("evicted %d idle card, standing and merchant states (event time %d)", evicted, now)
 
