@@ -15,7 +15,7 @@ import pytest
 
 from fraudstream.simulate import HandbookSimulator
 
-from .test_crash import (  # noqa: F401 - taps is a fixture
+from .scenario import (
     RELIABILITY_TIMEOUT_S,
     SEED,
     PacedProducer,
@@ -25,7 +25,6 @@ from .test_crash import (  # noqa: F401 - taps is a fixture
     assert_matches_reference,
     missing_report,
     reference,
-    taps,
     wait_all_scored,
     wait_growing,
     wait_produced,

@@ -18,7 +18,7 @@ from fraudstream.kafka.topics import create_topics
 from fraudstream.simulate import HandbookSimulator
 
 from ..conftest import isolated_settings
-from .test_crash import (  # noqa: F401 - taps is a fixture
+from .scenario import (
     RELIABILITY_TIMEOUT_S,
     SEED,
     PacedProducer,
@@ -28,7 +28,6 @@ from .test_crash import (  # noqa: F401 - taps is a fixture
     assert_matches_reference,
     missing_report,
     reference,
-    taps,
     wait_all_scored,
     wait_growing,
     wait_produced,
