@@ -32,7 +32,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,11 @@ from fraudstream.core.features.card import CardState, card_features
 from fraudstream.core.features.merchant import MerchantState, merchant_features
 from fraudstream.core.model.online import TrainingExample, keep_legitimate
 from fraudstream.core.scorer import FraudScorer
+from fraudstream.processes import ROOT, WorkerProcess, isolated_settings
 from fraudstream.simulate.handbook import HandbookSimulator, SimulatedTransactions
 
 __all__ = ["main", "BenchConfig"]
 
-ROOT = Path(__file__).resolve().parents[1]
 HOUR_MS = 3_600_000
 
 # Goals (the ratios the table checks).
@@ -200,15 +200,6 @@ def simulate(cfg: BenchConfig) -> Events:
 
 
 # --- Kafka helpers ----------------------------------------------------------------
-def isolated_settings(broker: EmbeddedBroker, state_dir: Path) -> Settings:
-    """Topics, group and state of this run only (as tests/conftest.py does)."""
-    tag = uuid.uuid4().hex[:8]
-    base = Settings.load(env={})
-    renamed = {f.name: f"bench{tag}.{getattr(base, f.name)}" for f in fields(Settings) if f.name.startswith("topic_")}
-    return base.with_overrides(broker=broker.url, app_id=f"bench-{tag}", store="memory://", state_dir=str(state_dir),
-                               metrics_port=0, **renamed)
-
-
 def create_plain_topics(settings: Settings, names: list[str], partitions: int) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -295,54 +286,6 @@ def measure_ceiling(settings: Settings, events: Events, n: int) -> dict[str, flo
 
 
 # --- 2. the worker end to end -----------------------------------------------------
-class WorkerProcess:
-    """``fraudstream worker`` as a subprocess, as production runs it (pattern of tests/conftest.py)."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.stalled = False
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
-        env.update(settings.to_env())
-        self.process = subprocess.Popen([sys.executable, "-m", "fraudstream", "worker", "--loglevel", "info"], env=env,
-                                        stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.metrics_port = self._wait_metrics_port()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _wait_metrics_port(self, timeout: float = 60.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(rb"metrics on http://[\d.]+:(\d+)/metrics", self.log_path.read_bytes())
-            if m:
-                return int(m.group(1))
-            self.check()
-            time.sleep(0.1)
-        raise RuntimeError("the worker did not start its metrics endpoint")
-
-    def check(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {self.process.returncode}:\n{self.tail()}")
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-
-
 @dataclass
 class Tracker:
     """What the scores topic told us about one phase's tx_ids."""
@@ -748,7 +691,7 @@ def stop_profile(spy: subprocess.Popen[bytes] | None, path: str | None) -> None:
 def measure_end_to_end(broker: EmbeddedBroker, events: Events, cfg: BenchConfig, tmp: Path, results: dict[str, Any]) -> None:
     from fraudstream.kafka.topics import create_topics
 
-    settings = isolated_settings(broker, tmp / "state")
+    settings = isolated_settings(broker.url, tmp / "state", name="bench", store="memory://")
     create_topics(settings)
     results["ceiling"] = measure_ceiling(settings, events, cfg.events)
     reader = ScoresReader(settings)

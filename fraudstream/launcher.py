@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import re
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 from fraudstream.broker import EmbeddedBroker, free_port
 from fraudstream.config import Settings
 from fraudstream.kafka.topics import create_topics
+from fraudstream.processes import WorkerProcess
 
 __all__ = ["run_pipeline", "scrape"]
 
@@ -67,13 +67,9 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
         created = create_topics(settings)
         print(f"topics: {sum(v == 'created' for v in created.values())} created, {sum(v == 'exists' for v in created.values())} already there")
 
-        env = {**os.environ, **settings.to_env()}
-        worker_log = open(logs / "worker.log", "ab")
-        stack.callback(worker_log.close)
-        worker = subprocess.Popen([sys.executable, "-m", "fraudstream", "worker"], env=env, stdout=worker_log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-        stack.callback(_stop_process, worker)
-        metrics_url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+        worker = WorkerProcess(settings, logs / "worker.log", new_session=True)  # Ctrl-C here stops it in order
+        stack.callback(worker.stop)
+        metrics_url = f"http://{settings.metrics_host}:{worker.metrics_port}/metrics"
         print(f"worker started (log: {logs / 'worker.log'}); metrics: {metrics_url}")
         print("  Prometheus: prometheus --config.file=deploy/prometheus/prometheus.yml   "
               "Grafana: provisioning in deploy/grafana/ (datasource + 3 dashboards)")
@@ -93,7 +89,7 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
         sim_thread = threading.Thread(target=simulate, name="simulator", daemon=True)
         sim_thread.start()
         print("Ctrl-C stops everything.\n")
-        return _status_loop(metrics_url, worker, stop, args, time.monotonic())
+        return _status_loop(metrics_url, worker.process, stop, args, time.monotonic())
 
 
 def _status_loop(url: str, worker: subprocess.Popen, stop: threading.Event, args: argparse.Namespace, t0: float) -> int:
@@ -133,13 +129,3 @@ def _status_loop(url: str, worker: subprocess.Popen, stop: threading.Event, args
     print("\nstopping: simulator, worker, broker")
     stop.set()
     return 0
-
-
-def _stop_process(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()

@@ -53,10 +53,10 @@ from fraudstream.broker import EmbeddedBroker, free_port
 from fraudstream.config import Settings
 from fraudstream.kafka.topics import create_topics
 from fraudstream.launcher import scrape
+from fraudstream.processes import WorkerProcess
 
 __all__ = ["main", "SoakConfig", "Traffic", "percentile", "rss_kib"]
 
-ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024.0
 
 
@@ -308,18 +308,6 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(parts[11]) + int(parts[12])) / _TICK
 
 
-def _wait_metrics(log_path: Path, process: subprocess.Popen, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        m = re.search(rb"metrics on (http://[\d.]+:\d+/metrics)", log_path.read_bytes())
-        if m:
-            return m.group(1).decode()
-        if process.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {process.returncode}; see {log_path}")
-        time.sleep(0.1)
-    raise RuntimeError(f"the worker did not serve /metrics within {timeout:.0f}s; see {log_path}")
-
-
 def _wait_ready(settings: Settings, url: str, worker: subprocess.Popen, stop: threading.Event, timeout: float = 120.0) -> None:
     """One probe authorization, scored: the worker has joined its group and the traffic's latency means something."""
     from confluent_kafka import Producer as KafkaProducer
@@ -341,16 +329,6 @@ def _wait_ready(settings: Settings, url: str, worker: subprocess.Popen, stop: th
         if time.monotonic() - t0 > timeout:
             raise RuntimeError(f"the worker did not score a probe within {timeout:.0f}s")
         stop.wait(0.2)
-
-
-def _stop_process(p: subprocess.Popen, timeout: float = 30.0) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 # --- reporting -------------------------------------------------------------------------------
@@ -457,8 +435,7 @@ def soak(cfg: SoakConfig) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     state = Path(tempfile.mkdtemp(prefix="fraudstream-soak-"))
     broker = EmbeddedBroker(0, log_path=log_dir / f"soak-{stamp}-broker.log")
-    worker: subprocess.Popen | None = None
-    worker_log = None
+    worker: WorkerProcess | None = None
     producer: Producer | None = None
     reader: LatencyReader | None = None
     try:
@@ -467,22 +444,19 @@ def soak(cfg: SoakConfig) -> int:
         settings = base.with_overrides(broker=broker.url, app_id=f"soak-{stamp}", state_dir=str(state), metrics_port=free_port(),
                                        store=cfg.store)
         create_topics(settings)
-        log_path = log_dir / f"soak-{stamp}-worker.log"
-        worker_log = open(log_path, "ab")
-        worker = subprocess.Popen([sys.executable, "-m", "fraudstream", "worker"], env={**os.environ, **settings.to_env()},
-                                  stdout=worker_log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-        url = _wait_metrics(log_path, worker)
+        worker = WorkerProcess(settings, log_dir / f"soak-{stamp}-worker.log", new_session=True)
+        url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
         print(f"soak: {cfg.rate:g} authorizations/s for {cfg.minutes:g} min, {cfg.cards} cards at {cfg.merchants} merchants; "
               f"report every {cfg.report_every:g}s; warm-up {cfg.warmup_s:.0f}s", flush=True)
-        print(f"  broker {broker.bootstrap_servers}; worker pid {worker.pid}, metrics {url}, log {log_path}", flush=True)
+        print(f"  broker {broker.bootstrap_servers}; worker pid {worker.pid}, metrics {url}, log {worker.log_path}", flush=True)
 
-        _wait_ready(settings, url, worker, stop)
+        _wait_ready(settings, url, worker.process, stop)
         reader = LatencyReader(settings, stop)
         reader.start()
         producer = Producer(settings, cfg, stop)
         t0 = time.monotonic()
         producer.start()
-        _monitor(run, cfg, url, worker, broker, producer, reader, stop, t0)
+        _monitor(run, cfg, url, worker.process, broker, producer, reader, stop, t0)
     except RuntimeError as exc:
         run.worker_died = run.worker_died or str(exc)
     finally:
@@ -493,12 +467,10 @@ def soak(cfg: SoakConfig) -> int:
         if producer is not None:
             producer.join(15)
         if worker is not None:
-            _stop_process(worker)
+            worker.stop()
         if reader is not None:
             reader.join(10)
         broker.stop()
-        if worker_log is not None:
-            worker_log.close()
         shutil.rmtree(state, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -19,8 +14,11 @@ from fraudstream.broker import EmbeddedBroker
 from fraudstream.config import Settings
 from fraudstream.contracts import decode
 from fraudstream.kafka.topics import create_topics
+from fraudstream.processes import ROOT, WorkerProcess
+from fraudstream.processes import isolated_settings as _isolated
+from fraudstream.processes import worker_env as settings_env
 
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["ROOT", "WorkerProcess", "isolated_settings", "settings_env"]
 
 
 @pytest.fixture(scope="session")
@@ -32,21 +30,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 
 def isolated_settings(broker: EmbeddedBroker, tmp_path: Path, partitions: int = 3, **overrides: object) -> Settings:
-    """Settings whose topics, group and state belong to one test only."""
-    tag = uuid.uuid4().hex[:8]
-    base = Settings.load(env={})
-    renamed = {f.name: f"t{tag}.{getattr(base, f.name)}" for f in fields(Settings) if f.name.startswith("topic_")}
-    defaults = {"metrics_port": 0, "session_timeout_s": 6.0, "batch_window_s": 0.02, "checkpoint_interval_s": 2.0}
-    return base.with_overrides(
-        broker=broker.url, app_id=f"fs-{tag}", partitions=partitions, state_dir=str(tmp_path / "state"),
-        **renamed, **{**defaults, **overrides},
-    )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
-    env.update(settings.to_env())
-    return env
+    """Settings whose topics, group and state belong to one test only; short timeouts for the embedded broker."""
+    defaults = {"session_timeout_s": 6.0, "batch_window_s": 0.02, "checkpoint_interval_s": 2.0}
+    return _isolated(broker.url, tmp_path / "state", partitions=partitions, **{**defaults, **overrides})
 
 
 @pytest.fixture
@@ -54,62 +40,6 @@ def topics(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
     s = isolated_settings(broker, tmp_path)
     create_topics(s)
     return s
-
-
-class WorkerProcess:
-    """``fraudstream worker`` as a real subprocess, as production runs it."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fraudstream", "worker", "--loglevel", "info"],
-            env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
-        self.metrics_port = self._wait_metrics_port()
-
-    def _wait_metrics_port(self, timeout: float = 60.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(rb"metrics on http://[\d.]+:(\d+)/metrics", self.log_path.read_bytes())
-            if m:
-                return int(m.group(1))
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        raise RuntimeError("worker did not start its metrics endpoint")
-
-    def metrics(self) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def metric(self, name: str, labels: str = "") -> float:
-        pattern = re.escape(name) + (re.escape("{" + labels + "}") if labels else r"(?:\{[^}]*\})?") + r" ([0-9.e+-]+)"
-        total = 0.0
-        for m in re.finditer(r"^" + pattern + "$", self.metrics(), re.M):
-            total += float(m.group(1))
-        return total
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.alive():
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
-        self.log.close()
 
 
 @pytest.fixture

@@ -1,0 +1,107 @@
+"""A worker as a subprocess, and settings for a run that shares a broker: what the tests and the benchmark use to
+run fraudstream as production does, next to other runs on the same embedded broker."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from fraudstream.config import Settings
+
+__all__ = ["WorkerProcess", "isolated_settings", "worker_env"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def isolated_settings(broker_url: str, state_dir: Path, name: str = "t", **overrides: Any) -> Settings:
+    """Settings whose topics, consumer group and state belong to one run only (``name`` prefixes them), on the
+    defaults, not this shell's ``FRAUDSTREAM_*`` variables; the metrics endpoint on a free port."""
+    tag = uuid.uuid4().hex[:8]
+    base = Settings.load(env={})
+    renamed = {f.name: f"{name}{tag}.{getattr(base, f.name)}" for f in fields(Settings) if f.name.startswith("topic_")}
+    return base.with_overrides(**{"broker": broker_url, "app_id": f"{name}-{tag}", "state_dir": str(state_dir),
+                                  "metrics_port": 0, **renamed, **overrides})
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """This process's environment without its ``FRAUDSTREAM_*`` variables, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    env.update(settings.to_env())
+    return env
+
+
+class WorkerProcess:
+    """``fraudstream worker`` as a subprocess, as production runs it, logging to ``log_path``. With ``new_session``
+    it gets a session of its own: a Ctrl-C in the terminal does not reach it, so its parent stops it in order."""
+
+    def __init__(self, settings: Settings, log_path: Path, start_timeout_s: float = 60.0, new_session: bool = False) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.stalled = False  # set by whoever watches its progress
+        self.process = subprocess.Popen([sys.executable, "-m", "fraudstream", "worker", "--loglevel", "info"],
+                                        env=worker_env(settings), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                        start_new_session=new_session)
+        self.metrics_port = self._wait_metrics_port(start_timeout_s)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _wait_metrics_port(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(rb"metrics on http://[\d.]+:(\d+)/metrics", self.log_path.read_bytes())
+            if m:
+                return int(m.group(1))
+            self.check()
+            time.sleep(0.1)
+        raise RuntimeError(f"the worker did not start its metrics endpoint:\n{self.tail()}")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            text: str = r.read().decode()
+            return text
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """The sum of the samples of ``name`` (with exactly ``labels``, if given)."""
+        pattern = re.escape(name) + (re.escape("{" + labels + "}") if labels else r"(?:\{[^}]*\})?") + r" ([0-9.e+-]+)"
+        return sum(float(m.group(1)) for m in re.finditer(r"^" + pattern + "$", self.metrics(), re.M))
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def check(self) -> None:
+        """Raise if the worker exited."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {self.process.returncode}:\n{self.tail()}")
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, as an orchestrator stops it; SIGKILL if it does not exit within ``timeout``."""
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.log.close()
