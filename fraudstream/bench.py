@@ -76,11 +76,12 @@ class BenchConfig:
     sim_days: int = 0  # 0: as many as the events need
     profile: str | None = None  # py-spy raw output of the worker during saturation
     fallback_shares: tuple[float, ...] = (0.8, 0.5, 0.25)  # of the saturation rate, when the offered rate is not sustained
+    second_worker: bool = True  # saturation again with a second worker in the group
 
     @classmethod
     def quick(cls) -> BenchConfig:
         return cls(events=10_000, rate=2_000, seconds=3.0, warmup_events=3_000, labels_per_class=60, core_events=5_000,
-                   memory_cards=1_000, fallback_shares=(0.5,))
+                   memory_cards=1_000, fallback_shares=(0.5,), second_worker=False)
 
 
 # --- the machine and the code -----------------------------------------------------
@@ -505,12 +506,12 @@ def warm_worker(settings: Settings, events: Events, cfg: BenchConfig, reader: Sc
 
 
 def measure_saturation(settings: Settings, events: Events, n: int, offset: int, reader: ScoresReader, worker: WorkerProcess,
-                       producer: Any, cpu: CpuMeter, profile: str | None) -> dict[str, Any]:
+                       producer: Any, cpu: CpuMeter, profile: str | None, phase: str = "s") -> dict[str, Any]:
     messages = []
     for i in range(n):
-        r = events.record(i, "s", offset)
+        r = events.record(i, phase, offset)
         messages.append((r["card_id"].encode(), orjson.dumps(r)))
-    tracker = reader.track("s", Tracker(n, timeline=[]))
+    tracker = reader.track(phase, Tracker(n, timeline=[]))
     spy = start_profile(profile, worker.pid)
     try:
         progress(f"saturation: producing {n:,} authorizations as fast as possible")
@@ -725,11 +726,40 @@ def measure_end_to_end(broker: EmbeddedBroker, events: Events, cfg: BenchConfig,
             lat2 = measure_latency(settings, events, f"l{k + 2}", sustained, cfg.seconds, 0, reader, worker, producer, sat["rate"], cpu)
             lat2["label"] = label
             results["latency"].append(lat2)
+        if cfg.second_worker and not worker.stalled:
+            results["saturation_2"] = measure_two_workers(settings, events, cfg, tmp, reader, worker, producer, broker)
     finally:
         results["stalled"] = worker.stalled
         progress("stopping the worker")
         worker.stop()
         reader.stop()
+
+
+def measure_two_workers(settings: Settings, events: Events, cfg: BenchConfig, tmp: Path, reader: ScoresReader,
+                        worker: WorkerProcess, producer: Any, broker: EmbeddedBroker) -> dict[str, Any] | None:
+    """Saturation again, with a second worker in the group: the partitions split between them."""
+    progress("a second worker joins the group")
+    second = WorkerProcess(settings.with_overrides(state_dir=str(tmp / "state-2")), tmp / "worker-2.log")
+    try:
+        n = min(cfg.warmup_events, 5_000)
+        offset = int(time.time() * 1000) - events.ts[n - 1] - 60_000
+        tracker = reader.track("j", Tracker(n))
+        produce_all(producer, settings.topic_authorizations,
+                    [(r["card_id"].encode(), orjson.dumps(r)) for r in (events.record(i, "j", offset) for i in range(n))])
+        producer.flush(60)
+        if not wait_tracker(tracker, 180, reader, worker, "two workers: warm-up"):
+            return None
+        if second.metric("fraudstream_authorizations_scored_total") == 0:
+            progress("the second worker got no partition: skipped")
+            return None
+        settle(worker)
+        settle(second)
+        assert broker.process is not None
+        cpu = CpuMeter({"worker": worker.pid, "worker 2": second.pid, "broker": broker.process.pid, "bench": os.getpid()})
+        offset = int(time.time() * 1000) - events.ts[cfg.events - 1] - 60_000
+        return measure_saturation(settings, events, cfg.events, offset, reader, worker, producer, cpu, None, phase="s2")
+    finally:
+        second.stop()
 
 
 def pick_labels(scored: list[Any], truth: list[bool], k: int, keep: Callable[[str], bool] = lambda tx: True) -> tuple[list[Any], list[Any]]:
@@ -970,6 +1000,14 @@ def render(results: dict[str, Any], cfg: BenchConfig) -> str:
                  f"< {GOAL_CARD_BYTES:,} B full", mark(core["full_card_bytes"] < GOAL_CARD_BYTES)))
     mem = results["memory"]
     rows.append(("memory: Python heap per card (tracemalloc)", f"{mem['heap_bytes']:,.0f} B", "", ""))
+    two = results.get("saturation_2")
+    if two:
+        note = "" if two["complete"] else " (incomplete)"
+        rows.append(("fraudstream end to end at saturation, 2 workers" + note, f"{two['rate']:,.0f} events/s", "", ""))
+        rows.append(("2 workers / 1 worker", f"{two['rate'] / sat['rate']:.2f}×", "", ""))
+        c2 = two["cpu"]
+        rows.append(("cpu at saturation, 2 workers: worker / worker 2 / broker",
+                     f"{c2['worker']:.2f} / {c2['worker 2']:.2f} / {c2['broker']:.2f} cores", "", ""))
     cpu = sat["cpu"]
     rows.append(("cpu at saturation: worker", f"{cpu['worker']:.2f} cores", "", ""))
     rows.append(("cpu at saturation: broker", f"{cpu['broker']:.2f} cores", "", ""))
