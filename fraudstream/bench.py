@@ -687,6 +687,33 @@ def stop_profile(spy: subprocess.Popen[bytes] | None, path: str | None) -> None:
         spy.kill()
         spy.wait()
     progress(f"profile: py-spy wrote {path}")
+    if path and not path.endswith(".svg"):
+        shares = profile_shares(Path(path))
+        if shares:
+            progress("profile: samples by where they ran: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
+
+
+#: Where a profile sample ran, by the file of its innermost Python frame (C code counts for its Python caller).
+PROFILE_PLACES = (("core + river", ("fraudstream/core/", "/river/")), ("stage wiring", ("fraudstream/",)),
+                  ("faust / mode / aiokafka", ("/faust/", "/mode/", "/aiokafka/", "/kafka/")), ("asyncio", ("/asyncio/",)))
+
+
+def profile_shares(path: Path) -> dict[str, float]:
+    """Share of the samples of a py-spy raw profile (``stack count`` lines) in each of `PROFILE_PLACES`."""
+    counts: dict[str, int] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frame = stack.rsplit(";", 1)[-1]
+        place = next((name for name, marks in PROFILE_PLACES if any(m in frame for m in marks)), "other")
+        counts[place] = counts.get(place, 0) + int(n)
+    total = sum(counts.values()) or 1
+    return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
 
 
 def measure_end_to_end(broker: EmbeddedBroker, events: Events, cfg: BenchConfig, tmp: Path, results: dict[str, Any]) -> None:

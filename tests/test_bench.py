@@ -120,3 +120,14 @@ def test_the_feature_rows_judge_cpu_time_and_the_full_card() -> None:
     missed = _rows(render(_results(15.0, 6.0, GOAL_CARD_BYTES), BenchConfig.quick()))
     assert next(cells for name, cells in missed.items() if name.startswith("core: features (card + merchant"))[2] == "✗"
     assert next(cells for name, cells in missed.items() if name.startswith("memory: CardState.to_bytes"))[2] == "✗"
+
+
+def test_profile_samples_are_placed_by_their_innermost_frame(tmp_path) -> None:
+    from fraudstream.bench import profile_shares
+
+    raw = tmp_path / "profile.txt"
+    raw.write_text("run (asyncio/base_events.py:1);take (site-packages/faust/streams.py:2) 10\n"
+                   "score (fraudstream/stream/app.py:3);process (fraudstream/core/scorer.py:4) 6\n"
+                   "score (fraudstream/stream/app.py:3) 3\n"
+                   "select (asyncio/selectors.py:9) 1\n")
+    assert profile_shares(raw) == {"faust / mode / aiokafka": 0.5, "core + river": 0.3, "stage wiring": 0.15, "asyncio": 0.05}
