@@ -412,7 +412,7 @@ class FraudApp:
         for card_id in self.scorer.cards.trim():
             self.card_offsets.pop(card_id, None)  # written with the state; read back with it
         self.card_table.clear_routes()
-        self.card_table.forget_sent()
+        self.card_table.send_pending()
 
     def card_offset(self, card_id: str) -> int:
         """Offset in fraud.authorizations of the newest authorization in the card's state (-1: none)."""
@@ -501,7 +501,7 @@ class FraudApp:
         for merchant_id in self.scorer.merchants.trim():
             self.merchant_applied.pop(merchant_id, None)
         self.merchant_table.clear_routes()
-        self.merchant_table.forget_sent()
+        self.merchant_table.send_pending()
 
     def merchant_progress(self, merchant_id: str) -> dict[str, Any]:
         """Which authorizations the merchant's state includes: ``f``, the newest applied in event-time order,

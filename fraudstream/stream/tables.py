@@ -147,7 +147,7 @@ class TableMapping(MutableMapping[str, bytes]):
     def clear_routes(self) -> None:
         self.partition_of.clear()
 
-    def forget_sent(self) -> None:
+    def send_pending(self) -> None:
         """The writes so far are nobody's to await (intake and merchant state, written after their outputs): produce
         them now. Without this call they go with the next ``ChangelogWriter.send`` (every flush, and a timer)."""
         if self.writer is not None and self.pending:

@@ -298,10 +298,11 @@ class RecordingProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes | None]] = []
 
-    def produce(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None) -> None:
-        assert isinstance(value, bytes)
+    def produce(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
+                on_delivery: Any = None) -> None:
         if partition is not None:
-            return  # a progress mark to every merchant partition (event-time order): not an output of one message
+            return  # a progress mark to every merchant partition (event-time order), a changelog record: no output
+        assert isinstance(value, bytes)
         self.sent.append((topic, value, key))
 
     def poll(self, timeout: float = 0) -> int:
@@ -328,6 +329,7 @@ def fraud_app(tmp_path_factory):
     app = FraudApp(s, "127.0.0.1:1", Metrics(CollectorRegistry()))
     app.rule_follower.consumer.close()  # not polled here; closed so it stops retrying
     app.producer = RecordingProducer()  # the handlers' outputs, by topic; the real one is released
+    app.changelog.producer = app.producer  # table writes too (and changelog records with them, by partition)
     return app
 
 
