@@ -351,6 +351,8 @@ class Sample:
     labels: float
     worker_cores: float | None = None  # CPU the worker used over the interval, in cores
     load1: float = 0.0  # the machine's 1-minute load average: on a shared machine, who else wants the CPU
+    broker_cores: float | None = None  # the embedded broker's CPU: it keeps every record in memory, and slows as it grows
+    broker_rss_kib: int | None = None
 
 
 @dataclass
@@ -377,7 +379,9 @@ def report_line(s: Sample) -> str:
             f"scored {s.scored_per_s:6.0f}/s  e2e p50 {_fmt_ms(s.p50_ms)} ms  p99 {_fmt_ms(s.p99_ms)} ms  "
             f"lag {s.lag:6.0f}  alerts {s.alerts:6.0f}  dead letters {s.dead_letters:4.0f}  "
             f"snapshots {s.snapshots:8.0f}  cards {s.cards:6.0f}  labels {s.labels:6.0f}  "
-            f"worker cpu {'-' if s.worker_cores is None else f'{s.worker_cores:.2f}'} cores  load {s.load1:.1f}/{os.cpu_count()}")
+            f"worker cpu {'-' if s.worker_cores is None else f'{s.worker_cores:.2f}'} cores  "
+            f"broker cpu {'-' if s.broker_cores is None else f'{s.broker_cores:.2f}'} cores, rss {_fmt_mib(s.broker_rss_kib)} MiB  "
+            f"load {s.load1:.1f}/{os.cpu_count()}")
 
 
 def summary(run: Run) -> list[str]:
@@ -402,11 +406,14 @@ def summary(run: Run) -> list[str]:
     elif run.rss_last:
         out.append(f"  run shorter than the warm-up ({cfg.warmup_s:.0f}s): RSS at the end {run.rss_last[1] / MIB:.1f} MiB")
     if run.samples:
-        out.append("  over time:   elapsed   scored/s   p50 ms   p99 ms      lag   RSS MiB   worker cores   load")
+        out.append("  over time:   elapsed   scored/s   p50 ms   p99 ms      lag   RSS MiB   worker cores   broker cores"
+                   "   broker MiB   load")
         for s in run.samples:
             cores = "   -" if s.worker_cores is None else f"{s.worker_cores:4.2f}"
+            bcores = "   -" if s.broker_cores is None else f"{s.broker_cores:4.2f}"
             out.append(f"             {s.elapsed:7.0f}   {s.scored_per_s:8.0f}   {_fmt_ms(s.p50_ms)}    {_fmt_ms(s.p99_ms)}  "
-                       f"{s.lag:7.0f}   {_fmt_mib(s.rss_kib)}           {cores}   {s.load1:4.1f}")
+                       f"{s.lag:7.0f}   {_fmt_mib(s.rss_kib)}           {cores}           {bcores}      {_fmt_mib(s.broker_rss_kib)}   "
+                       f"{s.load1:4.1f}")
         steady = [s for s in run.samples if s.elapsed > cfg.warmup_s] or run.samples
         rates = [s.scored_per_s for s in steady]
         p99s = [s.p99_ms for s in steady if s.p99_ms is not None]
@@ -486,7 +493,10 @@ def soak(cfg: SoakConfig) -> int:
 
 def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, broker: EmbeddedBroker, producer: Producer,
              reader: LatencyReader, stop: threading.Event, t0: float) -> None:
+    assert broker.process is not None
+    broker_pid = broker.process.pid
     last_t, last_scored, last_sent, last_cpu = t0, 0.0, 0, cpu_seconds(worker.pid)
+    last_broker_cpu = cpu_seconds(broker_pid)
     next_report = t0 + cfg.report_every
     end = t0 + cfg.seconds
     while not stop.is_set():
@@ -518,7 +528,7 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
             m = {}
         scored = m.get("fraudstream_authorizations_scored_total", last_scored)
         dt = max(now - last_t, 1e-9)
-        cpu = cpu_seconds(worker.pid)
+        cpu, broker_cpu = cpu_seconds(worker.pid), cpu_seconds(broker_pid)
         latencies = reader.take()
         sample = Sample(
             elapsed=elapsed, rss_kib=rss, produced_per_s=(producer.sent - last_sent) / dt, scored_per_s=(scored - last_scored) / dt,
@@ -527,10 +537,12 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
             dead_letters=m.get("fraudstream_dead_letters_total", 0.0), snapshots=m.get("fraudstream_snapshots_pending", 0.0),
             cards=m.get("fraudstream_cards_tracked", 0.0), labels=m.get("fraudstream_labels_total", 0.0),
             worker_cores=None if cpu is None or last_cpu is None else (cpu - last_cpu) / dt, load1=os.getloadavg()[0],
+            broker_cores=None if broker_cpu is None or last_broker_cpu is None else (broker_cpu - last_broker_cpu) / dt,
+            broker_rss_kib=rss_kib(broker_pid),
         )
         run.samples.append(sample)
         print(report_line(sample), flush=True)
-        last_t, last_scored, last_sent, last_cpu = now, scored, producer.sent, cpu
+        last_t, last_scored, last_sent, last_cpu, last_broker_cpu = now, scored, producer.sent, cpu, broker_cpu
         next_report += cfg.report_every
         if now >= end:
             return
