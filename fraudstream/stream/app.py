@@ -143,7 +143,8 @@ class FraudApp:
             early_labels=self.early_label_table,
             learn_inline=False,
         )
-        self.scorer.card_index.capacity = live
+        # A card's recent (ts, tx_id) list holds up to 512 entries (tens of KB as objects): a tenth as many stay live.
+        self.scorer.card_index.capacity = max(1, live // 10)
         self.model_follower = ModelFollower(self, client)
         self.rule_follower = RuleFollower(self, client)
         self.positions: dict[tuple[str, int], int] = {}
