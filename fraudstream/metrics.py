@@ -46,8 +46,11 @@ class Metrics:
         self.rule_hits = Counter("fraudstream_rule_hits", "Rule matches, by rule and mode.", ["rule", "mode"], registry=r)
         self.rule_precision = Gauge("fraudstream_rule_precision", "Confirmed fraud among a rule's labelled hits.", ["rule"], registry=r)
         self.rule_rejections = Counter("fraudstream_rule_rejections", "Rule changes refused as malformed.", registry=r)
-        self.cards = Gauge("fraudstream_cards_tracked", "Cards with live state on this worker.", registry=r)
-        self.merchants = Gauge("fraudstream_merchants_tracked", "Merchants with live state on this worker.", registry=r)
+        self.cards = Gauge("fraudstream_cards_tracked", "Cards whose state this worker holds (RocksDB: its estimate).", registry=r)
+        self.merchants = Gauge("fraudstream_merchants_tracked", "Merchants whose state this worker holds (RocksDB: its estimate).", registry=r)
+        self.rocksdb_memory = Gauge("fraudstream_rocksdb_memory_bytes", "Memory of the worker's RocksDB tables: memtables, block "
+                                    "caches, index and filter blocks (bounded by FRAUDSTREAM_ROCKSDB_MEMORY_MB per table partition).",
+                                    registry=r)
         self.snapshots = Gauge("fraudstream_snapshots_pending", "Scored authorizations awaiting a label or maturity.", registry=r)
         self.evicted = Counter("fraudstream_state_evicted", "Idle cards and merchants evicted.", registry=r)
         self.broker_errors = Counter("fraudstream_broker_errors", "Errors talking to the broker (a stall shows here).", ["kind"], registry=r)

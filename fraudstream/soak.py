@@ -353,6 +353,7 @@ class Sample:
     load1: float = 0.0  # the machine's 1-minute load average: on a shared machine, who else wants the CPU
     broker_cores: float | None = None  # the embedded broker's CPU: it keeps every record in memory, and slows as it grows
     broker_rss_kib: int | None = None
+    rocksdb_kib: int | None = None  # the worker's RocksDB memory, part of its RSS, bounded by FRAUDSTREAM_ROCKSDB_MEMORY_MB
 
 
 @dataclass
@@ -375,7 +376,7 @@ def _fmt_mib(kib: int | None) -> str:
 
 
 def report_line(s: Sample) -> str:
-    return (f"[{s.elapsed:6.0f}s] rss {_fmt_mib(s.rss_kib)} MiB  produced {s.produced_per_s:6.0f}/s  "
+    return (f"[{s.elapsed:6.0f}s] rss {_fmt_mib(s.rss_kib)} MiB (rocksdb {_fmt_mib(s.rocksdb_kib)})  produced {s.produced_per_s:6.0f}/s  "
             f"scored {s.scored_per_s:6.0f}/s  e2e p50 {_fmt_ms(s.p50_ms)} ms  p99 {_fmt_ms(s.p99_ms)} ms  "
             f"lag {s.lag:6.0f}  alerts {s.alerts:6.0f}  dead letters {s.dead_letters:4.0f}  "
             f"snapshots {s.snapshots:8.0f}  cards {s.cards:6.0f}  labels {s.labels:6.0f}  "
@@ -406,13 +407,14 @@ def summary(run: Run) -> list[str]:
     elif run.rss_last:
         out.append(f"  run shorter than the warm-up ({cfg.warmup_s:.0f}s): RSS at the end {run.rss_last[1] / MIB:.1f} MiB")
     if run.samples:
-        out.append("  over time:   elapsed   scored/s   p50 ms   p99 ms      lag   RSS MiB   worker cores   broker cores"
-                   "   broker MiB   load")
+        out.append("  over time:   elapsed   scored/s   p50 ms   p99 ms      lag   RSS MiB   of it RocksDB   worker cores"
+                   "   broker cores   broker MiB   load")
         for s in run.samples:
             cores = "   -" if s.worker_cores is None else f"{s.worker_cores:4.2f}"
             bcores = "   -" if s.broker_cores is None else f"{s.broker_cores:4.2f}"
             out.append(f"             {s.elapsed:7.0f}   {s.scored_per_s:8.0f}   {_fmt_ms(s.p50_ms)}    {_fmt_ms(s.p99_ms)}  "
-                       f"{s.lag:7.0f}   {_fmt_mib(s.rss_kib)}           {cores}           {bcores}      {_fmt_mib(s.broker_rss_kib)}   "
+                       f"{s.lag:7.0f}   {_fmt_mib(s.rss_kib)}         {_fmt_mib(s.rocksdb_kib)}           {cores}           {bcores}"
+                       f"      {_fmt_mib(s.broker_rss_kib)}   "
                        f"{s.load1:4.1f}")
         steady = [s for s in run.samples if s.elapsed > cfg.warmup_s] or run.samples
         rates = [s.scored_per_s for s in steady]
@@ -539,6 +541,7 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
             worker_cores=None if cpu is None or last_cpu is None else (cpu - last_cpu) / dt, load1=os.getloadavg()[0],
             broker_cores=None if broker_cpu is None or last_broker_cpu is None else (broker_cpu - last_broker_cpu) / dt,
             broker_rss_kib=rss_kib(broker_pid),
+            rocksdb_kib=int(m["fraudstream_rocksdb_memory_bytes"] / 1024) if "fraudstream_rocksdb_memory_bytes" in m else None,
         )
         run.samples.append(sample)
         print(report_line(sample), flush=True)

@@ -377,13 +377,17 @@ def model() -> dict[str, Any]:
         timeseries("Cards and merchants tracked", [
             (f"fraudstream_cards_tracked{{{SEL}}}", "cards {{instance}}"),
             (f"fraudstream_merchants_tracked{{{SEL}}}", "merchants {{instance}}"),
-        ], "short", "Cards and merchants with live state on each worker.", w=8, fill=0),
+        ], "short", "Cards and merchants whose state each worker holds (RocksDB: its estimate).", w=8, fill=0),
         timeseries("Snapshots pending", [
             (f"fraudstream_snapshots_pending{{{SEL}}}", "{{instance}}"),
         ], "short", "Scored authorizations awaiting a label or maturity (MATURITY_DAYS).", w=8, fill=0),
         timeseries("State evicted", [
             (f"sum by (instance) (rate(fraudstream_state_evicted_total{{{SEL}}}[{RI}]))", "{{instance}}"),
         ], "reqps", "Idle cards and merchants evicted per second.", w=8),
+        timeseries("RocksDB memory", [
+            (f"fraudstream_rocksdb_memory_bytes{{{SEL}}}", "{{instance}}"),
+        ], "bytes", "Memtables, block caches, index and filter blocks of each worker's tables: at most "
+           "FRAUDSTREAM_ROCKSDB_MEMORY_MB per table partition.", w=8, fill=0),
     ]
     return dashboard("fraudstream-model", "Fraudstream / Model",
                      "How the online model is doing: label-based quality, learning, checkpoints, state.", p,

@@ -902,9 +902,10 @@ class FraudApp:
 
     def report_gauges(self) -> None:
         m, scorer = self.metrics, self.scorer
-        m.cards.set(len(scorer.cards.durable))
-        m.merchants.set(len(scorer.merchants.durable))
+        m.cards.set(self.card_table.approx_len())
+        m.merchants.set(self.merchant_table.approx_len())
         m.snapshots.set(len(scorer.pending))
+        m.rocksdb_memory.set(sum(t.rocksdb_memory() for t in self.tables))
         unmatched = scorer.counts["unmatched_labels"]
         m.labels.labels("any", "unmatched").inc(unmatched - self._unmatched_reported)
         self._unmatched_reported = unmatched

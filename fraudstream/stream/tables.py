@@ -142,7 +142,22 @@ class TableMapping(MutableMapping[str, bytes]):
             yield k.decode() if isinstance(k, bytes) else k
 
     def __len__(self) -> int:
-        return len(self.table.data)
+        return len(self.table.data)  # RocksDB: reads every key; see `approx_len`
+
+    def approx_len(self) -> int:
+        """The number of keys: exact for the memory store, RocksDB's own estimate otherwise (counting would read
+        every key of every partition)."""
+        rocks = self.rocksdb()
+        if rocks is None:
+            return len(self.table.data)
+        return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in list(rocks._dbs.values()))
+
+    def rocksdb_memory(self) -> int:
+        """Bytes RocksDB holds in memory for this table: memtables, block caches, index and filter blocks."""
+        rocks = self.rocksdb()
+        if rocks is None:
+            return 0
+        return sum(int(db.property_int_value(p) or 0) for db in list(rocks._dbs.values()) for p in _ROCKSDB_MEMORY)
 
     def clear_routes(self) -> None:
         self.partition_of.clear()
@@ -237,6 +252,9 @@ class ChangelogWriter:
                 rocks.set_persisted_offset(TP(topic, partition), offset)
             except Exception as exc:  # a store closed by a rebalance: its recovery then reads a little more
                 log.debug("persisted offset of %s[%d] not kept: %s", topic, partition, exc)
+
+
+_ROCKSDB_MEMORY = ("rocksdb.cur-size-all-mem-tables", "rocksdb.block-cache-usage", "rocksdb.estimate-table-readers-mem")
 
 
 class TaggedMapping(MutableMapping[str, bytes]):
