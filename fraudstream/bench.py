@@ -694,8 +694,10 @@ def stop_profile(spy: subprocess.Popen[bytes] | None, path: str | None) -> None:
 
 
 #: Where a profile sample ran, by the file of its innermost Python frame (C code counts for its Python caller).
-PROFILE_PLACES = (("core + river", ("fraudstream/core/", "/river/")), ("stage wiring", ("fraudstream/",)),
-                  ("faust / mode / aiokafka", ("/faust/", "/mode/", "/aiokafka/", "/kafka/")), ("asyncio", ("/asyncio/",)))
+#: py-spy names files relative to their site-packages or standard library directory.
+PROFILE_PLACES = (("core + river", ("fraudstream/core/", "river/")), ("stage wiring + codec", ("fraudstream/",)),
+                  ("faust / mode / aiokafka", ("faust/", "mode/", "aiokafka/", "kafka/")),
+                  ("asyncio + selectors", ("asyncio/", "selectors.py")))
 
 
 def profile_shares(path: Path) -> dict[str, float]:
