@@ -770,6 +770,8 @@ def measure_two_workers(settings: Settings, events: Events, cfg: BenchConfig, tm
     progress("a second worker joins the group")
     second = WorkerProcess(settings.with_overrides(state_dir=str(tmp / "state-2")), tmp / "worker-2.log")
     try:
+        # It recovers the tables of the partitions it takes over from their changelogs first (no standby replicas).
+        progress(f"two workers: the second was ready (group joined, its tables recovered) after {second.wait_ready():.0f}s")
         n = min(cfg.warmup_events, 5_000)
         offset = int(time.time() * 1000) - events.ts[n - 1] - 60_000
         tracker = reader.track("j", Tracker(n))

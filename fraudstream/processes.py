@@ -66,6 +66,16 @@ class WorkerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"the worker did not start its metrics endpoint:\n{self.tail()}")
 
+    def wait_ready(self, timeout: float = 600.0) -> float:
+        """Until faust says the worker is ready (it joined its group and recovered its tables); the seconds waited."""
+        started = time.monotonic()
+        while b"Worker]: Ready" not in self.log_path.read_bytes():
+            self.check()
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"the worker was not ready within {timeout:.0f}s:\n{self.tail()}")
+            time.sleep(0.2)
+        return time.monotonic() - started
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             text: str = r.read().decode()
