@@ -425,21 +425,29 @@ def create_times(settings: Settings, start: dict[tuple[str, int], int], phase: s
 STALL_S = 60.0
 
 
-def wait_tracker(tracker: Tracker, timeout: float, reader: ScoresReader, worker: WorkerProcess, what: str) -> bool:
+def wait_tracker(tracker: Tracker, timeout: float, reader: ScoresReader, worker: WorkerProcess, what: str,
+                 others: tuple[WorkerProcess, ...] = ()) -> bool:
     """Until every expected tx_id is scored; False at ``timeout``, or when the worker stalled: no score for
-    ``STALL_S`` while it sat idle (a worker busy with its backlog, scoring nothing yet, is waited for)."""
+    ``STALL_S`` while it (and ``others``, the rest of its group) sat idle (a worker busy with its backlog, or
+    recovering its tables, scoring nothing yet, is waited for)."""
+    group = (worker, *others)
+
+    def cpu() -> float:
+        return sum(_proc_cpu_s(w.pid) for w in group)
+
     started = time.perf_counter()
     deadline = started + timeout
-    last_seen, progress_at, cpu_at_progress = -1, started, _proc_cpu_s(worker.pid)
+    last_seen, progress_at, cpu_at_progress = -1, started, cpu()
     while not tracker.done.wait(0.5):
-        worker.check()
+        for w in group:
+            w.check()
         if reader.error is not None:
             raise RuntimeError(f"the scores reader failed: {reader.error!r}")
         now = time.perf_counter()
         if len(tracker.seen) != last_seen:
-            last_seen, progress_at, cpu_at_progress = len(tracker.seen), now, _proc_cpu_s(worker.pid)
+            last_seen, progress_at, cpu_at_progress = len(tracker.seen), now, cpu()
         quiet = now - progress_at
-        idle = quiet > STALL_S and (_proc_cpu_s(worker.pid) - cpu_at_progress) / quiet < 0.1
+        idle = quiet > STALL_S and (cpu() - cpu_at_progress) / quiet < 0.1
         if now > deadline or idle:
             why = f"within {timeout:.0f}s" if now > deadline else f"and none for {quiet:.0f}s with the worker idle: it stalled"
             progress(f"{what}: only {len(tracker.seen):,} of {tracker.expected:,} scored {why}")
@@ -506,7 +514,8 @@ def warm_worker(settings: Settings, events: Events, cfg: BenchConfig, reader: Sc
 
 
 def measure_saturation(settings: Settings, events: Events, n: int, offset: int, reader: ScoresReader, worker: WorkerProcess,
-                       producer: Any, cpu: CpuMeter, profile: str | None, phase: str = "s") -> dict[str, Any]:
+                       producer: Any, cpu: CpuMeter, profile: str | None, phase: str = "s",
+                       others: tuple[WorkerProcess, ...] = ()) -> dict[str, Any]:
     messages = []
     for i in range(n):
         r = events.record(i, phase, offset)
@@ -521,7 +530,7 @@ def measure_saturation(settings: Settings, events: Events, n: int, offset: int, 
         producer.flush(120)
         produced_s = time.perf_counter() - started
         progress(f"saturation: produced in {produced_s:.2f}s ({n / produced_s:,.0f}/s offered); waiting for the scores")
-        complete = wait_tracker(tracker, max(120.0, n / 300), reader, worker, "saturation")
+        complete = wait_tracker(tracker, max(120.0, n / 300), reader, worker, "saturation", others)
         end = tracker.done_at if complete else tracker.last_at
         cpu_use = cpu.stop()
     finally:
@@ -778,7 +787,7 @@ def measure_two_workers(settings: Settings, events: Events, cfg: BenchConfig, tm
         produce_all(producer, settings.topic_authorizations,
                     [(r["card_id"].encode(), orjson.dumps(r)) for r in (events.record(i, "j", offset) for i in range(n))])
         producer.flush(60)
-        if not wait_tracker(tracker, 180, reader, worker, "two workers: warm-up"):
+        if not wait_tracker(tracker, 600, reader, worker, "two workers: warm-up", others=(second,)):
             return None
         if second.metric("fraudstream_authorizations_scored_total") == 0:
             progress("the second worker got no partition: skipped")
@@ -788,7 +797,8 @@ def measure_two_workers(settings: Settings, events: Events, cfg: BenchConfig, tm
         assert broker.process is not None
         cpu = CpuMeter({"worker": worker.pid, "worker 2": second.pid, "broker": broker.process.pid, "bench": os.getpid()})
         offset = int(time.time() * 1000) - events.ts[cfg.events - 1] - 60_000
-        return measure_saturation(settings, events, cfg.events, offset, reader, worker, producer, cpu, None, phase="s2")
+        return measure_saturation(settings, events, cfg.events, offset, reader, worker, producer, cpu, None, phase="s2",
+                                  others=(second,))
     finally:
         second.stop()
 
