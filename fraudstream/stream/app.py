@@ -525,12 +525,15 @@ class FraudApp:
         key = [auth.ts, auth.tx_id]
         if not duplicate:
             # A copy of what the state includes already (redelivered after a crash, or re-sent by an intake that
-            # crashed): skipped, its output was sent before the state was written. In event-time order, anything
-            # not newer than the newest applied is such a copy. Out of order, a copy is what comes from a card
-            # partition after a later offset of it was applied: each card partition's authorizations reach a merchant
-            # in offset order, and only a restarted intake sends older ones again. (A redelivery by the platform
-            # is a new message, marked duplicate, and answered again.)
-            if in_order and applied["f"] is not None and key <= applied["f"]:
+            # crashed): skipped, its output was sent before the state was written. Each card partition's
+            # authorizations reach a merchant in offset order, and only a restarted intake sends older ones again:
+            # a copy comes from a card partition after a later offset of it was applied. In event-time order it is
+            # also not newer than the newest applied (held ones are applied by time, not offset). An authorization
+            # merely older than what the merchant has seen, released in order after a rebalance reset the order,
+            # has a newer offset: it is new. (A redelivery by the platform is a new message, marked duplicate,
+            # and answered again.)
+            if (in_order and applied["f"] is not None and key <= applied["f"]
+                    and offset <= applied["s"].get(str(source), -1)):
                 return
             if not in_order and offset <= applied["s"].get(str(source), -1):
                 return
@@ -538,8 +541,8 @@ class FraudApp:
         feats = d["features"]
         feats.update(self.scorer.enrich_merchant(auth, duplicate))
         if not duplicate:
-            if in_order:
-                applied["f"] = key
+            if in_order and (applied["f"] is None or key > applied["f"]):
+                applied["f"] = key  # the newest: after a rebalance, order starts afresh and can go back in time
             if offset > applied["s"].get(str(source), -1):
                 applied["s"][str(source)] = offset
             self.scorer.merchants.mark(merchant_id)  # written with the state

@@ -542,3 +542,35 @@ def test_internal_records_corrupted_one_value_at_a_time(fraud_app, data):
     for raw, _ in scores:
         score = orjson.loads(raw)["score"]
         assert isinstance(score, float) and 0.0 <= score <= 1.0, score
+
+
+def test_an_older_authorization_after_a_rebalance_is_not_taken_for_a_copy(fraud_app):
+    """After a rebalance the merchant stage's event-time order starts afresh: an authorization older than what
+    the merchant has seen is then released in order. It is new (a newer card-partition offset), so it is applied
+    and answered; a copy of one already applied is still skipped."""
+    app, s = fraud_app, fraud_app.settings
+    rec: RecordingProducer = app.producer
+
+    def auth(tx_id: str, card: str, ts: int) -> tuple[bytes, bytes]:
+        return card.encode(), orjson.dumps({"tx_id": tx_id, "card_id": card, "merchant_id": "m-rebalance", "amount": 20.0,
+                                            "ts": ts, "channel": "pos"})
+
+    def through(item: tuple[bytes, bytes]) -> tuple[list, list]:
+        rec.sent.clear()
+        run_intake(app, _events(s.topic_authorizations, [item]))
+        forwarded = rec.values(s.topic_by_merchant)
+        rec.sent.clear()
+        run_merchant(app, _events(s.topic_by_merchant, [(k, v) for v, k in forwarded]))
+        return forwarded, rec.values(s.topic_enriched)
+
+    newer, out = through(auth("rb-new", "card-rb1", NOW_MS - 1000))
+    assert len(out) == 1
+    app.orders.clear()  # as when partitions are revoked
+    app.merchant_applied.clear()
+    _, out = through(auth("rb-old", "card-rb2", NOW_MS - 3 * 86_400_000))
+    assert [orjson.loads(v)["auth"]["tx_id"] for v, _ in out] == ["rb-old"]
+
+    app.orders.clear()
+    rec.sent.clear()
+    run_merchant(app, _events(s.topic_by_merchant, [(k, v) for v, k in newer]))  # redelivered after the rebalance
+    assert rec.values(s.topic_enriched) == []
