@@ -53,10 +53,6 @@ class MemoryMaturityQueue:
     def add(self, ts: int, tx_id: str) -> None:
         heapq.heappush(self._heap, (ts, tx_id))
 
-    def extend(self, entries: list[tuple[int, str]]) -> None:
-        for entry in entries:
-            heapq.heappush(self._heap, entry)
-
     def pop_due(self, cutoff: int) -> list[str]:
         heap, out = self._heap, []
         while heap and heap[0][0] <= cutoff:
