@@ -541,8 +541,10 @@ class FraudApp:
         feats = d["features"]
         feats.update(self.scorer.enrich_merchant(auth, duplicate))
         if not duplicate:
-            if in_order and (applied["f"] is None or key > applied["f"]):
-                applied["f"] = key  # the newest: after a rebalance, order starts afresh and can go back in time
+            # The newest applied, in order or not: after a rebalance order starts afresh and can go back in time,
+            # and a copy of one applied out of order may then come in order.
+            if applied["f"] is None or key > applied["f"]:
+                applied["f"] = key
             if offset > applied["s"].get(str(source), -1):
                 applied["s"][str(source)] = offset
             self.scorer.merchants.mark(merchant_id)  # written with the state
