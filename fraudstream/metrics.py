@@ -51,6 +51,9 @@ class Metrics:
         self.rocksdb_memory = Gauge("fraudstream_rocksdb_memory_bytes", "Memory of the worker's RocksDB tables: memtables, block "
                                     "caches, index and filter blocks (bounded by FRAUDSTREAM_ROCKSDB_MEMORY_MB per table partition).",
                                     registry=r)
+        self.live_states = Gauge("fraudstream_live_states", "States held as Python objects, by kind (card, standing, merchant, "
+                                 "card_transactions): bounded by FRAUDSTREAM_LIVE_STATES_MAX, the rest stay in the tables.",
+                                 ["kind"], registry=r)
         self.snapshots = Gauge("fraudstream_snapshots_pending", "Scored authorizations awaiting a label or maturity.", registry=r)
         self.evicted = Counter("fraudstream_state_evicted", "Idle cards and merchants evicted.", registry=r)
         self.broker_errors = Counter("fraudstream_broker_errors", "Errors talking to the broker (a stall shows here).", ["kind"], registry=r)

@@ -263,6 +263,16 @@ def operations() -> dict[str, Any]:
             (f"sum by (instance, kind) (rate(fraudstream_broker_errors_total{{{SEL}}}[{RI}]))", "{{kind}} {{instance}}"),
         ], "reqps", "Errors talking to the broker. Alert: FraudstreamBrokerErrors (> 0.1/s for 10m).",
             steps=thresholds((None, "green"), (0.1, "red"))),
+        row("Resources"),
+        timeseries("Worker memory", [
+            (f"process_resident_memory_bytes{{{SEL}}}", "resident {{instance}}"),
+            (f"fraudstream_rocksdb_memory_bytes{{{SEL}}}", "of it RocksDB {{instance}}"),
+        ], "bytes", "Resident memory of each worker: flat once its live states and RocksDB caches are full "
+                    "(FRAUDSTREAM_LIVE_STATES_MAX, FRAUDSTREAM_ROCKSDB_MEMORY_MB). Growth after that is a leak.", fill=0),
+        timeseries("Worker CPU", [
+            (f"rate(process_cpu_seconds_total{{{SEL}}}[{RI}])", "{{instance}}"),
+        ], "short", "Cores each worker uses: one worker uses at most one (a single event loop); near 1, add workers.",
+            fill=0, steps=thresholds((None, "green"), (0.9, "red"))),
         timeseries("Worker scrape status", [
             ('up{job="fraudstream",instance=~"$instance"}', "{{instance}}"),
         ], "short", "1 when the last scrape of the worker succeeded. Alert: FraudstreamWorkerDown.", w=24, h=6,
@@ -388,6 +398,11 @@ def model() -> dict[str, Any]:
             (f"fraudstream_rocksdb_memory_bytes{{{SEL}}}", "{{instance}}"),
         ], "bytes", "Memtables, block caches, index and filter blocks of each worker's tables: at most "
            "FRAUDSTREAM_ROCKSDB_MEMORY_MB per table partition.", w=8, fill=0),
+        timeseries("Live states", [
+            (f"sum by (kind) (fraudstream_live_states{{{SEL}}})", "{{kind}}"),
+        ], "short", "States held as Python objects, the rest stay in the tables: each kind at most "
+           "FRAUDSTREAM_LIVE_STATES_MAX per worker (card transactions a tenth of it). About 4 KB of heap per card.",
+            w=8, fill=0),
     ]
     return dashboard("fraudstream-model", "Fraudstream / Model",
                      "How the online model is doing: label-based quality, learning, checkpoints, state.", p,

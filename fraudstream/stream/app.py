@@ -54,6 +54,7 @@ from fraudstream.core.state import StateStore
 from fraudstream.logs import mask
 from fraudstream.metrics import Metrics
 from fraudstream.stream.delivery import batches, hold, keep_stream_offsets_contiguous, let_go
+from fraudstream.stream.heap import release_free_heap
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
 from fraudstream.stream.tables import ChangelogWriter, TableMapping, TaggedMapping, use_fetch_wait, use_true_end_offsets
@@ -66,6 +67,8 @@ log = logging.getLogger("fraudstream.worker")
 STALL_AFTER_S = 5.0
 #: Idle cards and merchants are looked for once per day of event time: they are idle for a month before they go.
 EVICT_EVERY_MS = DAY_MS
+#: Free heap goes back to the system this often (wall clock): a few milliseconds each time.
+HEAP_RELEASE_EVERY_S = 30.0
 
 
 class FraudApp:
@@ -158,7 +161,6 @@ class FraudApp:
         # partition's threshold, so a snapshot that reached its changelog without them can be replayed into them.
         self.decisions: dict[int, int] = {}
         self._stamp = 0
-        self._stamp_partition = 0
         self.snapshot_table.on_write = self._stamped
         self.alert_times: list[int] = []
         self.quality = QualityWindow()
@@ -312,9 +314,6 @@ class FraudApp:
             self.orders.clear()
             self.metrics.held.set(0)
             self.decisions.clear()
-            self._pending_rebuilt = False
-
-        self._pending_rebuilt = False
 
     def _define_timers(self) -> None:
         app = self.app
@@ -330,6 +329,11 @@ class FraudApp:
             if self._evicting:
                 await self.durable()  # the deletions, onto their changelogs in the score stage's order
                 self._evicting = False
+
+        # Resident memory that follows the live states, not the worst moment since the start (see `heap`).
+        @app.timer(interval=HEAP_RELEASE_EVERY_S)
+        async def release_heap() -> None:
+            _guarded(self.release_heap)
 
         # An idle worker waits for nothing, so a frozen broker would go unnoticed: ask it something now and then.
         @app.timer(interval=STALL_AFTER_S)
@@ -554,8 +558,6 @@ class FraudApp:
     def score_batch(self, events: list[Any]) -> None:
         """Scores into the outbox: sent by `send_outbox` once the batch's state is on its changelogs."""
         self._touched.clear()
-        if not self._pending_rebuilt:
-            self._rebuild_pending()
         s, m, scorer = self.settings, self.metrics, self.scorer
         started = time.perf_counter()
         self._newest = 0
@@ -661,15 +663,18 @@ class FraudApp:
             log.info("decision policy of partition %d restored (%d decisions)", partition, self.decisions[partition])
 
     def _stamped(self, tx_id: str, value: bytes) -> bytes:
-        """A new snapshot carries the number of the decision it records (`decisions`) and its partition."""
+        """A new snapshot carries the number of the decision it records (`decisions`): a redelivered authorization
+        whose snapshot got ahead of its partition's threshold is replayed into it (`_replay`)."""
         if self._stamp and value[-1:] == b"}" and b'"n":' not in value:
-            return value[:-1] + b',"n":%d,"np":%d}' % (self._stamp, self._stamp_partition)
+            return value[:-1] + b',"n":%d}' % self._stamp
         return value
 
     def _replay(self, partition: int, snap: dict[str, Any]) -> bool:
         """A snapshot that reached its changelog when the partition's threshold and the card's standing (other
-        changelogs, written in the same batch) did not: apply to them what `DecisionPolicy.decide` did when the
-        authorization was scored. Returns whether it did."""
+        changelogs, written in later phases of `durable`) did not, before a crash. The batch's offsets were not
+        committed, so its authorizations come again, first on their partition, and each is found by its snapshot:
+        apply to the threshold and standing what `DecisionPolicy.decide` did when it was scored. Returns whether it
+        did."""
         n = snap.get("n")
         if n is None or n <= self.decisions[partition]:
             return False
@@ -704,7 +709,7 @@ class FraudApp:
         self.set_partition(msg.partition)
         self._restore_policy(msg.partition)
         self._touched.add(msg.partition)
-        self._stamp, self._stamp_partition = self.decisions[msg.partition] + 1, msg.partition
+        self._stamp = self.decisions[msg.partition] + 1
         try:
             scored = scorer.score(auth, d["features"], late, msg.partition)
         finally:
@@ -865,24 +870,11 @@ class FraudApp:
         """The partitions of the enriched topic, and of the score stage's tables, that this worker is active for."""
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topic_enriched}
 
-    def _rebuild_pending(self) -> None:
-        """After a rebalance: the thresholds and standings of this worker's partitions brought up to their snapshots
-        (see `_replay`). (The maturity queue is a table of its own, and follows its partitions.)"""
-        stamped: dict[int, list[tuple[int, dict[str, Any]]]] = {}
-        for tx_id in self.snapshot_table:
-            raw = self.snapshot_table.get(tx_id)
-            if raw is not None:
-                snap = decode(raw)
-                if "np" in snap:
-                    stamped.setdefault(snap["np"], []).append((snap["n"], snap))
-        self._pending_rebuilt = True
-        owned = self.owned_score_partitions()
-        for partition in sorted(owned & set(stamped)):
-            self._restore_policy(partition)
-            replayed = sum(self._replay(partition, snap) for _, snap in sorted(stamped[partition], key=lambda e: e[0]))
-            if replayed:
-                log.info("replayed %d decisions of partition %d into its threshold and standings: their snapshots "
-                         "reached the changelog, the threshold did not", replayed, partition)
+    def release_heap(self) -> None:
+        started = time.perf_counter()
+        if release_free_heap():
+            took = time.perf_counter() - started
+            (log.info if took > 0.05 else log.debug)("free heap returned to the system in %.1f ms", took * 1000)
 
     def evict_idle_state(self) -> None:
         """Cards, standings and merchants idle longer than their longest window leave the tables (a blocked card's
@@ -910,6 +902,9 @@ class FraudApp:
         m.cards.set(self.card_table.approx_len())
         m.merchants.set(self.merchant_table.approx_len())
         m.snapshots.set(len(scorer.pending))
+        for kind, store in (("card", scorer.cards), ("standing", scorer.standings), ("merchant", scorer.merchants),
+                            ("card_transactions", scorer.card_index)):
+            m.live_states.labels(kind).set(len(store.live))
         m.rocksdb_memory.set(sum(t.rocksdb_memory() for t in self.tables))
         unmatched = scorer.counts["unmatched_labels"]
         m.labels.labels("any", "unmatched").inc(unmatched - self._unmatched_reported)

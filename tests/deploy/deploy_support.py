@@ -282,14 +282,19 @@ def metric_names(expr: str) -> set[str]:
 
 # --------------------------------------------------------------------------- exposed metrics
 def exposed_metric_names() -> set[str]:
-    """Every sample name a worker exposes: fraudstream.metrics.Metrics on a fresh registry, each metric observed once."""
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
+    """Every sample name a worker exposes: fraudstream.metrics.Metrics on a fresh registry, each metric observed once,
+    and the process, platform and garbage-collector metrics that prometheus-client's default registry adds."""
+    from prometheus_client import (CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector,
+                                   ProcessCollector, Summary)
     from prometheus_client.metrics import MetricWrapperBase
 
     from fraudstream.metrics import Metrics
 
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     seen = 0
     for attr, metric in vars(metrics).items():
         if not isinstance(metric, MetricWrapperBase):
