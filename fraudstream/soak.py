@@ -1,6 +1,6 @@
 """A long run at a steady rate, to see whether the worker holds up: ``make soak``.
 
-    python -m fraudstream.soak [--minutes 30] [--rate 1000] [--report-every 30]
+    python -m fraudstream.soak [--minutes 30] [--rate 50] [--report-every 60] [--live-states CARDS/4]
 
 Starts the embedded broker on a free port, creates the topics, starts one ``fraudstream worker`` subprocess
 and produces authorizations at a paced, steady rate with ``ts`` = the wall clock, from a synthetic population
@@ -18,8 +18,18 @@ Every ``--report-every`` seconds it prints:
 - the CPU the worker used (in cores) and the machine's load average: on a shared machine a slow worker may be a starved one.
 
 At the end, a summary: RSS after the warm-up (2 minutes, or 10% of the run when that is shorter) and at the end,
-its growth, and throughput and p99 over time. The exit code is 1 if the worker (or the broker) died, else 0.
-Ctrl-C stops the traffic, the worker, the consumer and the broker, in that order, and still prints the summary.
+its growth, with and without RocksDB, and throughput and p99 over time. The exit code is 1 if the worker (or the
+broker) died, else 0. Ctrl-C stops the traffic, the worker, the consumer and the broker, in that order, and still
+prints the summary.
+
+What "flat after warm-up" can mean: a worker's heap holds at most ``FRAUDSTREAM_LIVE_STATES_MAX`` states of each
+kind, and each RocksDB table partition at most ``FRAUDSTREAM_ROCKSDB_MEMORY_MB``. In production the cards outnumber
+the bound, which is reached within minutes; with the soak's 20,000 cards, a bound of 50,000 would never be, and the
+heap would grow until every card had been seen (most of half an hour at 50/s). So the soak bounds the live states
+at a quarter of its cards (``--live-states``), reached within the warm-up, as production's is.
+
+The default rate, 50/s, is what the embedded broker carries for half an hour: it keeps every record in memory, and
+a fetch costs it time in proportion to the batches a partition holds, so it slows as it fills (see the README).
 
 The worker uses the production store, RocksDB, unless ``--store memory://`` is given. With the memory store it
 keeps every scored authorization's snapshot in memory until its label or maturity (61 days of event time):
@@ -63,8 +73,8 @@ MIB = 1024.0
 @dataclass
 class SoakConfig:
     minutes: float = 30.0
-    rate: float = 1000.0
-    report_every: float = 30.0
+    rate: float = 50.0
+    report_every: float = 60.0
     cards: int = 20_000
     merchants: int = 2_000
     compromise_per_hour: float = 0.1  # share of cards compromised per hour of run
@@ -74,6 +84,11 @@ class SoakConfig:
     seed: int = 1
     log_dir: str = "var/log"
     store: str = "rocksdb://"
+    live_states: int | None = None  # FRAUDSTREAM_LIVE_STATES_MAX of the worker; None: a quarter of the cards
+
+    @property
+    def live_states_max(self) -> int:
+        return self.live_states if self.live_states is not None else max(1, self.cards // 4)
 
     @property
     def seconds(self) -> float:
@@ -354,6 +369,12 @@ class Sample:
     broker_cores: float | None = None  # the embedded broker's CPU: it keeps every record in memory, and slows as it grows
     broker_rss_kib: int | None = None
     rocksdb_kib: int | None = None  # the worker's RocksDB memory, part of its RSS, bounded by FRAUDSTREAM_ROCKSDB_MEMORY_MB
+    live_cards: float | None = None  # card states in the worker's heap (fraudstream_live_states{kind="card"})
+
+    @property
+    def heap_kib(self) -> int | None:
+        """RSS without RocksDB: the interpreter, the live states, the clients."""
+        return None if self.rss_kib is None or self.rocksdb_kib is None else self.rss_kib - self.rocksdb_kib
 
 
 @dataclass
@@ -396,14 +417,18 @@ def summary(run: Run) -> list[str]:
         growth = (r1 - r0) / r0 * 100.0 if r0 else float("nan")
         out.append(f"  worker RSS after warm-up ({t0:.0f}s): {r0 / MIB:.1f} MiB; at the end ({t1:.0f}s): {r1 / MIB:.1f} MiB; "
                    f"growth {growth:+.1f}%; peak {run.rss_peak / MIB:.1f} MiB")
-        later = [s for s in run.samples if s.elapsed >= t0 and s.rss_kib is not None]
-        if t1 > t0 and len(later) >= 2:
+        if t1 > t0:
+            out.append(f"  RSS slope after warm-up: {(r1 - r0) / MIB / ((t1 - t0) / 3600.0):+.1f} MiB/hour")
+        later = [s for s in run.samples if s.elapsed >= t0 and s.heap_kib is not None]
+        if len(later) >= 2 and later[-1].elapsed > later[0].elapsed:
             first, last = later[0], later[-1]
-            per_hour = (r1 - r0) / MIB / ((t1 - t0) / 3600.0)
-            d_snap = last.snapshots - first.snapshots
-            per_snapshot = (f"; {((last.rss_kib or 0) - (first.rss_kib or 0)) * 1024 / d_snap:,.0f} B per snapshot added "
-                            f"(all growth, new cards included)") if d_snap > 0 else ""
-            out.append(f"  RSS slope after warm-up: {per_hour:+.1f} MiB/hour{per_snapshot}")
+            h0, h1 = first.heap_kib or 0, last.heap_kib or 0
+            out.append(f"  of it outside RocksDB: {h0 / MIB:.1f} MiB at {first.elapsed:.0f}s, {h1 / MIB:.1f} MiB at "
+                       f"{last.elapsed:.0f}s ({(h1 - h0) / MIB / ((last.elapsed - first.elapsed) / 3600.0):+.1f} MiB/hour); "
+                       f"RocksDB {(first.rocksdb_kib or 0) / MIB:.1f} -> {(last.rocksdb_kib or 0) / MIB:.1f} MiB")
+            if first.live_cards is not None and last.live_cards is not None:
+                out.append(f"  live card states: {first.live_cards:,.0f} -> {last.live_cards:,.0f} "
+                           f"(at most {cfg.live_states_max:,})")
     elif run.rss_last:
         out.append(f"  run shorter than the warm-up ({cfg.warmup_s:.0f}s): RSS at the end {run.rss_last[1] / MIB:.1f} MiB")
     if run.samples:
@@ -451,12 +476,13 @@ def soak(cfg: SoakConfig) -> int:
         broker.start()
         base = Settings.load()
         settings = base.with_overrides(broker=broker.url, app_id=f"soak-{stamp}", state_dir=str(state), metrics_port=free_port(),
-                                       store=cfg.store)
+                                       store=cfg.store, live_states_max=cfg.live_states_max)
         create_topics(settings)
         worker = WorkerProcess(settings, log_dir / f"soak-{stamp}-worker.log", new_session=True)
         url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
         print(f"soak: {cfg.rate:g} authorizations/s for {cfg.minutes:g} min, {cfg.cards} cards at {cfg.merchants} merchants; "
-              f"report every {cfg.report_every:g}s; warm-up {cfg.warmup_s:.0f}s", flush=True)
+              f"report every {cfg.report_every:g}s; warm-up {cfg.warmup_s:.0f}s; live states at most {cfg.live_states_max}",
+              flush=True)
         print(f"  broker {broker.bootstrap_servers}; worker pid {worker.pid}, metrics {url}, log {worker.log_path}", flush=True)
 
         _wait_ready(settings, url, worker.process, stop)
@@ -542,6 +568,7 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
             broker_cores=None if broker_cpu is None or last_broker_cpu is None else (broker_cpu - last_broker_cpu) / dt,
             broker_rss_kib=rss_kib(broker_pid),
             rocksdb_kib=int(m["fraudstream_rocksdb_memory_bytes"] / 1024) if "fraudstream_rocksdb_memory_bytes" in m else None,
+            live_cards=m.get('fraudstream_live_states{kind="card"}'),
         )
         run.samples.append(sample)
         print(report_line(sample), flush=True)
@@ -554,18 +581,24 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fraudstream.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the run (default 30)")
-    parser.add_argument("--rate", type=float, default=1000.0, help="authorizations per second (default 1000)")
-    parser.add_argument("--report-every", type=float, default=30.0, help="seconds between report lines (default 30)")
+    parser.add_argument("--rate", type=float, default=50.0, help="authorizations per second (default 50: the embedded "
+                        "broker slows as it fills, see the README)")
+    parser.add_argument("--report-every", type=float, default=60.0, help="seconds between report lines (default 60)")
     parser.add_argument("--cards", type=int, default=20_000, help="card population (default 20000)")
     parser.add_argument("--merchants", type=int, default=2_000, help="merchant population (default 2000)")
+    parser.add_argument("--live-states", type=int, default=None, help="the worker's FRAUDSTREAM_LIVE_STATES_MAX "
+                        "(default: a quarter of the cards, so that the bound is reached within the warm-up)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--store", default="rocksdb://", help="the worker's table store (default rocksdb://, production's)")
     parser.add_argument("--log-dir", default="var/log", help="where the worker's and the broker's logs go (default var/log)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.rate <= 0 or args.report_every <= 0 or args.cards <= 0 or args.merchants <= 0:
         parser.error("--minutes, --rate, --report-every, --cards and --merchants must be positive")
+    if args.live_states is not None and args.live_states <= 0:
+        parser.error("--live-states must be positive")
     cfg = SoakConfig(minutes=args.minutes, rate=args.rate, report_every=args.report_every, cards=args.cards,
-                     merchants=args.merchants, seed=args.seed, log_dir=args.log_dir, store=args.store)
+                     merchants=args.merchants, seed=args.seed, log_dir=args.log_dir, store=args.store,
+                     live_states=args.live_states)
     return soak(cfg)
 
 
