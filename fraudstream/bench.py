@@ -10,7 +10,9 @@ On an embedded broker it starts itself (a free loopback port), the bench measure
    authorization at a fixed offered rate (and at a rate it sustains, when it cannot keep up);
 3. the pure core: µs per event of ``FraudScorer.process`` with a warmed model, and of each feature half;
 4. memory per active card: serialized bytes, and Python heap measured with tracemalloc;
-5. the ratios against the goals, the git commit and the machine.
+5. the embedded broker's CPU per record fetched, with few and with many batches stored in the partition: it slows
+   as it fills, which is what a long soak on it shows;
+6. the ratios against the goals, the git commit and the machine.
 
 Progress goes to stderr, the table to stdout. Nothing here asserts a speed: the test only checks the table.
 """
@@ -77,11 +79,12 @@ class BenchConfig:
     profile: str | None = None  # py-spy raw output of the worker during saturation
     fallback_shares: tuple[float, ...] = (0.8, 0.5, 0.25)  # of the saturation rate, when the offered rate is not sustained
     second_worker: bool = True  # saturation again with a second worker in the group
+    broker_batches: tuple[int, int] = (1_000, 30_000)  # batches stored in a partition: the embedded broker's fetch cost
 
     @classmethod
     def quick(cls) -> BenchConfig:
         return cls(events=10_000, rate=2_000, seconds=3.0, warmup_events=3_000, labels_per_class=60, core_events=5_000,
-                   memory_cards=1_000, fallback_shares=(0.5,), second_worker=False)
+                   memory_cards=1_000, fallback_shares=(0.5,), second_worker=False, broker_batches=(200, 2_000))
 
 
 # --- the machine and the code -----------------------------------------------------
@@ -803,6 +806,46 @@ def measure_two_workers(settings: Settings, events: Events, cfg: BenchConfig, tm
         second.stop()
 
 
+def measure_broker_growth(stored: tuple[int, ...], probes: int = 200) -> list[tuple[int, float]]:
+    """The embedded broker's CPU per record that a consumer at the end of a partition fetches, with ``stored`` batches
+    in the partition (a record produced and flushed alone is a batch). It keeps every batch, and a fetch that finds
+    data costs it time in proportion to the batches the partition holds: why it slows as a soak goes on."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    out: list[tuple[int, float]] = []
+    with tempfile.TemporaryDirectory(prefix="fraudstream-bench-broker-") as tmp, \
+            EmbeddedBroker(port=0, log_path=Path(tmp) / "tansu.log") as broker:
+        assert broker.process is not None
+        client = {"bootstrap.servers": broker.bootstrap_servers}
+        admin = AdminClient(client)
+        admin.create_topics([NewTopic("growth", 1, 1, config={"retention.ms": "-1"})])["growth"].result(30)
+        producer = Producer({**client, "linger.ms": 0})
+        held = 0
+        for target in stored:
+            progress(f"embedded broker: {target:,} batches in one partition")
+            while held < target:
+                producer.produce("growth", b"x" * 200)
+                producer.flush(10)
+                held += 1
+            consumer = Consumer({**client, "group.id": f"bench-growth-{target}", "enable.auto.commit": False,
+                                 "fetch.wait.max.ms": 100})
+            try:
+                _, high = consumer.get_watermark_offsets(TopicPartition("growth", 0), timeout=10)
+                consumer.assign([TopicPartition("growth", 0, high)])
+                consumer.poll(1.0)
+                before = _proc_cpu_s(broker.process.pid)
+                for _ in range(probes):
+                    producer.produce("growth", b"y")
+                    producer.flush(10)
+                    consumer.poll(2.0)
+                out.append((target, (_proc_cpu_s(broker.process.pid) - before) / probes * 1000.0))
+            finally:
+                consumer.close()
+            held += probes
+    return out
+
+
 def pick_labels(scored: list[Any], truth: list[bool], k: int, keep: Callable[[str], bool] = lambda tx: True) -> tuple[list[Any], list[Any]]:
     """``k`` fraud and ``k`` legitimate scored authorizations to label.
 
@@ -1049,6 +1092,11 @@ def render(results: dict[str, Any], cfg: BenchConfig) -> str:
         c2 = two["cpu"]
         rows.append(("cpu at saturation, 2 workers: worker / worker 2 / broker",
                      f"{c2['worker']:.2f} / {c2['worker 2']:.2f} / {c2['broker']:.2f} cores", "", ""))
+    growth = results.get("broker_growth")
+    if growth:
+        (few, few_ms), (many, many_ms) = growth
+        rows.append((f"embedded broker: CPU per record fetched, {few:,} / {many:,} batches in the partition",
+                     f"{few_ms:.2f} / {many_ms:.2f} ms", "", ""))
     cpu = sat["cpu"]
     rows.append(("cpu at saturation: worker", f"{cpu['worker']:.2f} cores", "", ""))
     rows.append(("cpu at saturation: broker", f"{cpu['broker']:.2f} cores", "", ""))
@@ -1106,6 +1154,7 @@ def run(cfg: BenchConfig) -> str:
             progress(f"something did not complete: worker and broker logs kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    results["broker_growth"] = measure_broker_growth(cfg.broker_batches)
     results["core"] = measure_core(events, cfg)
     results["memory"] = measure_card_memory(results["core"].pop("raw_cards"), cfg.memory_cards)
     return render(results, cfg)

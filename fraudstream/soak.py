@@ -1,6 +1,6 @@
 """A long run at a steady rate, to see whether the worker holds up: ``make soak``.
 
-    python -m fraudstream.soak [--minutes 30] [--rate 50] [--report-every 60] [--live-states CARDS/4]
+    python -m fraudstream.soak [--minutes 30] [--rate 50] [--report-every 60] [--live-states CARDS/4] [--rocksdb-mb 4]
 
 Starts the embedded broker on a free port, creates the topics, starts one ``fraudstream worker`` subprocess
 and produces authorizations at a paced, steady rate with ``ts`` = the wall clock, from a synthetic population
@@ -26,7 +26,9 @@ What "flat after warm-up" can mean: a worker's heap holds at most ``FRAUDSTREAM_
 kind, and each RocksDB table partition at most ``FRAUDSTREAM_ROCKSDB_MEMORY_MB``. In production the cards outnumber
 the bound, which is reached within minutes; with the soak's 20,000 cards, a bound of 50,000 would never be, and the
 heap would grow until every card had been seen (most of half an hour at 50/s). So the soak bounds the live states
-at a quarter of its cards (``--live-states``), reached within the warm-up, as production's is.
+at a quarter of its cards (``--live-states``), reached within the warm-up, as production's is. Likewise RocksDB's
+memtables and block caches fill with traffic, up to 16 MB per table partition by default, which 50/s takes hours
+to reach: the soak gives each 4 MB (``--rocksdb-mb``), the smallest the worker allows.
 
 The default rate, 50/s, is what the embedded broker carries for half an hour: it keeps every record in memory, and
 a fetch costs it time in proportion to the batches a partition holds, so it slows as it fills (see the README).
@@ -85,6 +87,7 @@ class SoakConfig:
     log_dir: str = "var/log"
     store: str = "rocksdb://"
     live_states: int | None = None  # FRAUDSTREAM_LIVE_STATES_MAX of the worker; None: a quarter of the cards
+    rocksdb_mb: int = 4  # FRAUDSTREAM_ROCKSDB_MEMORY_MB of the worker
 
     @property
     def live_states_max(self) -> int:
@@ -476,13 +479,14 @@ def soak(cfg: SoakConfig) -> int:
         broker.start()
         base = Settings.load()
         settings = base.with_overrides(broker=broker.url, app_id=f"soak-{stamp}", state_dir=str(state), metrics_port=free_port(),
-                                       store=cfg.store, live_states_max=cfg.live_states_max)
+                                       store=cfg.store, live_states_max=cfg.live_states_max,
+                                       rocksdb_memory_mb=cfg.rocksdb_mb)
         create_topics(settings)
         worker = WorkerProcess(settings, log_dir / f"soak-{stamp}-worker.log", new_session=True)
         url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
         print(f"soak: {cfg.rate:g} authorizations/s for {cfg.minutes:g} min, {cfg.cards} cards at {cfg.merchants} merchants; "
-              f"report every {cfg.report_every:g}s; warm-up {cfg.warmup_s:.0f}s; live states at most {cfg.live_states_max}",
-              flush=True)
+              f"report every {cfg.report_every:g}s; warm-up {cfg.warmup_s:.0f}s; live states at most {cfg.live_states_max}; "
+              f"RocksDB {cfg.rocksdb_mb} MB per table partition", flush=True)
         print(f"  broker {broker.bootstrap_servers}; worker pid {worker.pid}, metrics {url}, log {worker.log_path}", flush=True)
 
         _wait_ready(settings, url, worker.process, stop)
@@ -588,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merchants", type=int, default=2_000, help="merchant population (default 2000)")
     parser.add_argument("--live-states", type=int, default=None, help="the worker's FRAUDSTREAM_LIVE_STATES_MAX "
                         "(default: a quarter of the cards, so that the bound is reached within the warm-up)")
+    parser.add_argument("--rocksdb-mb", type=int, default=4, help="the worker's FRAUDSTREAM_ROCKSDB_MEMORY_MB (default 4, "
+                        "the smallest: so that RocksDB's memory reaches its bound within the run)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--store", default="rocksdb://", help="the worker's table store (default rocksdb://, production's)")
     parser.add_argument("--log-dir", default="var/log", help="where the worker's and the broker's logs go (default var/log)")
@@ -596,9 +602,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--minutes, --rate, --report-every, --cards and --merchants must be positive")
     if args.live_states is not None and args.live_states <= 0:
         parser.error("--live-states must be positive")
+    if args.rocksdb_mb < 4:
+        parser.error("--rocksdb-mb must be at least 4")
     cfg = SoakConfig(minutes=args.minutes, rate=args.rate, report_every=args.report_every, cards=args.cards,
                      merchants=args.merchants, seed=args.seed, log_dir=args.log_dir, store=args.store,
-                     live_states=args.live_states)
+                     live_states=args.live_states, rocksdb_mb=args.rocksdb_mb)
     return soak(cfg)
 
 

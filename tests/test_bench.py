@@ -38,6 +38,7 @@ ROWS = {
     "core: inside process(): card / merchant / model / rest": "µs/event",
     "memory: CardState.to_bytes per active card": "B",
     "memory: Python heap per card (tracemalloc)": "B",
+    "embedded broker: CPU per record fetched": "ms",
     "cpu at saturation: worker": "cores",
     "cpu at saturation: other processes": "cores",
 }

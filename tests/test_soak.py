@@ -31,11 +31,12 @@ def test_the_live_state_bound_defaults_to_a_quarter_of_the_cards() -> None:
 
 
 def test_bad_arguments_are_refused(capsys) -> None:
-    for argv in (["--rate", "0"], ["--live-states", "-1"]):
+    for argv in (["--rate", "0"], ["--live-states", "-1"], ["--rocksdb-mb", "2"]):
         try:
             main(argv)
         except SystemExit as exc:
             assert exc.code == 2
         else:
             raise AssertionError(f"{argv} accepted")
-    assert "--live-states must be positive" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--live-states must be positive" in err and "--rocksdb-mb must be at least 4" in err

@@ -284,8 +284,7 @@ def metric_names(expr: str) -> set[str]:
 def exposed_metric_names() -> set[str]:
     """Every sample name a worker exposes: fraudstream.metrics.Metrics on a fresh registry, each metric observed once,
     and the process, platform and garbage-collector metrics that prometheus-client's default registry adds."""
-    from prometheus_client import (CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector,
-                                   ProcessCollector, Summary)
+    from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector, ProcessCollector, Summary
     from prometheus_client.metrics import MetricWrapperBase
 
     from fraudstream.metrics import Metrics
