@@ -15,7 +15,11 @@ they never reached fraud.scores, and their offsets were committed.
    over, however it ended; a batch cut short (the agent cancelled at shutdown, SIGTERM, while it waited for the
    broker) was committed without its outputs.
 
-:func:`keep_stream_offsets_contiguous` closes 1 and 2 for the given topics, :func:`batches` closes 3.
+4. Seeks from the wrong thread. faust calls aiokafka's seek from the main thread while the consumer thread reads
+   the fetcher's buffered records; the seek deletes from them, and the fetcher crashed (``KeyError``), taking the
+   worker down. Seen in tests/reliability/test_crash.py after a restart, where the seeks of 1 come at once.
+
+:func:`keep_stream_offsets_contiguous` closes 1, 2 and 4 (for every seek), :func:`batches` closes 3.
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
 
     Changelog topics (compacted, read by table recovery) are not touched.
     """
-    from faust.transport.consumer import Consumer, ensure_TP
+    from faust.transport.consumer import Consumer, ThreadDelegateConsumer, ensure_TP
 
     existing = getattr(Consumer.getmany, "_fraudstream_topics", None)
     if existing is not None:
@@ -206,7 +210,19 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
         result: int | None = new_offset(self, tp)
         return result
 
+    async def seek_in_consumer_thread(self: Any, partition: Any, offset: int) -> None:
+        # faust calls aiokafka's seek from the main thread, while the consumer thread may be iterating over the
+        # fetcher's buffered records, from which the seek deletes the partition's: a "KeyError: TopicPartition" then
+        # crashed the fetcher (our seeks come mid-stream, not only at rebalances). faust runs its own
+        # seek_to_committed in the consumer thread; so does this.
+        thread = self._thread
+        if thread._thread_started.is_set() and not thread.should_stop:
+            await thread.call_thread(thread.seek, partition, offset)
+        else:
+            thread.seek(partition, offset)
+
     guarded_getmany._fraudstream_topics = guarded  # type: ignore[attr-defined]
+    ThreadDelegateConsumer._seek = seek_in_consumer_thread  # type: ignore[method-assign]
     Consumer.getmany = guarded_getmany  # type: ignore[method-assign]
     Consumer.seek = guarded_seek  # type: ignore[method-assign]
     Consumer.perform_seek = guarded_perform_seek  # type: ignore[method-assign]
