@@ -57,7 +57,14 @@ from fraudstream.stream.delivery import batches, hold, keep_stream_offsets_conti
 from fraudstream.stream.heap import release_free_heap
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
-from fraudstream.stream.tables import ChangelogWriter, TableMapping, TaggedMapping, use_fetch_wait, use_true_end_offsets
+from fraudstream.stream.tables import (
+    ChangelogWriter,
+    TableMapping,
+    TaggedMapping,
+    keep_rocksdb_indexes_in_cache,
+    use_fetch_wait,
+    use_true_end_offsets,
+)
 
 __all__ = ["FraudApp"]
 
@@ -187,6 +194,7 @@ class FraudApp:
         if self.settings.store.startswith("rocksdb"):
             # One database per table and partition, each by default with 3 x 64 MB write buffers and a 2 GB cache:
             # resident memory would grow for hours before it levelled off.
+            keep_rocksdb_indexes_in_cache()
             mb = 1024 * 1024 * max(self.settings.rocksdb_memory_mb, 4)
             kw["options"] = {"write_buffer_size": mb // 4, "max_write_buffer_number": 2, "block_cache_size": mb // 2,
                              "block_cache_compressed_size": 0, "target_file_size_base": mb // 2}
