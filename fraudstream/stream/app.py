@@ -53,7 +53,7 @@ from fraudstream.core.scorer import FraudScorer, MerchantLabel
 from fraudstream.core.state import StateStore
 from fraudstream.logs import mask
 from fraudstream.metrics import Metrics
-from fraudstream.stream.delivery import batches, hold, keep_stream_offsets_contiguous, let_go
+from fraudstream.stream.delivery import batches, fresh, hold, keep_stream_offsets_contiguous, let_go
 from fraudstream.stream.heap import release_free_heap
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
@@ -258,6 +258,9 @@ class FraudApp:
                 # Not before the model is restored and has caught up: a restart must not score with an older one.
                 while not self.model_follower.ready:
                     await asyncio.sleep(0.05)
+                events = fresh(events)  # the partitions may have been revoked meanwhile
+                if not events:
+                    continue
                 self._busy += 1
                 try:
                     self.score_batch(events)

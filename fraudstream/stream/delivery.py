@@ -14,15 +14,35 @@ they never reached fraud.scores, and their offsets were committed.
 3. Unfinished batches committed. ``Stream.take_events`` acknowledges every event of a batch when the batch is
    over, however it ended; a batch cut short (the agent cancelled at shutdown, SIGTERM, while it waited for the
    broker) was committed without its outputs.
-
 4. Seeks from the wrong thread. faust calls aiokafka's seek from the main thread while the consumer thread reads
    the fetcher's buffered records; the seek deletes from them, and the fetcher crashed (``KeyError``), taking the
-   worker down. Seen in tests/reliability/test_crash.py after a restart, where the seeks of 1 come at once. Awaiting
-   the seek in the consumer thread instead (as faust's ``call_thread`` would) let commits and acknowledgements of the
-   main loop come between asking for a seek and its taking effect, and lost authorizations in test_rebalance.py
-   (5 runs of 6 on a loaded machine): the seek runs in the consumer thread while the main loop waits, not yielding.
+   worker down. Seen in tests/reliability/test_crash.py after a restart, where the seeks of 1 come at once. The seek
+   runs in the consumer thread while the main loop waits for it without yielding: awaiting it instead (as faust's
+   ``call_thread`` would) let commits and acknowledgements come between asking for a seek and its taking effect,
+   and test_rebalance.py lost authorizations in 5 runs of 6 on a loaded machine, against 1 or 2 otherwise.
+5. Commits between a revocation and the next assignment. faust forgets a partition's acknowledgements and committed
+   offset when it is revoked, but does not wait for its agents (``stream_wait_empty`` is off): events fetched
+   before the revocation are still processed and acknowledged afterwards, and a commit during the rebalance
+   committed their run, past an earlier offset still held by the merchant stage for event-time order, which the
+   partition's next owner then never read (tests/reliability/test_rebalance.py, several runs in ten on a loaded
+   machine, traced). A partition is now committed only once its reading start is known again.
+6. Stale events processed after a revocation. The same events, processed after the worker dropped its per-partition
+   state (the merchant stage's event-time order, the score stage's decision counts) at the revocation, were applied
+   out of their order: a later authorization of a card partition reached a merchant's state while an earlier one,
+   held for event-time order, was dropped, and the earlier one, read again after the rebalance, was then taken for
+   a copy of what the state held and skipped (traced in test_rebalance.py). faust skips such events on the way into
+   a stream once the new generation is known, not those already in an agent's batch buffer: :func:`batches` leaves
+   out every event fetched in a generation whose assignment of its partition was revoked since. Its partition's
+   owner reads it again from the committed offset.
+7. Events acknowledged that no agent processed. faust acknowledges an event it skips (fetched in a generation that
+   ended), and events left in a ``take_events`` buffer when the worker stops: at a graceful stop the last commit then
+   went past authorizations that never reached their agent (traced in test_rebalance.py, the member that leaves).
+   Each message of a guarded topic is fetched with a reference of ours, which :func:`batches` gives up only once its
+   agent has finished the batch that holds it: whatever else acknowledges it, its offset is not committed before
+   then. Guarded topics must therefore be consumed through :func:`batches`.
 
-:func:`keep_stream_offsets_contiguous` closes 1, 2 and 4 (for every seek), :func:`batches` closes 3.
+:func:`keep_stream_offsets_contiguous` closes 1, 2, 4 (for every seek) and 5, :func:`batches` closes 3 and 6, and
+both together close 7.
 """
 
 from __future__ import annotations
@@ -35,7 +55,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-__all__ = ["batches", "hold", "keep_stream_offsets_contiguous", "let_go"]
+__all__ = ["batches", "fresh", "hold", "keep_stream_offsets_contiguous", "let_go"]
 
 log = logging.getLogger("fraudstream.worker")
 
@@ -55,6 +75,10 @@ SEEK_TIMEOUT_S = 10.0
 #: Messages an agent keeps unacknowledged on purpose (see :func:`hold`), as (topic, partition, offset).
 _HELD: set[tuple[str, int, int]] = set()
 
+#: Per partition of a guarded topic, as (topic, partition): the consumer generation whose assignment of it was last
+#: revoked. A message fetched in that generation or before is stale (see :func:`fresh`).
+_REVOKED: dict[tuple[str, int], int] = {}
+
 
 def hold(message: Any) -> None:
     """Keep ``message`` from being acknowledged at the end of its batch: the agent acknowledges it later, with
@@ -69,18 +93,40 @@ def let_go(message: Any) -> None:
     _HELD.discard((message.topic, message.partition, message.offset))
 
 
+def fresh(events: list[Any]) -> list[Any]:
+    """``events`` without those fetched before their partition was last revoked (module doc, 6). Those are marked
+    acknowledged already, so faust's acknowledgement at the end of the batch does not count them either."""
+    kept = []
+    for event in events:
+        message = event.message
+        generation = message.generation_id
+        if generation is not None and generation <= _REVOKED.get((message.topic, message.partition), -1):
+            message.acked = True
+        else:
+            kept.append(event)
+    return kept
+
+
 async def batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
-    """``stream.take_events(max_, within)``, except that a batch the agent does not finish (it raised, or it was
-    cancelled) is never committed: its events are marked acknowledged already, so faust's acknowledgement at the end
-    of the batch does not count them, and the partition's next reader gets them again."""
+    """``stream.take_events(max_, within)``, except that:
+
+    - a batch the agent does not finish (it raised, or it was cancelled) is never committed: its events are marked
+      acknowledged already, so faust's acknowledgement at the end of the batch does not count them, and the
+      partition's next reader gets them again;
+    - events fetched before their partition was revoked are left out (:func:`fresh`)."""
     async for events in stream.take_events(max_, within=within):
+        kept = fresh(events)
+        if not kept:
+            continue
         finished = False
         try:
-            yield events
+            yield kept
             finished = True
         finally:
-            if not finished:
-                for event in events:
+            for event in kept:
+                if finished:
+                    event.message.decref()  # the reference taken when it was fetched (module doc, 7)
+                else:
                     event.message.acked = True
 
 
@@ -158,6 +204,7 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             if read is None or offset >= read:  # what faust delivers (it drops what it has read already)
                 pos.seeks.pop(tp, None)
                 pos.expected[tp] = offset + 1
+                message.incref()  # released by `batches` once its agent has finished the batch (module doc, 7)
             yield tp, message
 
     async def guarded_seek(self: Any, partition: Any, offset: int) -> None:
@@ -194,6 +241,8 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             pos.forget(tp)
         gone = {(tp.topic, tp.partition) for tp in revoked}
         _HELD.difference_update([h for h in _HELD if h[:2] in gone])
+        generation = self.app.consumer_generation_id  # the one ending: the next assignment comes with a new one
+        _REVOKED.update({(tp.topic, tp.partition): generation for tp in revoked if tp.topic in guarded})
         await on_revoked(self, revoked)
 
     async def seek_again(self: Any, tp: Any, offset: int) -> None:
@@ -208,7 +257,11 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             head = self._committed_offset[tp]
             if head is None:
                 head = positions(self).start.get(tp)
-            if acked and head is not None and min(acked) > head:
+            if head is None:
+                # Revoked, and not sought since (module doc, 5): acknowledgements still come in, from events fetched
+                # before the revocation, and from where they start nothing says what came before them.
+                return None
+            if acked and min(acked) > head:
                 if (tp.topic, tp.partition, head) in _HELD:
                     return None  # waiting in its agent, on purpose
                 pos, now = positions(self), time.monotonic()
