@@ -84,8 +84,8 @@ class Settings:
     state_dir: str = _env("STATE_DIR", "Where tables, checkpoints and logs live.", "var/state")
     rocksdb_memory_mb: int = _env(
         "ROCKSDB_MEMORY_MB",
-        "Memory of each RocksDB database (one per table and partition): half write buffers, half block cache. "
-        "faust's defaults allow gigabytes each.",
+        "Memory of each RocksDB database (one per table and partition): half write buffers, half block cache, "
+        "which holds the index and filter blocks too. faust's defaults allow gigabytes each.",
         16,
     )
     live_states_max: int = _env(
