@@ -29,7 +29,6 @@ import zlib
 from typing import Any
 
 import faust
-from confluent_kafka import Producer
 
 from fraudstream.config import Settings
 from fraudstream.contracts import (
@@ -57,6 +56,7 @@ from fraudstream.stream.delivery import batches, fresh, hold, keep_stream_offset
 from fraudstream.stream.heap import release_free_heap
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
+from fraudstream.stream.outputs import Output, Outputs
 from fraudstream.stream.tables import (
     ChangelogWriter,
     TableMapping,
@@ -114,9 +114,13 @@ class FraudApp:
         use_fetch_wait(self.app, s.fetch_wait_ms, s.fetch_wait_idle_ms)
         # One request in flight: a retried batch cannot overtake a later one, so each partition keeps the order
         # in which the stages produced (the merchant stage relies on it to recognise re-sent authorizations).
-        self.producer = Producer(connected.producer_config(**{"linger.ms": 2, "max.in.flight.requests.per.connection": 1,
-                                                              "error_cb": self._on_producer_error}))
+        # Outputs that fail are produced again, never dropped (fraudstream.stream.outputs): `flush` waits for them.
+        self.outputs = Outputs(connected.producer_config(**{"linger.ms": 2, "max.in.flight.requests.per.connection": 1,
+                                                            "error_cb": self._on_producer_error}),
+                               on_failed=self._on_output_failed, on_rejected=self._on_output_rejected)
+        self.producer = self.outputs.producer
         self._stalled_since: float | None = None  # when the current stall began, once reported
+        self._outputs_failing = False  # an output failed and is not yet delivered, once reported
         self._define_topics()
         self._define_tables()
         # Table changelogs go through the same producer as the outputs (see fraudstream.stream.tables). Intake and
@@ -400,7 +404,7 @@ class FraudApp:
         """To every partition of fraud.authorizations-by-merchant, after what was produced there before."""
         value = encode(record)
         for partition in range(self.settings.partitions):
-            self.producer.produce(self.settings.topic_by_merchant, value, partition=partition)
+            self.outputs.produce(self.settings.topic_by_merchant, value, partition=partition)
 
     def announce_idle_sources(self) -> None:
         """Card partitions of this worker that are caught up and quiet: merchant partitions stop waiting for them."""
@@ -453,7 +457,7 @@ class FraudApp:
         step = self.scorer.card_stage(auth)
         value = encode({"auth": auth.as_dict(), "features": step.features, "late": step.late, "duplicate": step.duplicate,
                         "src": [msg.partition, msg.offset]})
-        self.producer.produce(self.settings.topic_by_merchant, value, auth.merchant_id.encode())
+        self.outputs.produce(self.settings.topic_by_merchant, value, auth.merchant_id.encode())
         self.card_offsets[card_id] = msg.offset
         self.scorer.cards.mark(card_id)  # the offset is written with the state, even when the state did not change
 
@@ -563,7 +567,7 @@ class FraudApp:
             if offset > applied["s"].get(str(source), -1):
                 applied["s"][str(source)] = offset
             self.scorer.merchants.mark(merchant_id)  # written with the state
-        self.producer.produce(self.settings.topic_enriched, encode({"auth": d["auth"], "features": feats, "late": d["late"]}),
+        self.outputs.produce(self.settings.topic_enriched, encode({"auth": d["auth"], "features": feats, "late": d["late"]}),
                               auth.card_id.encode())
 
     def score_batch(self, events: list[Any]) -> None:
@@ -597,7 +601,7 @@ class FraudApp:
         self._outbox.append((topic, value, key))
 
     def send_outbox(self) -> None:
-        produce = self.producer.produce
+        produce = self.outputs.produce
         for topic, value, key in self._outbox:
             produce(topic, value, key)
         self._outbox.clear()
@@ -770,7 +774,7 @@ class FraudApp:
             if kind == "label":
                 self.metrics.labels.labels("invalid", "rejected").inc()
             return
-        self.producer.produce(self.settings.topic_card_events, encode({"kind": kind, "record": record}), record.card_id.encode())
+        self.outputs.produce(self.settings.topic_card_events, encode({"kind": kind, "record": record}), record.card_id.encode())
 
     def card_event_batch(self, events: list[Any]) -> None:
         self.each(events, self._card_event_one)
@@ -811,7 +815,7 @@ class FraudApp:
 
     def publish_label_outcome(self, outcome: Any, source: str, is_fraud: bool | None = None, produce: Any = None) -> None:
         s, m = self.settings, self.metrics
-        produce = produce or self.producer.produce
+        produce = produce or self.outputs.produce
         if outcome.score is not None and is_fraud is not None:
             self.quality.add(outcome.score, outcome.alerted, is_fraud)
         if outcome.delay_ms is not None:
@@ -823,7 +827,7 @@ class FraudApp:
 
     def dead_letter(self, rejection: Rejection, msg: Any) -> None:
         letter = DeadLetter.of(rejection, msg.value, msg.key, msg.topic, msg.partition, msg.offset)
-        self.producer.produce(self.settings.topic_dead_letter, encode(letter))
+        self.outputs.produce(self.settings.topic_dead_letter, encode(letter))
         self.metrics.dead_letters.labels(msg.topic, rejection.reason).inc()
         log.warning("dead-lettered %s[%d]@%d: %s (%s)", msg.topic, msg.partition, msg.offset, rejection.reason,
                     mask(rejection.detail))
@@ -834,15 +838,20 @@ class FraudApp:
         Table writes pending from earlier batches go too: each was made once its batch's outputs were on the broker,
         so it may go any time after (the score stage's, which must go before its outputs, go in `durable`)."""
         self.changelog.send()
-        remaining = self.producer.flush(0)
+        outputs = self.outputs
+        remaining = self.producer.flush(0) + outputs.undelivered
         if not remaining:
             return
         since = time.monotonic()
         while remaining:
             await asyncio.sleep(0.001)
-            remaining = self.producer.flush(0)
+            outputs.retry()
+            remaining = self.producer.flush(0) + outputs.undelivered
             self._check_stall(since, f"{remaining} outputs")
         self._stall_over()
+        if self._outputs_failing:
+            self._outputs_failing = False
+            log.warning("outputs delivered again after %.1fs", time.monotonic() - since)
 
     def _check_stall(self, since: float, what: str) -> None:
         if time.monotonic() - since > STALL_AFTER_S:
@@ -876,6 +885,27 @@ class FraudApp:
         """librdkafka's errors outside any one message (broker down, transport errors)."""
         self.metrics.broker_errors.labels(f"producer{err.name()}".lower()).inc()
         log.warning("broker error (producer): %s", err)
+
+    def _on_output_failed(self, output: Output, err: Any) -> None:
+        """An output the broker did not take: `flush` produces it again, and waits (see `fraudstream.stream.outputs`)."""
+        self.metrics.broker_errors.labels("output").inc()
+        if not self._outputs_failing:  # once until they are delivered, not once per message or retry
+            self._outputs_failing = True
+            log.warning("output to %s not delivered (%s): producing it again until the broker takes it; nothing is "
+                        "committed meanwhile", output[0], err)
+
+    def _on_output_rejected(self, output: Output, err: Any) -> None:
+        """An output the broker can never take (too large): dead-lettered by reference, since its bytes cannot go."""
+        topic, value, key, partition = output
+        self.metrics.broker_errors.labels("output_rejected").inc()
+        log.error("output to %s rejected (%s, %d bytes)", topic, err, len(value or b""))
+        if topic == self.settings.topic_dead_letter:
+            return  # a dead letter is cut to fit; this is only reachable with a broker limit below that
+        # Its first bytes (DeadLetter cuts them to fit) and where it was going; no offset, it was never written.
+        letter = DeadLetter.of(Rejection("output_rejected", f"{err.str()}: {len(value or b'')} bytes"), value, key,
+                               topic, -1 if partition is None else partition, -1)
+        self.outputs.produce(self.settings.topic_dead_letter, encode(letter))
+        self.metrics.dead_letters.labels(topic, "output_rejected").inc()
 
     def owned_score_partitions(self) -> set[int]:
         """The partitions of the enriched topic, and of the score stage's tables, that this worker is active for."""

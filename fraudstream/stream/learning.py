@@ -171,7 +171,7 @@ class ModelFollower:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(raw)
         os.replace(tmp, self.path)  # atomic: a crash leaves the old checkpoint or the new one
-        self.owner.producer.produce(self.owner.settings.topic_models, raw, self.owner.settings.app_id.encode())
+        self.owner.outputs.produce(self.owner.settings.topic_models, raw, self.owner.settings.app_id.encode())
         self.last_checkpoint = time.monotonic()
         self.owner.metrics.checkpoint_ts.set(time.time())
 

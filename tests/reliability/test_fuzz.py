@@ -328,7 +328,7 @@ def fraud_app(tmp_path_factory):
     # producer and the rule follower's consumer only try in their background threads, and fail quietly).
     app = FraudApp(s, "127.0.0.1:1", Metrics(CollectorRegistry()))
     app.rule_follower.consumer.close()  # not polled here; closed so it stops retrying
-    app.producer = RecordingProducer()  # the handlers' outputs, by topic; the real one is released
+    app.outputs.producer = app.producer = RecordingProducer()  # the handlers' outputs, by topic; the real one is released
     app.changelog.producer = app.producer  # table writes too (and changelog records with them, by partition)
     return app
 
@@ -574,3 +574,31 @@ def test_an_older_authorization_after_a_rebalance_is_not_taken_for_a_copy(fraud_
     rec.sent.clear()
     run_merchant(app, _events(s.topic_by_merchant, [(k, v) for v, k in newer]))  # redelivered after the rebalance
     assert rec.values(s.topic_enriched) == []
+
+
+def test_an_output_the_broker_cannot_take_is_dead_lettered_not_raised(fraud_app):
+    """librdkafka refuses a message over ``message.max.bytes`` from ``produce`` itself. In the middle of a batch
+    that raised out of the agent; now the worker's `Outputs` hands it to the app, which dead-letters its first
+    bytes and where it was going, and counts it."""
+    import jsonschema
+    from confluent_kafka import Producer
+
+    from fraudstream.kafka.topics import load_specs
+    from fraudstream.stream.outputs import Outputs
+
+    app, s = fraud_app, fraud_app.settings
+    rec: RecordingProducer = app.producer
+    refusing = Outputs({"bootstrap.servers": "127.0.0.1:1", "message.max.bytes": 1000},
+                       on_failed=app._on_output_failed, on_rejected=app._on_output_rejected)
+    assert isinstance(refusing.producer, Producer)
+    rec.sent.clear()
+    before = dead_letters(app, s.topic_models)
+    refusing.produce(s.topic_models, b"m" * 5000, b"app")
+    assert refusing.undelivered == 0, "not kept: it can never go"
+    assert _delta(dead_letters(app, s.topic_models), before) == {"output_rejected": 1}
+    [(value, _key)] = rec.values(s.topic_dead_letter)
+    letter = orjson.loads(value)
+    spec = {sp.name: sp for sp in load_specs()}["fraud.dead-letter"]
+    jsonschema.Draft202012Validator(spec.value_schema).validate(letter)
+    assert (letter["reason"], letter["topic"], letter["offset"], letter["key"]) == ("output_rejected", s.topic_models, -1, "app")
+    assert "5000 bytes" in letter["detail"] and letter["raw"].startswith("mmm")
