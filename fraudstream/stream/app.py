@@ -895,7 +895,7 @@ class FraudApp:
                         "committed meanwhile", output[0], err)
 
     def _on_output_rejected(self, output: Output, err: Any) -> None:
-        """An output the broker can never take (too large): dead-lettered by reference, since its bytes cannot go."""
+        """An output the broker can never take (too large): dead-lettered with its first bytes and where it was going."""
         topic, value, key, partition = output
         self.metrics.broker_errors.labels("output_rejected").inc()
         log.error("output to %s rejected (%s, %d bytes)", topic, err, len(value or b""))
