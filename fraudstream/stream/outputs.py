@@ -76,11 +76,9 @@ class Outputs:
         return len(self.failed) + len(self.waiting)
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None) -> None:
-        output: Output = (topic, value, key, partition)
-        if self.failed or self.waiting:
-            self.waiting.append(output)  # behind the failed ones: a partition's outputs keep their order
-        elif not self._produce(output):
-            self.waiting.append(output)
+        # Behind any failed or waiting ones, so a partition's outputs keep their order; the tuple only then.
+        if self.failed or self.waiting or not self._produce(topic, value, key, partition):
+            self.waiting.append((topic, value, key, partition))
 
     def retry(self, now: float | None = None) -> int:
         """Produce the failed and waiting messages, if ``retry_every_s`` has passed since the last try; how many."""
@@ -90,14 +88,13 @@ class Outputs:
         self._retried_at = now
         pending, self.failed, self.waiting = self.failed + self.waiting, [], []
         for i, output in enumerate(pending):
-            if not self._produce(output):
+            if not self._produce(*output):
                 self.waiting = pending[i:]  # the rest wait their turn, in order
                 return i
         return len(pending)
 
-    def _produce(self, output: Output) -> bool:
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None, partition: int | None) -> bool:
         """Into the producer's queue; False if it was not taken and should be produced again."""
-        topic, value, key, partition = output
         try:
             if partition is None:
                 self.producer.produce(topic, value, key)
@@ -106,13 +103,7 @@ class Outputs:
         except BufferError:  # the local queue is full (a long stall)
             return False
         except KafkaException as exc:
-            err = exc.args[0]
-            if err.code() in NEVER_ACCEPTED:
-                self._reject(output, err)
-                return True
-            if self.on_failed is not None:
-                self.on_failed(output, err)
-            return False
+            return not self._failed((topic, value, key, partition), exc.args[0])
         return True
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
@@ -120,12 +111,17 @@ class Outputs:
             return
         partition = msg.partition()
         output: Output = (msg.topic(), msg.value(), msg.key(), None if partition is None or partition < 0 else partition)
+        if self._failed(output, err):
+            self.failed.append(output)
+
+    def _failed(self, output: Output, err: KafkaError) -> bool:
+        """A failure, refused at once or reported later: True if it is to be produced again, False if rejected."""
         if err.code() in NEVER_ACCEPTED:
             self._reject(output, err)
-        else:
-            if self.on_failed is not None:
-                self.on_failed(output, err)
-            self.failed.append(output)
+            return False
+        if self.on_failed is not None:
+            self.on_failed(output, err)
+        return True
 
     def _reject(self, output: Output, err: KafkaError) -> None:
         if self.on_rejected is not None:
