@@ -40,15 +40,17 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 class WorkerProcess:
     """``fraudstream worker`` as a subprocess, as production runs it, logging to ``log_path``. With ``new_session``
-    it gets a session of its own: a Ctrl-C in the terminal does not reach it, so its parent stops it in order."""
+    it gets a session of its own: a Ctrl-C in the terminal does not reach it, so its parent stops it in order.
+    ``extra_env`` is added to its environment (an allocator to try, say), after ``settings``."""
 
-    def __init__(self, settings: Settings, log_path: Path, start_timeout_s: float = 60.0, new_session: bool = False) -> None:
+    def __init__(self, settings: Settings, log_path: Path, start_timeout_s: float = 60.0, new_session: bool = False,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
         self.log = open(log_path, "ab")
         self.stalled = False  # set by whoever watches its progress
         self.process = subprocess.Popen([sys.executable, "-m", "fraudstream", "worker", "--loglevel", "info"],
-                                        env=worker_env(settings), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                        env={**worker_env(settings), **(extra_env or {})}, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
                                         start_new_session=new_session)
         self.metrics_port = self._wait_metrics_port(start_timeout_s)
 

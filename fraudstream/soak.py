@@ -88,6 +88,7 @@ class SoakConfig:
     store: str = "rocksdb://"
     live_states: int | None = None  # FRAUDSTREAM_LIVE_STATES_MAX of the worker; None: a quarter of the cards
     rocksdb_mb: int = 4  # FRAUDSTREAM_ROCKSDB_MEMORY_MB of the worker
+    worker_env: dict[str, str] = field(default_factory=dict)  # added to the worker's environment only
 
     @property
     def live_states_max(self) -> int:
@@ -373,6 +374,10 @@ class Sample:
     broker_rss_kib: int | None = None
     rocksdb_kib: int | None = None  # the worker's RocksDB memory, part of its RSS, bounded by FRAUDSTREAM_ROCKSDB_MEMORY_MB
     live_cards: float | None = None  # card states in the worker's heap (fraudstream_live_states{kind="card"})
+    # The C allocator's bytes in use and held free (fraudstream_allocator_bytes): RSS growing while in_use does not
+    # is the allocator's pages, not a leak.
+    alloc_in_use_kib: int | None = None
+    alloc_free_kib: int | None = None
 
     @property
     def heap_kib(self) -> int | None:
@@ -391,6 +396,10 @@ class Run:
     interrupted: bool = False
 
 
+def _kib(nbytes: float | None) -> int | None:
+    return None if nbytes is None else int(nbytes / 1024)
+
+
 def _fmt_ms(v: float | None) -> str:
     return "    -" if v is None else f"{v:5.0f}" if v >= 10 else f"{v:5.1f}"
 
@@ -400,7 +409,8 @@ def _fmt_mib(kib: int | None) -> str:
 
 
 def report_line(s: Sample) -> str:
-    return (f"[{s.elapsed:6.0f}s] rss {_fmt_mib(s.rss_kib)} MiB (rocksdb {_fmt_mib(s.rocksdb_kib)})  produced {s.produced_per_s:6.0f}/s  "
+    return (f"[{s.elapsed:6.0f}s] rss {_fmt_mib(s.rss_kib)} MiB (rocksdb {_fmt_mib(s.rocksdb_kib)}; malloc in use "
+            f"{_fmt_mib(s.alloc_in_use_kib)}, free {_fmt_mib(s.alloc_free_kib)})  produced {s.produced_per_s:6.0f}/s  "
             f"scored {s.scored_per_s:6.0f}/s  e2e p50 {_fmt_ms(s.p50_ms)} ms  p99 {_fmt_ms(s.p99_ms)} ms  "
             f"lag {s.lag:6.0f}  alerts {s.alerts:6.0f}  dead letters {s.dead_letters:4.0f}  "
             f"snapshots {s.snapshots:8.0f}  cards {s.cards:6.0f}  labels {s.labels:6.0f}  "
@@ -429,6 +439,11 @@ def summary(run: Run) -> list[str]:
             out.append(f"  of it outside RocksDB: {h0 / MIB:.1f} MiB at {first.elapsed:.0f}s, {h1 / MIB:.1f} MiB at "
                        f"{last.elapsed:.0f}s ({(h1 - h0) / MIB / ((last.elapsed - first.elapsed) / 3600.0):+.1f} MiB/hour); "
                        f"RocksDB {(first.rocksdb_kib or 0) / MIB:.1f} -> {(last.rocksdb_kib or 0) / MIB:.1f} MiB")
+            if first.alloc_in_use_kib is not None and last.alloc_in_use_kib is not None:
+                a0, a1 = first.alloc_in_use_kib, last.alloc_in_use_kib
+                out.append(f"  C allocator in use: {a0 / MIB:.1f} -> {a1 / MIB:.1f} MiB "
+                           f"({(a1 - a0) / MIB / ((last.elapsed - first.elapsed) / 3600.0):+.1f} MiB/hour); held free: "
+                           f"{(first.alloc_free_kib or 0) / MIB:.1f} -> {(last.alloc_free_kib or 0) / MIB:.1f} MiB")
             if first.live_cards is not None and last.live_cards is not None:
                 out.append(f"  live card states: {first.live_cards:,.0f} -> {last.live_cards:,.0f} "
                            f"(at most {cfg.live_states_max:,})")
@@ -482,11 +497,12 @@ def soak(cfg: SoakConfig) -> int:
                                        store=cfg.store, live_states_max=cfg.live_states_max,
                                        rocksdb_memory_mb=cfg.rocksdb_mb)
         create_topics(settings)
-        worker = WorkerProcess(settings, log_dir / f"soak-{stamp}-worker.log", new_session=True)
+        worker = WorkerProcess(settings, log_dir / f"soak-{stamp}-worker.log", new_session=True, extra_env=cfg.worker_env)
         url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
         print(f"soak: {cfg.rate:g} authorizations/s for {cfg.minutes:g} min, {cfg.cards} cards at {cfg.merchants} merchants; "
               f"report every {cfg.report_every:g}s; warm-up {cfg.warmup_s:.0f}s; live states at most {cfg.live_states_max}; "
-              f"RocksDB {cfg.rocksdb_mb} MB per table partition", flush=True)
+              f"RocksDB {cfg.rocksdb_mb} MB per table partition"
+              + "".join(f"; worker {k}={v}" for k, v in cfg.worker_env.items()), flush=True)
         print(f"  broker {broker.bootstrap_servers}; worker pid {worker.pid}, metrics {url}, log {worker.log_path}", flush=True)
 
         _wait_ready(settings, url, worker.process, stop)
@@ -571,8 +587,10 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
             worker_cores=None if cpu is None or last_cpu is None else (cpu - last_cpu) / dt, load1=os.getloadavg()[0],
             broker_cores=None if broker_cpu is None or last_broker_cpu is None else (broker_cpu - last_broker_cpu) / dt,
             broker_rss_kib=rss_kib(broker_pid),
-            rocksdb_kib=int(m["fraudstream_rocksdb_memory_bytes"] / 1024) if "fraudstream_rocksdb_memory_bytes" in m else None,
+            rocksdb_kib=_kib(m.get("fraudstream_rocksdb_memory_bytes")),
             live_cards=m.get('fraudstream_live_states{kind="card"}'),
+            alloc_in_use_kib=_kib(m.get('fraudstream_allocator_bytes{kind="in_use"}')),
+            alloc_free_kib=_kib(m.get('fraudstream_allocator_bytes{kind="free"}')),
         )
         run.samples.append(sample)
         print(report_line(sample), flush=True)
@@ -596,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
                         "the smallest: so that RocksDB's memory reaches its bound within the run)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--store", default="rocksdb://", help="the worker's table store (default rocksdb://, production's)")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="add to the worker's environment only, e.g. an allocator to try: "
+                        "--worker-env LD_PRELOAD=libjemalloc.so.2 (repeatable)")
     parser.add_argument("--log-dir", default="var/log", help="where the worker's and the broker's logs go (default var/log)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.rate <= 0 or args.report_every <= 0 or args.cards <= 0 or args.merchants <= 0:
@@ -604,9 +625,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--live-states must be positive")
     if args.rocksdb_mb < 4:
         parser.error("--rocksdb-mb must be at least 4")
+    worker_env = {}
+    for item in args.worker_env:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            parser.error(f"--worker-env takes NAME=VALUE, not {item!r}")
+        worker_env[name] = value
     cfg = SoakConfig(minutes=args.minutes, rate=args.rate, report_every=args.report_every, cards=args.cards,
                      merchants=args.merchants, seed=args.seed, log_dir=args.log_dir, store=args.store,
-                     live_states=args.live_states, rocksdb_mb=args.rocksdb_mb)
+                     live_states=args.live_states, rocksdb_mb=args.rocksdb_mb, worker_env=worker_env)
     return soak(cfg)
 
 

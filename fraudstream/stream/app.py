@@ -53,7 +53,7 @@ from fraudstream.core.state import StateStore
 from fraudstream.logs import mask
 from fraudstream.metrics import Metrics
 from fraudstream.stream.delivery import batches, fresh, hold, keep_stream_offsets_contiguous, let_go
-from fraudstream.stream.heap import release_free_heap
+from fraudstream.stream.heap import allocator_usage, release_free_heap
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
 from fraudstream.stream.outputs import Output, Outputs
@@ -916,6 +916,10 @@ class FraudApp:
         if release_free_heap():
             took = time.perf_counter() - started
             (log.info if took > 0.05 else log.debug)("free heap returned to the system in %.1f ms", took * 1000)
+        usage = allocator_usage()
+        if usage is not None:
+            self.metrics.allocator.labels("in_use").set(usage.in_use)
+            self.metrics.allocator.labels("free").set(usage.free)
 
     def evict_idle_state(self) -> None:
         """Cards, standings and merchants idle longer than their longest window leave the tables (a blocked card's

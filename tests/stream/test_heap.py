@@ -1,4 +1,4 @@
-"""Free heap goes back to the operating system."""
+"""Free heap goes back to the operating system, and memory in use is told from memory merely held."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from fraudstream.stream.heap import release_free_heap
+from fraudstream.stream.heap import allocator_usage, release_free_heap
 
 
 def rss_kib() -> int:
@@ -29,3 +29,20 @@ def test_memory_freed_between_live_chunks_is_given_back() -> None:
     after = rss_kib()
     assert before - after > 100 * 1024, (before, after)
     assert all(k.raw[:1] == b"x" for k in kept)  # what is still in use is untouched
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallinfo2 is glibc's")
+def test_allocator_usage_follows_what_is_in_use_not_what_is_held() -> None:
+    before = allocator_usage()
+    assert before is not None and before.allocator == "glibc"
+    blocks = [ctypes.create_string_buffer(4096) for _ in range(12_800)]  # 50 MiB in malloc's 4 KiB chunks
+    during = allocator_usage()
+    assert during is not None and during.in_use - before.in_use > 48 * 1024 * 1024
+    kept = blocks[::16]
+    del blocks
+    after = allocator_usage()
+    assert after is not None
+    # The freed chunks sit between the kept ones: no longer in use, still held by the allocator.
+    assert during.in_use - after.in_use > 44 * 1024 * 1024
+    assert after.free - before.free > 40 * 1024 * 1024
+    assert len(kept) == 800
