@@ -54,9 +54,9 @@ class Metrics:
         self.live_states = Gauge("fraudstream_live_states", "States held as Python objects, by kind (card, standing, merchant, "
                                  "card_transactions): bounded by FRAUDSTREAM_LIVE_STATES_MAX, the rest stay in the tables.",
                                  ["kind"], registry=r)
-        self.allocator = Gauge("fraudstream_allocator_bytes", "The C allocator's memory after its free pages are returned: "
-                               "in_use (RocksDB, librdkafka, the interpreter's larger objects) and free (held, not in use). "
-                               "Resident memory that grows while in_use does not is the allocator's, not a leak.",
+        self.allocator = Gauge("fraudstream_allocator_bytes", "The C allocator's memory: in_use (RocksDB's memory included, "
+                               "librdkafka, the interpreter's larger objects) and free (held, not in use). Resident memory "
+                               "that grows while in_use does not is the allocator's, not a leak.",
                                ["kind"], registry=r)
         self.snapshots = Gauge("fraudstream_snapshots_pending", "Scored authorizations awaiting a label or maturity.", registry=r)
         self.evicted = Counter("fraudstream_state_evicted", "Idle cards and merchants evicted.", registry=r)

@@ -67,7 +67,7 @@ from fraudstream.kafka.topics import create_topics
 from fraudstream.launcher import scrape
 from fraudstream.processes import WorkerProcess
 
-__all__ = ["main", "SoakConfig", "Traffic", "percentile", "rss_kib"]
+__all__ = ["main", "SoakConfig", "Traffic", "memory_breakdown", "percentile", "rss_kib", "slope_per_hour"]
 
 MIB = 1024.0
 
@@ -419,6 +419,43 @@ def report_line(s: Sample) -> str:
             f"load {s.load1:.1f}/{os.cpu_count()}")
 
 
+def slope_per_hour(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per hour: one noisy sample at either end does not decide it.
+
+    >>> slope_per_hour([(0, 10.0), (1800, 12.0), (3600, 14.0)])
+    4.0
+    """
+    n = len(points)
+    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    return 0.0 if sxx == 0 else sum((x - mx) * (y - my) for x, y in points) / sxx * 3600.0
+
+
+def memory_breakdown(samples: list[Sample]) -> list[str]:
+    """The worker's RSS after the warm-up, in parts that grow for different reasons: RocksDB (bounded, fills with
+    data), the C allocator's memory in use outside RocksDB (a leak grows this), what the allocator holds free
+    (fragmentation: bounded by the peak of what was in use), and the rest (the interpreter's small objects, code,
+    stacks). First and last sample, and the slope over all of them."""
+    parts: list[tuple[str, Any]] = [
+        ("worker RSS", lambda s: s.rss_kib),
+        ("RocksDB", lambda s: s.rocksdb_kib),
+        ("outside RocksDB", lambda s: s.heap_kib),
+    ]
+    if all(s.alloc_in_use_kib is not None and s.alloc_free_kib is not None for s in samples):
+        parts += [
+            ("  malloc in use outside RocksDB", lambda s: s.alloc_in_use_kib - s.rocksdb_kib),
+            ("  malloc held free", lambda s: s.alloc_free_kib),
+            ("  the rest (small objects, code, stacks)", lambda s: s.rss_kib - s.alloc_in_use_kib - s.alloc_free_kib),
+        ]
+    first, last = samples[0], samples[-1]
+    out = [f"  memory after the warm-up, {first.elapsed:.0f}s to {last.elapsed:.0f}s (MiB; slope: least squares over "
+           f"{len(samples)} samples):"]
+    for name, part in parts:
+        slope = slope_per_hour([(s.elapsed, part(s) / MIB) for s in samples])
+        out.append(f"    {name:<42} {part(first) / MIB:7.1f} -> {part(last) / MIB:7.1f}   {slope:+6.1f} MiB/hour")
+    return out
+
+
 def summary(run: Run) -> list[str]:
     cfg = run.cfg
     out = ["", f"soak summary: {cfg.rate:g} authorizations/s for {cfg.minutes:g} min"
@@ -434,16 +471,8 @@ def summary(run: Run) -> list[str]:
             out.append(f"  RSS slope after warm-up: {(r1 - r0) / MIB / ((t1 - t0) / 3600.0):+.1f} MiB/hour")
         later = [s for s in run.samples if s.elapsed >= t0 and s.heap_kib is not None]
         if len(later) >= 2 and later[-1].elapsed > later[0].elapsed:
+            out.extend(memory_breakdown(later))
             first, last = later[0], later[-1]
-            h0, h1 = first.heap_kib or 0, last.heap_kib or 0
-            out.append(f"  of it outside RocksDB: {h0 / MIB:.1f} MiB at {first.elapsed:.0f}s, {h1 / MIB:.1f} MiB at "
-                       f"{last.elapsed:.0f}s ({(h1 - h0) / MIB / ((last.elapsed - first.elapsed) / 3600.0):+.1f} MiB/hour); "
-                       f"RocksDB {(first.rocksdb_kib or 0) / MIB:.1f} -> {(last.rocksdb_kib or 0) / MIB:.1f} MiB")
-            if first.alloc_in_use_kib is not None and last.alloc_in_use_kib is not None:
-                a0, a1 = first.alloc_in_use_kib, last.alloc_in_use_kib
-                out.append(f"  C allocator in use: {a0 / MIB:.1f} -> {a1 / MIB:.1f} MiB "
-                           f"({(a1 - a0) / MIB / ((last.elapsed - first.elapsed) / 3600.0):+.1f} MiB/hour); held free: "
-                           f"{(first.alloc_free_kib or 0) / MIB:.1f} -> {(last.alloc_free_kib or 0) / MIB:.1f} MiB")
             if first.live_cards is not None and last.live_cards is not None:
                 out.append(f"  live card states: {first.live_cards:,.0f} -> {last.live_cards:,.0f} "
                            f"(at most {cfg.live_states_max:,})")

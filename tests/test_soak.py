@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fraudstream.soak import Run, Sample, SoakConfig, main, summary
+from fraudstream.soak import Run, Sample, SoakConfig, main, slope_per_hour, summary
 
 MIB = 1024
 
@@ -17,16 +17,29 @@ def sample(elapsed: float, rss_mib: float, rocksdb_mib: float, live_cards: float
 
 def test_the_summary_tells_heap_growth_from_rocksdb_growth() -> None:
     cfg = SoakConfig(minutes=30, cards=20_000)
-    run = Run(cfg, samples=[sample(60, 200, 20, 3000), sample(120, 230, 30, 5000), sample(1800, 250, 50, 4990, 110, 35)])
-    run.rss_warm, run.rss_last, run.rss_peak = (120, 230 * MIB), (1800, 250 * MIB), 251 * MIB
+    run = Run(cfg, samples=[sample(60, 200, 20, 3000, 80, 5), sample(120, 230, 30, 5000, 90, 10),
+                            sample(960, 240, 40, 4000, 100, 10), sample(1800, 255, 50, 4990, 110, 15)])
+    run.rss_warm, run.rss_last, run.rss_peak = (120, 230 * MIB), (1800, 255 * MIB), 256 * MIB
     text = "\n".join(summary(run))
-    assert "worker RSS after warm-up (120s): 230.0 MiB; at the end (1800s): 250.0 MiB" in text
-    assert "RSS slope after warm-up: +42.9 MiB/hour" in text
-    # 200 MiB outside RocksDB at both ends: the growth was RocksDB's, within its bound.
-    assert "of it outside RocksDB: 200.0 MiB at 120s, 200.0 MiB at 1800s (+0.0 MiB/hour); RocksDB 30.0 -> 50.0 MiB" in text
+    assert "worker RSS after warm-up (120s): 230.0 MiB; at the end (1800s): 255.0 MiB" in text
+    assert "RSS slope after warm-up: +53.6 MiB/hour" in text
+    assert "memory after the warm-up, 120s to 1800s (MiB; slope: least squares over 3 samples):" in text
+    rows = {line[4:46].strip(): line[46:].split() for line in text.splitlines() if line.startswith("    ") and "->" in line}
+    assert rows["worker RSS"] == ["230.0", "->", "255.0", "+53.6", "MiB/hour"]
+    # The sample before the warm-up is left out; RocksDB grew within its bound.
+    assert rows["RocksDB"] == ["30.0", "->", "50.0", "+42.9", "MiB/hour"]
+    assert rows["outside RocksDB"] == ["200.0", "->", "205.0", "+10.7", "MiB/hour"]
+    # What the C allocator has in use did not grow (no leak): the growth outside RocksDB was memory it held free.
+    assert rows["malloc in use outside RocksDB"] == ["60.0", "->", "60.0", "+0.0", "MiB/hour"]
+    assert rows["malloc held free"] == ["10.0", "->", "15.0", "+10.7", "MiB/hour"]
+    assert rows["the rest (small objects, code, stacks)"] == ["130.0", "->", "130.0", "+0.0", "MiB/hour"]
     assert "live card states: 5,000 -> 4,990 (at most 5,000)" in text
-    # What the C allocator has in use, and what it holds free: a leak grows the first, fragmentation the second.
-    assert "C allocator in use: 100.0 -> 110.0 MiB (+21.4 MiB/hour); held free: 20.0 -> 35.0 MiB" in text
+
+
+def test_a_noisy_last_sample_does_not_decide_the_slope() -> None:
+    steady = [(t, 100.0) for t in range(0, 1800, 60)] + [(1800, 103.0)]
+    assert abs(slope_per_hour(steady)) < 1.5  # first and last alone would say +6 MiB/hour
+    assert slope_per_hour([(0, 1.0)]) == 0.0
 
 
 def test_the_live_state_bound_defaults_to_a_quarter_of_the_cards() -> None:

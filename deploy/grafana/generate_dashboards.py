@@ -268,9 +268,11 @@ def operations() -> dict[str, Any]:
             (f"process_resident_memory_bytes{{{SEL}}}", "resident {{instance}}"),
             (f"fraudstream_rocksdb_memory_bytes{{{SEL}}}", "of it RocksDB {{instance}}"),
             (f'fraudstream_allocator_bytes{{{SEL},kind="in_use"}}', "C allocator in use {{instance}}"),
+            (f'fraudstream_allocator_bytes{{{SEL},kind="free"}}', "C allocator held free {{instance}}"),
         ], "bytes", "Resident memory of each worker: flat once its live states and RocksDB caches are full "
                     "(FRAUDSTREAM_LIVE_STATES_MAX, FRAUDSTREAM_ROCKSDB_MEMORY_MB). Resident growth that 'C allocator "
-                    "in use' follows is a leak; growth it does not follow is pages the allocator holds.", fill=0),
+                    "in use' follows is a leak (alert: FraudstreamMemoryInUseGrowing); growth it does not follow is memory the "
+                    "allocator holds free.", fill=0),
         timeseries("Worker CPU", [
             (f"rate(process_cpu_seconds_total{{{SEL}}}[{RI}])", "{{instance}}"),
         ], "short", "Cores each worker uses: one worker uses at most one (a single event loop); near 1, add workers.",

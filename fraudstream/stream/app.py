@@ -916,10 +916,6 @@ class FraudApp:
         if release_free_heap():
             took = time.perf_counter() - started
             (log.info if took > 0.05 else log.debug)("free heap returned to the system in %.1f ms", took * 1000)
-        usage = allocator_usage()
-        if usage is not None:
-            self.metrics.allocator.labels("in_use").set(usage.in_use)
-            self.metrics.allocator.labels("free").set(usage.free)
 
     def evict_idle_state(self) -> None:
         """Cards, standings and merchants idle longer than their longest window leave the tables (a blocked card's
@@ -951,6 +947,10 @@ class FraudApp:
                             ("card_transactions", scorer.card_index)):
             m.live_states.labels(kind).set(len(store.live))
         m.rocksdb_memory.set(sum(t.rocksdb_memory() for t in self.tables))
+        usage = allocator_usage()  # at the same moment: RocksDB's memory is part of what the allocator has in use
+        if usage is not None:
+            m.allocator.labels("in_use").set(usage.in_use)
+            m.allocator.labels("free").set(usage.free)
         unmatched = scorer.counts["unmatched_labels"]
         m.labels.labels("any", "unmatched").inc(unmatched - self._unmatched_reported)
         self._unmatched_reported = unmatched
