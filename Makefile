@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 
 # Debian packages the tests use: promtool and a real Prometheus, Node.js for the KafkaJS client test.
 system-deps:
-	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v npm >/dev/null; then \
-	    apt-get update && apt-get install -y --no-install-recommends prometheus nodejs npm; \
+	@# Only what is missing: where Node.js comes from NodeSource, its npm is built in and Debian's npm conflicts with it.
+	@missing=""; \
+	if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then missing="prometheus"; fi; \
+	if ! command -v node >/dev/null; then missing="$$missing nodejs"; fi; \
+	if ! command -v npm >/dev/null; then missing="$$missing npm"; fi; \
+	if [ -n "$$missing" ]; then \
+	    apt-get update && apt-get install -y --no-install-recommends $$missing; \
 	fi
 	@if [ -f tests/js/package.json ] && [ ! -d tests/js/node_modules ]; then \
 	    cd tests/js && npm ci --no-audit --no-fund --loglevel=error; \

@@ -18,8 +18,10 @@ Every ``--report-every`` seconds it prints:
 - the CPU the worker used (in cores) and the machine's load average: on a shared machine a slow worker may be a starved one.
 
 At the end, a summary: RSS after the warm-up (2 minutes, or 10% of the run when that is shorter) and at the end,
-its growth, with and without RocksDB, and throughput and p99 over time. The exit code is 1 if the worker (or the
-broker) died, else 0. Ctrl-C stops the traffic, the worker, the consumer and the broker, in that order, and still
+and its parts, each with its least-squares slope after the warm-up: RocksDB (bounded), what the C allocator has
+in use outside RocksDB (a leak grows this), what the allocator holds free (freed memory it keeps; bounded by the
+peak of what was in use) and the rest (the interpreter's small-object arenas, code, stacks); then throughput and
+p99 over time. The exit code is 1 if the worker (or the broker) died, else 0. Ctrl-C stops the traffic, the worker, the consumer and the broker, in that order, and still
 prints the summary.
 
 What "flat after warm-up" can mean: a worker's heap holds at most ``FRAUDSTREAM_LIVE_STATES_MAX`` states of each
