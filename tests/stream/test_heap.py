@@ -44,5 +44,6 @@ def test_allocator_usage_follows_what_is_in_use_not_what_is_held() -> None:
     assert after is not None
     # The freed chunks sit between the kept ones: no longer in use, still held by the allocator.
     assert during.in_use - after.in_use > 44 * 1024 * 1024
-    assert after.free - before.free > 40 * 1024 * 1024
+    # Measured from `during`: the 50 MiB may have come out of free chunks the process already held.
+    assert after.free - during.free > 40 * 1024 * 1024
     assert len(kept) == 800
