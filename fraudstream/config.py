@@ -84,9 +84,10 @@ class Settings:
     state_dir: str = _env("STATE_DIR", "Where tables, checkpoints and logs live.", "var/state")
     rocksdb_memory_mb: int = _env(
         "ROCKSDB_MEMORY_MB",
-        "Memory of each RocksDB database (one per table and partition): half write buffers, half block cache, "
-        "which holds the index and filter blocks too. faust's defaults allow gigabytes each.",
-        16,
+        "Memory of all of a worker's RocksDB databases (one per table and partition it owns), whatever it owns: one "
+        "block cache that holds the index and filter blocks and, charged to it, the memtables (at most half). "
+        "At least 8. faust's defaults allow gigabytes per table partition.",
+        128,
     )
     live_states_max: int = _env(
         "LIVE_STATES_MAX",

@@ -48,8 +48,9 @@ class Metrics:
         self.rule_rejections = Counter("fraudstream_rule_rejections", "Rule changes refused as malformed.", registry=r)
         self.cards = Gauge("fraudstream_cards_tracked", "Cards whose state this worker holds (RocksDB: its estimate).", registry=r)
         self.merchants = Gauge("fraudstream_merchants_tracked", "Merchants whose state this worker holds (RocksDB: its estimate).", registry=r)
-        self.rocksdb_memory = Gauge("fraudstream_rocksdb_memory_bytes", "Memory of the worker's RocksDB tables: memtables, block "
-                                    "caches, index and filter blocks (bounded by FRAUDSTREAM_ROCKSDB_MEMORY_MB per table partition).",
+        self.rocksdb_memory = Gauge("fraudstream_rocksdb_memory_bytes", "Memory of the worker's RocksDB tables: their one block "
+                                    "cache (data, index and filter blocks, memtables charged to it) and their open files' "
+                                    "readers; bounded by FRAUDSTREAM_ROCKSDB_MEMORY_MB for all of them.",
                                     registry=r)
         self.live_states = Gauge("fraudstream_live_states", "States held as Python objects, by kind (card, standing, merchant, "
                                  "card_transactions): bounded by FRAUDSTREAM_LIVE_STATES_MAX, the rest stay in the tables.",

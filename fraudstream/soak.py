@@ -1,6 +1,6 @@
 """A long run at a steady rate, to see whether the worker holds up: ``make soak``.
 
-    python -m fraudstream.soak [--minutes 30] [--rate 50] [--report-every 60] [--live-states CARDS/4] [--rocksdb-mb 4]
+    python -m fraudstream.soak [--minutes 30] [--rate 50] [--report-every 60] [--live-states CARDS/4] [--rocksdb-mb 16]
 
 Starts the embedded broker on a free port, creates the topics, starts one ``fraudstream worker`` subprocess
 and produces authorizations at a paced, steady rate with ``ts`` = the wall clock, from a synthetic population
@@ -25,12 +25,12 @@ p99 over time. The exit code is 1 if the worker (or the broker) died, else 0. Ct
 prints the summary.
 
 What "flat after warm-up" can mean: a worker's heap holds at most ``FRAUDSTREAM_LIVE_STATES_MAX`` states of each
-kind, and each RocksDB table partition at most ``FRAUDSTREAM_ROCKSDB_MEMORY_MB``. In production the cards outnumber
+kind, and all its RocksDB databases together at most ``FRAUDSTREAM_ROCKSDB_MEMORY_MB``. In production the cards outnumber
 the bound, which is reached within minutes; with the soak's 20,000 cards, a bound of 50,000 would never be, and the
 heap would grow until every card had been seen (most of half an hour at 50/s). So the soak bounds the live states
 at a quarter of its cards (``--live-states``), reached within the warm-up, as production's is. Likewise RocksDB's
-memtables and block caches fill with traffic, up to 16 MB per table partition by default, which 50/s takes hours
-to reach: the soak gives each 4 MB (``--rocksdb-mb``), the smallest the worker allows.
+memtables and block cache fill with traffic, up to 128 MB by default, which 50/s takes hours to reach: the soak
+gives them 16 MB (``--rocksdb-mb``), reached within its warm-up.
 
 The default rate, 50/s, is what the embedded broker carries for half an hour: it keeps every record in memory, and
 a fetch costs it time in proportion to the batches a partition holds, so it slows as it fills (see the README).
@@ -89,7 +89,7 @@ class SoakConfig:
     log_dir: str = "var/log"
     store: str = "rocksdb://"
     live_states: int | None = None  # FRAUDSTREAM_LIVE_STATES_MAX of the worker; None: a quarter of the cards
-    rocksdb_mb: int = 4  # FRAUDSTREAM_ROCKSDB_MEMORY_MB of the worker
+    rocksdb_mb: int = 16  # FRAUDSTREAM_ROCKSDB_MEMORY_MB of the worker
     worker_env: dict[str, str] = field(default_factory=dict)  # added to the worker's environment only
 
     @property
@@ -532,7 +532,7 @@ def soak(cfg: SoakConfig) -> int:
         url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
         print(f"soak: {cfg.rate:g} authorizations/s for {cfg.minutes:g} min, {cfg.cards} cards at {cfg.merchants} merchants; "
               f"report every {cfg.report_every:g}s; warm-up {cfg.warmup_s:.0f}s; live states at most {cfg.live_states_max}; "
-              f"RocksDB {cfg.rocksdb_mb} MB per table partition"
+              f"RocksDB {cfg.rocksdb_mb} MB"
               + "".join(f"; worker {k}={v}" for k, v in cfg.worker_env.items()), flush=True)
         print(f"  broker {broker.bootstrap_servers}; worker pid {worker.pid}, metrics {url}, log {worker.log_path}", flush=True)
 
@@ -641,8 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merchants", type=int, default=2_000, help="merchant population (default 2000)")
     parser.add_argument("--live-states", type=int, default=None, help="the worker's FRAUDSTREAM_LIVE_STATES_MAX "
                         "(default: a quarter of the cards, so that the bound is reached within the warm-up)")
-    parser.add_argument("--rocksdb-mb", type=int, default=4, help="the worker's FRAUDSTREAM_ROCKSDB_MEMORY_MB (default 4, "
-                        "the smallest: so that RocksDB's memory reaches its bound within the run)")
+    parser.add_argument("--rocksdb-mb", type=int, default=16, help="the worker's FRAUDSTREAM_ROCKSDB_MEMORY_MB (default 16: "
+                        "so that RocksDB's memory reaches its bound within the warm-up; at least 8)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--store", default="rocksdb://", help="the worker's table store (default rocksdb://, production's)")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
@@ -654,8 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--minutes, --rate, --report-every, --cards and --merchants must be positive")
     if args.live_states is not None and args.live_states <= 0:
         parser.error("--live-states must be positive")
-    if args.rocksdb_mb < 4:
-        parser.error("--rocksdb-mb must be at least 4")
+    if args.rocksdb_mb < 8:
+        parser.error("--rocksdb-mb must be at least 8")
     worker_env = {}
     for item in args.worker_env:
         name, eq, value = item.partition("=")

@@ -48,7 +48,7 @@ def test_the_live_state_bound_defaults_to_a_quarter_of_the_cards() -> None:
 
 
 def test_bad_arguments_are_refused(capsys) -> None:
-    for argv in (["--rate", "0"], ["--live-states", "-1"], ["--rocksdb-mb", "2"], ["--worker-env", "LD_PRELOAD"]):
+    for argv in (["--rate", "0"], ["--live-states", "-1"], ["--rocksdb-mb", "4"], ["--worker-env", "LD_PRELOAD"]):
         try:
             main(argv)
         except SystemExit as exc:
@@ -56,5 +56,5 @@ def test_bad_arguments_are_refused(capsys) -> None:
         else:
             raise AssertionError(f"{argv} accepted")
     err = capsys.readouterr().err
-    assert "--live-states must be positive" in err and "--rocksdb-mb must be at least 4" in err
+    assert "--live-states must be positive" in err and "--rocksdb-mb must be at least 8" in err
     assert "--worker-env takes NAME=VALUE, not 'LD_PRELOAD'" in err

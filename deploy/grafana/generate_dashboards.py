@@ -400,8 +400,8 @@ def model() -> dict[str, Any]:
         ], "reqps", "Idle cards and merchants evicted per second.", w=8),
         timeseries("RocksDB memory", [
             (f"fraudstream_rocksdb_memory_bytes{{{SEL}}}", "{{instance}}"),
-        ], "bytes", "Memtables, block caches, index and filter blocks of each worker's tables: at most "
-           "FRAUDSTREAM_ROCKSDB_MEMORY_MB per table partition.", w=8, fill=0),
+        ], "bytes", "Memtables, block cache, index and filter blocks of each worker's tables: at most "
+           "FRAUDSTREAM_ROCKSDB_MEMORY_MB for all of them, whatever partitions the worker owns.", w=8, fill=0),
         timeseries("Live states", [
             (f"sum by (kind) (fraudstream_live_states{{{SEL}}})", "{{kind}}"),
         ], "short", "States held as Python objects, the rest stay in the tables: each kind at most "

@@ -59,9 +59,10 @@ from fraudstream.stream.maturity import TableMaturityQueue
 from fraudstream.stream.outputs import Output, Outputs
 from fraudstream.stream.tables import (
     ChangelogWriter,
+    RocksDBMemory,
     TableMapping,
     TaggedMapping,
-    keep_rocksdb_indexes_in_cache,
+    share_rocksdb_memory,
     use_fetch_wait,
     use_true_end_offsets,
 )
@@ -195,13 +196,12 @@ class FraudApp:
     def _define_tables(self) -> None:
         app, n = self.app, self.settings.partitions
         kw: dict[str, Any] = {"partitions": n, "key_type": bytes, "value_type": bytes, "default": None}
+        self.rocksdb_memory: RocksDBMemory | None = None
         if self.settings.store.startswith("rocksdb"):
-            # One database per table and partition, each by default with 3 x 64 MB write buffers and a 2 GB cache:
-            # resident memory would grow for hours before it levelled off.
-            keep_rocksdb_indexes_in_cache()
-            mb = 1024 * 1024 * max(self.settings.rocksdb_memory_mb, 4)
-            kw["options"] = {"write_buffer_size": mb // 4, "max_write_buffer_number": 2, "block_cache_size": mb // 2,
-                             "block_cache_compressed_size": 0, "target_file_size_base": mb // 2}
+            # faust gives each table partition 3 x 64 MB of write buffers and a 2 GB cache: one bound for them all.
+            share_rocksdb_memory()
+            self.rocksdb_memory = RocksDBMemory(1024 * 1024 * max(self.settings.rocksdb_memory_mb, 8))
+            kw["options"] = self.rocksdb_memory.table_options()
         self.card_table = TableMapping(app.Table("cards", **kw))
         self.standing_table = TableMapping(app.Table("card-standings", **kw))
         self.merchant_table = TableMapping(app.Table("merchants", **kw))
@@ -946,7 +946,8 @@ class FraudApp:
         for kind, store in (("card", scorer.cards), ("standing", scorer.standings), ("merchant", scorer.merchants),
                             ("card_transactions", scorer.card_index)):
             m.live_states.labels(kind).set(len(store.live))
-        m.rocksdb_memory.set(sum(t.rocksdb_memory() for t in self.tables))
+        if self.rocksdb_memory is not None:
+            m.rocksdb_memory.set(self.rocksdb_memory.usage() + sum(t.rocksdb_readers_memory() for t in self.tables))
         usage = allocator_usage()  # at the same moment: RocksDB's memory is part of what the allocator has in use
         if usage is not None:
             m.allocator.labels("in_use").set(usage.in_use)

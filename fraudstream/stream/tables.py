@@ -21,7 +21,8 @@ import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-__all__ = ["ChangelogWriter", "TableMapping", "TaggedMapping", "use_fetch_wait", "use_true_end_offsets"]
+__all__ = ["ChangelogWriter", "RocksDBMemory", "TableMapping", "TaggedMapping", "share_rocksdb_memory", "use_fetch_wait",
+           "use_true_end_offsets"]
 
 log = logging.getLogger("fraudstream.tables")
 
@@ -152,12 +153,13 @@ class TableMapping(MutableMapping[str, bytes]):
             return len(self.table.data)
         return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in list(rocks._dbs.values()))
 
-    def rocksdb_memory(self) -> int:
-        """Bytes RocksDB holds in memory for this table: memtables, block caches, index and filter blocks."""
+    def rocksdb_readers_memory(self) -> int:
+        """Bytes RocksDB holds for this table's open files outside the shared cache (:class:`RocksDBMemory`): small,
+        as their index and filter blocks are in the cache."""
         rocks = self.rocksdb()
         if rocks is None:
             return 0
-        return sum(int(db.property_int_value(p) or 0) for db in list(rocks._dbs.values()) for p in _ROCKSDB_MEMORY)
+        return sum(int(db.property_int_value("rocksdb.estimate-table-readers-mem") or 0) for db in list(rocks._dbs.values()))
 
     def clear_routes(self) -> None:
         self.partition_of.clear()
@@ -252,9 +254,6 @@ class ChangelogWriter:
                 rocks.set_persisted_offset(TP(topic, partition), offset)
             except Exception as exc:  # a store closed by a rebalance: its recovery then reads a little more
                 log.debug("persisted offset of %s[%d] not kept: %s", topic, partition, exc)
-
-
-_ROCKSDB_MEMORY = ("rocksdb.cur-size-all-mem-tables", "rocksdb.block-cache-usage", "rocksdb.estimate-table-readers-mem")
 
 
 class TaggedMapping(MutableMapping[str, bytes]):
@@ -404,13 +403,52 @@ def _fetched_ends(client: dict[str, Any], reported: dict[Any, int], timeout: flo
         c.close()
 
 
-def keep_rocksdb_indexes_in_cache() -> None:
-    """Make RocksDB keep each database's index and filter blocks in its block cache, counted in its bound.
+class RocksDBMemory:
+    """One memory bound for every RocksDB database of a worker: one block cache, with the memtables charged to it.
 
-    faust's options leave them outside it (RocksDB's default), so a table's resident memory grew with the data it
-    holds, one index and one Bloom filter per file, not with ``FRAUDSTREAM_ROCKSDB_MEMORY_MB``: at a month of
+    faust opens a database per table and partition, each with its own cache and write buffers, so a worker's
+    RocksDB memory followed the partitions it happened to own: 8 tables x 12 partitions x 16 MB = 1.5 GB for a
+    worker that took over all of them, a third of that for one of three. Here every database shares one LRU block
+    cache of ``total_bytes``; a write buffer manager counts the memtables (at most half of it) in that cache, and
+    the index and filter blocks of every file live there too (:func:`share_rocksdb_memory`), so what the worker
+    holds is ``total_bytes`` whatever it owns (as Kafka Streams' bounded-memory RocksDB configuration does). The
+    cache reaches its bound once the worker has read that much, and stays there.
+
+    >>> memory = RocksDBMemory(16 << 20)
+    >>> memory.table_options()["block_cache_size"] == 16 << 20
+    True
+    >>> 0 <= memory.usage() <= memory.total_bytes
+    True
+    """
+
+    def __init__(self, total_bytes: int) -> None:
+        import rocksdict
+
+        self.total_bytes = total_bytes
+        self.cache = rocksdict.Cache(total_bytes)
+        self.write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(total_bytes // 2, False, self.cache)
+
+    def table_options(self) -> dict[str, Any]:
+        """faust's RocksDB options for a table (``app.Table(options=...)``). A database flushes its memtable at an
+        eighth of the bound, or earlier when all of them together reach half of it."""
+        return {"write_buffer_size": self.total_bytes // 8, "max_write_buffer_number": 2, "block_cache_size": self.total_bytes,
+                "block_cache_compressed_size": 0, "target_file_size_base": self.total_bytes // 8, "fraudstream_memory": self}
+
+    def usage(self) -> int:
+        """Bytes in the shared cache: data, index and filter blocks, and the memtables charged to it."""
+        return int(self.cache.get_usage())
+
+
+def share_rocksdb_memory() -> None:
+    """Make faust open every RocksDB database of a table with ``fraudstream_memory`` in its options (a
+    :class:`RocksDBMemory`) on that shared cache and write buffer manager, with its index and filter blocks in the
+    cache.
+
+    faust's options leave index and filter blocks outside the cache (RocksDB's default), where they grew with the
+    data held, one index and one Bloom filter per file, not with ``FRAUDSTREAM_ROCKSDB_MEMORY_MB``: at a month of
     snapshots, gigabytes per worker. In the cache they are evicted like data blocks; the ones of level 0 (the newest
-    files, read most) are pinned there. faust builds the options of every database it opens with ``as_options``.
+    files, read most) are pinned there. faust builds the options of every database it opens with ``as_options``;
+    tables without ``fraudstream_memory`` keep faust's.
     """
     import rocksdict
     from faust.stores.rocksdb import RocksDBOptions
@@ -421,15 +459,17 @@ def keep_rocksdb_indexes_in_cache() -> None:
 
     def as_options(self: Any) -> Any:
         options = original(self)
-        if not self.use_rocksdict:
+        memory: RocksDBMemory | None = self.extra_options.get("fraudstream_memory")
+        if not self.use_rocksdict or memory is None:
             return options
-        table = rocksdict.BlockBasedOptions()  # faust's, as it builds them, plus the two settings
+        table = rocksdict.BlockBasedOptions()  # faust's, as it builds them, on the shared cache
         table.set_bloom_filter(self.bloom_filter_size, block_based=True)
-        table.set_block_cache(rocksdict.Cache(self.block_cache_size))
+        table.set_block_cache(memory.cache)
         table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
         table.set_cache_index_and_filter_blocks(True)
         table.set_pin_l0_filter_and_index_blocks_in_cache(True)
         options.set_block_based_table_factory(table)
+        options.set_write_buffer_manager(memory.write_buffers)
         return options
 
     as_options.faust_as_options = original  # type: ignore[attr-defined]

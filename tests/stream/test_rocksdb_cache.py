@@ -1,4 +1,4 @@
-"""RocksDB's index and filter blocks are held in the block cache, inside the bound the settings give it."""
+"""Every RocksDB database of a worker shares one memory bound: index and filter blocks and memtables included."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from pathlib import Path
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 
-from fraudstream.stream.tables import keep_rocksdb_indexes_in_cache
+from fraudstream.stream.tables import RocksDBMemory, share_rocksdb_memory
 
 KEYS = 60_000
 
 
-def _fill(db: rocksdict.Rdict) -> None:
-    for i in range(KEYS):
-        db[b"card-%08d" % i] = b"x" * 64
+def _fill(db: rocksdict.Rdict, keys: int = KEYS, value: bytes = b"x" * 64) -> None:
+    for i in range(keys):
+        db[b"card-%08d" % i] = value
     db.flush()  # into a table file: its index and filter now exist
-    for i in range(0, KEYS, 97):
-        assert db[b"card-%08d" % i] == b"x" * 64
+    for i in range(0, keys, 97):
+        assert db[b"card-%08d" % i] == value
 
 
 def _memory(db: rocksdict.Rdict) -> dict[str, int]:
@@ -32,25 +32,54 @@ class FaustOptions(RocksDBOptions):
         return faust_as_options(self)
 
 
-def _open(options: RocksDBOptions, path: Path) -> rocksdict.Rdict:
-    db = options.open(path)
-    _fill(db)
-    return db
-
-
 def test_index_and_filter_blocks_are_counted_in_the_block_cache(tmp_path: Path) -> None:
     settings = {"write_buffer_size": 1 << 20, "block_cache_size": 8 << 20, "block_cache_compressed_size": 0,
                 "use_rocksdict": True}
     # faust's own options: the index and filter live outside the cache, in the table readers
-    outside = _open(FaustOptions(**settings), tmp_path / "faust")
+    outside = FaustOptions(**settings).open(tmp_path / "faust")
+    _fill(outside)
     before = _memory(outside)
     outside.close()
     assert before["estimate-table-readers-mem"] > 10_000, before
 
-    keep_rocksdb_indexes_in_cache()
-    keep_rocksdb_indexes_in_cache()  # idempotent: each app instance calls it
-    inside = _open(RocksDBOptions(**settings), tmp_path / "bounded")
+    share_rocksdb_memory()
+    share_rocksdb_memory()  # idempotent: each app instance calls it
+    memory = RocksDBMemory(8 << 20)
+    inside = RocksDBOptions(**{**memory.table_options(), "use_rocksdict": True}).open(tmp_path / "bounded")
+    _fill(inside)
     after = _memory(inside)
     inside.close()
     assert after["estimate-table-readers-mem"] < before["estimate-table-readers-mem"] / 4, (before, after)
     assert after["block-cache-usage"] > before["block-cache-usage"], (before, after)
+
+
+def test_every_database_shares_one_bound_whatever_the_partitions(tmp_path: Path) -> None:
+    share_rocksdb_memory()
+    memory = RocksDBMemory(8 << 20)
+    options = RocksDBOptions(**{**memory.table_options(), "use_rocksdict": True})
+    dbs = [options.open(tmp_path / f"table-{n}") for n in range(12)]  # a worker that owns 12 table partitions
+    try:
+        value = b"v" * 200
+        for db in dbs:
+            for i in range(3_000):  # in the memtable: charged to the shared cache
+                db[b"card-%08d" % i] = value
+        assert memory.write_buffers.get_usage() > 0
+        assert memory.usage() >= memory.write_buffers.get_usage()
+        for db in dbs:
+            _fill(db, 20_000, value)  # 4 MB each, 48 MB in all, read back through the cache
+        usages = {_memory(db)["block-cache-usage"] for db in dbs}
+        assert len(usages) == 1, usages  # one cache, seen from every database
+        # Each database alone would have filled a cache of its own; together they stay within the one bound.
+        assert memory.total_bytes / 2 < memory.usage() <= memory.total_bytes * 1.05, memory.usage()
+        assert sum(_memory(db)["estimate-table-readers-mem"] for db in dbs) < memory.total_bytes / 16
+    finally:
+        for db in dbs:
+            db.close()
+
+
+def test_tables_without_the_shared_memory_keep_fausts_options(tmp_path: Path) -> None:
+    share_rocksdb_memory()
+    plain = RocksDBOptions(write_buffer_size=1 << 20, block_cache_size=1 << 20, use_rocksdict=True).open(tmp_path / "plain")
+    _fill(plain, 20_000)
+    assert _memory(plain)["estimate-table-readers-mem"] > 10_000  # faust's: index and filter outside the cache
+    plain.close()
