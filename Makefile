@@ -32,7 +32,7 @@ run: install
 	$(BIN)/fraudstream run
 
 test: install system-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20  # the slowest, so that the 10-minute budget is watched in every CI log
 
 bench: install
 	$(BIN)/python -m fraudstream.bench

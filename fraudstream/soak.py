@@ -7,7 +7,8 @@ and produces authorizations at a paced, steady rate with ``ts`` = the wall clock
 of cards and merchants: each card has its own usual amount and merchants; now and then a card is compromised and
 a burst of fraud follows (large amounts, online, new merchants). The truth comes back as labels (a chargeback
 some seconds after each fraud, an analyst's disposition for a share of the legitimate ones) and the compromised
-card is reissued after its fraud is confirmed, so every path of the worker is exercised.
+card is reissued after its fraud is confirmed, and the example countermeasure rules are applied (``--rules``),
+so every path of the worker is exercised.
 
 Every ``--report-every`` seconds it prints:
 
@@ -20,9 +21,10 @@ Every ``--report-every`` seconds it prints:
 At the end, a summary: RSS after the warm-up (2 minutes, or 10% of the run when that is shorter) and at the end,
 and its parts, each with its least-squares slope after the warm-up: RocksDB (bounded), what the C allocator has
 in use outside RocksDB (a leak grows this), what the allocator holds free (freed memory it keeps; bounded by the
-peak of what was in use) and the rest (the interpreter's small-object arenas, code, stacks); then throughput and
-p99 over time. The exit code is 1 if the worker (or the broker) died, else 0. Ctrl-C stops the traffic, the worker, the consumer and the broker, in that order, and still
-prints the summary.
+peak of what was in use) and the rest (the interpreter's small-object arenas, code, stacks). Each slope is also
+given over the first and the second half: memory the allocator holds levels off, a leak keeps its pace. Then
+throughput and p99 over time. The exit code is 1 if the worker (or the broker) died, else 0. Ctrl-C stops the
+traffic, the worker, the consumer and the broker, in that order, and still prints the summary.
 
 What "flat after warm-up" can mean: a worker's heap holds at most ``FRAUDSTREAM_LIVE_STATES_MAX`` states of each
 kind, and all its RocksDB databases together at most ``FRAUDSTREAM_ROCKSDB_MEMORY_MB``. In production the cards outnumber
@@ -65,9 +67,12 @@ import orjson
 
 from fraudstream.broker import EmbeddedBroker, free_port
 from fraudstream.config import Settings
+from fraudstream.core.rules import RuleError, RuleSet
 from fraudstream.kafka.topics import create_topics
 from fraudstream.launcher import scrape
-from fraudstream.processes import WorkerProcess
+from fraudstream.operators import rules_command
+from fraudstream.processes import ROOT, WorkerProcess
+from fraudstream.stream.learning import RULE_FIELDS
 
 __all__ = ["main", "SoakConfig", "Traffic", "memory_breakdown", "percentile", "rss_kib", "slope_per_hour"]
 
@@ -91,6 +96,7 @@ class SoakConfig:
     live_states: int | None = None  # FRAUDSTREAM_LIVE_STATES_MAX of the worker; None: a quarter of the cards
     rocksdb_mb: int = 16  # FRAUDSTREAM_ROCKSDB_MEMORY_MB of the worker
     worker_env: dict[str, str] = field(default_factory=dict)  # added to the worker's environment only
+    rules: str | None = str(ROOT / "rules" / "examples.json")  # applied before the traffic starts; None: no rules
 
     @property
     def live_states_max(self) -> int:
@@ -450,11 +456,20 @@ def memory_breakdown(samples: list[Sample]) -> list[str]:
             ("  the rest (small objects, code, stacks)", lambda s: s.rss_kib - s.alloc_in_use_kib - s.alloc_free_kib),
         ]
     first, last = samples[0], samples[-1]
+    # Memory the allocator keeps between live chunks grows quickly at first and then levels off, as it comes to
+    # hold a free place for every size the program asks for; a leak grows as fast in the second half as in the first.
+    middle = (first.elapsed + last.elapsed) / 2
+    halves = [[s for s in samples if s.elapsed <= middle], [s for s in samples if s.elapsed >= middle]]
+    by_half = all(len(h) >= 3 for h in halves)
     out = [f"  memory after the warm-up, {first.elapsed:.0f}s to {last.elapsed:.0f}s (MiB; slope: least squares over "
-           f"{len(samples)} samples):"]
+           f"{len(samples)} samples" + ("; then over each half" if by_half else "") + "):"]
     for name, part in parts:
         slope = slope_per_hour([(s.elapsed, part(s) / MIB) for s in samples])
-        out.append(f"    {name:<42} {part(first) / MIB:7.1f} -> {part(last) / MIB:7.1f}   {slope:+6.1f} MiB/hour")
+        line = f"    {name:<42} {part(first) / MIB:7.1f} -> {part(last) / MIB:7.1f}   {slope:+6.1f} MiB/hour"
+        if by_half:
+            line += "   halves " + " ".join(f"{slope_per_hour([(s.elapsed, part(s) / MIB) for s in h]):+6.1f}"
+                                           for h in halves)
+        out.append(line)
     return out
 
 
@@ -528,11 +543,14 @@ def soak(cfg: SoakConfig) -> int:
                                        store=cfg.store, live_states_max=cfg.live_states_max,
                                        rocksdb_memory_mb=cfg.rocksdb_mb)
         create_topics(settings)
+        if cfg.rules:
+            # Production runs with countermeasures: their evaluation, alerts and per-rule statistics are load too.
+            rules_command(settings, argparse.Namespace(action="apply", target=cfg.rules, days=None))
         worker = WorkerProcess(settings, log_dir / f"soak-{stamp}-worker.log", new_session=True, extra_env=cfg.worker_env)
         url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
         print(f"soak: {cfg.rate:g} authorizations/s for {cfg.minutes:g} min, {cfg.cards} cards at {cfg.merchants} merchants; "
               f"report every {cfg.report_every:g}s; warm-up {cfg.warmup_s:.0f}s; live states at most {cfg.live_states_max}; "
-              f"RocksDB {cfg.rocksdb_mb} MB"
+              f"RocksDB {cfg.rocksdb_mb} MB; rules {Path(cfg.rules).name if cfg.rules else 'none'}"
               + "".join(f"; worker {k}={v}" for k, v in cfg.worker_env.items()), flush=True)
         print(f"  broker {broker.bootstrap_servers}; worker pid {worker.pid}, metrics {url}, log {worker.log_path}", flush=True)
 
@@ -648,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         help="add to the worker's environment only, e.g. an allocator to try: "
                         "--worker-env LD_PRELOAD=libjemalloc.so.2 (repeatable)")
+    parser.add_argument("--rules", default=SoakConfig.rules, metavar="FILE", help="countermeasure rules applied before "
+                        "the traffic starts (default rules/examples.json; '' for none)")
     parser.add_argument("--log-dir", default="var/log", help="where the worker's and the broker's logs go (default var/log)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.rate <= 0 or args.report_every <= 0 or args.cards <= 0 or args.merchants <= 0:
@@ -662,9 +682,17 @@ def main(argv: list[str] | None = None) -> int:
         if not eq or not name:
             parser.error(f"--worker-env takes NAME=VALUE, not {item!r}")
         worker_env[name] = value
+    if args.rules:
+        try:
+            RuleSet.from_json(Path(args.rules).read_bytes(), known_names=RULE_FIELDS)
+        except OSError as exc:
+            parser.error(f"--rules: cannot read {args.rules}: {exc.strerror or exc}")
+        except RuleError as exc:
+            parser.error(f"--rules: {args.rules}: {exc}")
     cfg = SoakConfig(minutes=args.minutes, rate=args.rate, report_every=args.report_every, cards=args.cards,
                      merchants=args.merchants, seed=args.seed, log_dir=args.log_dir, store=args.store,
-                     live_states=args.live_states, rocksdb_mb=args.rocksdb_mb, worker_env=worker_env)
+                     live_states=args.live_states, rocksdb_mb=args.rocksdb_mb, worker_env=worker_env,
+                     rules=args.rules or None)
     return soak(cfg)
 
 

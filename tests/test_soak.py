@@ -36,6 +36,22 @@ def test_the_summary_tells_heap_growth_from_rocksdb_growth() -> None:
     assert "live card states: 5,000 -> 4,990 (at most 5,000)" in text
 
 
+def test_the_summary_tells_memory_that_levels_off_from_a_leak() -> None:
+    """Held free memory that rises and levels off, and a leak in use that keeps its pace, over 31 samples."""
+    samples = [sample(t, 200 + 20 * (1 - 0.5 ** (t / 300)) + t / 180, 16, 5000, 60 + t / 180, 5 + 20 * (1 - 0.5 ** (t / 300)))
+               for t in range(120, 1921, 60)]
+    run = Run(SoakConfig(minutes=32, cards=20_000), samples=samples)
+    run.rss_warm, run.rss_last, run.rss_peak = (120, samples[0].rss_kib), (1920, samples[-1].rss_kib), samples[-1].rss_kib
+    text = "\n".join(summary(run))
+    assert "least squares over 31 samples; then over each half):" in text
+    rows = {line[4:46].strip(): line[46:].split() for line in text.splitlines() if line.startswith("    ") and "->" in line}
+    *_, whole, unit, label, first_half, second_half = rows["malloc in use outside RocksDB"]
+    assert (unit, label) == ("MiB/hour", "halves")
+    assert float(whole) == float(first_half) == float(second_half) == 20.0  # 1 MiB every 3 minutes, all along
+    *_, whole, _, _, first_half, second_half = rows["malloc held free"]
+    assert float(first_half) > 4 * float(second_half) > 0
+
+
 def test_a_noisy_last_sample_does_not_decide_the_slope() -> None:
     steady = [(t, 100.0) for t in range(0, 1800, 60)] + [(1800, 103.0)]
     assert abs(slope_per_hour(steady)) < 1.5  # first and last alone would say +6 MiB/hour
@@ -48,7 +64,8 @@ def test_the_live_state_bound_defaults_to_a_quarter_of_the_cards() -> None:
 
 
 def test_bad_arguments_are_refused(capsys) -> None:
-    for argv in (["--rate", "0"], ["--live-states", "-1"], ["--rocksdb-mb", "4"], ["--worker-env", "LD_PRELOAD"]):
+    for argv in (["--rate", "0"], ["--live-states", "-1"], ["--rocksdb-mb", "4"], ["--worker-env", "LD_PRELOAD"],
+                 ["--rules", "no/such/rules.json"], ["--rules", "topics/fraud.rules.json"]):
         try:
             main(argv)
         except SystemExit as exc:
@@ -58,3 +75,5 @@ def test_bad_arguments_are_refused(capsys) -> None:
     err = capsys.readouterr().err
     assert "--live-states must be positive" in err and "--rocksdb-mb must be at least 8" in err
     assert "--worker-env takes NAME=VALUE, not 'LD_PRELOAD'" in err
+    assert "--rules: cannot read no/such/rules.json: No such file or directory" in err
+    assert "--rules: topics/fraud.rules.json: rule file rejected: it must be a JSON list of rules, got dict" in err
