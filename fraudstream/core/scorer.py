@@ -189,7 +189,9 @@ class FraudScorer:
         decision = self.policy(partition).decide(standing, auth.tx_id, auth.ts, score, tuple(outcome.alert_rules))
         self.standings.mark(auth.card_id)
         for rule_id in (*outcome.active_hits, *outcome.shadow_hits):
-            self.rule_stats.record_hit(rule_id, auth.tx_id, auth.ts, alerted=decision.action != "none" and rule_id in outcome.alert_rules)
+            # The snapshot keeps the hits until the label: nothing held per transaction here (see RuleStats).
+            self.rule_stats.record_hit(rule_id, auth.tx_id, auth.ts, remember=False,
+                                       alerted=decision.action != "none" and rule_id in outcome.alert_rules)
         reasons = self.reasons(feats, score, decision) if self.explain and decision.action != "none" else []
         scored = Scored(auth, feats, score, self.model.version, decision, reasons, late=late,
                         rule_hits=(*outcome.active_hits, *outcome.shadow_hits))
@@ -277,7 +279,7 @@ class FraudScorer:
         status = "learned" if previous is None else "contradiction"
         snap["l"] = is_fraud
         self.snapshots[tx_id] = encode(snap, keep=True)
-        self.rule_stats.record_label(tx_id, is_fraud)
+        self.rule_stats.record_labelled(snap["h"], a["ts"], previous, is_fraud)
         out = LabelOutcome(status, delay_ms=label.ts - a["ts"], score=snap["s"], alerted=snap["d"]["action"] != "none")
         delta = (1 if is_fraud else 0) - (1 if previous else 0)
         if delta and count_at_merchant:

@@ -108,6 +108,26 @@ def test_a_duplicate_is_answered_from_its_snapshot_and_counted_once() -> None:
     assert (nxt.features["card_count_1h"], nxt.features["merchant_count_1d"]) == (2.0, 2.0)
 
 
+def test_rule_precision_counts_a_chargeback_weeks_late_and_holds_nothing_per_hit() -> None:
+    """The snapshot keeps each transaction's hits until its label: RuleStats remembers no transaction (it held
+    100,000, about 44 MiB, and forgot hits older than that), and a label counts however late it comes."""
+    rules = RuleSet([Rule("R-1", "big ticket", "amount > 1000", "active", "alert"),
+                     Rule("R-2", "big ticket, trial", "amount > 2000", "shadow", "alert")])
+    scorer = FraudScorer(settings(), rules=rules)
+    scorer.process(auth("t1", "c1", T0, 5000.0))
+    scorer.process(auth("t2", "c2", T0 + MIN, 1500.0))
+    assert scorer.rule_stats.pending == 0
+    scorer.label(label("c1", T0 + 40 * DAY, "t1", fraud=True))
+    scorer.label(label("c2", T0 + 40 * DAY, "t2", fraud=False))
+    overall = {rule: counts["overall"] for rule, counts in scorer.rule_stats.snapshot().items()}
+    assert overall["R-1"] == {"hits": 2, "alerts": 2, "labelled": 2, "confirmed_fraud": 1, "precision": 0.5}
+    assert overall["R-2"] == {"hits": 1, "alerts": 0, "labelled": 1, "confirmed_fraud": 1, "precision": 1.0}
+    scorer.label(label("c1", T0 + 41 * DAY, "t1", fraud=True))  # the same again: nothing changes
+    scorer.label(label("c2", T0 + 50 * DAY, "t2", fraud=True))  # a contradiction replaces the earlier label
+    day = scorer.rule_stats.snapshot()["R-1"]["days"]["2023-11-20"]
+    assert (day["labelled"], day["confirmed_fraud"]) == (2, 2)
+
+
 def test_a_duplicate_on_the_scoring_stage_alone_touches_no_state() -> None:
     """The worker's scoring stage gets card and merchant features from upstream; a redelivery must not count twice."""
     rules = RuleSet([Rule("R-1", "big ticket", "amount > 1000", "active", "alert")])

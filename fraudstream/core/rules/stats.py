@@ -15,6 +15,10 @@ horizon. A hit recorded twice for the same transaction and rule (a redelivered
 event) is counted once while the transaction is remembered. Per-day counts are
 kept for the ``max_days`` most recent days; overall counts are kept for ever.
 
+A caller that keeps each transaction's hits anyway (the scorer does, in its snapshot, until the label or the
+maturity) records them with ``remember=False`` and its labels with :meth:`RuleStats.record_labelled`: then
+nothing is remembered here, and labels count however late they come.
+
 >>> stats = RuleStats()
 >>> stats.record_hit("R-1", "t1", 1_700_000_000_000, alerted=True)
 >>> stats.record_hit("R-1", "t2", 1_700_000_000_000, alerted=True)
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .ruleset import RuleOutcome
@@ -104,8 +108,11 @@ class RuleStats:
 
     # --- recording -----------------------------------------------------------
 
-    def record_hit(self, rule_id: str, tx_id: str, ts: int, alerted: bool = False) -> None:
-        """Rule ``rule_id`` fired on ``tx_id`` (event time ``ts``, ms); ``alerted`` if it raised an alert."""
+    def record_hit(self, rule_id: str, tx_id: str, ts: int, alerted: bool = False, remember: bool = True) -> None:
+        """Rule ``rule_id`` fired on ``tx_id`` (event time ``ts``, ms); ``alerted`` if it raised an alert.
+
+        ``remember=False`` when the caller keeps the hits with the transaction itself, and passes them to
+        :meth:`record_labelled` with its label: nothing is held here, and a redelivery is the caller's to spot."""
         day_number = ts // _DAY_MS
         day = self._day_name(day_number)
         if self._newest_day is None or day_number > self._newest_day:
@@ -114,6 +121,9 @@ class RuleStats:
         counts = self._rules.get(rule_id)
         if counts is None:
             counts = self._rules[rule_id] = _RuleCounts()
+        if not remember:
+            self._count_hit(counts, day, day_number, alerted, None)
+            return
         entry = self._pending.get(tx_id)
         if entry is None:
             entry = self._pending[tx_id] = _Pending()
@@ -128,14 +138,18 @@ class RuleStats:
                         bucket.alerts += 1
                 return
         entry.rules[rule_id] = (day, alerted)
+        self._count_hit(counts, day, day_number, alerted, entry.label)
+
+    def _count_hit(self, counts: _RuleCounts, day: str, day_number: int, alerted: bool, label: bool | None) -> None:
+        assert self._newest_day is not None
         if day not in counts.days and day_number > self._newest_day - self.max_days:
             counts.days[day] = _Counts()
         for bucket in counts.buckets(day):  # a hit older than max_days only counts overall
             bucket.hits += 1
             bucket.alerts += alerted
-            if entry.label is not None:
+            if label is not None:
                 bucket.labelled += 1
-                bucket.confirmed_fraud += entry.label
+                bucket.confirmed_fraud += label
 
     def record_outcome(self, outcome: RuleOutcome, tx_id: str, ts: int, alerted: bool = False) -> None:
         """Record every hit of a :class:`RuleOutcome`; ``alerted`` if an alert was raised for ``tx_id``,
@@ -162,6 +176,31 @@ class RuleStats:
                     bucket.labelled += 1
                 bucket.confirmed_fraud += change
         return True
+
+    def record_labelled(self, rule_ids: Iterable[str], ts: int, previous: bool | None, is_fraud: bool) -> None:
+        """A label for a transaction of event time ``ts`` whose hits were recorded with ``remember=False``: the
+        caller kept ``rule_ids`` (the rules that fired on it) and ``previous`` (its label before this one, or None).
+        Counted however late the label comes.
+
+        >>> stats = RuleStats()
+        >>> stats.record_hit("R-1", "t1", 1_700_000_000_000, remember=False)
+        >>> stats.record_labelled(["R-1"], 1_700_000_000_000, None, True)
+        >>> stats.snapshot()["R-1"]["overall"]["precision"], stats.pending
+        (1.0, 0)
+        """
+        is_fraud = bool(is_fraud)
+        if previous is is_fraud:
+            return
+        change = int(is_fraud) - int(bool(previous))
+        day = self._day_name(ts // _DAY_MS)
+        for rule_id in rule_ids:
+            counts = self._rules.get(rule_id)
+            if counts is None:
+                continue  # fired before this process started: its hit is not counted here either
+            for bucket in counts.buckets(day):
+                if previous is None:
+                    bucket.labelled += 1
+                bucket.confirmed_fraud += change
 
     # --- days ------------------------------------------------------------------
 
