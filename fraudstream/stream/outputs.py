@@ -18,10 +18,14 @@ exception in the middle of a batch.
 Changelog writes pass their own delivery report (`fraudstream.stream.tables.ChangelogWriter`), which replaces
 this one for them.
 
->>> outputs = Outputs({"bootstrap.servers": "127.0.0.1:9"})
->>> outputs.produce("fraud.scores", b"{}", b"card-1")
->>> len(outputs.producer), outputs.undelivered
-(1, 0)
+>>> rejected = []
+>>> outputs = Outputs({"bootstrap.servers": "127.0.0.1:9", "message.max.bytes": 1000,
+...                    "log_level": 0},  # no broker there: its connection errors would only be noise
+...                   on_rejected=lambda output, err: rejected.append((output[0], err.code())))
+>>> outputs.produce("fraud.scores", b"{}", b"card-1")  # queued: delivered once a broker answers
+>>> outputs.produce("fraud.scores", b"x" * 5000, b"card-2")  # no broker would take it: rejected at once
+>>> rejected == [("fraud.scores", KafkaError.MSG_SIZE_TOO_LARGE)], outputs.undelivered
+(True, 0)
 """
 
 from __future__ import annotations

@@ -588,7 +588,7 @@ def test_an_output_the_broker_cannot_take_is_dead_lettered_not_raised(fraud_app)
 
     app, s = fraud_app, fraud_app.settings
     rec: RecordingProducer = app.producer
-    refusing = Outputs({"bootstrap.servers": "127.0.0.1:1", "message.max.bytes": 1000},
+    refusing = Outputs({"bootstrap.servers": "127.0.0.1:1", "message.max.bytes": 1000, "log_level": 0},  # no broker
                        on_failed=app._on_output_failed, on_rejected=app._on_output_rejected)
     assert isinstance(refusing.producer, Producer)
     rec.sent.clear()
