@@ -18,13 +18,14 @@ Every ``--report-every`` seconds it prints:
 - consumer lag (the sum of ``fraudstream_consumer_lag``), alerts and dead letters;
 - the CPU the worker used (in cores) and the machine's load average: on a shared machine a slow worker may be a starved one.
 
-At the end, a summary: RSS after the warm-up (2 minutes, or 10% of the run when that is shorter) and at the end,
-and its parts, each with its least-squares slope after the warm-up: RocksDB (bounded), what the C allocator has
-in use outside RocksDB (a leak grows this), what the allocator holds free (freed memory it keeps; bounded by the
-peak of what was in use) and the rest (the interpreter's small-object arenas, code, stacks). Each slope is also
-given over the first and the second half: memory the allocator holds levels off, a leak keeps its pace. Then
-throughput and p99 over time. The exit code is 1 if the worker (or the broker) died, else 0. Ctrl-C stops the
-traffic, the worker, the consumer and the broker, in that order, and still prints the summary.
+The warm-up lasts until the memory allowed to grow is full: the heap's live states trimmed at their bound, and
+RocksDB near its bound (and at least 2 minutes, or 10% of a shorter run). At the end, a summary: RSS after the
+warm-up and at the end, and its parts, each with its least-squares slope after the warm-up: RocksDB (bounded),
+what the C allocator has in use outside RocksDB (a leak grows this), what the allocator holds free (freed memory
+it keeps; bounded by the peak of what was in use) and the rest (the interpreter's small-object arenas, code,
+stacks). Each slope is also given over the first and the second half: memory the allocator holds levels off, a
+leak keeps its pace. Then throughput and p99 over time. The exit code is 1 if the worker (or the broker) died,
+else 0. Ctrl-C stops the traffic, the worker, the consumer and the broker, in that order, and still prints the summary.
 
 What "flat after warm-up" can mean: a worker's heap holds at most ``FRAUDSTREAM_LIVE_STATES_MAX`` states of each
 kind, and all its RocksDB databases together at most ``FRAUDSTREAM_ROCKSDB_MEMORY_MB``. In production the cards outnumber
@@ -108,7 +109,25 @@ class SoakConfig:
 
     @property
     def warmup_s(self) -> float:
+        """The shortest warm-up; it lasts until the bounded memories are full (`warmed_up`)."""
         return min(120.0, 0.1 * self.seconds)
+
+    def warmed_up(self, sample: Sample) -> bool:
+        """Whether the memory that is allowed to grow has reached its bounds at ``sample``: more cards in the tables
+        than the heap may hold (so its live states are trimmed), and RocksDB within 10% of its bound. Before that,
+        growth is by design; after it, memory should stay flat.
+
+        >>> from dataclasses import replace
+        >>> cfg = SoakConfig(cards=20_000, rocksdb_mb=16)
+        >>> full = Sample(elapsed=180, rss_kib=1, produced_per_s=50, scored_per_s=50, p50_ms=None, p99_ms=None,
+        ...               n_latency=0, lag=0, alerts=0, dead_letters=0, snapshots=0, cards=5_200, labels=0,
+        ...               rocksdb_kib=15_000)
+        >>> cfg.warmed_up(full), cfg.warmed_up(replace(full, cards=4_000)), cfg.warmed_up(replace(full, rocksdb_kib=9_000))
+        (True, False, False)
+        """
+        if sample.elapsed < self.warmup_s or sample.cards <= self.live_states_max:
+            return False
+        return sample.rocksdb_kib is None or sample.rocksdb_kib >= 0.9 * self.rocksdb_mb * MIB
 
 
 # --- traffic ---------------------------------------------------------------------------------
@@ -494,7 +513,7 @@ def summary(run: Run) -> list[str]:
                 out.append(f"  live card states: {first.live_cards:,.0f} -> {last.live_cards:,.0f} "
                            f"(at most {cfg.live_states_max:,})")
     elif run.rss_last:
-        out.append(f"  run shorter than the warm-up ({cfg.warmup_s:.0f}s): RSS at the end {run.rss_last[1] / MIB:.1f} MiB")
+        out.append(f"  the warm-up never ended (bounded memories not full): RSS at the end {run.rss_last[1] / MIB:.1f} MiB")
     if run.samples:
         out.append("  over time:   elapsed   scored/s   p50 ms   p99 ms      lag   RSS MiB   of it RocksDB   worker cores"
                    "   broker cores   broker MiB   load")
@@ -505,10 +524,11 @@ def summary(run: Run) -> list[str]:
                        f"{s.lag:7.0f}   {_fmt_mib(s.rss_kib)}         {_fmt_mib(s.rocksdb_kib)}           {cores}           {bcores}"
                        f"      {_fmt_mib(s.broker_rss_kib)}   "
                        f"{s.load1:4.1f}")
-        steady = [s for s in run.samples if s.elapsed > cfg.warmup_s] or run.samples
+        warm = run.rss_warm[0] if run.rss_warm else cfg.warmup_s
+        steady = [s for s in run.samples if s.elapsed >= warm] or run.samples
         rates = [s.scored_per_s for s in steady]
         p99s = [s.p99_ms for s in steady if s.p99_ms is not None]
-        out.append(f"  after warm-up: scored/s min {min(rates):.0f} mean {sum(rates) / len(rates):.0f} max {max(rates):.0f}"
+        out.append(f"  {'after warm-up' if run.rss_warm else f'after {warm:.0f}s'}: scored/s min {min(rates):.0f} mean {sum(rates) / len(rates):.0f} max {max(rates):.0f}"
                    + (f"; p99 min {min(p99s):.0f} ms, max {max(p99s):.0f} ms" if p99s else ""))
         last = run.samples[-1]
         out.append(f"  totals: alerts {last.alerts:.0f}, dead letters {last.dead_letters:.0f}, labels {last.labels:.0f}")
@@ -549,7 +569,7 @@ def soak(cfg: SoakConfig) -> int:
         worker = WorkerProcess(settings, log_dir / f"soak-{stamp}-worker.log", new_session=True, extra_env=cfg.worker_env)
         url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
         print(f"soak: {cfg.rate:g} authorizations/s for {cfg.minutes:g} min, {cfg.cards} cards at {cfg.merchants} merchants; "
-              f"report every {cfg.report_every:g}s; warm-up {cfg.warmup_s:.0f}s; live states at most {cfg.live_states_max}; "
+              f"report every {cfg.report_every:g}s; warm-up at least {cfg.warmup_s:.0f}s; live states at most {cfg.live_states_max}; "
               f"RocksDB {cfg.rocksdb_mb} MB; rules {Path(cfg.rules).name if cfg.rules else 'none'}"
               + "".join(f"; worker {k}={v}" for k, v in cfg.worker_env.items()), flush=True)
         print(f"  broker {broker.bootstrap_servers}; worker pid {worker.pid}, metrics {url}, log {worker.log_path}", flush=True)
@@ -615,8 +635,6 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
         if rss is not None:
             run.rss_last = (elapsed, rss)
             run.rss_peak = max(run.rss_peak, rss)
-            if run.rss_warm is None and elapsed >= cfg.warmup_s:
-                run.rss_warm = (elapsed, rss)
         if now < next_report and now < end:
             continue
         try:
@@ -643,6 +661,11 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
         )
         run.samples.append(sample)
         print(report_line(sample), flush=True)
+        if run.rss_warm is None and rss is not None and cfg.warmed_up(sample):
+            run.rss_warm = (elapsed, rss)
+            print(f"  warm-up over at {elapsed:.0f}s: {sample.cards:,.0f} cards in the tables (the heap holds at most "
+                  f"{cfg.live_states_max:,}), RocksDB {_fmt_mib(sample.rocksdb_kib).strip()} MiB of {cfg.rocksdb_mb}",
+                  flush=True)
         last_t, last_scored, last_sent, last_cpu, last_broker_cpu = now, scored, producer.sent, cpu, broker_cpu
         next_report += cfg.report_every
         if now >= end:
