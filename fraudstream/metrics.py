@@ -44,7 +44,7 @@ class Metrics:
         self.fraud_recall = Gauge("fraudstream_model_fraud_recall", "Share of labelled frauds that were alerted (recent labels).", registry=r)
         self.average_precision = Gauge("fraudstream_model_average_precision", "Average precision of scores on recent labels.", registry=r)
         self.rule_hits = Counter("fraudstream_rule_hits", "Rule matches, by rule and mode.", ["rule", "mode"], registry=r)
-        self.rule_precision = Gauge("fraudstream_rule_precision", "Confirmed fraud among a rule's labelled hits.", ["rule"], registry=r)
+        self.rule_precision = Gauge("fraudstream_rule_precision", "Confirmed fraud among a rule's labelled hits on this worker since it started, however late the labels (the weekly review: fraudstream rules stats).", ["rule"], registry=r)
         self.rule_rejections = Counter("fraudstream_rule_rejections", "Rule changes refused as malformed.", registry=r)
         self.cards = Gauge("fraudstream_cards_tracked", "Cards whose state this worker holds (RocksDB: its estimate).", registry=r)
         self.merchants = Gauge("fraudstream_merchants_tracked", "Merchants whose state this worker holds (RocksDB: its estimate).", registry=r)
