@@ -75,7 +75,7 @@ from fraudstream.operators import rules_command
 from fraudstream.processes import ROOT, WorkerProcess
 from fraudstream.stream.learning import RULE_FIELDS
 
-__all__ = ["main", "SoakConfig", "Traffic", "memory_breakdown", "percentile", "rss_kib", "slope_per_hour"]
+__all__ = ["main", "SoakConfig", "Traffic", "memory_breakdown", "memory_verdict", "percentile", "rss_kib", "slope_per_hour"]
 
 MIB = 1024.0
 
@@ -489,7 +489,36 @@ def memory_breakdown(samples: list[Sample]) -> list[str]:
             line += "   halves " + " ".join(f"{slope_per_hour([(s.elapsed, part(s) / MIB) for s in h]):+6.1f}"
                                            for h in halves)
         out.append(line)
+    if by_half and len(parts) > 3:
+        def halves_of(part: Any) -> tuple[float, float]:
+            a, b = (slope_per_hour([(s.elapsed, part(s) / MIB) for s in h]) for h in halves)
+            return a, b
+
+        out.append("  " + memory_verdict(halves_of(parts[3][1]), parts[3][1](last) / MIB, halves_of(parts[0][1]),
+                                         parts[0][1](last) / MIB))
     return out
+
+
+def memory_verdict(in_use: tuple[float, float], in_use_mib: float, rss: tuple[float, float], rss_mib: float) -> str:
+    """What the slopes over the two halves say (MiB/hour): a leak grows memory in use in both; memory the allocator
+    holds rises and levels off. A part is flat when it moves less than 1% of itself an hour.
+
+    >>> memory_verdict((0.1, 1.0), 63.5, (11.3, 5.1), 226.2)
+    'verdict: no leak (in use outside RocksDB: +0.1, +1.0 MiB/hour); RSS rising, levelling off (+11.3, +5.1 MiB/hour)'
+    >>> memory_verdict((5.0, 6.0), 63.5, (0.5, -0.3), 226.2)
+    'verdict: A LEAK (in use outside RocksDB: +5.0, +6.0 MiB/hour); RSS flat (+0.5, -0.3 MiB/hour)'
+    """
+    leak = min(in_use) > 0.01 * in_use_mib
+    if max(abs(r) for r in rss) < 0.01 * rss_mib:
+        shape = "flat"
+    elif leak:
+        shape = "rising"
+    elif rss[1] < rss[0] / 2:
+        shape = "rising, levelling off"
+    else:
+        shape = "rising at a steady pace"
+    return (f"verdict: {'A LEAK' if leak else 'no leak'} (in use outside RocksDB: {in_use[0]:+.1f}, {in_use[1]:+.1f} "
+            f"MiB/hour); RSS {shape} ({rss[0]:+.1f}, {rss[1]:+.1f} MiB/hour)")
 
 
 def summary(run: Run) -> list[str]:

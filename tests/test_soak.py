@@ -50,6 +50,17 @@ def test_the_summary_tells_memory_that_levels_off_from_a_leak() -> None:
     assert float(whole) == float(first_half) == float(second_half) == 20.0  # 1 MiB every 3 minutes, all along
     *_, whole, _, _, first_half, second_half = rows["malloc held free"]
     assert float(first_half) > 4 * float(second_half) > 0
+    assert "  verdict: A LEAK (in use outside RocksDB: +20.0, +20.0 MiB/hour); RSS rising (+70.2, +26.3 MiB/hour)" in text
+
+
+def test_the_verdict_tells_held_memory_that_levels_off_without_a_leak() -> None:
+    """In use rises and falls with the live states; free memory rises and levels off."""
+    samples = [sample(t, 200 + 20 * (1 - 0.5 ** (t / 300)), 16, 5000, 60 + (t // 60 % 2), 5 + 20 * (1 - 0.5 ** (t / 300)))
+               for t in range(120, 1921, 60)]
+    run = Run(SoakConfig(minutes=32, cards=20_000), samples=samples)
+    run.rss_warm, run.rss_last, run.rss_peak = (120, samples[0].rss_kib), (1920, samples[-1].rss_kib), samples[-1].rss_kib
+    assert "  verdict: no leak (in use outside RocksDB: " in "\n".join(summary(run))
+    assert "RSS rising, levelling off" in "\n".join(summary(run))
 
 
 def test_a_noisy_last_sample_does_not_decide_the_slope() -> None:
