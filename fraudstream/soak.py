@@ -73,6 +73,7 @@ from fraudstream.kafka.topics import create_topics
 from fraudstream.launcher import scrape
 from fraudstream.operators import rules_command
 from fraudstream.processes import ROOT, WorkerProcess
+from fraudstream.stream.app import HEAP_RELEASE_EVERY_S
 from fraudstream.stream.learning import RULE_FIELDS
 
 __all__ = ["main", "SoakConfig", "Traffic", "memory_breakdown", "memory_verdict", "percentile", "rss_kib", "slope_per_hour"]
@@ -421,6 +422,8 @@ class Run:
     rss_peak: int = 0
     worker_died: str | None = None
     interrupted: bool = False
+    warm: Sample | None = None  # the sample at which the warm-up ended
+    drained: Sample | None = None  # after the traffic stopped and the worker caught up (see `_drain`)
 
 
 def _kib(nbytes: float | None) -> int | None:
@@ -458,11 +461,12 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float:
     return 0.0 if sxx == 0 else sum((x - mx) * (y - my) for x, y in points) / sxx * 3600.0
 
 
-def memory_breakdown(samples: list[Sample]) -> list[str]:
+def memory_breakdown(samples: list[Sample], drained: tuple[float, float] | None = None) -> list[str]:
     """The worker's RSS after the warm-up, in parts that grow for different reasons: RocksDB (bounded, fills with
     data), the C allocator's memory in use outside RocksDB (a leak grows this), what the allocator holds free
     (fragmentation: bounded by the peak of what was in use), and the rest (the interpreter's small objects, code,
-    stacks). First and last sample, and the slope over all of them."""
+    stacks). First and last sample, and the slope over all of them. ``drained``: memory in use outside RocksDB after
+    the warm-up and after the worker drained (MiB), for the verdict."""
     parts: list[tuple[str, Any]] = [
         ("worker RSS", lambda s: s.rss_kib),
         ("RocksDB", lambda s: s.rocksdb_kib),
@@ -495,20 +499,30 @@ def memory_breakdown(samples: list[Sample]) -> list[str]:
             return a, b
 
         out.append("  " + memory_verdict(halves_of(parts[3][1]), parts[3][1](last) / MIB, halves_of(parts[0][1]),
-                                         parts[0][1](last) / MIB))
+                                         parts[0][1](last) / MIB, drained))
     return out
 
 
-def memory_verdict(in_use: tuple[float, float], in_use_mib: float, rss: tuple[float, float], rss_mib: float) -> str:
+def memory_verdict(in_use: tuple[float, float], in_use_mib: float, rss: tuple[float, float], rss_mib: float,
+                   drained: tuple[float, float] | None = None) -> str:
     """What the slopes over the two halves say (MiB/hour): a leak grows memory in use in both; memory the allocator
-    holds rises and levels off. A part is flat when it moves less than 1% of itself an hour.
+    holds rises and levels off. A part is flat when it moves less than 1% of itself an hour. With ``drained`` (in use
+    outside RocksDB after the warm-up, and after the traffic stopped and the worker caught up, MiB) a leak is what
+    stays after draining, more than 5% over the warm-up's: data in flight grows with latency and then goes.
 
     >>> memory_verdict((0.1, 1.0), 63.5, (11.3, 5.1), 226.2)
     'verdict: no leak (in use outside RocksDB: +0.1, +1.0 MiB/hour); RSS rising, levelling off (+11.3, +5.1 MiB/hour)'
     >>> memory_verdict((5.0, 6.0), 63.5, (0.5, -0.3), 226.2)
     'verdict: A LEAK (in use outside RocksDB: +5.0, +6.0 MiB/hour); RSS flat (+0.5, -0.3 MiB/hour)'
+    >>> memory_verdict((1.3, 3.2), 62.9, (26.1, 21.3), 230.0, drained=(62.5, 62.0))
+    'verdict: no leak (in use outside RocksDB: 62.5 MiB after the warm-up, 62.0 drained); RSS rising at a steady pace (+26.1, +21.3 MiB/hour)'
     """
-    leak = min(in_use) > 0.01 * in_use_mib
+    if drained is not None:
+        leak = drained[1] - drained[0] > 0.05 * drained[0]
+        evidence = f"{drained[0]:.1f} MiB after the warm-up, {drained[1]:.1f} drained"
+    else:
+        leak = min(in_use) > 0.01 * in_use_mib
+        evidence = f"{in_use[0]:+.1f}, {in_use[1]:+.1f} MiB/hour"
     if max(abs(r) for r in rss) < 0.01 * rss_mib:
         shape = "flat"
     elif leak:
@@ -517,8 +531,8 @@ def memory_verdict(in_use: tuple[float, float], in_use_mib: float, rss: tuple[fl
         shape = "rising, levelling off"
     else:
         shape = "rising at a steady pace"
-    return (f"verdict: {'A LEAK' if leak else 'no leak'} (in use outside RocksDB: {in_use[0]:+.1f}, {in_use[1]:+.1f} "
-            f"MiB/hour); RSS {shape} ({rss[0]:+.1f}, {rss[1]:+.1f} MiB/hour)")
+    return (f"verdict: {'A LEAK' if leak else 'no leak'} (in use outside RocksDB: {evidence}); "
+            f"RSS {shape} ({rss[0]:+.1f}, {rss[1]:+.1f} MiB/hour)")
 
 
 def summary(run: Run) -> list[str]:
@@ -536,7 +550,15 @@ def summary(run: Run) -> list[str]:
             out.append(f"  RSS slope after warm-up: {(r1 - r0) / MIB / ((t1 - t0) / 3600.0):+.1f} MiB/hour")
         later = [s for s in run.samples if s.elapsed >= t0 and s.heap_kib is not None]
         if len(later) >= 2 and later[-1].elapsed > later[0].elapsed:
-            out.extend(memory_breakdown(later))
+            w, d = run.warm, run.drained
+            drained = None
+            if w and d and None not in (w.alloc_in_use_kib, w.rocksdb_kib, d.alloc_in_use_kib, d.rocksdb_kib, d.rss_kib,
+                                        later[-1].alloc_in_use_kib):
+                drained = ((w.alloc_in_use_kib - w.rocksdb_kib) / MIB, (d.alloc_in_use_kib - d.rocksdb_kib) / MIB)
+                out.append(f"  drained ({d.elapsed:.0f}s): worker RSS {d.rss_kib / MIB:.1f} MiB, RocksDB {d.rocksdb_kib / MIB:.1f}, "
+                           f"malloc in use outside RocksDB {drained[1]:.1f} (after the warm-up {drained[0]:.1f}, at the end of "
+                           f"the traffic {(later[-1].alloc_in_use_kib - later[-1].rocksdb_kib) / MIB:.1f})")
+            out.extend(memory_breakdown(later, drained))
             first, last = later[0], later[-1]
             if first.live_cards is not None and last.live_cards is not None:
                 out.append(f"  live card states: {first.live_cards:,.0f} -> {last.live_cards:,.0f} "
@@ -571,8 +593,11 @@ def soak(cfg: SoakConfig) -> int:
     stop = threading.Event()
     interrupted = threading.Event()
 
+    traffic_stop = threading.Event()  # the traffic alone: the worker then drains what it has in flight
+
     def on_signal(signum: int, _frame: Any) -> None:
         interrupted.set()
+        traffic_stop.set()
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -606,16 +631,21 @@ def soak(cfg: SoakConfig) -> int:
         _wait_ready(settings, url, worker.process, stop)
         reader = LatencyReader(settings, stop)
         reader.start()
-        producer = Producer(settings, cfg, stop)
+        producer = Producer(settings, cfg, traffic_stop)
         t0 = time.monotonic()
         producer.start()
         _monitor(run, cfg, url, worker.process, broker, producer, reader, stop, t0)
+        if not stop.is_set() and not run.worker_died:
+            traffic_stop.set()
+            producer.join(15)
+            run.drained = _drain(cfg, url, worker.process, producer.sent, stop, t0)
     except RuntimeError as exc:
         run.worker_died = run.worker_died or str(exc)
     finally:
         run.interrupted = interrupted.is_set()
         if run.interrupted:
             print("\nstopping: traffic, worker, consumer, broker", flush=True)
+        traffic_stop.set()
         stop.set()
         if producer is not None:
             producer.join(15)
@@ -635,6 +665,38 @@ def soak(cfg: SoakConfig) -> int:
               f"score records read {reader.received if reader else 0}")
     sys.stdout.flush()
     return 1 if run.worker_died else 0
+
+
+def _drain(cfg: SoakConfig, url: str, worker: subprocess.Popen, sent: int, stop: threading.Event, t0: float,
+           timeout: float = 300.0) -> Sample | None:
+    """After the traffic: wait until the worker has scored everything (the probe too) and its lag is zero, then one
+    heap release and one gauge report later, read its memory. What was in flight (fetched batches, outputs, the
+    backlog of a slow broker) is gone then; a leak is not. None if it did not catch up within ``timeout``."""
+    print(f"  traffic stopped: waiting for the worker to score all {sent:,} authorizations", flush=True)
+    start = time.monotonic()
+    while not stop.is_set() and time.monotonic() - start < timeout and worker.poll() is None:
+        try:
+            m = scrape(url)
+        except OSError:
+            m = {}
+        if m.get("fraudstream_authorizations_scored_total", 0.0) >= sent + 1 and m.get("fraudstream_consumer_lag", 1) == 0:
+            caught_up = time.monotonic() - start
+            stop.wait(HEAP_RELEASE_EVERY_S + 6.0)
+            m = scrape(url)
+            elapsed = time.monotonic() - t0
+            sample = Sample(elapsed=elapsed, rss_kib=rss_kib(worker.pid), produced_per_s=0, scored_per_s=0, p50_ms=None,
+                            p99_ms=None, n_latency=0, lag=m.get("fraudstream_consumer_lag", 0.0), alerts=0, dead_letters=0,
+                            snapshots=0, cards=m.get("fraudstream_cards_tracked", 0.0), labels=0,
+                            rocksdb_kib=_kib(m.get("fraudstream_rocksdb_memory_bytes")),
+                            live_cards=m.get('fraudstream_live_states{kind="card"}'),
+                            alloc_in_use_kib=_kib(m.get('fraudstream_allocator_bytes{kind="in_use"}')),
+                            alloc_free_kib=_kib(m.get('fraudstream_allocator_bytes{kind="free"}')))
+            print(f"  drained: caught up {caught_up:.0f}s after the traffic stopped; memory {HEAP_RELEASE_EVERY_S + 6:.0f}s "
+                  f"later: {report_line(sample).split(')')[0].split('] ')[1]})", flush=True)
+            return sample
+        stop.wait(1.0)
+    print(f"  the worker did not catch up within {timeout:.0f}s of the traffic's end", flush=True)
+    return None
 
 
 def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, broker: EmbeddedBroker, producer: Producer,
@@ -691,7 +753,7 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
         run.samples.append(sample)
         print(report_line(sample), flush=True)
         if run.rss_warm is None and rss is not None and cfg.warmed_up(sample):
-            run.rss_warm = (elapsed, rss)
+            run.rss_warm, run.warm = (elapsed, rss), sample
             print(f"  warm-up over at {elapsed:.0f}s: {sample.cards:,.0f} cards in the tables (the heap holds at most "
                   f"{cfg.live_states_max:,}), RocksDB {_fmt_mib(sample.rocksdb_kib).strip()} MiB of {cfg.rocksdb_mb}",
                   flush=True)

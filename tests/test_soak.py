@@ -88,3 +88,18 @@ def test_bad_arguments_are_refused(capsys) -> None:
     assert "--worker-env takes NAME=VALUE, not 'LD_PRELOAD'" in err
     assert "--rules: cannot read no/such/rules.json: No such file or directory" in err
     assert "--rules: topics/fraud.rules.json: rule file rejected: it must be a JSON list of rules, got dict" in err
+
+
+def test_memory_in_flight_that_goes_when_the_worker_drains_is_not_a_leak() -> None:
+    """In use rose with the latency over the run (1 MiB every 3 minutes); after the traffic stopped and the worker
+    caught up it was back to the warm-up's: no leak. Had it stayed, the verdict would say so."""
+    samples = [sample(t, 200 + t / 180, 16, 5000, 76 + t / 180, 5) for t in range(120, 1921, 60)]
+    run = Run(SoakConfig(minutes=32, cards=20_000), samples=samples)
+    run.rss_warm, run.rss_last, run.rss_peak = (120, samples[0].rss_kib), (1920, samples[-1].rss_kib), samples[-1].rss_kib
+    run.warm, run.drained = samples[0], sample(1990, 201, 16, 4000, 76.5, 9)
+    text = "\n".join(summary(run))
+    assert ("  drained (1990s): worker RSS 201.0 MiB, RocksDB 16.0, malloc in use outside RocksDB 60.5 (after the warm-up "
+            "60.7, at the end of the traffic 70.7)") in text
+    assert "  verdict: no leak (in use outside RocksDB: 60.7 MiB after the warm-up, 60.5 drained); RSS" in text
+    run.drained = sample(1990, 212, 16, 4000, 86.0, 9)
+    assert "  verdict: A LEAK (in use outside RocksDB: 60.7 MiB after the warm-up, 70.0 drained)" in "\n".join(summary(run))
