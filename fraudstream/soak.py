@@ -24,7 +24,9 @@ warm-up and at the end, and its parts, each with its least-squares slope after t
 what the C allocator has in use outside RocksDB (a leak grows this), what the allocator holds free (freed memory
 it keeps; bounded by the peak of what was in use) and the rest (the interpreter's small-object arenas, code,
 stacks). Each slope is also given over the first and the second half: memory the allocator holds levels off, a
-leak keeps its pace. Then throughput and p99 over time. The exit code is 1 if the worker (or the broker) died,
+leak keeps its pace. When the traffic ends the worker drains (scores everything, lag zero) and its memory is read
+once more: what was in flight (fetched batches, outputs, a slow broker's backlog) is gone then, a leak is not.
+A verdict line says which. Then throughput and p99 over time. The exit code is 1 if the worker (or the broker) died,
 else 0. Ctrl-C stops the traffic, the worker, the consumer and the broker, in that order, and still prints the summary.
 
 What "flat after warm-up" can mean: a worker's heap holds at most ``FRAUDSTREAM_LIVE_STATES_MAX`` states of each
@@ -486,20 +488,18 @@ def memory_breakdown(samples: list[Sample], drained: tuple[float, float] | None 
     by_half = all(len(h) >= 3 for h in halves)
     out = [f"  memory after the warm-up, {first.elapsed:.0f}s to {last.elapsed:.0f}s (MiB; slope: least squares over "
            f"{len(samples)} samples" + ("; then over each half" if by_half else "") + "):"]
+    by_halves: dict[str, tuple[float, float]] = {}
     for name, part in parts:
         slope = slope_per_hour([(s.elapsed, part(s) / MIB) for s in samples])
         line = f"    {name:<42} {part(first) / MIB:7.1f} -> {part(last) / MIB:7.1f}   {slope:+6.1f} MiB/hour"
         if by_half:
-            line += "   halves " + " ".join(f"{slope_per_hour([(s.elapsed, part(s) / MIB) for s in h]):+6.1f}"
-                                           for h in halves)
-        out.append(line)
-    if by_half and len(parts) > 3:
-        def halves_of(part: Any) -> tuple[float, float]:
             a, b = (slope_per_hour([(s.elapsed, part(s) / MIB) for s in h]) for h in halves)
-            return a, b
-
-        out.append("  " + memory_verdict(halves_of(parts[3][1]), parts[3][1](last) / MIB, halves_of(parts[0][1]),
-                                         parts[0][1](last) / MIB, drained))
+            by_halves[name.strip()] = (a, b)
+            line += f"   halves {a:+6.1f} {b:+6.1f}"
+        out.append(line)
+    if "malloc in use outside RocksDB" in by_halves:
+        out.append("  " + memory_verdict(by_halves["malloc in use outside RocksDB"], parts[3][1](last) / MIB,
+                                         by_halves["worker RSS"], parts[0][1](last) / MIB, drained))
     return out
 
 
@@ -638,7 +638,7 @@ def soak(cfg: SoakConfig) -> int:
         if not stop.is_set() and not run.worker_died:
             traffic_stop.set()
             producer.join(15)
-            run.drained = _drain(cfg, url, worker.process, producer.sent, stop, t0)
+            run.drained = _drain(url, worker.process, producer.sent, stop, t0)
     except RuntimeError as exc:
         run.worker_died = run.worker_died or str(exc)
     finally:
@@ -667,7 +667,7 @@ def soak(cfg: SoakConfig) -> int:
     return 1 if run.worker_died else 0
 
 
-def _drain(cfg: SoakConfig, url: str, worker: subprocess.Popen, sent: int, stop: threading.Event, t0: float,
+def _drain(url: str, worker: subprocess.Popen, sent: int, stop: threading.Event, t0: float,
            timeout: float = 300.0) -> Sample | None:
     """After the traffic: wait until the worker has scored everything (the probe too) and its lag is zero, then one
     heap release and one gauge report later, read its memory. What was in flight (fetched batches, outputs, the
