@@ -32,7 +32,7 @@ class Metrics:
         self.lag = Gauge("fraudstream_consumer_lag", "Messages behind the fetch high-water mark.", ["topic", "partition"], registry=r)
         self.alerts = Counter("fraudstream_alerts", "Alerts published, by action.", ["action"], registry=r)
         self.threshold = Gauge("fraudstream_alert_threshold", "Current adaptive alert threshold.", ["partition"], registry=r)
-        self.alerts_24h = Gauge("fraudstream_alerts_last_24h", "New alerts (not updates) in the last 24 hours of event time.", registry=r)
+        self.alerts_24h = Gauge("fraudstream_alerts_last_24h", "New alerts (not updates) in the last 24 hours of event time (the newest hour and the 23 before it).", registry=r)
         self.budget = Gauge("fraudstream_alert_budget_per_day", "Cards the review team can check a day.", registry=r)
         self.score = Histogram("fraudstream_score", "Model scores of authorizations.", buckets=_SCORE_BUCKETS, registry=r)
         self.labels = Counter("fraudstream_labels", "Labels received, by source and what became of them.", ["source", "status"], registry=r)

@@ -174,7 +174,7 @@ class FraudApp:
         self.decisions: dict[int, int] = {}
         self._stamp = 0
         self.snapshot_table.on_write = self._stamped
-        self.alert_times: list[int] = []
+        self.alerts_by_hour: dict[int, int] = {}  # hour of event time -> new alerts: a day is 24 counters
         self.quality = QualityWindow()
         self._unmatched_reported = 0
         self._newest = 0
@@ -747,7 +747,8 @@ class FraudApp:
             if not scored.duplicate:
                 m.alerts.labels(scored.decision.action).inc()
                 if scored.decision.action in ("alert", "block"):
-                    self.alert_times.append(auth.ts)
+                    hour = auth.ts // 3_600_000
+                    self.alerts_by_hour[hour] = self.alerts_by_hour.get(hour, 0) + 1
         if scored.rule_hits and not scored.duplicate:
             modes = scorer.rules.modes
             for rule_id in scored.rule_hits:
@@ -958,10 +959,11 @@ class FraudApp:
         m.budget.set(self.settings.alert_budget_per_day)
         for p, policy in scorer.policies.items():
             m.threshold.labels(str(p)).set(policy.threshold.value(policy.threshold.head * 3_600_000))
-        if self.alert_times:
-            newest = max(self.alert_times)
-            self.alert_times = [t for t in self.alert_times if t > newest - 86_400_000]
-        m.alerts_24h.set(len(self.alert_times))
+        if self.alerts_by_hour:
+            newest = max(self.alerts_by_hour)
+            for hour in [h for h in self.alerts_by_hour if h <= newest - 24]:
+                del self.alerts_by_hour[hour]
+        m.alerts_24h.set(sum(self.alerts_by_hour.values()))
         m.model_examples.set(scorer.model.examples)
         for rule_id, stats in scorer.rule_stats.snapshot().items():
             precision = stats["overall"].get("precision")

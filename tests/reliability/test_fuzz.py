@@ -602,3 +602,15 @@ def test_an_output_the_broker_cannot_take_is_dead_lettered_not_raised(fraud_app)
     jsonschema.Draft202012Validator(spec.value_schema).validate(letter)
     assert (letter["reason"], letter["topic"], letter["offset"], letter["key"]) == ("output_rejected", s.topic_models, -1, "app")
     assert "5000 bytes" in letter["detail"] and letter["raw"].startswith("mmm")
+
+
+def test_alerts_of_the_last_24_hours_are_counted_by_hour(fraud_app):
+    """24 hourly counters of event time, not a list of every alert's time (a day of rule alerts is 100,000s)."""
+    app = fraud_app
+    saved, app.alerts_by_hour = app.alerts_by_hour, {100: 3, 101: 4, 110: 2, 124: 1}
+    try:
+        app.report_gauges()
+        assert app.alerts_by_hour == {101: 4, 110: 2, 124: 1}  # hour 100 is 24 hours before the newest
+        assert app.metrics.registry.get_sample_value("fraudstream_alerts_last_24h") == 7
+    finally:
+        app.alerts_by_hour = saved
