@@ -44,7 +44,7 @@ from fraudstream.contracts import (
     encode,
 )
 from fraudstream.core.decision import CardStanding
-from fraudstream.core.features.card import DAY_MS, CardState
+from fraudstream.core.features.card import DAY_MS, HOUR_MS, CardState
 from fraudstream.core.features.merchant import MerchantState
 from fraudstream.core.features.ordering import EventTimeOrder
 from fraudstream.core.model.quality import QualityWindow
@@ -747,7 +747,7 @@ class FraudApp:
             if not scored.duplicate:
                 m.alerts.labels(scored.decision.action).inc()
                 if scored.decision.action in ("alert", "block"):
-                    hour = auth.ts // 3_600_000
+                    hour = auth.ts // HOUR_MS
                     self.alerts_by_hour[hour] = self.alerts_by_hour.get(hour, 0) + 1
         if scored.rule_hits and not scored.duplicate:
             modes = scorer.rules.modes

@@ -169,12 +169,8 @@ class RuleStats:
         if previous is is_fraud:
             return True
         entry.label = is_fraud
-        change = int(is_fraud) - int(bool(previous))
         for rule_id, (day, _) in entry.rules.items():
-            for bucket in self._rules[rule_id].buckets(day):
-                if previous is None:
-                    bucket.labelled += 1
-                bucket.confirmed_fraud += change
+            self._count_label(self._rules[rule_id], day, previous, is_fraud)
         return True
 
     def record_labelled(self, rule_ids: Iterable[str], ts: int, previous: bool | None, is_fraud: bool) -> None:
@@ -191,16 +187,19 @@ class RuleStats:
         is_fraud = bool(is_fraud)
         if previous is is_fraud:
             return
-        change = int(is_fraud) - int(bool(previous))
         day = self._day_name(ts // _DAY_MS)
         for rule_id in rule_ids:
             counts = self._rules.get(rule_id)
-            if counts is None:
-                continue  # fired before this process started: its hit is not counted here either
-            for bucket in counts.buckets(day):
-                if previous is None:
-                    bucket.labelled += 1
-                bucket.confirmed_fraud += change
+            if counts is not None:  # else it fired before this process started: its hit is not counted here either
+                self._count_label(counts, day, previous, is_fraud)
+
+    @staticmethod
+    def _count_label(counts: _RuleCounts, day: str, previous: bool | None, is_fraud: bool) -> None:
+        """A new label on one hit, or one that contradicts the hit's earlier label (which it replaces)."""
+        for bucket in counts.buckets(day):
+            if previous is None:
+                bucket.labelled += 1
+            bucket.confirmed_fraud += int(is_fraud) - int(bool(previous))
 
     # --- days ------------------------------------------------------------------
 
