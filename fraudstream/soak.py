@@ -667,6 +667,14 @@ def soak(cfg: SoakConfig) -> int:
     return 1 if run.worker_died else 0
 
 
+def _memory(m: dict[str, float]) -> dict[str, Any]:
+    """The memory fields of a `Sample`, from the worker's scraped metrics."""
+    return {"rocksdb_kib": _kib(m.get("fraudstream_rocksdb_memory_bytes")),
+            "live_cards": m.get('fraudstream_live_states{kind="card"}'),
+            "alloc_in_use_kib": _kib(m.get('fraudstream_allocator_bytes{kind="in_use"}')),
+            "alloc_free_kib": _kib(m.get('fraudstream_allocator_bytes{kind="free"}'))}
+
+
 def _drain(url: str, worker: subprocess.Popen, sent: int, stop: threading.Event, t0: float,
            timeout: float = 300.0) -> Sample | None:
     """After the traffic: wait until the worker has scored everything (the probe too) and its lag is zero, then one
@@ -686,11 +694,7 @@ def _drain(url: str, worker: subprocess.Popen, sent: int, stop: threading.Event,
             elapsed = time.monotonic() - t0
             sample = Sample(elapsed=elapsed, rss_kib=rss_kib(worker.pid), produced_per_s=0, scored_per_s=0, p50_ms=None,
                             p99_ms=None, n_latency=0, lag=m.get("fraudstream_consumer_lag", 0.0), alerts=0, dead_letters=0,
-                            snapshots=0, cards=m.get("fraudstream_cards_tracked", 0.0), labels=0,
-                            rocksdb_kib=_kib(m.get("fraudstream_rocksdb_memory_bytes")),
-                            live_cards=m.get('fraudstream_live_states{kind="card"}'),
-                            alloc_in_use_kib=_kib(m.get('fraudstream_allocator_bytes{kind="in_use"}')),
-                            alloc_free_kib=_kib(m.get('fraudstream_allocator_bytes{kind="free"}')))
+                            snapshots=0, cards=m.get("fraudstream_cards_tracked", 0.0), labels=0, **_memory(m))
             print(f"  drained: caught up {caught_up:.0f}s after the traffic stopped; memory {HEAP_RELEASE_EVERY_S + 6:.0f}s "
                   f"later: {report_line(sample).split(')')[0].split('] ')[1]})", flush=True)
             return sample
@@ -744,11 +748,7 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
             cards=m.get("fraudstream_cards_tracked", 0.0), labels=m.get("fraudstream_labels_total", 0.0),
             worker_cores=None if cpu is None or last_cpu is None else (cpu - last_cpu) / dt, load1=os.getloadavg()[0],
             broker_cores=None if broker_cpu is None or last_broker_cpu is None else (broker_cpu - last_broker_cpu) / dt,
-            broker_rss_kib=rss_kib(broker_pid),
-            rocksdb_kib=_kib(m.get("fraudstream_rocksdb_memory_bytes")),
-            live_cards=m.get('fraudstream_live_states{kind="card"}'),
-            alloc_in_use_kib=_kib(m.get('fraudstream_allocator_bytes{kind="in_use"}')),
-            alloc_free_kib=_kib(m.get('fraudstream_allocator_bytes{kind="free"}')),
+            broker_rss_kib=rss_kib(broker_pid), **_memory(m),
         )
         run.samples.append(sample)
         print(report_line(sample), flush=True)
