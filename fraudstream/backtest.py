@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -21,9 +22,10 @@ from typing import IO, Any
 
 from fraudstream.config import Settings
 from fraudstream.contracts import Authorization, CardReissue, Label, Rejection, decode_authorization, decode_label, encode
+from fraudstream.core.model.online import OnlineModel
 from fraudstream.core.scorer import FraudScorer
 
-__all__ = ["Backtest", "BacktestResult", "read_jsonl", "run_backtest_cli"]
+__all__ = ["Backtest", "BacktestResult", "read_jsonl", "run_backtest_cli", "save_model"]
 
 _EVENT, _LABEL = 1, 0  # at equal ts a label already known is applied first
 
@@ -99,7 +101,7 @@ class Backtest:
                     break
             scored = scorer.process(auth)
             oldest = scorer.pending.oldest()
-            if oldest is not None and auth.ts >= oldest + scorer.maturity_ms:
+            if oldest is not None and auth.ts >= oldest:  # the queue holds due times
                 scorer.mature(auth.ts)
             out.card_id.append(auth.card_id)
             out.ts.append(auth.ts)
@@ -157,6 +159,9 @@ def run_backtest_cli(settings: Settings, args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             print(f"fraudstream backtest: no such file: {path}", file=sys.stderr)
             return 2
+    if getattr(args, "save_model", None) and Path(args.save_model).is_dir():
+        print(f"fraudstream backtest: --save-model {args.save_model} is a directory, not a file", file=sys.stderr)
+        return 2
     events, bad_events = read_jsonl(args.events, "events")
     labels, bad_labels = read_jsonl(args.labels, "labels")
     for what, bad in (("events", bad_events), ("labels", bad_labels)):
@@ -178,6 +183,23 @@ def run_backtest_cli(settings: Settings, args: argparse.Namespace) -> int:
           f"({len(events) / max(result.seconds, 1e-9):,.0f}/s); {result.alerts} alerts, {result.dispositions} analyst dispositions; "
           f"model {backtest.scorer.model.version}")
     print(_report(result, labels, backtest.investigated, args.k).format_table())
+    if getattr(args, "save_model", None):
+        save_model(backtest.scorer.model, args.save_model)
+        print(f"model {backtest.scorer.model.version} saved to {args.save_model}: `fraudstream model publish "
+              f"{args.save_model}` makes every worker start from it")
     return 0
+
+
+def save_model(model: OnlineModel, path: str | Path) -> None:
+    """Write ``model`` as a worker's checkpoint file (``fraudstream.stream.learning.Checkpoint``, the bytes of
+    ``STATE_DIR/APP_ID.model``), at training offset 0 and generation 0: it has learned nothing of a deployment's
+    training topic. ``fraudstream model publish`` gives it the offset and generation a deployment needs."""
+    from fraudstream.stream.learning import Checkpoint
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(Checkpoint.pack(model, 0))
+    os.replace(tmp, path)
 
 

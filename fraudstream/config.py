@@ -123,6 +123,12 @@ class Settings:
     maturity_days: float = _env(
         "MATURITY_DAYS", "No fraud label after this long means legitimate; longer than the slowest chargebacks.", 61.0
     )
+    feedback_delay_days: float = _env(
+        "FEEDBACK_DELAY_DAYS",
+        "An authorization with no fraud label this long after it is learned as legitimate, provisionally; a later "
+        "fraud label (a chargeback) corrects it. At most the maturity period.",
+        7.0,
+    )
     label_streams: str = _env(
         "LABEL_STREAMS", "`separate`: one model for analyst feedback, one for delayed labels, averaged; `pooled`: one model.", "separate"
     )

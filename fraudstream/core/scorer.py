@@ -128,6 +128,9 @@ class FraudScorer:
         self.merchants = StateStore(MerchantState, MerchantState.from_bytes) if merchants is None else merchants
         self.snapshots: MutableMapping[str, bytes] = {} if snapshots is None else snapshots
         self.maturity_ms = int(settings.maturity_days * DAY_MS)
+        # Learning does not wait for maturity: an authorization unlabelled this long is learned as legitimate
+        # for now (see `mature`). Never after maturity, when its snapshot is gone.
+        self.feedback_ms = min(int(settings.feedback_delay_days * DAY_MS), self.maturity_ms)
         self.card_index = CardTransactions(card_index, self.maturity_ms)
         # Labels that overtook their authorization (a replay, or a lagging stage) wait here.
         self.early_labels: MutableMapping[str, bytes] = {} if early_labels is None else early_labels
@@ -138,7 +141,7 @@ class FraudScorer:
         self.rule_stats = RuleStats()
         self.policies: dict[int, DecisionPolicy] = {}
         self.pending: MaturityQueue = MemoryMaturityQueue() if pending is None else pending
-        self.counts = {"late": 0, "duplicate": 0, "matured": 0, "unmatched_labels": 0}
+        self.counts = {"late": 0, "duplicate": 0, "matured": 0, "unmatched_labels": 0, "provisional": 0, "corrected": 0}
 
     # --- scoring ------------------------------------------------------------
     def policy(self, partition: int) -> DecisionPolicy:
@@ -228,10 +231,11 @@ class FraudScorer:
         a = s.auth
         self.snapshots[a.tx_id] = encode(
             {"a": a.as_dict(), "x": [s.features.get(n) for n in FEATURE_NAMES], "s": s.score, "v": s.model_version,
-             "d": s.decision.as_dict(), "r": s.reasons, "h": list(s.rule_hits), "late": s.late, "l": None},
+             "d": s.decision.as_dict(), "r": s.reasons, "h": list(s.rule_hits), "late": s.late, "l": None, "p": False},
             keep=True,
         )
-        self.pending.add(a.ts, a.tx_id)
+        # Due first for provisional learning, then again for maturity (`mature`): one entry at a time.
+        self.pending.add(a.ts + self.feedback_ms, a.tx_id)
         self.card_index.add(a.card_id, a.ts, a.tx_id)
 
     @staticmethod
@@ -277,6 +281,9 @@ class FraudScorer:
         if previous is is_fraud:
             return LabelOutcome("duplicate")
         status = "learned" if previous is None else "contradiction"
+        provisional = bool(snap.get("p"))
+        if provisional and is_fraud and previous is None:
+            self.counts["corrected"] += 1  # learned as legitimate for now, fraud after all: learned again, as fraud
         snap["l"] = is_fraud
         self.snapshots[tx_id] = encode(snap, keep=True)
         self.rule_stats.record_labelled(snap["h"], a["ts"], previous, is_fraud)
@@ -284,7 +291,9 @@ class FraudScorer:
         delta = (1 if is_fraud else 0) - (1 if previous else 0)
         if delta and count_at_merchant:
             out.merchant_updates.append(MerchantLabel(a["merchant_id"], a["card_id"], a["ts"], delta, label.ts))
-        if (is_fraud or keep_legitimate(tx_id, self.settings.legit_sample_rate)) and weight > 0:
+        # A legitimate label on an authorization already learned as legitimate for now teaches nothing new.
+        learn = is_fraud or (keep_legitimate(tx_id, self.settings.legit_sample_rate) and not (provisional and previous is None))
+        if learn and weight > 0:
             feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"], strict=False) if v is not None}
             out.examples.append(TrainingExample(tx_id, feats, is_fraud, weight, label.source, label.ts))
         if self.learn_inline:
@@ -300,18 +309,34 @@ class FraudScorer:
         self.merchants.mark(update.merchant_id)
 
     def mature(self, now: int) -> list[TrainingExample]:
-        """Authorizations with no label after the maturity period are legitimate."""
+        """What the passing of event time teaches: unlabelled authorizations are legitimate, for now, then for good.
+
+        ``feedback_delay_days`` after its ``ts`` an authorization with no label is learned as legitimate
+        (provisionally: a chargeback weeks later is learned as fraud, see :meth:`label`). At maturity its snapshot
+        goes; a label after that is counted as unmatched. Called with the newest event time seen.
+        """
         out = []
-        cutoff = now - self.maturity_ms
-        for tx_id in self.pending.pop_due(cutoff):
-            raw = self.snapshots.pop(tx_id, None)
+        rate = self.settings.legit_sample_rate
+        for tx_id in self.pending.pop_due(now):
+            raw = self.snapshots.get(tx_id)
             if raw is None:
                 continue
             snap = decode(raw)
+            final = snap["a"]["ts"] + self.maturity_ms
+            if not snap.get("p"):
+                if snap["l"] is None and keep_legitimate(tx_id, rate):
+                    feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"], strict=False) if v is not None}
+                    source = "provisional" if final > now else "maturity"
+                    out.append(TrainingExample(tx_id, feats, False, 1.0, source, now))
+                    self.counts["provisional"] += final > now
+                if final > now:
+                    snap["p"] = True
+                    self.snapshots[tx_id] = encode(snap, keep=True)
+                    self.pending.add(final, tx_id)
+                    continue
+            del self.snapshots[tx_id]
             self.counts["matured"] += 1
-            if snap["l"] is None and keep_legitimate(tx_id, self.settings.legit_sample_rate):
-                feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"], strict=False) if v is not None}
-                out.append(TrainingExample(tx_id, feats, False, 1.0, "maturity", now))
+        cutoff = now - self.maturity_ms
         while self.early_queue and self.early_queue[0][0] <= cutoff:
             # Waited a whole maturity period for its authorization: it is not coming.
             if self.early_labels.pop(self.early_queue.popleft()[1], None) is not None:

@@ -259,6 +259,34 @@ def test_an_unknown_transaction_is_counted_after_maturity() -> None:
     assert late_auth.label_outcome is None and scorer.model.examples == 0
 
 
+def test_unlabelled_is_learned_as_legitimate_after_the_feedback_delay_and_a_chargeback_corrects_it() -> None:
+    """Learning does not wait 61 days: two days on, no label means legitimate for now; the chargeback 30 days later
+    is learned as fraud, and maturity then learns nothing more."""
+    scorer = FraudScorer(settings(maturity_days=61.0, feedback_delay_days=2.0, legit_sample_rate=1.0))
+    scorer.process(auth("t1", "c1", T0))
+    scorer.process(auth("t2", "c2", T0 + MIN))
+    assert scorer.mature(T0 + 2 * DAY - 1) == []
+    early = scorer.mature(T0 + 2 * DAY + MIN)
+    assert [(e.tx_id, e.is_fraud, e.source) for e in early] == [("t1", False, "provisional"), ("t2", False, "provisional")]
+    assert scorer.model.examples == 2 and scorer.counts["provisional"] == 2 and "t1" in scorer.snapshots
+    assert scorer.mature(T0 + 20 * DAY) == []  # nothing is learned twice
+    out = scorer.label(label("c1", T0 + 30 * DAY, "t1"))
+    assert out.status == "learned" and [(e.tx_id, e.is_fraud) for e in out.examples] == [("t1", True)]
+    assert scorer.counts["corrected"] == 1 and scorer.standings.get("c1").compromised
+    # An analyst's "legitimate" on t2, already learned as legitimate, teaches nothing new.
+    assert scorer.label(label("c2", T0 + 31 * DAY, "t2", fraud=False, source="analyst")).examples == []
+    assert scorer.mature(T0 + 61 * DAY + MIN) == [] and scorer.counts["matured"] == 2 and not scorer.snapshots
+    assert scorer.model.examples == 3
+
+
+def test_with_the_feedback_delay_at_maturity_legitimate_is_learned_once_at_maturity() -> None:
+    scorer = FraudScorer(settings(maturity_days=3.0, feedback_delay_days=7.0, legit_sample_rate=1.0))
+    scorer.process(auth("t1", "c1", T0))
+    assert scorer.mature(T0 + 3 * DAY - 1) == []
+    assert [(e.tx_id, e.source) for e in scorer.mature(T0 + 3 * DAY)] == [("t1", "maturity")]
+    assert not scorer.snapshots and scorer.counts == {**scorer.counts, "matured": 1, "provisional": 0}
+
+
 def test_a_card_level_label_labels_the_card_since_t_and_blocks_it() -> None:
     scorer = FraudScorer(settings())
     for tx, ts in (("t1", T0 - 2 * DAY), ("t2", T0 - DAY), ("t3", T0), ("t4", T0 + HOUR)):

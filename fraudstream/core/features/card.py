@@ -18,7 +18,7 @@ import zlib
 from array import array
 from bisect import bisect_right
 
-from fraudstream.contracts import CARD_NOT_PRESENT, Authorization
+from fraudstream.contracts import CARD_NOT_PRESENT, CHANNELS, Authorization
 from fraudstream.core.features.windows import BucketRing
 
 __all__ = ["CardState", "card_features", "calendar_features", "stable_hash", "MAX_GAP_S", "CARD_IDLE_MS"]
@@ -33,9 +33,17 @@ RECENT_MERCHANTS = 16
 RECENT_COUNTRIES = 8
 RECENT_TX = 8
 NO_TIME = -(2**62)
+#: An amount under this share of the card's 30-day mean is small: a probe, when a run of them comes before a large one.
+SMALL_SHARE = 0.1
 
 _HEADER = struct.Struct("<qBBB")
-_COUNT = (0,)  # the day ring's count field, persisted as uint32: enough for the 2 KB bound (each costs a conversion)
+_COUNT = (0,)  # a ring's count field, persisted as uint32: enough for the 2 KB bound (each costs a conversion)
+#: The hour ring's fields: count, sum, sum of squares, card-not-present, small (probe-sized) and ATM counts.
+_HOUR_COUNTS = (0, 3, 4, 5)
+#: Channels in a fixed order: each one's last use (minute) is one int32 of the state.
+_CHANNELS = tuple(sorted(CHANNELS))
+_CHANNEL_INDEX = {c: i for i, c in enumerate(_CHANNELS)}
+_NEVER = -(2**31)  # a channel's minute of last use before it was ever used
 _crc32 = zlib.crc32
 _sqrt = math.sqrt
 _U32 = struct.Struct("I").pack  # a key as it sits in an array("I"): native order and size
@@ -67,12 +75,13 @@ class CardState:
     Alert and block state live apart, in :class:`fraudstream.core.decision.CardStanding`.
     """
 
-    __slots__ = ("clock", "minutes", "hours", "days", "merchants", "merchant_seen", "countries", "country_seen", "recent_tx")
+    __slots__ = ("clock", "minutes", "hours", "days", "merchants", "merchant_seen", "countries", "country_seen", "recent_tx",
+                 "channel_seen")
 
     def __init__(self) -> None:
         self.clock = NO_TIME  # newest event time seen on this card
-        self.minutes = BucketRing(12, 5 * MINUTE_MS, 3)  # count, sum, sum of squares
-        self.hours = BucketRing(24, HOUR_MS, 4)  # count, sum, sum of squares, card-not-present count
+        self.minutes = BucketRing(12, 5 * MINUTE_MS, 3, counts=_COUNT)  # count, sum, sum of squares
+        self.hours = BucketRing(24, HOUR_MS, 6, counts=_HOUR_COUNTS)  # count, sum, squares, card-not-present, small, ATM
         self.days = BucketRing(30, DAY_MS, 3, spans=(7, 30), counts=_COUNT)  # count (persisted as uint32), sum, squares
         # 32-bit: a stable hash is a crc32 and a minute fits until the year 6053: half the bytes of 64-bit.
         # Collisions are negligible at this scale: two of a card's 16 remembered merchants share a hash with
@@ -84,6 +93,7 @@ class CardState:
         self.country_seen = array("i")
         # The last few tx_ids (hashed): a redelivered authorization is counted once.
         self.recent_tx = array("I")
+        self.channel_seen = array("i", [_NEVER] * len(_CHANNELS))  # minute of each channel's last use
 
     # --- persistence --------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -92,7 +102,7 @@ class CardState:
                 _HEADER.pack(self.clock, len(self.merchants), len(self.countries), len(self.recent_tx)),
                 self.minutes.to_bytes(), self.hours.to_bytes(), self.days.to_bytes(),
                 self.merchants.tobytes(), self.merchant_seen.tobytes(), self.countries.tobytes(), self.country_seen.tobytes(),
-                self.recent_tx.tobytes(),
+                self.recent_tx.tobytes(), self.channel_seen.tobytes(),
             )
         )
 
@@ -101,6 +111,8 @@ class CardState:
         s = cls()
         s.clock, nm, nc, nt = _HEADER.unpack_from(raw)
         view = memoryview(raw)[_HEADER.size :]
+        if len(raw) == _V1_FIXED + 8 * (nm + nc) + 4 * nt:
+            return _from_v1(s, view, nm, nc, nt)
         for ring in (s.minutes, s.hours, s.days):
             ring.load_bytes(view)
             view = view[ring.nbytes :]
@@ -109,6 +121,7 @@ class CardState:
             arr.frombytes(view[: arr.itemsize * n])
             setattr(s, name, arr)
             view = view[arr.itemsize * n :]
+        s.channel_seen = array("i", bytes(view[: 4 * len(_CHANNELS)]))
         return s
 
     def seen_tx(self, tx_id: str) -> bool:
@@ -118,6 +131,33 @@ class CardState:
         if len(self.recent_tx) >= RECENT_TX:
             del self.recent_tx[0]
         self.recent_tx.append(stable_hash(tx_id))
+
+
+#: The size of a state written before the hour ring counted probes and ATM use (2026-12), less its arrays:
+#: header, minute ring of doubles, hour ring of 4 doubles, day ring.
+_V1_FIXED = _HEADER.size + (8 + 12 * 3 * 8 + 3 * 8) + (8 + 24 * 4 * 8 + 4 * 8) + CardState().days.nbytes
+
+
+def _from_v1(s: CardState, view: memoryview, nm: int, nc: int, nt: int) -> CardState:
+    """A state in the earlier layout, as tables written by an earlier release hold it: same windows, with no
+    probe, ATM or channel history (they fill as the card is used), so a rolling upgrade reads its tables."""
+    minutes, hours = BucketRing(12, 5 * MINUTE_MS, 3), BucketRing(24, HOUR_MS, 4)
+    for ring in (minutes, hours, s.days):
+        ring.load_bytes(view)
+        view = view[ring.nbytes :]
+    for old, new in ((minutes, s.minutes), (hours, s.hours)):
+        new.head = old.head
+        for field in range(old.fields):
+            new.data[field :: new.fields] = old.data[field :: old.fields]
+        for span in range(len(new.spans)):
+            new.sums[span * new.fields : span * new.fields + old.fields] = old.sums[span * old.fields : (span + 1) * old.fields]
+        new.used = old.used
+    for name, n in (("merchants", nm), ("merchant_seen", nm), ("countries", nc), ("country_seen", nc), ("recent_tx", nt)):
+        arr = array(getattr(s, name).typecode)
+        arr.frombytes(view[: arr.itemsize * n])
+        setattr(s, name, arr)
+        view = view[arr.itemsize * n :]
+    return s
 
 
 def _remember(keys: array, seen: array, key: int, minute: int, cap: int) -> tuple[bool, int]:
@@ -201,26 +241,10 @@ def card_features(
     minute = ts // MINUTE_MS
 
     # Windows as of ts, this authorization counted once (stored first when it is stored, then read:
-    # a query at the ring's newest bucket costs no loop).
+    # a query at the ring's newest bucket costs no loop). Days first: whether this amount is probe-sized
+    # depends on the card's 30-day normal before it.
     values = (1.0, amount, a2)
-    c1, s1, q1 = state.minutes.window(ts, values, store)
-    # (A card-present authorization leaves the card-not-present field alone: adding 0.0 would change nothing.)
-    c24, s24, q24, cnp24 = state.hours.window(ts, (1.0, amount, a2, 1.0) if cnp else values, store)
     c7, s7, q7, c30, s30, q30 = state.days.window(ts, values, store)
-    # Mean and standard deviation per window (every count is at least 1: this authorization).
-    m1 = s1 / c1
-    v = q1 / c1 - m1 * m1
-    d1 = _sqrt(v) if v > 1e-12 else 0.0
-    m24 = s24 / c24
-    v = q24 / c24 - m24 * m24
-    d24 = _sqrt(v) if v > 1e-12 else 0.0
-    m7 = s7 / c7
-    v = q7 / c7 - m7 * m7
-    d7 = _sqrt(v) if v > 1e-12 else 0.0
-    m30 = s30 / c30
-    v = q30 / c30 - m30 * m30
-    d30 = _sqrt(v) if v > 1e-12 else 0.0
-
     # This amount against the card's 30-day normal, from what came before it.
     c = c30 - 1.0
     if c > 0:  # the _stats arithmetic, inline
@@ -235,6 +259,37 @@ def card_features(
         zscore = (amount - mean) / (max(std, 0.1 * mean) or 1.0)
     else:
         ratio, zscore = 1.0, 0.0
+    small = 1.0 if ratio < SMALL_SHARE else 0.0
+    atm = 1.0 if auth.channel == "atm" else 0.0
+    c1, s1, q1 = state.minutes.window(ts, values, store)
+    if cnp or small or atm:
+        c24, s24, q24, cnp24, small24, atm24 = state.hours.window(ts, (1.0, amount, a2, 1.0 if cnp else 0.0, small, atm), store)
+    else:  # (the other fields get nothing: adding 0.0 would change no sum)
+        c24, s24, q24, cnp24, small24, atm24 = state.hours.window(ts, values, store)
+    # Mean and standard deviation per window (every count is at least 1: this authorization).
+    m1 = s1 / c1
+    v = q1 / c1 - m1 * m1
+    d1 = _sqrt(v) if v > 1e-12 else 0.0
+    m24 = s24 / c24
+    v = q24 / c24 - m24 * m24
+    d24 = _sqrt(v) if v > 1e-12 else 0.0
+    m7 = s7 / c7
+    v = q7 / c7 - m7 * m7
+    d7 = _sqrt(v) if v > 1e-12 else 0.0
+    m30 = s30 / c30
+    v = q30 / c30 - m30 * m30
+    d30 = _sqrt(v) if v > 1e-12 else 0.0
+
+    # The first use of a channel in 30 days, and how many channels in 24 hours (this one included).
+    seen = state.channel_seen
+    ch = _CHANNEL_INDEX.get(auth.channel or "pos", 0)
+    first_channel = 1.0 if seen[ch] < minute - 30 * 24 * 60 else 0.0
+    channels = 1
+    for j, m in enumerate(seen):
+        if j != ch and minute - 1440 < m <= minute:
+            channels += 1
+    if store and seen[ch] < minute:
+        seen[ch] = minute
 
     # This authorization's merchant and country count even when the card used them again later.
     merchant = _crc32(auth.merchant_id.encode())
@@ -244,12 +299,17 @@ def card_features(
         own = find_key(state.merchants, _U32(merchant))
         new = own < 0
         merchants = _distinct_24h(state.merchant_seen, own, minute)
+    first_country = False
     if auth.country:
         country = _crc32(auth.country.encode())
         if store:
-            countries = _remember(state.countries, state.country_seen, country, minute, RECENT_COUNTRIES)[1]
+            first_country, countries = _remember(state.countries, state.country_seen, country, minute, RECENT_COUNTRIES)
         else:
-            countries = _distinct_24h(state.country_seen, find_key(state.countries, _U32(country)), minute)
+            own = find_key(state.countries, _U32(country))
+            first_country = own < 0 or state.country_seen[own] < minute - 30 * 24 * 60
+            countries = _distinct_24h(state.country_seen, own, minute)
+        # A card's very first authorization is new everywhere: that says nothing of a new country.
+        first_country = first_country and clock != NO_TIME
     else:
         countries = 0
         for m in state.country_seen:
@@ -277,5 +337,15 @@ def card_features(
         # The calendar_features arithmetic, inline.
         "is_night": 1.0 if (local // HOUR_MS) % 24 <= 6 else 0.0,
         "is_weekend": 1.0 if (local // DAY_MS + 3) % 7 >= 5 else 0.0,
+        "is_card_not_present": 1.0 if cnp else 0.0,
+        "is_atm": atm,
+        "card_first_country": 1.0 if first_country else 0.0,
+        "card_first_channel": first_channel if clock != NO_TIME else 0.0,
+        "card_distinct_channels_24h": float(channels),
+        "card_small_count_24h": small24,
+        "card_atm_count_24h": atm24,
+        # Today against the card's own 30-day pace: 1 when today is a usual day, up to 30 for a burst.
+        "card_count_vs_30d": 30.0 * c24 / c30,
+        "card_spend_vs_30d": 30.0 * s24 / s30,
         "late": 1.0 if late else 0.0,
     }

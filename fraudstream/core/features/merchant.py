@@ -117,6 +117,9 @@ def merchant_features(state: MerchantState, auth: Authorization, grace_ms: int =
         "merchant_count_7d": c7, "merchant_amount_mean_7d": s7 / c7, "merchant_fraud_rate_7d": (0.0 if 0.0 > f7 else f7) / c7,
         "merchant_count_30d": c30, "merchant_amount_mean_30d": s30 / c30, "merchant_fraud_rate_30d": (0.0 if 0.0 > f30 else f30) / c30,
         "merchant_cpp_share": cpp,
+        # Against what came before this authorization (1 with no history).
+        "merchant_amount_ratio_30d": auth.amount * (c30 - 1.0) / (s30 - auth.amount) if c30 > 1.0 and s30 > auth.amount else 1.0,
+        "merchant_count_vs_30d": 30.0 * c1 / c30,
     }
 
 

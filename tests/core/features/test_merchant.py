@@ -226,6 +226,13 @@ class ReferenceMerchant:
             out["merchant_count_" + name] = float(len(amounts))
             out["merchant_amount_mean_" + name] = sum(amounts) / len(amounts)
             out["merchant_fraud_rate_" + name] = max(fraud, 0) / len(amounts)
+            if name == "30d":
+                before = [amt for ts, amt in self.events if inside(ts)]
+                if stored:
+                    before.remove(a.amount)  # what came before this authorization
+                mean = sum(before) / len(before) if before else 0.0
+                out["merchant_amount_ratio_30d"] = a.amount / mean if before and mean > 0 else 1.0
+        out["merchant_count_vs_30d"] = 30 * out["merchant_count_1d"] / out["merchant_count_30d"]
         since = a.ts // MIN - 30 * 1440
         recent = [c for c, m in self.seen.items() if m > since]
         out["merchant_cpp_share"] = sum(self.flags[c] for c in recent) / len(recent) if recent else 0.0
