@@ -155,8 +155,8 @@ def test_evaluate_days_and_table() -> None:
     assert [r.day for r in report.days] == [DAY1]
     table = report.format_table()
     assert "2018-08-09" in table and "2018-08-08" not in table
-    assert table.splitlines()[0].split() == ["day", "tx", "fraud", "cards*", "AUC", "AP", "CP@2"]
-    assert table.splitlines()[-2].split() == ["all", "2", "1", "1", "1.000", "1.000", "0.500"]
+    assert table.splitlines()[0].split() == ["day", "tx", "fraud", "cards*", "AUC", "AP", "CP@2", "CR@2"]
+    assert table.splitlines()[-2].split() == ["all", "2", "1", "1", "1.000", "1.000", "0.500", "1.000"]
     assert report.cp_ceiling == 0.5
 
 
