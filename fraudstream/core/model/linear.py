@@ -1,0 +1,89 @@
+"""A river logistic pipeline that scores without river's per-call machinery.
+
+river's ``Pipeline.predict_proba_one`` builds three dicts per call (the squashed features, the scaled ones, the
+probabilities) and walks the weights' ``VectorDict``: about 25 µs, a third of what an authorization costs. The
+model changes only when it learns, a few percent of authorizations, so :class:`FastLogistic` folds the scaler into
+the weights once per change (``a = w / sd``) and scores with one loop over the features: the same function,
+summed in another order, so equal to river's to far better than 1e-9. Learning is river's, untouched: river stays
+the learner, and the pipeline inside is what checkpoints hold.
+
+>>> from river import compose, linear_model, optim, preprocessing
+>>> from fraudstream.core.model.squash import squash
+>>> model = FastLogistic(compose.Pipeline(compose.FuncTransformer(squash), preprocessing.StandardScaler(),
+...                                        linear_model.LogisticRegression(optimizer=optim.SGD(0.05))))
+>>> for i in range(50):
+...     model.learn_one({"amount": 900.0 if i % 2 else 10.0, "is_night": float(i % 3 == 0)}, bool(i % 2))
+>>> x = {"amount": 700.0, "is_night": 1.0}
+>>> abs(model.proba_one(x) - model.pipeline.predict_proba_one(x)[True]) < 1e-12
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from river import compose
+
+from fraudstream.core.model.squash import is_log_scaled
+
+__all__ = ["FastLogistic"]
+
+
+class FastLogistic:
+    """``FuncTransformer(squash) | StandardScaler | LogisticRegression``, scored from folded weights."""
+
+    __slots__ = ("pipeline", "_terms", "_intercept", "_stale")
+
+    def __init__(self, pipeline: compose.Pipeline) -> None:
+        self.pipeline = pipeline
+        self._terms: dict[str, tuple[float, float, bool]] = {}  # feature -> (w / sd, mean, log-scaled)
+        self._intercept = 0.0
+        self._stale = True
+
+    def learn_one(self, x: dict[str, Any], y: bool, w: float = 1.0) -> None:
+        self.pipeline.learn_one(x, y, w=w)
+        self._stale = True
+
+    def _fold(self) -> None:
+        _, scaler, regression = self.pipeline.steps.values()
+        weights, means, variances = regression.weights, scaler.means, scaler.vars
+        terms = {}
+        for name, w in weights.items():
+            v = variances.get(name, 0.0)
+            # The scaler maps a feature of no variance to 0.0: it adds nothing, as a zero coefficient does.
+            terms[name] = (w / v**0.5 if v else 0.0, means.get(name, 0.0), is_log_scaled(name))
+        self._terms = terms
+        self._intercept = regression.intercept
+        self._stale = False
+
+    def proba_one(self, x: dict[str, Any]) -> float:
+        """P(fraud): river's ``predict_proba_one(x)[True]`` for this pipeline."""
+        if self._stale:
+            self._fold()
+        z = self._intercept
+        terms, log1p = self._terms, math.log1p
+        for name, value in x.items():
+            term = terms.get(name)
+            if term is None or value is None:
+                continue  # never learned (weight 0), or absent: squash drops it
+            a, mean, log_scaled = term
+            if log_scaled and value > 0:
+                value = log1p(value)
+            z += a * (value - mean)
+        # river's sigmoid, clamps included.
+        if z < -30:
+            return 0.0
+        if z > 30:
+            return 1.0
+        return 1 / (1 + math.exp(-z))
+
+    def predict_proba_one(self, x: dict[str, Any]) -> dict[bool, float]:
+        p = self.proba_one(x)
+        return {False: 1.0 - p, True: p}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"pipeline": self.pipeline}  # the folded weights are derived: a checkpoint holds what learned
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["pipeline"])  # type: ignore[misc]
