@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -47,3 +48,31 @@ def test_backtest_says_what_is_wrong_with_its_input(tmp_path: Path, capsys) -> N
     empty.write_text("not json\n")
     assert main(["backtest", str(empty), str(empty)]) == 2
     assert "no valid authorization" in capsys.readouterr().err
+
+
+def test_backtest_saves_its_model_as_a_workers_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
+    from fraudstream.backtest import Backtest, read_jsonl
+    from fraudstream.config import Settings
+    from fraudstream.core.model.online import OnlineModel
+    from fraudstream.stream.learning import Checkpoint
+
+    monkeypatch.delenv("FRAUDSTREAM_CONFIG", raising=False)
+    events, labels = recorded(tmp_path)
+    assert main(["backtest", str(events), str(labels), "--save-model", str(tmp_path)]) == 2  # refused before the replay
+    assert "is a directory" in capsys.readouterr().err
+    saved = tmp_path / "models" / "history.model"
+    assert main(["backtest", str(events), str(labels), "--save-model", str(saved)]) == 0
+    out = capsys.readouterr().out
+    version = re.search(r"; model (\S+)\n", out).group(1)  # type: ignore[union-attr]
+    assert f"model {version} saved to {saved}" in out
+    model, offset, _ = Checkpoint.unpack(saved.read_bytes())  # as a worker restores its state dir's checkpoint
+    assert isinstance(model, OnlineModel) and model.version == version and version != f"{model.name}-0"
+    assert (offset, Checkpoint.header(saved.read_bytes()).generation) == (0, 0)
+    # The backtest's own model: the same version, the same scores.
+    backtest = Backtest(Settings.load())
+    backtest.run(read_jsonl(events, "events")[0], read_jsonl(labels, "labels")[0])
+    assert backtest.scorer.model.version == version
+    usual = {name: mean.get() for name, mean in model.baseline.items()}
+    for factor in (0.5, 1.0, 4.0):
+        x = {name: value * factor for name, value in usual.items()}
+        assert model.score(x) == backtest.scorer.model.score(x)
