@@ -94,9 +94,25 @@ def _simulator(args: argparse.Namespace) -> Any:
                              start=args.start, seed=args.seed)
 
 
+#: Sizes of the named scenarios when --days and --start are not given (the Handbook keeps its own: 183, 2018-04-01).
+SCENARIO_DAYS, SCENARIO_START = 60, "2026-01-05"
+
+
+def _scenario_help() -> str:
+    from fraudstream.simulate.scenarios import SCENARIOS
+
+    listed = "; ".join(f"{name}: {text}" for name, text in SCENARIOS.items())
+    return (f"what to simulate (default handbook). {listed}. Scenarios other than handbook take --customers as cards "
+            f"and default to --days {SCENARIO_DAYS} --start {SCENARIO_START}; --terminals is the Handbook's only")
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.scenario != "handbook":
+        return _simulate_scenario(args)
     from fraudstream.simulate import LabelDelays, produce, write_jsonl
 
+    args.days = 183 if args.days is None else args.days
+    args.start = "2018-04-01" if args.start is None else args.start
     sim = _simulator(args)
     delays = LabelDelays(seed=args.seed)
     if args.jsonl:
@@ -109,6 +125,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     counts = produce(s, sim, delays, rate_factor=args.rate, investigator_k=args.investigate, max_events=args.max_events,
                      shift_to_now=args.shift_to_now)
     print(f"produced {counts.events} authorizations, {counts.labels} labels, {counts.dispositions} analyst dispositions")
+    return 0 if not counts.delivery_errors else 1
+
+
+def _simulate_scenario(args: argparse.Namespace) -> int:
+    from fraudstream.simulate import make_scenario, produce
+
+    days = SCENARIO_DAYS if args.days is None else args.days
+    if args.customers <= 0 or days <= 0:
+        raise UsageError("--customers and --days must be positive")
+    data = make_scenario(args.scenario, cards=args.customers, days=days, seed=args.seed,
+                         start=SCENARIO_START if args.start is None else args.start)
+    fraud = sum(data.is_fraud)
+    summary = f"{args.scenario}: {len(data.events)} authorizations ({fraud} fraudulent) and {len(data.labels)} labels"
+    if args.jsonl:
+        data.write_jsonl(args.jsonl)
+        print(f"wrote {summary} to {args.jsonl}/ (events.jsonl, labels.jsonl, truth.jsonl)")
+        return 0
+    s = _need_cluster(_settings(args))
+    counts = produce(s, data, rate_factor=args.rate, investigator_k=args.investigate, max_events=args.max_events,
+                     shift_to_now=args.shift_to_now)
+    print(f"{summary}; produced {counts.events} authorizations, {counts.labels} labels, "
+          f"{counts.dispositions} analyst dispositions")
     return 0 if not counts.delivery_errors else 1
 
 
@@ -183,9 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loglevel", default="info", choices=["debug", "info", "warn", "error"])
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("simulate", help="the Handbook transaction simulator, to Kafka or JSONL files")
+    p = sub.add_parser("simulate", help="the Handbook simulator or a named fraud scenario, to Kafka or JSONL files")
     _sim_args(p)
-    p.add_argument("--jsonl", metavar="DIR", help="write DIR/events.jsonl and DIR/labels.jsonl instead of Kafka")
+    p.set_defaults(days=None, start=None)  # each scenario has its own; cmd_simulate fills them in
+    from fraudstream.simulate.scenarios import SCENARIOS
+
+    p.add_argument("--scenario", default="handbook", choices=list(SCENARIOS), metavar="NAME", help=_scenario_help())
+    p.add_argument("--jsonl", metavar="DIR", help="write DIR/events.jsonl and DIR/labels.jsonl (scenarios: and truth.jsonl) instead of Kafka")
     p.add_argument("--rate", type=float, default=None, help="real-time factor (3600 = a simulated hour a second); default: as fast as possible")
     p.add_argument("--investigate", type=int, default=None, metavar="K", help="answer alerts for K cards a day, as analysts")
     p.add_argument("--max-events", type=int, default=None)

@@ -2,6 +2,9 @@
 
 Labels are interleaved with the authorizations by event time: a label goes out once the authorization stream has
 passed its ``ts``, so a consumer never sees a label before it could have been known.
+
+:func:`produce` sends the Handbook simulator (with a :class:`LabelDelays`) or any made :class:`Traffic`, such as a
+scenario of :mod:`fraudstream.simulate.scenarios`, which carries its own labels.
 """
 
 from __future__ import annotations
@@ -9,23 +12,37 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fraudstream.config import Settings
 from fraudstream.contracts import decode, encode
 from fraudstream.simulate.handbook import HandbookSimulator, to_epoch_ms
 from fraudstream.simulate.labels import Investigator, LabelDelays
 
-__all__ = ["ProduceCounts", "produce", "time_offset_ms", "write_jsonl"]
+__all__ = ["ProduceCounts", "Traffic", "produce", "time_offset_ms", "write_jsonl"]
 
 log = logging.getLogger(__name__)
 
 #: Messages between two ``poll(0)`` calls, which serve delivery callbacks.
 POLL_EVERY = 1000
 STOP_CHECK_EVERY = 256
+
+
+class Traffic(Protocol):
+    """Made traffic with its truth: what :func:`produce` needs of anything but the Handbook simulator.
+
+    ``events`` are ``fraud.authorizations`` records in ``ts`` order with ``tx_id``s that sort in that order too;
+    ``labels`` are ``fraud.labels`` records by ``ts``; ``is_fraud`` is the truth per event (for the investigator);
+    ``start_ms`` is day 0 (for ``start``).
+    """
+
+    events: list[dict[str, Any]]
+    labels: list[dict[str, Any]]
+    is_fraud: list[bool]
+    start_ms: int
 
 
 @dataclass(slots=True)
@@ -78,26 +95,62 @@ def _write_lines(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
 
 
 def time_offset_ms(
-    simulator: HandbookSimulator, start: str | int | None = None, shift_to_now: bool = False, now_ms: int | None = None
+    simulator: HandbookSimulator | Traffic, start: str | int | None = None, shift_to_now: bool = False, now_ms: int | None = None
 ) -> int:
     """The constant added to every ``ts``: to move day 0 to ``start``, or the first event to the wall clock."""
     if start is not None and shift_to_now:
         raise ValueError("give either start or shift_to_now, not both")
     if shift_to_now:
-        txs = simulator.transactions()
-        if not len(txs):
+        first = _first_ts(simulator)
+        if first is None:
             return 0
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        return now - int(txs.ts[0])
+        return now - first
     if start is not None:
         return to_epoch_ms(start) - simulator.start_ms
     return 0
 
 
+def _first_ts(simulator: HandbookSimulator | Traffic) -> int | None:
+    if isinstance(simulator, HandbookSimulator):
+        txs = simulator.transactions()
+        return int(txs.ts[0]) if len(txs) else None
+    return simulator.events[0]["ts"] if simulator.events else None
+
+
+@dataclass(slots=True)
+class _Source:
+    """What produce() sends, whatever made it: events in ts order, labels by ts, and the truth for the investigator."""
+
+    events: Callable[[], Iterator[dict[str, Any]]]
+    labels: list[dict[str, Any]]
+    truth: Callable[[], tuple[Mapping[str, bool], Mapping[str, str]]]
+
+
+def _source(simulator: HandbookSimulator | Traffic, delays: LabelDelays | None) -> _Source:
+    if isinstance(simulator, HandbookSimulator):
+        if delays is None:
+            raise TypeError("the Handbook simulator needs LabelDelays for its labels")
+        sim = simulator
+        txs = sim.transactions()
+        return _Source(lambda: (a.as_event() for a in sim.iter_authorizations()), delays.labels(sim),
+                       lambda: (txs.fraud_lookup(), txs.card_lookup()))
+    if delays is not None:
+        raise ValueError("this traffic carries its own labels: give no LabelDelays")
+    traffic = simulator
+
+    def truth() -> tuple[Mapping[str, bool], Mapping[str, str]]:
+        tx_ids = [e["tx_id"] for e in traffic.events]
+        return dict(zip(tx_ids, traffic.is_fraud, strict=True)), {e["tx_id"]: e["card_id"] for e in traffic.events}
+
+    # Copies: the offset is added to what is sent, never to the caller's records.
+    return _Source(lambda: (dict(e) for e in traffic.events), list(traffic.labels), truth)
+
+
 def produce(
     settings: Settings,
-    simulator: HandbookSimulator,
-    delays: LabelDelays,
+    simulator: HandbookSimulator | Traffic,
+    delays: LabelDelays | None = None,
     rate_factor: float | None = None,
     investigator_k: int | None = None,
     max_events: int | None = None,
@@ -115,6 +168,9 @@ def produce(
 ) -> ProduceCounts:
     """Produce authorizations and labels (both keyed by card_id) to the topics named in ``settings``.
 
+    ``simulator`` is the Handbook simulator, whose labels ``delays`` makes, or made :class:`Traffic` (a scenario),
+    which brings its own labels (``delays`` None).
+
     ``rate_factor`` paces event time against the wall clock (3600: a simulated hour per second); ``None`` sends as
     fast as the broker takes it. ``start`` moves day 0 to another date; ``shift_to_now`` moves the first event to
     the wall clock. With ``shift_to_now`` and a ``rate_factor`` above 1, event time runs ahead of the wall clock by
@@ -129,6 +185,7 @@ def produce(
     from confluent_kafka import Producer
 
     conf = settings.kafka_client_config()
+    source = _source(simulator, delays)
     counts = ProduceCounts(offset_ms=time_offset_ms(simulator, start, shift_to_now))
     offset = counts.offset_ms
 
@@ -141,37 +198,38 @@ def produce(
     halt = threading.Event()
     investigator_thread: _InvestigatorLoop | None = None
     if investigator_k is not None:
-        investigator = Investigator.from_transactions(
-            simulator, cards_per_day=investigator_k, delay_hours=investigator_delay_hours, seed=investigator_seed
+        is_fraud, card_of = source.truth()
+        investigator = Investigator(
+            is_fraud, card_of, cards_per_day=investigator_k, delay_hours=investigator_delay_hours, seed=investigator_seed
         )
         group = investigator_group or f"{settings.app_id}-sim-investigator"
         investigator_thread = _InvestigatorLoop(conf, group, settings, investigator, halt)
         investigator_thread.start()
 
-    labels = with_reissues(delays.labels(simulator), reissue_after_days)
+    labels = with_reissues(source.labels, reissue_after_days)
     pace = _Pacer(rate_factor, stop)
     stopped = False
     last_tx_id: str | None = None
     last_ts: int | None = None
     li = 0
     try:
-        for i, auth in enumerate(simulator.iter_authorizations()):
+        for i, event in enumerate(source.events()):
             if max_events is not None and i >= max_events:
                 break
             if stop is not None and i % STOP_CHECK_EVERY == 0 and stop.is_set():
                 stopped = True
                 break
+            ts = event["ts"]
             # A label is known once the event stream is past its ts.
-            while li < len(labels) and labels[li]["ts"] < auth.ts:
+            while li < len(labels) and labels[li]["ts"] < ts:
                 _send_label_or_reissue(send, settings, labels[li], offset, counts)
                 li += 1
-            event = auth.as_event()
-            event["ts"] += offset
+            event["ts"] = ts + offset
             pace.wait(event["ts"], producer)
-            producer_key = auth.card_id.encode()
+            producer_key = event["card_id"].encode()
             _produce(producer, settings.topic_authorizations, producer_key, encode(event))
             counts.events += 1
-            last_tx_id, last_ts = auth.tx_id, auth.ts
+            last_tx_id, last_ts = event["tx_id"], ts
             if counts.events % POLL_EVERY == 0:
                 producer.poll(0)
         if drain_labels and not stopped and last_ts is not None:
