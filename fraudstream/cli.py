@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fraudstream.broker import BrokerError
@@ -164,6 +165,32 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return run_backtest_cli(_settings(args), args)
 
 
+# --- model checkpoints ---------------------------------------------------------------
+def cmd_model(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from fraudstream.stream.learning import publish_checkpoint
+
+    s = _need_cluster(_settings(args))
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
+    try:
+        model, header = publish_checkpoint(s, raw)
+    except (KafkaException, LookupError, TimeoutError) as exc:
+        raise UsageError(str(exc)) from exc
+    except Exception as exc:  # not a checkpoint: what a worker could not load either
+        raise UsageError(f"{args.file} is not a model checkpoint (fraudstream backtest --save-model FILE writes one): {exc}") from exc
+    print(f"published model {model.version} from {args.file} to {s.topic_models}: generation {header.generation}, "
+          f"training offset {header.offset} (the end of {s.topic_training} now)")
+    if (model.name, model.streams) != (s.model, s.label_streams):
+        print(f"note: the model is {model.name} with {model.streams} label streams; FRAUDSTREAM_MODEL and "
+              f"FRAUDSTREAM_LABEL_STREAMS say {s.model}, {s.label_streams}. Workers use the checkpoint's.", file=sys.stderr)
+    print("every worker starts from it; running workers switch to it within a second")
+    return 0
+
+
 # --- operator tools ----------------------------------------------------------------
 def cmd_rules(args: argparse.Namespace) -> int:
     from fraudstream.operators import rules_command
@@ -248,7 +275,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--investigate", type=int, default=None, metavar="K")
     p.add_argument("--scores-out", metavar="FILE")
     p.add_argument("--k", type=int, default=100, help="k of card precision@k")
+    p.add_argument("--save-model", metavar="FILE",
+                   help="write the model as learned at the end of the replay, as a worker's checkpoint (see `model publish`)")
     p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("model", help="model checkpoints: publish one for every worker to start from")
+    model_sub = p.add_subparsers(dest="action", required=True)
+    pm = model_sub.add_parser(
+        "publish", help="publish a checkpoint (backtest --save-model FILE) to the models topic",
+        description="Publish a model checkpoint (written by `fraudstream backtest --save-model FILE`, or a worker's "
+                    "STATE_DIR/APP_ID.model) to the models topic. It becomes a new generation of the model: workers "
+                    "that start or restart begin from it, running workers switch to it within a second, and no older "
+                    "worker's checkpoint replaces it. Its training offset is set to the current end of the training "
+                    "examples topic, so workers learn on it only the examples that come after.")
+    pm.add_argument("file", help="the checkpoint file")
+    p.set_defaults(func=cmd_model)
 
     p = sub.add_parser("rules", help="countermeasure rules: list, apply FILE, delete RULE_ID, stats")
     p.add_argument("action", choices=["list", "apply", "stats", "delete"])

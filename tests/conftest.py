@@ -31,7 +31,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 def isolated_settings(broker: EmbeddedBroker, tmp_path: Path, partitions: int = 3, **overrides: object) -> Settings:
     """Settings whose topics, group and state belong to one test only; short timeouts for the embedded broker."""
-    defaults = {"session_timeout_s": 6.0, "batch_window_s": 0.02, "checkpoint_interval_s": 2.0}
+    # No provisional learning from the passing of event time (the feedback delay at the maturity period): the tests
+    # compare a worker's scores with a replay's, and which batch a worker learns a provisional example in depends on
+    # its batching. Tests of learning send labels, or set a delay of their own.
+    defaults = {"session_timeout_s": 6.0, "batch_window_s": 0.02, "checkpoint_interval_s": 2.0, "feedback_delay_days": 61.0}
     return _isolated(broker.url, tmp_path / "state", partitions=partitions, **{**defaults, **overrides})
 
 
