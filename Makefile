@@ -38,7 +38,7 @@ bench: install
 	$(BIN)/python -m fraudstream.bench
 
 evaluate: install
-	$(BIN)/python -m fraudstream.evaluation.handbook
+	$(BIN)/python -m fraudstream.evaluation.compare
 
 soak: install
 	$(BIN)/python -m fraudstream.soak

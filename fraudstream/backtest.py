@@ -54,6 +54,7 @@ class BacktestResult:
     ts: list[int] = field(default_factory=list)
     score: list[float] = field(default_factory=list)
     tx_id: list[str] = field(default_factory=list)
+    amount: list[float] = field(default_factory=list)
     alerts: int = 0
     dispositions: int = 0
     seconds: float = 0.0
@@ -107,6 +108,7 @@ class Backtest:
             out.ts.append(auth.ts)
             out.score.append(scored.score)
             out.tx_id.append(auth.tx_id)
+            out.amount.append(auth.amount)
             if scored.decision.action in ("alert", "block"):
                 out.alerts += 1
                 if self.investigate and scored.decision.action == "alert":

@@ -127,7 +127,7 @@ class Settings:
         "FEEDBACK_DELAY_DAYS",
         "An authorization with no fraud label this long after it is learned as legitimate, provisionally; a later "
         "fraud label (a chargeback) corrects it. At most the maturity period.",
-        7.0,
+        2.0,
     )
     label_streams: str = _env(
         "LABEL_STREAMS", "`separate`: one model for analyst feedback, one for delayed labels, averaged; `pooled`: one model.", "separate"
@@ -138,7 +138,7 @@ class Settings:
         0.2,
     )
     legit_sample_rate: float = _env(
-        "LEGIT_SAMPLE_RATE", "Share of legitimate examples learned, chosen by a hash of tx_id (fraud is always learned).", 0.3
+        "LEGIT_SAMPLE_RATE", "Share of legitimate examples learned, chosen by a hash of tx_id (fraud is always learned).", 0.05
     )
     checkpoint_interval_s: float = _env("CHECKPOINT_INTERVAL_S", "Seconds between model checkpoints.", 30.0)
 

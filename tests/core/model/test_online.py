@@ -36,7 +36,7 @@ def example(rng: random.Random, i: int, fraud: bool, source: str = "customer_rep
     return TrainingExample(f"t{i}", x, fraud, 1.0, source, 1_700_000_000_000 + i)
 
 
-def trained(streams: str = "pooled", n: int = 300, seed: int = 1, source: str = "customer_report") -> OnlineModel:
+def trained(streams: str = "pooled", n: int = 1500, seed: int = 1, source: str = "customer_report") -> OnlineModel:
     rng = random.Random(seed)
     m = OnlineModel("logistic", streams, min_per_class=5)
     for i in range(n):

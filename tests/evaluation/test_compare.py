@@ -1,0 +1,37 @@
+"""make evaluate's runner, on a stream small enough for a test: every learner and figure is there, and honest."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from fraudstream.config import Settings
+from fraudstream.evaluation.compare import compare_scenario, main
+from fraudstream.simulate.scenarios import make_scenario
+
+
+def test_one_scenario_compares_fraudstream_the_reference_and_the_batch_baselines(tmp_path: Path) -> None:
+    data = make_scenario("card-testing", cards=400, days=24, seed=3)
+    result = compare_scenario(data, Settings.load(env={}), str(tmp_path), k=5)
+    assert [r.learner for r in result.whole] == ["fraudstream", "reference learner (plain river LR)"]
+    learners = [r.learner for r in result.week]
+    assert learners[:2] == ["fraudstream", "reference learner (plain river LR)"]
+    assert any(name.startswith("batch baseline: random forest") for name in learners)
+    assert len(result.week_days) == 7 and result.authorizations == len(data.events)
+    for row in result.whole:
+        assert 0.5 < row.auc <= 1.0 and 0.0 < row.ap <= 1.0 and row.per_second > 0, row
+        assert 0.0 <= row.card_recall <= 1.0 and 0.0 <= row.prevented_share <= 1.0, row
+        assert not math.isnan(row.median_hours_to_detection), row
+    table = result.table()
+    assert "whole stream" in table and "test week" in table and "CR@5" in table
+    assert (tmp_path / "events.jsonl").exists() and (tmp_path / "labels.jsonl").exists()
+
+
+def test_an_unknown_scenario_is_refused_with_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--scenarios", "card-testing,nope", "--no-handbook"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown scenario(s) nope" in err and "merchant-breach" in err
