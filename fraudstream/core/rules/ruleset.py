@@ -300,6 +300,11 @@ class RuleSet:
         return RuleOutcome(tuple(alerts), delta, tuple(shadows), tuple(active))
 
     @property
+    def live(self) -> bool:
+        """Whether any rule is evaluated (not ``off``): with none, an authorization's fields need not be gathered."""
+        return bool(self._live)
+
+    @property
     def ids(self) -> tuple[str, ...]:
         return tuple(rule.id for rule in self.rules)
 
