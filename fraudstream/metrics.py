@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics", "LATENCY_BUCKETS"]
+__all__ = ["Metrics", "LATENCY_BUCKETS", "DETECTION_BUCKETS", "FOUND"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _DELAY_BUCKETS = tuple(h * 3600.0 for h in (0.5, 1, 3, 6, 12, 24, 48, 96, 168, 336, 720, 1440))
 _SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
+#: Time to detection: 0 (the first fraud itself alerted or blocked), minutes, hours, days, up to 30 days.
+DETECTION_BUCKETS = (0.0, 60.0, 300.0, 900.0, 1800.0, *(h * 3600.0 for h in (1, 2, 4, 8, 12, 24, 48, 96, 168, 336, 720)))
+#: How a card confirmed compromised was found first (fraudstream.core.scorer.LabelOutcome.found).
+FOUND = ("model", "label", "missed")
 
 
 class Metrics:
@@ -37,6 +41,19 @@ class Metrics:
         self.score = Histogram("fraudstream_score", "Model scores of authorizations.", buckets=_SCORE_BUCKETS, registry=r)
         self.labels = Counter("fraudstream_labels", "Labels received, by source and what became of them.", ["source", "status"], registry=r)
         self.label_delay = Histogram("fraudstream_label_delay_seconds", "Authorization ts to label ts.", ["source"], buckets=_DELAY_BUCKETS, registry=r)
+        # A fraud center director's figures, counted when a fraud label arrives, in event time (README, Observability).
+        self.compromised_cards = Counter("fraudstream_compromised_cards", "Cards confirmed compromised, each once, when "
+                                         "its first fraud label arrives, by what had found it by then: model (alerted "
+                                         "from its first confirmed fraud to the label), label (blocked by an earlier "
+                                         "label), missed (neither).", ["found"], registry=r)
+        self.detection_delay = Histogram("fraudstream_detection_delay_seconds", "Time to detection of the cards counted "
+                                         "found by the model or a label: their first confirmed fraudulent "
+                                         "authorization's ts to their first alert or block (event time).",
+                                         buckets=DETECTION_BUCKETS, registry=r)
+        self.fraud_amount = Counter("fraudstream_fraud_amount", "Amounts of authorizations confirmed fraudulent, in "
+                                    "each authorization's own currency units (summed as they are), when the label "
+                                    "arrives: prevented when the card had been alerted or blocked at or before the "
+                                    "authorization since its first confirmed fraud, else missed.", ["outcome"], registry=r)
         self.model_examples = Gauge("fraudstream_model_examples_learned", "Training examples the model has learned (its version).", registry=r)
         self.model_learned = Counter("fraudstream_model_learn", "Training examples applied by this worker, by label stream.", ["stream"], registry=r)
         self.checkpoint_ts = Gauge("fraudstream_model_last_checkpoint_timestamp_seconds", "Unix time of the last model checkpoint.", registry=r)
@@ -64,3 +81,7 @@ class Metrics:
         self.broker_errors = Counter("fraudstream_broker_errors", "Errors talking to the broker (a stall shows here).", ["kind"], registry=r)
         self.last_event_ts = Gauge("fraudstream_last_authorization_timestamp_seconds", "Event time of the newest authorization scored.", registry=r)
         self.budget.set(0)
+        for found in FOUND:  # every series from the start: shares over a day need their zeros
+            self.compromised_cards.labels(found)
+        for outcome in ("prevented", "missed"):
+            self.fraud_amount.labels(outcome)

@@ -341,10 +341,59 @@ def fraud() -> dict[str, Any]:
             (f"histogram_quantile(0.9, sum by (source, le) (rate(fraudstream_label_delay_seconds_bucket{{{SEL}}}[1h])))",
              "p90 {{source}}"),
         ], "s", "Authorization time to label time, over the last hour of labels.", fill=0),
+        *detection(),
     ]
     return dashboard("fraudstream-fraud", "Fraudstream / Fraud",
-                     "What the pipeline decides: alerts against the review budget, scores, rules, labels.", p,
-                     time_from="now-24h")
+                     "What the pipeline decides: alerts against the review budget, scores, rules, labels, and what "
+                     "it found of the confirmed fraud.", p, time_from="now-24h")
+
+
+def detection() -> list[Panel]:
+    """A fraud center director's figures, per day: counted when a fraud label arrives, in event time (README)."""
+    job = '{job="fraudstream"}'
+    found_share = f"fraudstream:compromised_cards_found_by_model:ratio1d{job}"
+    prevented_share = f"fraudstream:fraud_amount_prevented:ratio1d{job}"
+    cards = "Cards are counted once, when the first label confirming their fraud arrives (chargeback, analyst or " \
+            "customer report), from what the worker knew then."
+    return [
+        row("Detection of confirmed fraud (last 24 hours)"),
+        stat("Cards found by the model", found_share, "percentunit",
+             description="Of the cards confirmed compromised in the last 24 hours, the share the model had alerted "
+                         "(from their first confirmed fraudulent authorization to the label) before the label came: "
+                         "the live counterpart of card recall@k. " + cards,
+             steps=thresholds((None, "red"), (0.25, "yellow"), (0.5, "green")), decimals=1),
+        stat("Median time to detection", f"fraudstream:detection_delay_seconds:p50_1d{job}", "s",
+             description="First confirmed fraudulent authorization of a card to its first alert or block, median "
+                         "over the cards found in the last 24 hours (the missed ones are counted apart). " + cards,
+             steps=thresholds((None, "green"), (3600, "yellow"), (86400, "red"))),
+        stat("p90 time to detection", f"fraudstream:detection_delay_seconds:p90_1d{job}", "s",
+             description="As the median, 90th percentile.",
+             steps=thresholds((None, "green"), (6 * 3600, "yellow"), (3 * 86400, "red"))),
+        stat("Fraud amount prevented", prevented_share, "percentunit",
+             description="Of the fraudulent amount confirmed in the last 24 hours, the share on authorizations at "
+                         "or after the card's first alert or block (the alerted or blocked one included). Amounts "
+                         "in each authorization's own currency, summed as they are.",
+             steps=thresholds((None, "red"), (0.25, "yellow"), (0.5, "green")), decimals=1),
+        stat("Compromised cards confirmed", f"sum(fraudstream:compromised_cards:increase1d{job})",
+             description="Cards confirmed compromised in the last 24 hours, all workers. " + cards, decimals=0),
+        stat("Compromised cards missed", f'sum(fraudstream:compromised_cards:increase1d{{job="fraudstream",found="missed"}})',
+             description="Of them, the cards neither alerted nor blocked from their first confirmed fraud to the "
+                         "label: found by the customer or the chargeback alone.",
+             steps=thresholds((None, "green"), (1, "yellow")), decimals=0),
+        timeseries("Compromised cards per day, by what found them", [
+            (f"fraudstream:compromised_cards:increase1d{job}", "{{found}}"),
+        ], "short", "Over the 24 hours before each point. model: alerted before the label; label: blocked by an "
+                    "earlier label; missed: neither. " + cards, w=8, stack=True),
+        timeseries("Time to detection per day", [
+            (f"fraudstream:detection_delay_seconds:p50_1d{job}", "median"),
+            (f"fraudstream:detection_delay_seconds:p90_1d{job}", "p90"),
+        ], "s", "Over the cards found in the 24 hours before each point: first confirmed fraud to first alert or "
+                "block.", w=8, fill=0),
+        timeseries("Found by the model and amount prevented per day", [
+            (found_share, "cards found by the model"),
+            (prevented_share, "fraud amount prevented"),
+        ], "percentunit", "Shares over the 24 hours before each point.", w=8, min_=0, max_=1, fill=0),
+    ]
 
 
 def model() -> dict[str, Any]:

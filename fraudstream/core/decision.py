@@ -112,7 +112,7 @@ class CardStanding:
     True
     """
 
-    __slots__ = ("clock", "compromised_since", "reissued_at", "open_alert_id", "open_alert_until")
+    __slots__ = ("clock", "compromised_since", "reissued_at", "open_alert_id", "open_alert_until", "fraud_from")
 
     def __init__(self) -> None:
         self.clock = NO_TIME  # newest event time seen, for eviction
@@ -120,6 +120,7 @@ class CardStanding:
         self.reissued_at = NO_TIME  # ... until the card was replaced (event time, so arrival order does not matter)
         self.open_alert_id: str | None = None
         self.open_alert_until = NO_TIME
+        self.fraud_from = NO_TIME  # ts of the first confirmed fraudulent authorization of the compromise counted
 
     @property
     def compromised(self) -> bool:
@@ -139,6 +140,25 @@ class CardStanding:
             return True
         return False
 
+    def note_fraud(self, ts: int) -> tuple[bool, int]:
+        """A fraudulent authorization at ``ts`` confirmed: whether it starts a compromise not counted yet (the card's
+        first, or the first after a reissue that came after the one counted), and the ts of the first confirmed fraud
+        of its compromise. Each compromise is counted once: ``fraud_from`` remembers its first fraud.
+
+        >>> s = CardStanding(); s.note_fraud(5_000), s.note_fraud(9_000), s.note_fraud(4_000), s.fraud_from
+        ((True, 5000), (False, 5000), (False, 4000), 4000)
+        >>> s.reissue(10_000); s.note_fraud(12_000), s.note_fraud(7_000)
+        ((True, 12000), (False, 7000))
+        """
+        first = self.fraud_from
+        if first == NO_TIME or first < self.reissued_at <= ts:
+            self.fraud_from = ts
+            return True, ts
+        if ts < self.reissued_at <= first:  # a fraud of the compromise before the reissue: counted with it, if ever
+            return False, ts
+        self.fraud_from = min(first, ts)  # an earlier fraud of the same compromise, confirmed later
+        return False, self.fraud_from
+
     def reissue(self, ts: int) -> None:
         self.reissued_at = max(self.reissued_at, ts)
         self.open_alert_id = None
@@ -146,13 +166,19 @@ class CardStanding:
 
     def to_bytes(self) -> bytes:
         head = _STANDING.pack(self.clock, self.compromised_since, self.reissued_at, self.open_alert_until)
-        return head + (self.open_alert_id or "").encode()
+        raw = head + (self.open_alert_id or "").encode()
+        # `fraud_from` only once set, after a NUL (an alert id, from a printable tx_id, has none): a standing of
+        # the earlier layout reads as one with nothing counted, and an uncounted standing has the earlier bytes.
+        return raw if self.fraud_from == NO_TIME else raw + b"\x00%d" % self.fraud_from
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CardStanding:
         s = cls()
         s.clock, s.compromised_since, s.reissued_at, s.open_alert_until = _STANDING.unpack_from(raw)
-        s.open_alert_id = raw[_STANDING.size :].decode() or None
+        alert_id, counted, fraud_from = raw[_STANDING.size :].partition(b"\x00")
+        s.open_alert_id = alert_id.decode() or None
+        if counted:
+            s.fraud_from = int(fraud_from)
         return s
 
 

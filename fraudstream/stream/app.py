@@ -821,6 +821,14 @@ class FraudApp:
             self.quality.add(outcome.score, outcome.alerted, is_fraud)
         if outcome.delay_ms is not None:
             m.label_delay.labels(source).observe(max(outcome.delay_ms, 0) / 1000.0)
+        if outcome.found is not None:
+            m.compromised_cards.labels(outcome.found).inc()
+            if outcome.detection_ms is not None:
+                m.detection_delay.observe(outcome.detection_ms / 1000.0)
+        if outcome.amount_prevented:
+            m.fraud_amount.labels("prevented").inc(outcome.amount_prevented)
+        if outcome.amount_missed:
+            m.fraud_amount.labels("missed").inc(outcome.amount_missed)
         for ex in outcome.examples:
             produce(s.topic_training, encode(ex.as_dict()))
         for upd in outcome.merchant_updates:

@@ -120,6 +120,9 @@ def test_recording_rule_names():
         "fraudstream:end_to_end_latency_seconds:p99_5m",
         "fraudstream:consumer_lag:sum",
         "fraudstream:alerts:rate5m",
+        "fraudstream:compromised_cards_found_by_model:ratio1d",
+        "fraudstream:detection_delay_seconds:p50_1d",
+        "fraudstream:fraud_amount_prevented:ratio1d",
     ):
         assert required in names
 

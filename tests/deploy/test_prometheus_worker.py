@@ -33,7 +33,7 @@ from deploy_support import PROM_DIR, PROMTOOL_MISSING, dashboard_files, grafana_
 from fraudstream.broker import EmbeddedBroker
 from fraudstream.contracts import encode
 from fraudstream.kafka.topics import create_topics
-from fraudstream.metrics import LATENCY_BUCKETS
+from fraudstream.metrics import FOUND, LATENCY_BUCKETS
 from fraudstream.simulate import HandbookSimulator, LabelDelays, ProduceCounts, produce
 from tests.conftest import WorkerProcess, isolated_settings
 from tests.conftest import produce as produce_raw
@@ -187,6 +187,7 @@ class Run:
     worker: WorkerProcess
     counts: ProduceCounts
     n: int
+    frauds: int  # fraudulent authorizations simulated
     exposition: str  # the worker's /metrics at the end
 
 
@@ -233,7 +234,7 @@ def run(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
         time.sleep(2)  # two more evaluations of every group
         exposition = worker.metrics()
         (tmp / "worker-metrics.txt").write_text(exposition, encoding="utf-8")  # kept for a failure's post-mortem
-        yield Run(prometheus, worker, counts, n, exposition)
+        yield Run(prometheus, worker, counts, n, int(sim.transactions().is_fraud.sum()), exposition)
     finally:
         if prometheus is not None:
             prometheus.stop()
@@ -262,6 +263,37 @@ def test_pipeline_counters_in_prometheus(run: Run):
     assert 0 <= p.value(f'fraudstream_rule_precision{{{JOB},rule="{SHADOW_RULE["id"]}"}}') <= 1
     assert p.value(f"fraudstream_alert_budget_per_day{{{JOB}}}") == ALERT_BUDGET
     assert p.value(f"fraudstream_model_examples_learned{{{JOB}}}") > 0
+
+
+def test_the_directors_figures_count_the_compromised_cards_the_labels_confirmed(run: Run):
+    p = run.prometheus
+    found = {f: p.value(f'fraudstream_compromised_cards_total{{{JOB},found="{f}"}}') for f in FOUND}
+    cards = sum(found.values())
+    # The investigator confirms cards the model alerted, customers report cards it did not: both on this run. Each
+    # card is counted at a fraudulent authorization newly confirmed, once per compromise.
+    assert found["model"] > 0 and found["missed"] > 0 and found["label"] >= 0, found
+    assert cards <= run.frauds, (found, run.frauds)
+    # A time to detection for each card found, none for the missed ones.
+    assert p.value(f"fraudstream_detection_delay_seconds_count{{{JOB}}}") == found["model"] + found["label"]
+    assert p.value(f"fraudstream_detection_delay_seconds_sum{{{JOB}}}") >= 0
+    amount = {o: p.value(f'fraudstream_fraud_amount_total{{{JOB},outcome="{o}"}}') for o in ("prevented", "missed")}
+    assert amount["prevented"] > 0 and amount["missed"] > 0, amount
+    # The day's shares the fraud dashboard shows: what the worker counted, all of it within the last day.
+    model_share = poll("the share of cards found by the model",
+                       lambda: p.value('fraudstream:compromised_cards_found_by_model:ratio1d{job="fraudstream"}'),
+                       timeout=10, ok=lambda v: v == pytest.approx(found["model"] / cards))
+    assert 0 < model_share < 1
+    prevented = poll("the share of the fraud amount prevented",
+                     lambda: p.value('fraudstream:fraud_amount_prevented:ratio1d{job="fraudstream"}'),
+                     timeout=10, ok=lambda v: v == pytest.approx(amount["prevented"] / sum(amount.values())))
+    assert 0 < prevented < 1
+    assert 0 <= p.value('fraudstream:detection_delay_seconds:p50_1d{job="fraudstream"}') <= \
+        p.value('fraudstream:detection_delay_seconds:p90_1d{job="fraudstream"}')
+    # Prometheus holds what the worker exposes.
+    exposed = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2]) for line in run.exposition.splitlines()
+               if line.startswith(("fraudstream_compromised_cards_total{", "fraudstream_fraud_amount_total{"))}
+    assert exposed['fraudstream_compromised_cards_total{found="model"}'] == found["model"]
+    assert exposed['fraudstream_fraud_amount_total{outcome="prevented"}'] == amount["prevented"]
 
 
 def test_prometheus_holds_what_the_worker_exposes(run: Run):
