@@ -98,6 +98,14 @@ class LabelOutcome:
     delay_ms: int | None = None
     score: float | None = None  # what the labelled authorization scored, for quality metrics
     alerted: bool = False
+    # What a fraud center's director asks, when a fraud is first confirmed (in event time; see `_count_fraud`):
+    #: a card newly confirmed compromised: found first by the "model" (an alert), a "label" (a block), or "missed"
+    found: str | None = None
+    #: its first confirmed fraudulent authorization to its first alert or block (None when missed)
+    detection_ms: int | None = None
+    #: the fraudulent amount newly confirmed, on a card alerted or blocked by then, and not
+    amount_prevented: float = 0.0
+    amount_missed: float = 0.0
 
 
 class FraudScorer:
@@ -186,7 +194,7 @@ class FraudScorer:
         self.counts["late"] += late
         standing = self.standings.get(auth.card_id)
         score = self.model.score(feats)
-        outcome = self.rules.evaluate(_rule_fields(auth, feats))
+        outcome = self.rules.evaluate(_rule_fields(auth, feats) if self.rules.live else {})
         if outcome.score_delta:
             score = min(max(score + outcome.score_delta, 0.0), 1.0)
         decision = self.policy(partition).decide(standing, auth.tx_id, auth.ts, score, tuple(outcome.alert_rules))
@@ -264,6 +272,10 @@ class FraudScorer:
                                      count_at_merchant=i == 0)
                 out.examples += sub.examples
                 out.merchant_updates += sub.merchant_updates
+                if sub.found is not None:
+                    out.found, out.detection_ms = sub.found, sub.detection_ms
+                out.amount_prevented += sub.amount_prevented
+                out.amount_missed += sub.amount_missed
             return out
         return self._label_tx(label.tx_id or "", label.is_fraud, label)
 
@@ -288,6 +300,8 @@ class FraudScorer:
         self.snapshots[tx_id] = encode(snap, keep=True)
         self.rule_stats.record_labelled(snap["h"], a["ts"], previous, is_fraud)
         out = LabelOutcome(status, delay_ms=label.ts - a["ts"], score=snap["s"], alerted=snap["d"]["action"] != "none")
+        if is_fraud and not previous:
+            self._count_fraud(label.card_id, a, label.ts, out)
         delta = (1 if is_fraud else 0) - (1 if previous else 0)
         if delta and count_at_merchant:
             out.merchant_updates.append(MerchantLabel(a["merchant_id"], a["card_id"], a["ts"], delta, label.ts))
@@ -302,6 +316,43 @@ class FraudScorer:
             for m in out.merchant_updates:
                 self.apply_merchant_label(m)
         return out
+
+    def _count_fraud(self, card_id: str, a: dict[str, Any], label_ts: int, out: LabelOutcome) -> None:
+        """A fraudulent authorization ``a`` newly confirmed, at ``label_ts``: the director's figures, from the snapshots.
+
+        The card, once per compromise (:meth:`CardStanding.note_fraud`), F being ``a``'s ts: ``found`` is how its
+        first authorization alerted or blocked from F to the label was decided, an alert or update ("model": found
+        before any label) or a block ("label": an earlier label had blocked the card), or "missed" without one;
+        ``detection_ms`` is F to it. The amount of ``a`` is prevented when the card was alerted or blocked from its
+        compromise's first confirmed fraud up to ``a`` (``a`` itself included), else missed.
+        """
+        standing = self.standings.get(card_id)
+        before = standing.fraud_from
+        new, first = standing.note_fraud(a["ts"])
+        if standing.fraud_from != before:
+            self.standings.mark(card_id)
+        if new:
+            stop = self._first_stop(card_id, first, max(first, label_ts))
+            out.found = "missed" if stop is None else "label" if stop[1] == "block" else "model"
+            out.detection_ms = None if stop is None else stop[0] - first
+        if self._first_stop(card_id, first, a["ts"]) is not None:
+            out.amount_prevented += a["amount"]
+        else:
+            out.amount_missed += a["amount"]
+
+    def _first_stop(self, card_id: str, start: int, end: int) -> tuple[int, str] | None:
+        """The card's first authorization from ``start`` to ``end`` (event time, both included) that was alerted
+        or blocked when it was scored: its ts and action (among the snapshots still held, as the card index lists
+        them); None when there is none."""
+        stop: tuple[int, str] | None = None
+        for ts, tx_id in self.card_index.since(card_id, start):
+            if ts > end or (stop is not None and ts >= stop[0]):
+                continue
+            raw = self.snapshots.get(tx_id)
+            action = "none" if raw is None else decode(raw)["d"]["action"]
+            if action != "none":
+                stop = (ts, action)
+        return stop
 
     def apply_merchant_label(self, update: MerchantLabel) -> None:
         state = self.merchants.get(update.merchant_id)
