@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fraudstream.core.features.money import CURRENCIES
+
 __all__ = ["Settings", "ConfigError", "ENV_PREFIX"]
 
 ENV_PREFIX = "FRAUDSTREAM_"
@@ -117,6 +119,13 @@ class Settings:
     source_idle_s: float = _env("SOURCE_IDLE_S", "A card partition with nothing new for this long (wall clock) stops "
                                 "holding back merchant features' event-time order.", 0.5)
     timezone_offset_h: int = _env("TZ_OFFSET_H", "Offset of local time from UTC for night/weekend flags.", 0)
+    base_currency: str = _env(
+        "BASE_CURRENCY",
+        "ISO 4217 code of the currency features compare amounts in (the cards' billing currency); each amount is "
+        "converted from its own currency by the approximate rates in fraudstream/core/features/money.py. Change it "
+        "only with fresh state: stored windows and the learned model hold amounts in the old one.",
+        "JPY",
+    )
 
     # --- learning ---------------------------------------------------------
     model: str = _env("MODEL", "River pipeline of the model, by name in the model factory.", "logistic")
@@ -149,6 +158,12 @@ class Settings:
     cooldown_ms: int = _env("COOLDOWN_MS", "One open alert per card for this long.", 3_600_000)
 
     # --- helpers ----------------------------------------------------------
+    def __post_init__(self) -> None:
+        if self.base_currency not in CURRENCIES:
+            env = ENV_PREFIX + "BASE_CURRENCY"
+            raise ConfigError(f"{env} must be a currency of the exchange-rate table in fraudstream/core/features/money.py "
+                              f"({', '.join(sorted(CURRENCIES))}), got {self.base_currency!r}")
+
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, file: str | Path | None = None) -> Settings:
         """Defaults, then the TOML file, then the environment."""

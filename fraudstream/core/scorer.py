@@ -19,6 +19,7 @@ from fraudstream.core.decision import CardStanding, Decision, DecisionPolicy
 from fraudstream.core.features.card import CARD_IDLE_MS, NO_TIME, CardState, card_features
 from fraudstream.core.features.catalogue import CATALOGUE, FEATURE_NAMES
 from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
+from fraudstream.core.features.money import Money
 from fraudstream.core.maturity import MaturityQueue, MemoryMaturityQueue
 from fraudstream.core.model.online import OnlineModel, TrainingExample, keep_legitimate
 from fraudstream.core.rules import RuleSet, RuleStats
@@ -128,6 +129,8 @@ class FraudScorer:
         explain: bool = True,
     ) -> None:
         self.settings = settings
+        # Amounts in features are in the base currency; money.unknown counts authorizations in a currency it lacks.
+        self.money = Money(settings.base_currency)
         self.model = OnlineModel(settings.model, settings.label_streams) if model is None else model
         self.rules = RuleSet() if rules is None else rules
         # `is None`, not `or`: an empty store is falsy (it has a length), and must still be used.
@@ -167,7 +170,8 @@ class FraudScorer:
         """The card half of the features, where the card's authorizations arrive in order."""
         card = self.cards.get(auth.card_id)
         duplicate = card.seen_tx(auth.tx_id)
-        feats = card_features(card, auth, self.settings.grace_ms, self.settings.timezone_offset_h, readonly=duplicate)
+        feats = card_features(card, auth, self.settings.grace_ms, self.settings.timezone_offset_h, readonly=duplicate,
+                              money=self.money)
         late = feats.pop("late") == 1.0
         if not duplicate:
             card.note_tx(auth.tx_id)
@@ -177,7 +181,7 @@ class FraudScorer:
     def enrich_merchant(self, auth: Authorization, duplicate: bool = False) -> dict[str, float]:
         """The merchant half, where the merchant's authorizations arrive."""
         state = self.merchants.get(auth.merchant_id)
-        feats = merchant_features(state, auth, self.settings.grace_ms, readonly=duplicate)
+        feats = merchant_features(state, auth, self.settings.grace_ms, readonly=duplicate, money=self.money)
         if not duplicate:
             self.merchants.mark(auth.merchant_id)
         return feats
@@ -227,7 +231,7 @@ class FraudScorer:
             out.append("card has confirmed fraud and is not yet reissued")
         for c in self.model.explain(feats):
             phrase = _PHRASES.get(c.feature) or f"{c.feature} = {{value:.3g}}"
-            out.append(phrase.format(value=c.value, usual=_usual(c.feature, feats, self.model)))
+            out.append(phrase.format(value=c.value, usual=_usual(c.feature, feats, self.model), currency=self.money.base))
         for rule_id in decision.rules:
             rule = self.rules.get(rule_id)
             out.append(f"rule {rule_id}: {rule.description}" if rule is not None else f"rule {rule_id}")

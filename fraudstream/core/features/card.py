@@ -8,6 +8,12 @@
 >>> f = card_features(state, Authorization("t2", "c1", "m1", 500.0, 1_700_000_060_000))
 >>> f["card_count_1h"], f["card_amount_ratio_30d"], f["card_first_at_merchant"]
 (2.0, 10.0, 0.0)
+
+Amounts are compared in one currency (the base, JPY by default): $10 abroad is ¥1,520, not ¥10.
+
+>>> f = card_features(state, Authorization("t3", "c1", "m2", 10.0, 1_700_000_120_000, currency="USD"))
+>>> round(f["amount"]), round(f["card_amount_ratio_30d"], 1)
+(1520, 5.5)
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from array import array
 from bisect import bisect_right
 
 from fraudstream.contracts import CARD_NOT_PRESENT, CHANNELS, Authorization
+from fraudstream.core.features.money import DEFAULT, Money
 from fraudstream.core.features.windows import BucketRing
 
 __all__ = ["CardState", "card_features", "calendar_features", "stable_hash", "MAX_GAP_S", "CARD_IDLE_MS"]
@@ -217,14 +224,19 @@ def calendar_features(ts: int, tz_offset_h: int = 0) -> tuple[float, float]:
 
 
 def card_features(
-    state: CardState, auth: Authorization, grace_ms: int = 300_000, tz_offset_h: int = 0, readonly: bool = False
+    state: CardState, auth: Authorization, grace_ms: int = 300_000, tz_offset_h: int = 0, readonly: bool = False,
+    *, money: Money = DEFAULT,
 ) -> dict[str, float]:
     """The card's features for ``auth``; adds ``auth`` to the state unless it is late or ``readonly``.
 
-    Windows include this authorization. Returns the features with one extra
-    key, ``"late"`` (1.0 or 0.0), which the caller removes before scoring.
+    Windows include this authorization. Every amount (the ``amount`` feature, windows, ratios) is in ``money``'s
+    base currency: ``auth``'s amount converted from its own currency (an unknown one is counted in
+    ``money.unknown`` and used as is). Returns the features with one extra key, ``"late"`` (1.0 or 0.0), which the
+    caller removes before scoring.
     """
     ts, amount = auth.ts, auth.amount
+    if auth.currency != money.base:  # the common case costs this one comparison
+        amount = money.to_base(amount, auth.currency)
     clock = state.clock
     late = clock != NO_TIME and ts < clock - grace_ms
     # A late authorization is scored, but never lands in a window it would distort, nor a redelivery

@@ -17,7 +17,7 @@ class Feature:
     definition: str
     window: str
     why: str
-    #: How an operator reads it in an alert reason; {value} and {usual} are filled in.
+    #: How an operator reads it in an alert reason; {value}, {usual} and {currency} (the base currency) are filled in.
     phrase: str = ""
 
 
@@ -42,17 +42,18 @@ def _card_window_features() -> list[Feature]:
             Feature(f"card_count_{w}", "authorizations on this card, this one included", span,
                     "velocity: stolen cards are used fast", f"{{value:.0f}} transactions in the {span.split(' (')[0]} (usual: {{usual}})"),
             Feature(f"card_amount_sum_{w}", "sum of amounts on this card, this one included", span,
-                    "cash-out attacks drain a card", f"{{value:,.0f}} spent in the {span.split(' (')[0]} (usual: {{usual}})"),
+                    "cash-out attacks drain a card", f"{{value:,.0f}} {{currency}} spent in the {span.split(' (')[0]} (usual: {{usual}})"),
             Feature(f"card_amount_mean_{w}", "mean amount on this card", span, "the card's normal ticket size",
-                    f"mean amount {{value:,.0f}} in the {span.split(' (')[0]} (usual: {{usual}})"),
+                    f"mean amount {{value:,.0f}} {{currency}} in the {span.split(' (')[0]} (usual: {{usual}})"),
             Feature(f"card_amount_std_{w}", "standard deviation of amounts on this card", span,
-                    "erratic amounts after a compromise", f"amount spread {{value:,.0f}} in the {span.split(' (')[0]} (usual: {{usual}})"),
+                    "erratic amounts after a compromise", f"amount spread {{value:,.0f}} {{currency}} in the {span.split(' (')[0]} (usual: {{usual}})"),
         ]
     return out
 
 
 CATALOGUE: tuple[Feature, ...] = (
-    Feature("amount", "the authorization's amount", "this event", "large amounts carry the loss", "amount {value:,.0f}"),
+    Feature("amount", "the authorization's amount in the base currency (`FRAUDSTREAM_BASE_CURRENCY`), converted from its own",
+            "this event", "large amounts carry the loss", "amount {value:,.0f} {currency}"),
     *_card_window_features(),
     Feature("card_seconds_since_prev", "seconds since the card's previous authorization (capped at 30 days)", "card history",
             "bursts of use minutes apart", "{value:,.0f} s after the previous transaction (usual: {usual})"),
@@ -73,15 +74,15 @@ CATALOGUE: tuple[Feature, ...] = (
     Feature("merchant_count_1d", "authorizations at this merchant, this one included", _WINDOW_TEXT["1d"], "merchant volume, for context",
             "{value:.0f} transactions at this merchant in 24 hours (usual: {usual})"),
     Feature("merchant_amount_mean_1d", "mean amount at this merchant", _WINDOW_TEXT["1d"], "what this merchant usually charges",
-            "merchant's mean amount {value:,.0f} in 24 hours"),
+            "merchant's mean amount {value:,.0f} {currency} in 24 hours"),
     Feature("merchant_count_7d", "authorizations at this merchant", _WINDOW_TEXT["7d"], "merchant volume",
             "{value:.0f} transactions at this merchant in 7 days"),
     Feature("merchant_amount_mean_7d", "mean amount at this merchant", _WINDOW_TEXT["7d"], "merchant ticket size",
-            "merchant's mean amount {value:,.0f} in 7 days"),
+            "merchant's mean amount {value:,.0f} {currency} in 7 days"),
     Feature("merchant_count_30d", "authorizations at this merchant", _WINDOW_TEXT["30d"], "merchant volume",
             "{value:.0f} transactions at this merchant in 30 days"),
     Feature("merchant_amount_mean_30d", "mean amount at this merchant", _WINDOW_TEXT["30d"], "merchant ticket size",
-            "merchant's mean amount {value:,.0f} in 30 days"),
+            "merchant's mean amount {value:,.0f} {currency} in 30 days"),
     Feature("merchant_fraud_rate_1d", "confirmed frauds / authorizations at this merchant, counting labels known so far",
             _WINDOW_TEXT["1d"], "a compromised terminal (Handbook terminal risk, live)", "{value:.1%} confirmed fraud at this merchant in 24 hours"),
     Feature("merchant_fraud_rate_7d", "confirmed frauds / authorizations at this merchant, counting labels known so far",

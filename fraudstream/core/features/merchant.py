@@ -22,6 +22,7 @@ from array import array
 
 from fraudstream.contracts import Authorization
 from fraudstream.core.features.card import DAY_MS, HOUR_MS, MINUTE_MS, NO_TIME, find_key, stable_hash
+from fraudstream.core.features.money import DEFAULT, Money
 from fraudstream.core.features.windows import BucketRing
 
 __all__ = ["MerchantState", "merchant_features", "merchant_label", "MERCHANT_IDLE_MS"]
@@ -85,16 +86,24 @@ def _note_card(state: MerchantState, card: int, minute: int) -> None:
             state.cards[oldest], state.card_seen[oldest], state.card_compromised[oldest] = card, minute, 0
 
 
-def merchant_features(state: MerchantState, auth: Authorization, grace_ms: int = 300_000, readonly: bool = False) -> dict[str, float]:
-    """The merchant's features for ``auth``; adds it to the state unless it is late or ``readonly``."""
-    ts = auth.ts
+def merchant_features(
+    state: MerchantState, auth: Authorization, grace_ms: int = 300_000, readonly: bool = False, *, money: Money = DEFAULT
+) -> dict[str, float]:
+    """The merchant's features for ``auth``; adds it to the state unless it is late or ``readonly``.
+
+    Amounts are in ``money``'s base currency, as the card's (an unknown currency is used as is, and left for
+    :func:`~fraudstream.core.features.card.card_features` to count: once per authorization).
+    """
+    ts, amount = auth.ts, auth.amount
+    if auth.currency != money.base:  # the common case costs this one comparison
+        amount = money.to_base(amount, auth.currency, count=False)
     clock = state.clock
     store = not (readonly or (clock != NO_TIME and ts < clock - grace_ms))
     minute = ts // MINUTE_MS
     # Stored first, then read: a query at the ring's newest bucket costs no loop. When it is not stored
     # (late, read-only, or older than the ring's oldest bucket) it is counted in the totals only. Its
     # count and amount: the fraud field only ever changes with a label.
-    values = (1.0, auth.amount)
+    values = (1.0, amount)
     c1, s1, f1 = state.hours.window(ts, values, store)
     c7, s7, f7, c30, s30, f30 = state.days.window(ts, values, store)
     if store:
@@ -118,7 +127,7 @@ def merchant_features(state: MerchantState, auth: Authorization, grace_ms: int =
         "merchant_count_30d": c30, "merchant_amount_mean_30d": s30 / c30, "merchant_fraud_rate_30d": (0.0 if 0.0 > f30 else f30) / c30,
         "merchant_cpp_share": cpp,
         # Against what came before this authorization (1 with no history).
-        "merchant_amount_ratio_30d": auth.amount * (c30 - 1.0) / (s30 - auth.amount) if c30 > 1.0 and s30 > auth.amount else 1.0,
+        "merchant_amount_ratio_30d": amount * (c30 - 1.0) / (s30 - amount) if c30 > 1.0 and s30 > amount else 1.0,
         "merchant_count_vs_30d": 30.0 * c1 / c30,
     }
 

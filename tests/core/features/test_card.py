@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import pytest
 
 from fraudstream.contracts import Authorization
+from fraudstream.core.features import money
 from fraudstream.core.features.card import CARD_IDLE_MS, MAX_GAP_S, NO_TIME, RECENT_TX, CardState, calendar_features, card_features
+from fraudstream.core.features.money import UNITS_PER_EUR
 from fraudstream.core.state import StateStore
 
 MIN = 60_000
@@ -521,3 +523,72 @@ def test_evicting_a_dirty_card_does_not_write_it_back() -> None:
     store.evict_idle(T0 + CARD_IDLE_MS + 1, CARD_IDLE_MS)
     assert store.flush() == 1
     assert durable == {} and len(store) == 0
+
+
+# --- amounts in one currency ----------------------------------------------------------------
+
+
+def jpy_history(s: CardState, days: int = 20) -> float:
+    """A card that spends in yen, twice a day at home: returns its mean amount."""
+    amounts = [2_000.0 + 500.0 * (i % 5) for i in range(2 * days)]
+    for i, a in enumerate(amounts):
+        card_features(s, auth(f"h{i}", T0 + i * 12 * HOUR, a))
+    return sum(amounts) / len(amounts)
+
+
+def test_a_foreign_purchase_is_compared_in_yen() -> None:
+    s = CardState()
+    mean = jpy_history(s)
+    usd = money.DEFAULT.rates["USD"]
+    assert 140 < usd < 170  # yen per dollar, roughly
+    f = card_features(s, Authorization("abroad", "c1", "us-shop", 100.0, T0 + 20 * DAY, currency="USD", country="US"))
+    assert f["amount"] == pytest.approx(100 * usd)
+    assert f["card_amount_ratio_30d"] == pytest.approx(100 * usd / mean)  # about 15,000 / mean, not 100 / mean
+    assert 4 < f["card_amount_ratio_30d"] < 8
+    assert f["card_small_count_24h"] == 0.0  # not a probe-sized amount
+    assert f["card_amount_sum_30d"] == pytest.approx(mean * 40 + 100 * usd)
+    # The same purchase had it been taken as ¥100: a probe.
+    s = CardState()
+    jpy_history(s)
+    f = card_features(s, Authorization("abroad", "c1", "us-shop", 100.0, T0 + 20 * DAY, country="US"))
+    assert f["card_small_count_24h"] == 1.0 and f["card_amount_ratio_30d"] < 0.1
+
+
+def test_a_mixed_currency_stream_matches_the_reference_in_yen() -> None:
+    """Every feature of a stream in many currencies equals that of the same stream with its amounts in yen."""
+    rng = random.Random(7)
+    currencies = ["JPY", "JPY", "JPY", "USD", "EUR", "KRW", "TWD", "THB", "GBP"]
+    converted, in_yen = CardState(), CardState()
+    for a in random_stream(5, 300, 300_000, out_of_order=True):
+        cur = rng.choice(currencies)
+        foreign = Authorization(a.tx_id, a.card_id, a.merchant_id, a.amount, a.ts, currency=cur, country=a.country, channel=a.channel)
+        rate = money.DEFAULT.rates[cur]
+        assert rate == pytest.approx(UNITS_PER_EUR["JPY"] / UNITS_PER_EUR[cur])
+        yen = Authorization(a.tx_id, a.card_id, a.merchant_id, a.amount * rate, a.ts, country=a.country, channel=a.channel)
+        assert card_features(converted, foreign) == card_features(in_yen, yen), a.tx_id
+    assert converted.to_bytes() == in_yen.to_bytes()  # the same state, in the same layout
+
+
+def test_the_base_currency_scales_amounts_and_keeps_ratios() -> None:
+    stream = [Authorization(f"t{i}", "c1", f"m{i % 3}", 1_000.0 + 700.0 * (i % 4), T0 + i * 5 * HOUR) for i in range(30)]
+    stream.append(Authorization("x", "c1", "m9", 100.0, T0 + 31 * 5 * HOUR, currency="USD"))
+    in_jpy, in_usd = CardState(), CardState()
+    dollars = money.Money("USD")
+    for a in stream:
+        fj = card_features(in_jpy, a)
+        fu = card_features(in_usd, a, money=dollars)
+    assert fu["amount"] == 100.0 and fj["amount"] == pytest.approx(100.0 * money.DEFAULT.rates["USD"])
+    assert fu["card_amount_mean_30d"] == pytest.approx(fj["card_amount_mean_30d"] / money.DEFAULT.rates["USD"])
+    for name in ("card_amount_ratio_30d", "card_amount_zscore_30d", "card_spend_vs_30d", "card_small_count_24h"):
+        assert fu[name] == pytest.approx(fj[name]), name
+    # The state holds amounts in the base currency, in the same layout.
+    assert len(in_usd.to_bytes()) == len(in_jpy.to_bytes())
+
+
+def test_an_unknown_currency_is_used_as_is_and_counted_once() -> None:
+    m = money.Money("JPY")
+    s = CardState()
+    f = card_features(s, Authorization("t1", "c1", "m1", 500.0, T0, currency="XTS"), money=m)
+    assert f["amount"] == 500.0 and m.unknown == {"XTS": 1}
+    card_features(s, Authorization("t2", "c1", "m1", 500.0, T0 + MIN, currency="JPY"), money=m)
+    assert m.unknown_total == 1

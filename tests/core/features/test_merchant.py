@@ -7,6 +7,7 @@ import random
 import pytest
 
 from fraudstream.contracts import Authorization
+from fraudstream.core.features import money
 from fraudstream.core.features.merchant import RECENT_CARDS, MerchantState, merchant_features, merchant_label
 
 MIN = 60_000
@@ -269,3 +270,46 @@ def test_random_stream_matches_reference(seed: int) -> None:
             merchant_label(s, old.card_id, old.ts, delta)
             ref.label(old.card_id, old.ts, delta)
     assert with_fraud > 30 and cpp > 30  # the labels did reach the features
+
+
+# --- amounts in one currency ----------------------------------------------------------------
+
+
+def test_merchant_means_mix_currencies_in_the_base_currency() -> None:
+    usd = money.DEFAULT.rates["USD"]
+    s = MerchantState()
+    merchant_features(s, auth("a", T0, 3_000.0))
+    merchant_features(s, Authorization("b", "c2", "m1", 20.0, T0 + HOUR, currency="USD"))
+    f = merchant_features(s, Authorization("c", "c3", "m1", 4_000.0, T0 + 2 * HOUR, currency="KRW"))
+    krw = 4_000.0 * money.DEFAULT.rates["KRW"]
+    assert 300 < krw < 600  # ₩4,000 is a few hundred yen
+    for w in WINDOWS:
+        assert f[f"merchant_amount_mean_{w}"] == pytest.approx((3_000.0 + 20.0 * usd + krw) / 3)
+    assert f["merchant_amount_ratio_30d"] == pytest.approx(krw / ((3_000.0 + 20.0 * usd) / 2))
+    # Another base: means scale by the rate, ratios stay.
+    dollars, s2 = money.Money("USD"), MerchantState()
+    merchant_features(s2, auth("a", T0, 3_000.0), money=dollars)
+    merchant_features(s2, Authorization("b", "c2", "m1", 20.0, T0 + HOUR, currency="USD"), money=dollars)
+    g = merchant_features(s2, Authorization("c", "c3", "m1", 4_000.0, T0 + 2 * HOUR, currency="KRW"), money=dollars)
+    assert g["merchant_amount_mean_30d"] == pytest.approx(f["merchant_amount_mean_30d"] / usd)
+    assert g["merchant_amount_ratio_30d"] == pytest.approx(f["merchant_amount_ratio_30d"])
+
+
+def test_a_mixed_currency_stream_matches_the_same_stream_in_yen() -> None:
+    rng = random.Random(3)
+    converted, in_yen = MerchantState(), MerchantState()
+    for i in range(300):
+        cur = rng.choice(["JPY", "JPY", "USD", "EUR", "CNY", "HKD", "SGD"])
+        ts, amount, card = T0 + i * 23 * MIN, round(rng.uniform(1, 500), 2), f"c{rng.randrange(40)}"
+        got = merchant_features(converted, Authorization(f"t{i}", card, "m1", amount, ts, currency=cur))
+        want = merchant_features(in_yen, Authorization(f"t{i}", card, "m1", amount * money.DEFAULT.rates[cur], ts))
+        assert got == want, i
+    assert converted.to_bytes() == in_yen.to_bytes()
+
+
+def test_an_unknown_currency_is_used_as_is_and_left_for_the_card_to_count() -> None:
+    m = money.Money("JPY")
+    s = MerchantState()
+    merchant_features(s, auth("a", T0, 100.0), money=m)
+    f = merchant_features(s, Authorization("b", "c2", "m1", 300.0, T0 + MIN, currency="XTS"), money=m)
+    assert f["merchant_amount_mean_1d"] == 200.0 and m.unknown == {}  # counted once, by the card features
