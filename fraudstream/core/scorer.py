@@ -17,12 +17,14 @@ from fraudstream.config import Settings
 from fraudstream.contracts import Authorization, CardReissue, Label, decode, encode
 from fraudstream.core.decision import CardStanding, Decision, DecisionPolicy
 from fraudstream.core.features.card import CARD_IDLE_MS, NO_TIME, CardState, card_features
-from fraudstream.core.features.catalogue import CATALOGUE, FEATURE_NAMES
+from fraudstream.core.features.catalogue import CATALOGUE
+from fraudstream.core.features.mcc import mcc_features
 from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
 from fraudstream.core.features.money import Money
 from fraudstream.core.maturity import MaturityQueue, MemoryMaturityQueue
 from fraudstream.core.model.online import OnlineModel, TrainingExample, keep_legitimate
 from fraudstream.core.rules import RuleSet, RuleStats
+from fraudstream.core.snapshot import Snapshot
 from fraudstream.core.state import CardTransactions, StateStore
 
 __all__ = ["FraudScorer", "Scored", "CardStep", "LabelOutcome", "MerchantLabel", "DAY_MS"]
@@ -120,7 +122,7 @@ class FraudScorer:
         cards: StateStore[CardState] | None = None,
         standings: StateStore[CardStanding] | None = None,
         merchants: StateStore[MerchantState] | None = None,
-        snapshots: MutableMapping[str, bytes] | None = None,
+        snapshots: MutableMapping[str, Snapshot] | None = None,
         card_index: MutableMapping[str, bytes] | None = None,
         early_labels: MutableMapping[str, bytes] | None = None,
         pending: MaturityQueue | None = None,
@@ -137,7 +139,8 @@ class FraudScorer:
         self.cards = StateStore(CardState, CardState.from_bytes) if cards is None else cards
         self.standings = StateStore(CardStanding, CardStanding.from_bytes) if standings is None else standings
         self.merchants = StateStore(MerchantState, MerchantState.from_bytes) if merchants is None else merchants
-        self.snapshots: MutableMapping[str, bytes] = {} if snapshots is None else snapshots
+        # The records themselves here; the worker's table holds them as bytes (`EncodedSnapshots`).
+        self.snapshots: MutableMapping[str, Snapshot] = {} if snapshots is None else snapshots
         self.maturity_ms = int(settings.maturity_days * DAY_MS)
         # Learning does not wait for maturity: an authorization unlabelled this long is learned as legitimate
         # for now (see `mature`). Never after maturity, when its snapshot is gone.
@@ -173,6 +176,7 @@ class FraudScorer:
         feats = card_features(card, auth, self.settings.grace_ms, self.settings.timezone_offset_h, readonly=duplicate,
                               money=self.money)
         late = feats.pop("late") == 1.0
+        feats.update(mcc_features(auth.mcc))
         if not duplicate:
             card.note_tx(auth.tx_id)
             self.cards.mark(auth.card_id)
@@ -192,9 +196,8 @@ class FraudScorer:
         if seen is not None:
             # A redelivered authorization: the same answer again.
             self.counts["duplicate"] += 1
-            scored = self._from_snapshot(decode(seen))
-            scored.duplicate = True
-            return scored
+            return Scored(seen.auth, dict(seen.features), seen.score, seen.model_version, seen.decision,
+                          seen.reasons, late=seen.late, duplicate=True, rule_hits=seen.rule_hits)
         self.counts["late"] += late
         standing = self.standings.get(auth.card_id)
         score = self.model.score(feats)
@@ -241,23 +244,10 @@ class FraudScorer:
     # --- snapshots ----------------------------------------------------------
     def _snapshot(self, s: Scored) -> None:
         a = s.auth
-        self.snapshots[a.tx_id] = encode(
-            {"a": a.as_dict(), "x": [s.features.get(n) for n in FEATURE_NAMES], "s": s.score, "v": s.model_version,
-             "d": s.decision.as_dict(), "r": s.reasons, "h": list(s.rule_hits), "late": s.late, "l": None, "p": False},
-            keep=True,
-        )
+        self.snapshots[a.tx_id] = Snapshot(a, s.features, s.score, s.model_version, s.decision, s.reasons, s.rule_hits, s.late)
         # Due first for provisional learning, then again for maturity (`mature`): one entry at a time.
         self.pending.add(a.ts + self.feedback_ms, a.tx_id)
         self.card_index.add(a.card_id, a.ts, a.tx_id)
-
-    @staticmethod
-    def _from_snapshot(snap: dict[str, Any]) -> Scored:
-        a = snap["a"]
-        auth = Authorization(**a)
-        feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"], strict=False) if v is not None}
-        d = snap["d"]
-        decision = Decision(d["action"], d["threshold"], d["alert_id"], tuple(d["rules"]))
-        return Scored(auth, feats, snap["s"], snap["v"], decision, snap["r"], late=snap["late"], rule_hits=tuple(snap["h"]))
 
     # --- labels -------------------------------------------------------------
     def label(self, label: Label) -> LabelOutcome:
@@ -284,36 +274,33 @@ class FraudScorer:
         return self._label_tx(label.tx_id or "", label.is_fraud, label)
 
     def _label_tx(self, tx_id: str, is_fraud: bool, label: Label, weight: float = 1.0, count_at_merchant: bool = True) -> LabelOutcome:
-        raw = self.snapshots.get(tx_id)
-        if raw is None:
+        snap = self.snapshots.get(tx_id)
+        if snap is None:
             if label.card_level:
                 return LabelOutcome("unknown_tx")
             self.early_labels[tx_id] = encode(label, keep=True)
             self.early_queue.append((label.ts, tx_id))
             return LabelOutcome("early")
-        snap = decode(raw)
-        a = snap["a"]
-        previous = snap["l"]
+        a = snap.auth
+        previous = snap.label
         if previous is is_fraud:
             return LabelOutcome("duplicate")
         status = "learned" if previous is None else "contradiction"
-        provisional = bool(snap.get("p"))
-        if provisional and is_fraud and previous is None:
+        if snap.provisional and is_fraud and previous is None:
             self.counts["corrected"] += 1  # learned as legitimate for now, fraud after all: learned again, as fraud
-        snap["l"] = is_fraud
-        self.snapshots[tx_id] = encode(snap, keep=True)
-        self.rule_stats.record_labelled(snap["h"], a["ts"], previous, is_fraud)
-        out = LabelOutcome(status, delay_ms=label.ts - a["ts"], score=snap["s"], alerted=snap["d"]["action"] != "none")
+        snap.label = is_fraud
+        self.snapshots[tx_id] = snap
+        self.rule_stats.record_labelled(snap.rule_hits, a.ts, previous, is_fraud)
+        out = LabelOutcome(status, delay_ms=label.ts - a.ts, score=snap.score, alerted=snap.decision.action != "none")
         if is_fraud and not previous:
             self._count_fraud(label.card_id, a, label.ts, out)
         delta = (1 if is_fraud else 0) - (1 if previous else 0)
         if delta and count_at_merchant:
-            out.merchant_updates.append(MerchantLabel(a["merchant_id"], a["card_id"], a["ts"], delta, label.ts))
+            out.merchant_updates.append(MerchantLabel(a.merchant_id, a.card_id, a.ts, delta, label.ts))
         # A legitimate label on an authorization already learned as legitimate for now teaches nothing new.
-        learn = is_fraud or (keep_legitimate(tx_id, self.settings.legit_sample_rate) and not (provisional and previous is None))
+        learn = is_fraud or (keep_legitimate(tx_id, self.settings.legit_sample_rate) and not (snap.provisional and previous is None))
         if learn and weight > 0:
-            feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"], strict=False) if v is not None}
-            out.examples.append(TrainingExample(tx_id, feats, is_fraud, weight, label.source, label.ts))
+            out.examples.append(TrainingExample(tx_id, snap.features, is_fraud, weight, label.source, label.ts))
         if self.learn_inline:
             for ex in out.examples:
                 self.model.learn(ex)
@@ -321,7 +308,7 @@ class FraudScorer:
                 self.apply_merchant_label(m)
         return out
 
-    def _count_fraud(self, card_id: str, a: dict[str, Any], label_ts: int, out: LabelOutcome) -> None:
+    def _count_fraud(self, card_id: str, a: Authorization, label_ts: int, out: LabelOutcome) -> None:
         """A fraudulent authorization ``a`` newly confirmed, at ``label_ts``: the director's figures, from the snapshots.
 
         The card, once per compromise (:meth:`CardStanding.note_fraud`), F being ``a``'s ts: ``found`` is how its
@@ -332,17 +319,18 @@ class FraudScorer:
         """
         standing = self.standings.get(card_id)
         before = standing.fraud_from
-        new, first = standing.note_fraud(a["ts"])
+        new, first = standing.note_fraud(a.ts)
         if standing.fraud_from != before:
             self.standings.mark(card_id)
         if new:
             stop = self._first_stop(card_id, first, max(first, label_ts))
             out.found = "missed" if stop is None else "label" if stop[1] == "block" else "model"
             out.detection_ms = None if stop is None else stop[0] - first
-        if self._first_stop(card_id, first, a["ts"]) is not None:
-            out.amount_prevented += a["amount"]
+        amount = self.money.to_base(a.amount, a.currency, count=False)  # amounts of one currency add up
+        if self._first_stop(card_id, first, a.ts) is not None:
+            out.amount_prevented += amount
         else:
-            out.amount_missed += a["amount"]
+            out.amount_missed += amount
 
     def _first_stop(self, card_id: str, start: int, end: int) -> tuple[int, str] | None:
         """The card's first authorization from ``start`` to ``end`` (event time, both included) that was alerted
@@ -352,8 +340,8 @@ class FraudScorer:
         for ts, tx_id in self.card_index.since(card_id, start):
             if ts > end or (stop is not None and ts >= stop[0]):
                 continue
-            raw = self.snapshots.get(tx_id)
-            action = "none" if raw is None else decode(raw)["d"]["action"]
+            snap = self.snapshots.get(tx_id)
+            action = "none" if snap is None else snap.decision.action
             if action != "none":
                 stop = (ts, action)
         return stop
@@ -373,20 +361,18 @@ class FraudScorer:
         out = []
         rate = self.settings.legit_sample_rate
         for tx_id in self.pending.pop_due(now):
-            raw = self.snapshots.get(tx_id)
-            if raw is None:
+            snap = self.snapshots.get(tx_id)
+            if snap is None:
                 continue
-            snap = decode(raw)
-            final = snap["a"]["ts"] + self.maturity_ms
-            if not snap.get("p"):
-                if snap["l"] is None and keep_legitimate(tx_id, rate):
-                    feats = {n: v for n, v in zip(FEATURE_NAMES, snap["x"], strict=False) if v is not None}
+            final = snap.auth.ts + self.maturity_ms
+            if not snap.provisional:
+                if snap.label is None and keep_legitimate(tx_id, rate):
                     source = "provisional" if final > now else "maturity"
-                    out.append(TrainingExample(tx_id, feats, False, 1.0, source, now))
+                    out.append(TrainingExample(tx_id, snap.features, False, 1.0, source, now))
                     self.counts["provisional"] += final > now
                 if final > now:
-                    snap["p"] = True
-                    self.snapshots[tx_id] = encode(snap, keep=True)
+                    snap.provisional = True
+                    self.snapshots[tx_id] = snap
                     self.pending.add(final, tx_id)
                     continue
             del self.snapshots[tx_id]

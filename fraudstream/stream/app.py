@@ -49,6 +49,7 @@ from fraudstream.core.features.merchant import MerchantState
 from fraudstream.core.features.ordering import EventTimeOrder
 from fraudstream.core.model.quality import QualityWindow
 from fraudstream.core.scorer import FraudScorer, MerchantLabel
+from fraudstream.core.snapshot import EncodedSnapshots
 from fraudstream.core.state import StateStore
 from fraudstream.logs import mask
 from fraudstream.metrics import Metrics
@@ -152,7 +153,7 @@ class FraudApp:
             cards=cards,
             standings=standings,
             merchants=merchants,
-            snapshots=self.snapshot_table,
+            snapshots=EncodedSnapshots(self.snapshot_table),
             pending=TableMaturityQueue(self.maturity_table, self.owned_score_partitions),
             card_index=self.index_table,
             early_labels=self.early_label_table,

@@ -32,7 +32,8 @@ def label(card: str, ts: int, tx: str | None = None, fraud: bool = True, source:
 
 
 def snapshot(scorer: FraudScorer, tx: str) -> dict:
-    return decode(scorer.snapshots[tx])
+    """The snapshot as the worker's table stores it."""
+    return decode(scorer.snapshots[tx].to_bytes())
 
 
 # --- replay determinism ----------------------------------------------------------------------
@@ -93,7 +94,7 @@ def test_a_duplicate_is_answered_from_its_snapshot_and_counted_once() -> None:
     scorer = FraudScorer(settings(), rules=rules)
     first = scorer.process(auth("t1", "c1", T0, 5000.0))
     assert first.alerted and not first.duplicate
-    card, merchant, snap = scorer.cards.get("c1").to_bytes(), scorer.merchants.get("m1").to_bytes(), scorer.snapshots["t1"]
+    card, merchant, snap = scorer.cards.get("c1").to_bytes(), scorer.merchants.get("m1").to_bytes(), scorer.snapshots["t1"].to_bytes()
     again = scorer.process(auth("t1", "c1", T0, 5000.0))
     assert again.duplicate
     assert again.score_record() == first.score_record()
@@ -101,7 +102,7 @@ def test_a_duplicate_is_answered_from_its_snapshot_and_counted_once() -> None:
     assert (again.score, again.reasons, again.rule_hits) == (first.score, first.reasons, first.rule_hits)
     assert scorer.cards.get("c1").to_bytes() == card
     assert scorer.merchants.get("m1").to_bytes() == merchant
-    assert scorer.snapshots["t1"] == snap
+    assert scorer.snapshots["t1"].to_bytes() == snap
     assert scorer.counts["duplicate"] == 1 and len(scorer.pending) == 1
     assert scorer.rule_stats.snapshot()["R-1"]["overall"]["hits"] == 1
     nxt = scorer.process(auth("t2", "c1", T0 + MIN, 10.0))

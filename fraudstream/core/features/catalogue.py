@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fraudstream.core.features.mcc import MCC_GROUPS
+
 __all__ = ["Feature", "CATALOGUE", "FEATURE_NAMES", "CARD_WINDOWS", "MERCHANT_WINDOWS"]
 
 
@@ -48,6 +50,16 @@ def _card_window_features() -> list[Feature]:
             Feature(f"card_amount_std_{w}", "standard deviation of amounts on this card", span,
                     "erratic amounts after a compromise", f"amount spread {{value:,.0f}} {{currency}} in the {span.split(' (')[0]} (usual: {{usual}})"),
         ]
+    return out
+
+
+def _mcc_group_features() -> list[Feature]:
+    out = []
+    for group in MCC_GROUPS:
+        words = group.removeprefix("mcc_").replace("_", " ")
+        out.append(Feature(group, f"1 if the merchant's category (MCC) is in the {words} group of ISO 18245", "this event",
+                           "fraud turns stolen value into cash and resaleable goods; the model learns each group's risk",
+                           f"merchant category: {words}"))
     return out
 
 
@@ -114,6 +126,7 @@ CATALOGUE: tuple[Feature, ...] = (
             "30 days", "unusual for the shop, not only for the card", "amount is {value:.1f}× this merchant's usual amount"),
     Feature("merchant_count_vs_30d", "30 × authorizations at this merchant in 24 hours / in 30 days", "24 hours against 30 days",
             "card testing floods one merchant with authorizations", "{value:.1f}× this merchant's usual daily volume"),
+    *_mcc_group_features(),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in CATALOGUE)
