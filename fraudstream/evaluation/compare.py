@@ -11,7 +11,7 @@ Handbook's own stream and test week:
    of the published comparison;
 3. run the reference learner (:mod:`fraudstream.evaluation.reference`) on the same stream;
 4. train the Handbook's batch baselines by its protocol (7 training days, 7 delay days, the test week) on the stream's
-   last full week;
+   latest full week with at least 20 frauds (the Handbook's own test week on its stream);
 5. print, per scenario, the whole stream (what a new deployment lives through, its first days included) and the test
    week, where the batch baselines and the published figures stand beside the online learners.
 
@@ -84,6 +84,9 @@ class ScenarioResult:
         for title, rows in (("whole stream", self.whole), (f"test week {self.week_days[0]}..{self.week_days[-1]}", self.week)):
             lines.append(f"  {title}")
             lines += [_format(r) for r in rows]
+        lines.append("  CP/CR@k leave out the cards already known compromised: by the labels each online learner had, by the Handbook\n"
+                     "  protocol's rule for the batch baselines (fewer known, more candidates); TTD: median hours from a card's first\n"
+                     "  fraud to its first alert or block (never detected counts as late); alerted: cards whose first stop was an alert")
         return "\n".join(lines)
 
 
@@ -101,10 +104,20 @@ def _records(result: BacktestResult | Any, is_fraud: Sequence[bool]) -> dict[str
     return {"card_id": result.card_id, "ts": result.ts, "score": result.score, "is_fraud": is_fraud, "amount": result.amount}
 
 
-def _last_full_week(first_ts: int, last_ts: int) -> tuple[str, ...]:
-    last_day = (last_ts + 1) // DAY_MS - 1  # the last day the stream covers to its end
-    first = max(last_day - 6, first_ts // DAY_MS + 14 + 1)  # leave the baselines their training and delay fortnight
-    return tuple((dt.date(1970, 1, 1) + dt.timedelta(days=d)).isoformat() for d in range(first, last_day + 1))
+def _test_week(ts: Sequence[int], is_fraud: Sequence[bool], min_frauds: int = 20) -> tuple[str, ...]:
+    """The latest full week with at least ``min_frauds`` frauds (a week without fraud measures nothing), after the
+    fortnight the batch baselines train and wait on; the last full week if none has that many."""
+    first_day, last_day = ts[0] // DAY_MS + 15, (ts[-1] + 1) // DAY_MS - 1
+    per_day: dict[int, int] = {}
+    for t, f in zip(ts, is_fraud, strict=True):
+        if f:
+            per_day[t // DAY_MS] = per_day.get(t // DAY_MS, 0) + 1
+    end = last_day
+    while end - 6 >= first_day and sum(per_day.get(d, 0) for d in range(end - 6, end + 1)) < min_frauds:
+        end -= 1
+    if end - 6 < first_day:
+        end = last_day
+    return tuple((dt.date(1970, 1, 1) + dt.timedelta(days=d)).isoformat() for d in range(max(end - 6, first_day), end + 1))
 
 
 def compare_scenario(data: ScenarioData, settings: Settings, out_dir: str, k: int, investigate: int | None = None,
@@ -115,7 +128,7 @@ def compare_scenario(data: ScenarioData, settings: Settings, out_dir: str, k: in
     events, _ = read_jsonl(os.path.join(out_dir, "events.jsonl"), "events")
     labels, _ = read_jsonl(os.path.join(out_dir, "labels.jsonl"), "labels")
     truth = dict(zip((e["tx_id"] for e in data.events), data.is_fraud, strict=True))
-    week_days = tuple(week or _last_full_week(data.events[0]["ts"], data.events[-1]["ts"]))
+    week_days = tuple(week or _test_week([e["ts"] for e in data.events], data.is_fraud))
 
     runs: list[tuple[str, Any, list[Any], float]] = []  # learner, result, labels it had, seconds
     plans = [("fraudstream", None)] + ([(f"fraudstream + analysts ({investigate} cards/day)", investigate)] if investigate else [])
