@@ -147,7 +147,7 @@ class Settings:
         0.2,
     )
     legit_sample_rate: float = _env(
-        "LEGIT_SAMPLE_RATE", "Share of legitimate examples learned, chosen by a hash of tx_id (fraud is always learned).", 0.05
+        "LEGIT_SAMPLE_RATE", "Share of legitimate examples learned, chosen by a hash of tx_id (fraud is always learned).", 0.02
     )
     checkpoint_interval_s: float = _env("CHECKPOINT_INTERVAL_S", "Seconds between model checkpoints.", 30.0)
 

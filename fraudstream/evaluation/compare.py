@@ -95,7 +95,7 @@ def _format(r: Row) -> str:
         return "–" if math.isnan(v) else format(v, spec)
 
     ttd = "–" if math.isnan(r.median_hours_to_detection) else format_hours(r.median_hours_to_detection)
-    return (f"  {r.learner:42} {num(r.auc, '6.3f'):>6} {num(r.ap, '6.3f'):>6} {num(r.cp_at_k, '7.3f'):>7} "
+    return (f"  {r.learner:42} {num(r.auc, '6.3f'):>6} {num(r.ap, '6.4f'):>6} {num(r.cp_at_k, '7.3f'):>7} "
             f"{num(r.card_recall, '7.3f'):>7} {ttd:>8} {num(r.alerted_share, '8.1%'):>8} {num(r.prevented_share, '9.1%'):>9} "
             f"{num(r.per_second, ',.0f'):>8}")
 
