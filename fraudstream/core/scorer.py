@@ -22,7 +22,7 @@ from fraudstream.core.features.mcc import mcc_features
 from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
 from fraudstream.core.features.money import Money
 from fraudstream.core.maturity import MaturityQueue, MemoryMaturityQueue
-from fraudstream.core.model.online import OnlineModel, TrainingExample, keep_legitimate
+from fraudstream.core.model.online import FEEDBACK_SOURCES, OnlineModel, TrainingExample, keep_legitimate
 from fraudstream.core.rules import RuleSet, RuleStats
 from fraudstream.core.snapshot import Snapshot
 from fraudstream.core.state import CardTransactions, StateStore
@@ -297,8 +297,13 @@ class FraudScorer:
         delta = (1 if is_fraud else 0) - (1 if previous else 0)
         if delta and count_at_merchant:
             out.merchant_updates.append(MerchantLabel(a.merchant_id, a.card_id, a.ts, delta, label.ts))
-        # A legitimate label on an authorization already learned as legitimate for now teaches nothing new.
-        learn = is_fraud or (keep_legitimate(tx_id, self.settings.legit_sample_rate) and not (snap.provisional and previous is None))
+        # Undersampling is for the flood of legitimate examples the passing of time brings; an analyst's "legitimate"
+        # is rare (one per false alarm reviewed) and is what the model must learn from its own mistakes: all kept.
+        # A legitimate label on an authorization already learned as legitimate for now teaches nothing new, unless
+        # it is an analyst's (the feedback model has not learned it).
+        feedback = label.source in FEEDBACK_SOURCES
+        learn = is_fraud or feedback or (keep_legitimate(tx_id, self.settings.legit_sample_rate)
+                                         and not (snap.provisional and previous is None))
         if learn and weight > 0:
             out.examples.append(TrainingExample(tx_id, snap.features, is_fraud, weight, label.source, label.ts))
         if self.learn_inline:

@@ -244,9 +244,13 @@ def test_a_contradiction_is_learned_again_and_the_merchant_reverts() -> None:
 def test_a_legitimate_label_changes_no_fraud_count() -> None:
     scorer = FraudScorer(settings(legit_sample_rate=0.0))
     scorer.process(auth("t1", "c1", T0))
-    out = scorer.label(label("c1", T0 + HOUR, "t1", fraud=False, source="analyst"))
+    scorer.process(auth("t2", "c2", T0))
+    out = scorer.label(label("c1", T0 + HOUR, "t1", fraud=False, source="customer_report"))
     assert out.status == "learned" and out.examples == [] and out.merchant_updates == []  # subsampled away
     assert not scorer.standings.get("c1").compromised
+    # An analyst's "legitimate" (a false alarm reviewed) is never subsampled: the model learns from its mistakes.
+    out = scorer.label(label("c2", T0 + HOUR, "t2", fraud=False, source="analyst"))
+    assert [(e.tx_id, e.is_fraud, e.source) for e in out.examples] == [("t2", False, "analyst")] and not out.merchant_updates
 
 
 def test_an_unknown_transaction_is_counted_after_maturity() -> None:
@@ -274,8 +278,8 @@ def test_unlabelled_is_learned_as_legitimate_after_the_feedback_delay_and_a_char
     out = scorer.label(label("c1", T0 + 30 * DAY, "t1"))
     assert out.status == "learned" and [(e.tx_id, e.is_fraud) for e in out.examples] == [("t1", True)]
     assert scorer.counts["corrected"] == 1 and scorer.standings.get("c1").compromised
-    # An analyst's "legitimate" on t2, already learned as legitimate, teaches nothing new.
-    assert scorer.label(label("c2", T0 + 31 * DAY, "t2", fraud=False, source="analyst")).examples == []
+    # A customer's "legitimate" on t2, already learned as legitimate for now, teaches nothing new.
+    assert scorer.label(label("c2", T0 + 31 * DAY, "t2", fraud=False, source="customer_report")).examples == []
     assert scorer.mature(T0 + 61 * DAY + MIN) == [] and scorer.counts["matured"] == 2 and not scorer.snapshots
     assert scorer.model.examples == 3
 
