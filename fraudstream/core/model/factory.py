@@ -13,9 +13,9 @@ from typing import Any
 from river import compose, forest, linear_model, optim, preprocessing
 
 from fraudstream.core.model.linear import FastLogistic
-from fraudstream.core.model.squash import is_log_scaled, squash  # earlier checkpoints' pickles name factory.squash
+from fraudstream.core.model.squash import log_scale, squash  # earlier checkpoints' pickles name factory.squash
 
-__all__ = ["make_model", "MODELS", "squash", "is_log_scaled"]
+__all__ = ["make_model", "MODELS", "squash", "log_scale"]
 
 def _logistic() -> FastLogistic:
     return FastLogistic(compose.Pipeline(

@@ -25,7 +25,7 @@ from typing import Any
 
 from river import compose
 
-from fraudstream.core.model.squash import is_log_scaled
+from fraudstream.core.model.squash import log_scale
 
 __all__ = ["FastLogistic"]
 
@@ -37,7 +37,7 @@ class FastLogistic:
 
     def __init__(self, pipeline: compose.Pipeline) -> None:
         self.pipeline = pipeline
-        self._terms: dict[str, tuple[float, float, bool]] = {}  # feature -> (w / sd, mean, log-scaled)
+        self._terms: dict[str, tuple[float, float, float]] = {}  # feature -> (w / sd, mean, squash's log scale)
         self._intercept = 0.0
         self._stale = True
 
@@ -52,7 +52,7 @@ class FastLogistic:
         for name, w in weights.items():
             v = variances.get(name, 0.0)
             # The scaler maps a feature of no variance to 0.0: it adds nothing, as a zero coefficient does.
-            terms[name] = (w / v**0.5 if v else 0.0, means.get(name, 0.0), is_log_scaled(name))
+            terms[name] = (w / v**0.5 if v else 0.0, means.get(name, 0.0), log_scale(name))
         self._terms = terms
         self._intercept = regression.intercept
         self._stale = False
@@ -67,9 +67,9 @@ class FastLogistic:
             term = terms.get(name)
             if term is None or value is None:
                 continue  # never learned (weight 0), or absent: squash drops it
-            a, mean, log_scaled = term
-            if log_scaled and value > 0:
-                value = log1p(value)
+            a, mean, scale = term
+            if scale and value > 0:
+                value = log1p(scale * value)
             z += a * (value - mean)
         # river's sigmoid, clamps included.
         if z < -30:
