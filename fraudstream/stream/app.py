@@ -154,7 +154,7 @@ class FraudApp:
             standings=standings,
             merchants=merchants,
             snapshots=EncodedSnapshots(self.snapshot_table),
-            pending=TableMaturityQueue(self.maturity_table, self.owned_score_partitions),
+            pending=TableMaturityQueue(self.maturity_table, self.owned_score_partitions, home=self.snapshot_table.stored_partition),
             card_index=self.index_table,
             early_labels=self.early_label_table,
             learn_inline=False,
@@ -595,6 +595,7 @@ class FraudApp:
         self.standing_table.clear_routes()
         self.index_table.clear_routes()
         self.threshold_table.clear_routes()
+        self.maturity_table.clear_routes()
         m.processing.observe(time.perf_counter() - started)
         m.batch_size.observe(len(events))
 

@@ -33,14 +33,21 @@ class TableMaturityQueue:
     deleted, with a tombstone on the changelog, in its own partition.
     """
 
-    def __init__(self, table: TableMapping, owned: Callable[[], Iterable[int]]) -> None:
+    def __init__(self, table: TableMapping, owned: Callable[[], Iterable[int]],
+                 home: Callable[[str], int | None] | None = None) -> None:
         self.table = table
         self.owned = owned
+        # The partition of an authorization's snapshot: its entries go there, whatever batch adds them (maturity
+        # adds one again when the feedback delay has passed), so they move with the snapshot's partition.
+        self.home = home
         self._floors: dict[int, bytes] = {}  # RocksDB: per partition, every key before this one was taken out
         self._heap: list[str] | None = None  # memory store: the keys, built on first use after a `clear`
 
     def add(self, ts: int, tx_id: str) -> None:
         key = entry_key(ts, tx_id)
+        home = self.home(tx_id) if self.home is not None else None
+        if home is not None:
+            self.table.route(key, home)
         self.table[key] = b""
         if self.table.rocksdb() is None:
             if self._heap is not None:

@@ -96,8 +96,13 @@ class TableMapping(MutableMapping[str, bytes]):
         k = key.encode()
         if self.on_write is not None:
             value = self.on_write(key, value)
-        partition = self.partition_of.get(key, self.partition)
+        partition = self.partition_of.get(key)
         rocks = self.rocksdb()
+        if partition is None:
+            # A key already stored is rewritten where it is (a snapshot rewritten as its time passes, outside the
+            # batch of its own partition), a new one goes to the partition of the event being processed.
+            known = (self.table.data._key_partition if rocks is None else rocks._key_index).get(k)
+            partition = self.partition if known is None else known
         if rocks is None:
             # The memory store learns keys' partitions only from recovery; it then drops those of revoked partitions.
             self.table.data._key_partition[k] = partition

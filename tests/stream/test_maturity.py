@@ -64,3 +64,20 @@ def test_the_queue_is_the_table_a_new_worker_continues_from(table):
     assert queue.pop_due(29_000) == [f"t{i:02d}" for i in range(20, 30)]
     add(queue, table, 0, 500, "late")  # scored late: older than what was taken out, still taken out in its turn
     assert queue.pop_due(29_000) == ["late"]
+
+
+def test_an_entry_goes_to_its_snapshots_partition_whatever_batch_adds_it(table):
+    """Maturity adds an authorization's entry again when its feedback delay has passed, in a batch of any partition:
+    it must stay with the snapshot (and a rewritten key where it is stored), or another worker would own it."""
+    homes = {"a": 2, "b": 1}
+    queue = TableMaturityQueue(table, lambda: {0, 1, 2}, home=homes.get)
+    table.partition = 0  # the batch being processed is partition 0's
+    queue.add(1_000, "a")
+    queue.add(2_000, "b")
+    queue.add(3_000, "unknown")  # no snapshot known: the current partition
+    assert [p for p, _ in table.pending] == [2, 1, 0]
+    table.clear_routes()
+    table.pending.clear()
+    table.partition = 1
+    table["0000000001000:a"] = b"again"  # rewritten from another partition's batch: stays in partition 2
+    assert list(table.pending) == [(2, b"0000000001000:a")] and table.stored_partition("0000000001000:a") == 2
