@@ -6,6 +6,8 @@
 'card_id card-***123 at term-00456'
 >>> mask("fraud.card-reissues[1] flushed in 0.0132265625913 s")
 'fraud.card-reissues[1] flushed in 0.0132265625913 s'
+>>> mask("table card-standings recovered")
+'table card-standings recovered'
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ __all__ = ["mask", "MaskingFilter", "setup", "install_masking"]
 # Card numbers (13-19 digits, possibly grouped by spaces, dashes or dots) and our card ids (whatever follows
 # "card-"): keep enough to correlate, never enough to use. A 13-digit timestamp is masked too: better that
 # than a card number in clear. A card number's first group has at least 3 digits, so "0.0132265625913" (a
-# duration) is not one; a topic name (fraud.card-reissues) is not a card id.
+# duration) is not one; a topic name (fraud.card-reissues) is not a card id. Names of topics and tables
+# (card-standings, card-transactions-changelog, card-level) are lower-case words joined by dashes or dots: a card
+# id has a digit, a capital or an underscore, so those are left as they are.
 _PAN = re.compile(r"(?<![\d.-])\d{3}(?:[ .-]?\d){10,16}(?!\d)")
 _CARD = re.compile(r"(?<![\w.])card-([0-9A-Za-z_.:-]+)")
+_NAME = re.compile(r"[a-z.:-]+")
 
 
 def _mask_pan(m: re.Match[str]) -> str:
@@ -30,7 +35,12 @@ def _mask_pan(m: re.Match[str]) -> str:
 
 def mask(text: str) -> str:
     text = _PAN.sub(_mask_pan, text)
-    return _CARD.sub(lambda m: "card-***" + m.group(1)[-3:], text)
+    return _CARD.sub(_mask_card, text)
+
+
+def _mask_card(m: re.Match[str]) -> str:
+    ident = m.group(1)
+    return m.group(0) if _NAME.fullmatch(ident) else "card-***" + ident[-3:]
 
 
 class MaskingFilter(logging.Filter):

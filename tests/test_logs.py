@@ -59,6 +59,14 @@ def test_mask_card_ids_with_inner_dashes(card):
     assert mask(f"card_id {card} declined") == f"card_id card-***{card[-3:]} declined"
 
 
+@pytest.mark.parametrize("name", ["card-standings", "card-standings-changelog", "fraudstream-card-transactions",
+                                  "fraud.card-events", "card-level", "card-testing/probe", "card-reissues"])
+def test_mask_leaves_topic_and_table_names(name):
+    """A name (lower-case words joined by dashes) is no secret: masking it only hides which table is meant."""
+    text = f"table {name} recovered; topic {name}[2] at offset 10"
+    assert mask(text) == text
+
+
 def test_mask_leaves_ordinary_text_and_short_numbers():
     text = "scored 1234 authorizations in 56789 ms, partition 2 offset 1000000"
     assert mask(text) == text
