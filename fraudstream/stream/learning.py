@@ -21,7 +21,9 @@ import os
 import struct
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -40,8 +42,12 @@ __all__ = ["ModelFollower", "RuleFollower", "Checkpoint", "CheckpointHeader", "R
 
 log = logging.getLogger("fraudstream.learning")
 
-#: What a rule condition may name: the feature catalogue and the event's fields.
-RULE_FIELDS = frozenset(FEATURE_NAMES) | {"amount", "currency", "mcc", "country", "channel", "merchant_id"}
+#: What a rule condition may name, with its type: the feature catalogue (numbers) and the event's fields. The types
+#: let a rule that compares text with a number (`channel > 5`, never true) be refused when it is applied.
+RULE_FIELDS: Mapping[str, str] = MappingProxyType({
+    **dict.fromkeys(FEATURE_NAMES, "number"), "amount": "number",
+    **dict.fromkeys(("currency", "mcc", "country", "channel", "merchant_id"), "text"),
+})
 
 _HEADER = struct.Struct("<qd")  # training offset, unix time of the checkpoint
 # With a generation: _GENERATION_MARK (never a training offset), training offset, unix time, generation.

@@ -864,6 +864,88 @@ class _Parser:
         return _fold(_Call(name, args, name_tok.column))
 
 
+# --- field types -------------------------------------------------------------
+#
+# A comparison of text with a number is never true (evaluation never raises, so it is simply false):
+# `channel > 5` would be a rule that silently never hits. Given the type of each field ("number" or
+# "text"), such expressions are refused when the rule is applied, with the pair that cannot match.
+
+_KIND_WORDS = {"number": "a number", "text": "text", "bool": "true/false"}
+
+
+def _kind_of_const(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, str):
+        return "text"
+    return "number" if _is_number(value) else None
+
+
+def _render(node: _Node) -> str:
+    """An operand as the user wrote it, near enough to recognise it in a message."""
+    if isinstance(node, _Name):
+        return node.name
+    if isinstance(node, _Const):
+        v = node.value
+        if isinstance(v, str):
+            return repr(v)
+        return {True: "true", False: "false", None: "null"}.get(v, str(v)) if isinstance(v, bool) or v is None else str(v)
+    if isinstance(node, _Neg):
+        return "-" + _render(node.operand)
+    if isinstance(node, _Arith):
+        return " ".join([_render(node.first), *(f"{op} {_render(n)}" for op, n in node.rest)])
+    if isinstance(node, _Call):
+        return f"{node.name}({', '.join(_render(a) for a in node.args)})"
+    if isinstance(node, _List):
+        return f"({', '.join(_render(i) for i in node.items)})"
+    return "(...)"
+
+
+def _check_kind(node: _Node, types: Mapping[str, str]) -> str | None:
+    """The kind of value ``node`` gives ("number", "text", "bool"; None if unknown or null); raises
+    :class:`RuleError` for text in arithmetic or text compared with a number."""
+    if isinstance(node, _Name):
+        return types.get(node.name)
+    if isinstance(node, _Const):
+        return _kind_of_const(node.value)
+    if isinstance(node, (_Neg, _Arith, _Call)):
+        what = f"{node.name}()" if isinstance(node, _Call) else "arithmetic"
+        for kid in node.children():
+            kind = _check_kind(kid, types)
+            if kind in ("text", "bool"):
+                raise _error(f"{_render(kid)} is {_KIND_WORDS[kind]}: {what} needs numbers", kid.column)
+        return "number"
+    if isinstance(node, _Compare):
+        left, left_kind = node.first, _check_kind(node.first, types)
+        for op, right in node.rest:
+            pairs = right.items if isinstance(right, _List) else [right]
+            for item in pairs:
+                _check_pair(left, left_kind, op, right, item, _check_kind(item, types))
+            left = right
+            left_kind = None if isinstance(right, _List) else _check_kind(right, types)
+        return "bool"
+    for kid in node.children():
+        _check_kind(kid, types)
+    return "bool" if node.predicate and not isinstance(node, _List) else None
+
+
+def _check_pair(left: _Node, left_kind: str | None, op: str, right: _Node, item: _Node, item_kind: str | None) -> None:
+    if left_kind is None or item_kind is None or left_kind == item_kind or "text" not in (left_kind, item_kind):
+        return
+    pair = f"{_render(left)} {op} {_render(right)}"
+    message = (f"{pair} compares {_render(left)} ({_KIND_WORDS[left_kind]}) with {_render(item)} "
+               f"({_KIND_WORDS[item_kind]}), which is never true")
+    field, kind = (left, left_kind) if isinstance(left, _Name) else (item, item_kind)
+    if isinstance(field, _Name):
+        example = f"{field.name} == 'ecom'" if kind == "text" else f"{field.name} > 100"
+        hint = f"compare {field.name} with {'text in quotes' if kind == 'text' else 'a number'}, as in {example}"
+    else:
+        hint = "compare text with text and numbers with numbers"
+    raise _error(message, left.column, hint)
+
+
 # --- public ----------------------------------------------------------------
 
 
@@ -885,7 +967,7 @@ class Expression:
     (True, False)
     """
 
-    __slots__ = ("_columns", "_fn", "names", "predicate", "source")
+    __slots__ = ("_columns", "_fn", "_root", "names", "predicate", "source")
 
     def __init__(self, source: str, root: _Node) -> None:
         self.source = source
@@ -898,6 +980,7 @@ class Expression:
         #: True when the result is always a bool (or a bare field), i.e. usable as a condition.
         self.predicate = root.predicate
         self._columns = columns
+        self._root = root
         self._fn = root.build()
 
     def evaluate(self, values: Mapping[str, Any]) -> Any:
@@ -914,12 +997,23 @@ class Expression:
         except Exception:  # noqa: BLE001 - as in evaluate
             return False
 
-    def check_names(self, known_names: Collection[str]) -> None:
-        """Raise :class:`RuleError` for the first field not in ``known_names``."""
+    def check_names(self, known_names: Collection[str] | Mapping[str, str]) -> None:
+        """Raise :class:`RuleError` for the first field not in ``known_names``.
+
+        When ``known_names`` maps each field to its type (``"number"`` or ``"text"``), also for text
+        used in arithmetic or compared with a number: a comparison that could never be true.
+
+        >>> compile_expression("channel > 5").check_names({"channel": "text"})
+        Traceback (most recent call last):
+        ...
+        fraudstream.core.rules.expression.RuleError: channel > 5 compares channel (text) with 5 (a number), which is never true at column 1; compare channel with text in quotes, as in channel == 'ecom'
+        """
         for name, column in sorted(self._columns.items(), key=lambda item: item[1]):
             if name not in known_names:
                 close = difflib.get_close_matches(name, list(known_names), n=1)
                 raise _error(f"unknown field {name!r}", column, f"did you mean {close[0]!r}?" if close else None)
+        if isinstance(known_names, Mapping):
+            _check_kind(self._root, known_names)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Expression) and other.source == self.source
@@ -931,10 +1025,11 @@ class Expression:
         return f"Expression({self.source!r})"
 
 
-def compile_expression(source: str, known_names: Collection[str] | None = None) -> Expression:
+def compile_expression(source: str, known_names: Collection[str] | Mapping[str, str] | None = None) -> Expression:
     """Parse and compile ``source``; raise :class:`RuleError` if it is not a valid expression.
 
-    With ``known_names``, every field the expression reads must be one of them.
+    With ``known_names``, every field the expression reads must be one of them; when it maps
+    fields to types (``{"amount": "number", "channel": "text"}``), types are checked too.
 
     >>> try:
     ...     compile_expression("amout > 5", known_names={"amount"})

@@ -389,6 +389,45 @@ def test_known_names() -> None:
         compile_expression("card_tx_count_42h >= 3", known_names=known)
 
 
+TYPES = {"amount": "number", "card_tx_count_24h": "number", "channel": "text", "mcc": "text"}
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("channel > 5", "channel > 5 compares channel (text) with 5 (a number), which is never true at column 1; "
+                        "compare channel with text in quotes, as in channel == 'ecom'"),
+        ("amount > 'abc'", "amount > 'abc' compares amount (a number) with 'abc' (text), which is never true at column 1; "
+                           "compare amount with a number, as in amount > 100"),
+        ("'5' <= amount", "compares '5' (text) with amount (a number)"),
+        ("channel == 5", "compares channel (text) with 5 (a number)"),
+        ("1 < amount < channel", "compares amount (a number) with channel (text)"),
+        ("channel in ('ecom', 5)", "compares channel (text) with 5 (a number)"),
+        ("amount not in (1, 'x')", "compares amount (a number) with 'x' (text)"),
+        ("channel * 2 > 1", "channel is text: arithmetic needs numbers"),
+        ("-mcc < 0", "mcc is text: arithmetic needs numbers"),
+        ("max(amount, channel) > 1", "channel is text: max() needs numbers"),
+        ("amount + 1 > channel", "compares amount + 1 (a number) with channel (text)"),
+        ("channel == mcc and amount > 'abc'", "amount > 'abc' compares"),
+    ],
+)
+def test_field_types_refuse_comparisons_that_never_hit(source: str, message: str) -> None:
+    with pytest.raises(RuleError) as info:
+        compile_expression(source, known_names=TYPES)
+    assert message in str(info.value)
+    assert info.value.column is not None
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["channel == 'ecom'", "channel > 'a'", "channel == mcc", "amount * 2 > card_tx_count_24h", "channel == null",
+     "amount != null", "channel in ('ecom', 'moto')", "not channel", "abs(amount - 3) < card_tx_count_24h",
+     "amount > 100 or channel == 'pos'", "amount == true"],
+)
+def test_field_types_accept_well_typed_expressions(source: str) -> None:
+    assert compile_expression(source, known_names=TYPES).source == source
+
+
 # --- the Expression object -------------------------------------------------------------
 
 

@@ -116,6 +116,14 @@ def test_known_names_are_checked_with_a_suggestion() -> None:
     assert info.value.column == 1
 
 
+def test_rules_comparing_text_with_numbers_are_refused() -> None:
+    known = {"amount": "number", "channel": "text"}
+    with pytest.raises(RuleError, match=r"rule 'R-1': condition: channel > 5 compares channel \(text\) with 5"):
+        Rule.from_dict(rule_obj(condition="channel > 5"), known_names=known)
+    with pytest.raises(RuleError, match="rule file rejected at entry 1: .*amount > 'abc' compares amount"):
+        RuleSet.from_json(orjson.dumps([rule_obj(condition="amount > 'abc'")]), known_names=known)
+
+
 def test_rule_from_json() -> None:
     assert Rule.from_json(orjson.dumps(rule_obj())).id == "R-1"
     with pytest.raises(RuleError, match="a rule must be valid JSON"):
