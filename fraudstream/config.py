@@ -77,6 +77,7 @@ class Settings:
     )
     topic_training: str = _env("TOPIC_TRAINING", "Internal: ordered training examples.", "fraud.training-examples")
     topic_models: str = _env("TOPIC_MODELS", "Internal: model checkpoints (compacted).", "fraud.models")
+    topic_audit: str = _env("TOPIC_AUDIT", "Who labelled, reported, reissued or changed a rule from the console, and when.", "fraud.audit")
     partitions: int = _env("PARTITIONS", "Partitions of the keyed topics when fraudstream creates them.", 3)
     replication_factor: int = _env("REPLICATION_FACTOR", "Replication of created topics (3 in production).", 1)
 
@@ -113,6 +114,9 @@ class Settings:
     )
     metrics_host: str = _env("METRICS_HOST", "Address the /metrics endpoint binds to.", "127.0.0.1")
     metrics_port: int = _env("METRICS_PORT", "Port of /metrics; 0 picks a free one, printed at start.", 9464)
+    console_host: str = _env("CONSOLE_HOST", "Address the web console binds to; anything but loopback requires a login.", "127.0.0.1")
+    console_port: int = _env("CONSOLE_PORT", "Port of the web console; 0 picks a free one, printed at start.", 8464)
+    console_users: str = _env("CONSOLE_USERS", "The console's users file (`fraudstream console add-user NAME` writes it).", "var/console-users")
 
     # --- features ---------------------------------------------------------
     grace_ms: int = _env("GRACE_MS", "Out-of-order tolerance: later events still land in their windows.", 300_000)

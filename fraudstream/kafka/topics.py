@@ -31,6 +31,7 @@ SETTING_FOR_TOPIC = {
     "fraud.card-events": "topic_card_events",
     "fraud.training-examples": "topic_training",
     "fraud.models": "topic_models",
+    "fraud.audit": "topic_audit",
 }
 
 
