@@ -30,7 +30,7 @@ class Metrics:
         self.held = Gauge("fraudstream_merchant_held", "Authorizations held at merchant partitions until every card partition "
                           "has passed their event time.", registry=r)
         self.duplicates = Counter("fraudstream_duplicate_authorizations", "Redelivered tx_ids answered from their snapshot.", registry=r)
-        self.latency = Histogram("fraudstream_end_to_end_latency_seconds", "Event ts to score produced.", buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram("fraudstream_end_to_end_latency_seconds", "Arrival on fraud.authorizations (the record's timestamp) to score produced, per authorization; not from its event ts (see fraudstream_last_authorization_timestamp_seconds).", buckets=LATENCY_BUCKETS, registry=r)
         self.processing = Histogram("fraudstream_batch_processing_seconds", "Time to score one batch.", buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("fraudstream_batch_size", "Authorizations per scored batch.", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=r)
         self.lag = Gauge("fraudstream_consumer_lag", "Messages behind the fetch high-water mark.", ["topic", "partition"], registry=r)

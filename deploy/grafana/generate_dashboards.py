@@ -201,7 +201,7 @@ def operations() -> dict[str, Any]:
              description="Authorizations read per second by all workers (recording rule). Alert: FraudstreamNoAuthorizations.",
              steps=thresholds((None, "red"), (0.001, "green"))),
         stat("p99 end-to-end latency (fleet)", "max(fraudstream:end_to_end_latency_seconds:p99_5m)", "s",
-             description="Event time to score produced, 99th percentile over 5 minutes. Alert: FraudstreamLatencyHigh (> 1s).",
+             description="Arrival on fraud.authorizations to score produced, 99th percentile over 5 minutes. Alert: FraudstreamLatencyHigh (> 1s).",
              steps=thresholds((None, "green"), (0.5, "yellow"), (1, "red"))),
         stat("Consumer lag (fleet)", "sum(fraudstream:consumer_lag:sum)", "short",
              description="Messages behind, all topics and partitions. Alert: FraudstreamConsumerLagGrowing.",
@@ -224,7 +224,7 @@ def operations() -> dict[str, Any]:
             (hq(0.5, "fraudstream_end_to_end_latency_seconds"), "p50"),
             (hq(0.9, "fraudstream_end_to_end_latency_seconds"), "p90"),
             (hq(0.99, "fraudstream_end_to_end_latency_seconds"), "p99"),
-        ], "s", "Event time of the authorization to its score produced. Alert: FraudstreamLatencyHigh (p99 > 1s).",
+        ], "s", "From the authorization's arrival on fraud.authorizations (its record timestamp) to its score produced; how far event time is behind shows below. Alert: FraudstreamLatencyHigh (p99 > 1s).",
             steps=thresholds((None, "green"), (1, "red"))),
         timeseries("Batch processing time", [
             (hq(0.5, "fraudstream_batch_processing_seconds"), "p50"),

@@ -179,6 +179,7 @@ class FraudApp:
         self.quality = QualityWindow()
         self._unmatched_reported = 0
         self._newest = 0
+        self._arrivals: list[int] = []  # ms: when each authorization of the score batch reached fraud.authorizations
         self._define_agents()
         self._define_timers()
 
@@ -457,7 +458,7 @@ class FraudApp:
         self.card_table.route(card_id, msg.partition)
         step = self.scorer.card_stage(auth)
         value = encode({"auth": auth.as_dict(), "features": step.features, "late": step.late, "duplicate": step.duplicate,
-                        "src": [msg.partition, msg.offset]})
+                        "src": [msg.partition, msg.offset], "arr": _arrival_ms(msg)})
         self.outputs.produce(self.settings.topic_by_merchant, value, auth.merchant_id.encode())
         self.card_offsets[card_id] = msg.offset
         self.scorer.cards.mark(card_id)  # the offset is written with the state, even when the state did not change
@@ -568,8 +569,8 @@ class FraudApp:
             if offset > applied["s"].get(str(source), -1):
                 applied["s"][str(source)] = offset
             self.scorer.merchants.mark(merchant_id)  # written with the state
-        self.outputs.produce(self.settings.topic_enriched, encode({"auth": d["auth"], "features": feats, "late": d["late"]}),
-                              auth.card_id.encode())
+        self.outputs.produce(self.settings.topic_enriched, encode({"auth": d["auth"], "features": feats, "late": d["late"],
+                                                                   "arr": d.get("arr")}), auth.card_id.encode())
 
     def score_batch(self, events: list[Any]) -> None:
         """Scores into the outbox: sent by `send_outbox` once the batch's state is on its changelogs."""
@@ -577,11 +578,11 @@ class FraudApp:
         s, m, scorer = self.settings, self.metrics, self.scorer
         started = time.perf_counter()
         self._newest = 0
+        self._arrivals.clear()
         self.each(events, self._score_one)
         m.scored.inc(len(events))
         newest = self._newest
         if newest:
-            m.latency.observe(max(0.0, time.time() - newest / 1000.0))
             m.last_event_ts.set(newest / 1000.0)
             for ex in scorer.mature(newest):
                 self._outbox.append((s.topic_training, encode(ex.as_dict()), None))
@@ -608,6 +609,13 @@ class FraudApp:
             produce(topic, value, key)
         self._outbox.clear()
         self.producer.poll(0)
+        # End-to-end latency: from each authorization's arrival on fraud.authorizations to its score produced. Not
+        # from its event time: an authorization's own ts can be hours old (a terminal offline, a replay) while the
+        # pipeline keeps up; how far event time is behind shows in fraudstream_last_authorization_timestamp_seconds.
+        now, observe = time.time(), self.metrics.latency.observe
+        for arrived in self._arrivals:
+            observe(max(0.0, now - arrived / 1000.0))
+        self._arrivals.clear()
 
     async def durable(self, deadline: float | None = None) -> bool:
         """Wait until every table write made so far is on its changelog, since the outputs of a score batch must not
@@ -760,6 +768,9 @@ class FraudApp:
         m.duplicates.inc(scored.duplicate)
         if auth.ts > self._newest:
             self._newest = auth.ts
+        arrived = d.get("arr")
+        # None from an older worker: when it reached the enriched topic, then.
+        self._arrivals.append(arrived if type(arrived) is int else _arrival_ms(msg))
 
     def card_event_intake(self, events: list[Any], kind: str) -> None:
         """Labels and reissues, validated and re-keyed with our partitioner.
@@ -1003,6 +1014,13 @@ class FraudApp:
 
 
 _POLICY_EXTRA = struct.Struct("<qdq")
+
+
+def _arrival_ms(msg: Any) -> int:
+    """When ``msg`` reached its topic (ms): its record timestamp, the producer's send time or the broker's append
+    time as the topic keeps them; now, for a record without one."""
+    ts = msg.timestamp
+    return int(ts * 1000.0) if ts and ts > 0 else int(time.time() * 1000.0)
 
 
 def _pack_policy(policy: Any, decisions: int) -> bytes:

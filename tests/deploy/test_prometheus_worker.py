@@ -8,8 +8,8 @@ worker's real exposition: a counter that does not count what it says, vector mat
 "duplicate series"), label values that differ from what a query expects (a histogram's ``le``), a panel that
 stays empty.
 
-The traffic is the handbook simulation from 2018: event times are years old, so the end-to-end latency of every
-batch lands in the ``+Inf`` bucket and FraudstreamLatencyHigh rightly goes pending.
+The traffic is the handbook simulation from 2018: event times are years old, yet the end-to-end latency, from an
+authorization's arrival on fraud.authorizations to its score, stays within the histogram's finite buckets.
 """
 
 from __future__ import annotations
@@ -204,6 +204,7 @@ def run(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
     try:
         prometheus = PrometheusServer([f"127.0.0.1:{worker.metrics_port}"], tmp)
         prometheus.wait_ready()
+        worker.wait_ready()  # latency is measured from arrival: not the wait for the first rebalance
         poll("Prometheus scrapes the worker", lambda: prometheus.value(f"up{{{JOB}}}"), timeout=20, ok=lambda v: v == 1)
 
         # One malformed label: the dead-letter path, without touching the authorization counts.
@@ -247,12 +248,15 @@ def test_pipeline_counters_in_prometheus(run: Run):
     assert p.value(f"up{{{JOB}}}") == 1
     assert p.value(f"fraudstream_authorizations_consumed_total{{{JOB}}}") == n
     assert p.value(f"fraudstream_authorizations_scored_total{{{JOB}}}") == n
-    assert p.value(f"fraudstream_end_to_end_latency_seconds_count{{{JOB}}}") > 0
-    buckets = p.query(f"fraudstream_end_to_end_latency_seconds_bucket{{{JOB}}}")
-    assert sorted(float(s["metric"]["le"]) for s in buckets) == [*LATENCY_BUCKETS, float("inf")]
-    # Event times from 2018: every batch is years late, all in +Inf.
-    assert p.value(f'fraudstream_end_to_end_latency_seconds_bucket{{{JOB},le="+Inf"}}') == \
-        p.value(f"fraudstream_end_to_end_latency_seconds_count{{{JOB}}}")
+    # One latency observation per authorization scored.
+    assert p.value(f"fraudstream_end_to_end_latency_seconds_count{{{JOB}}}") == n
+    buckets = {float(s["metric"]["le"]): float(s["value"][1])
+               for s in p.query(f"fraudstream_end_to_end_latency_seconds_bucket{{{JOB}}}")}
+    assert sorted(buckets) == [*LATENCY_BUCKETS, float("inf")]
+    # Event times from 2018, but latency runs from arrival to score: none beyond the largest finite bucket (a
+    # minute, for the simulator's burst worked off on a busy machine), and not years on average.
+    assert buckets[LATENCY_BUCKETS[-1]] == n, buckets
+    assert p.value(f"fraudstream_end_to_end_latency_seconds_sum{{{JOB}}}") / n < LATENCY_BUCKETS[-1]
     assert p.value(f"sum(fraudstream_alerts_total{{{JOB}}})") > 0
     assert p.value(f'fraudstream_alerts_total{{{JOB},action="alert"}}') > 0
     assert p.value(f"sum(fraudstream_labels_total{{{JOB}}})") > 0
@@ -325,8 +329,8 @@ def test_recording_rules_evaluate(run: Run):
         time.sleep(1)
     assert p.value('fraudstream:alerts_last_24h:sum{job="fraudstream"}') == \
         p.value(f"fraudstream_alerts_last_24h{{{JOB}}}")
-    # All in +Inf: the quantile is the highest finite bucket.
-    assert p.value('fraudstream:end_to_end_latency_seconds:p99_5m{job="fraudstream"}') == LATENCY_BUCKETS[-1]
+    # Latency from arrival, not from the years-old event times: the quantile is below the highest finite bucket.
+    assert 0 < p.value('fraudstream:end_to_end_latency_seconds:p99_5m{job="fraudstream"}') < LATENCY_BUCKETS[-1]
     # The one dead letter creates its labelled child at 1: rate() sees no increase on a series' first sample,
     # so the ratio is 0, but it exists (the child and the consumed counter are there).
     ratio = p.value('fraudstream:dead_letter_ratio:rate5m{job="fraudstream"}')
@@ -351,8 +355,9 @@ def test_every_rule_evaluates_without_error(run: Run):
     assert MUST_BE_INACTIVE <= set(alerting)
     active = {name: alerting[name]["state"] for name in MUST_BE_INACTIVE if alerting[name]["state"] != "inactive"}
     assert not active, f"alerts active although this run rules them out: {active}"
-    # Years-old event times: p99 latency far above 1s, pending for its 10 minutes.
-    assert alerting["FraudstreamLatencyHigh"]["state"] == "pending"
+    # FraudstreamLatencyHigh: latency runs from arrival, so the years-old event times do not make it pending; its
+    # p99 can still pass 1s while the simulator's burst is worked off on a busy machine, so its state is not
+    # asserted (the latency itself is, in test_pipeline_counters_in_prometheus).
     # FraudstreamAlertVolumeOffBudget and FraudstreamModelPrecisionDropping depend on how the young model and
     # threshold do on 25 simulated days (both pending on the runs so far); their state is not asserted.
 

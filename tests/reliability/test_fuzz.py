@@ -282,6 +282,7 @@ class Msg:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float | None = None  # as faust gives it: seconds, None when the record has none
 
     def incref(self) -> None:
         """Held by the merchant stage (event-time order); acknowledging it is the agent's, not the handlers'."""
