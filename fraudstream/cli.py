@@ -222,6 +222,44 @@ def cmd_reissue(args: argparse.Namespace) -> int:
     return reissue_card(_need_cluster(_settings(args)), args)
 
 
+# --- web console ---------------------------------------------------------------------
+def cmd_console(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    users_path = Path(args.users or s.console_users)
+    if args.action == "add-user":
+        return _console_add_user(users_path, args)
+    if args.user:
+        raise UsageError(f"`console` takes no user name (did you mean `console add-user {args.user}`?)")
+    from fraudstream.console import run_console
+
+    s = _need_cluster(s)
+    host = args.host if args.host is not None else s.console_host
+    port = args.port if args.port is not None else s.console_port
+    urls = args.metrics or [f"http://{s.metrics_host}:{s.metrics_port}/metrics"]
+    return int(run_console(s, host, port, users_path, urls, Path(args.audit_file) if args.audit_file else None))
+
+
+def _console_add_user(users_path: Path, args: argparse.Namespace) -> int:
+    import getpass
+
+    from fraudstream.console.security import Users
+
+    if not args.user:
+        raise UsageError("console add-user needs a user name: fraudstream console add-user NAME")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            raise UsageError("the two passwords differ; nothing was written")
+    try:
+        Users(users_path).add(args.user, password)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"user {args.user} can log in to the console (users file {users_path})")
+    return 0
+
+
 def _sim_args(p: argparse.ArgumentParser, customers: int = 5000, terminals: int = 10000, days: int = 183) -> None:
     p.add_argument("--customers", type=int, default=customers)
     p.add_argument("--terminals", type=int, default=terminals)
@@ -324,6 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reissue", help="the card was replaced: stop blocking it")
     p.add_argument("card")
     p.set_defaults(func=cmd_reissue)
+
+    p = sub.add_parser("console", help="the web console: review queue, card lookup, fraud reports, countermeasures, live overview",
+                       description="Serve the monitoring center's web console; `console add-user NAME` adds a user or changes a password.")
+    p.add_argument("action", nargs="?", choices=["serve", "add-user"], default="serve", help="serve (default) or add-user NAME")
+    p.add_argument("user", nargs="?", help="add-user: the user name")
+    p.add_argument("--host", default=None, help="address to bind (default FRAUDSTREAM_CONSOLE_HOST, 127.0.0.1); "
+                   "anything but loopback requires a login")
+    p.add_argument("--port", type=int, default=None, help="port (default FRAUDSTREAM_CONSOLE_PORT, 8464; 0 = a free one)")
+    p.add_argument("--metrics", action="append", metavar="URL",
+                   help="a worker's metrics URL, once per worker (default: FRAUDSTREAM_METRICS_HOST and _PORT's)")
+    p.add_argument("--users", default=None, metavar="FILE", help="the users file (default FRAUDSTREAM_CONSOLE_USERS)")
+    p.add_argument("--audit-file", default="var/log/console-audit.jsonl", metavar="FILE",
+                   help="append each audit record here too, besides the audit topic (default %(default)s)")
+    p.add_argument("--password-stdin", action="store_true", help="add-user: read the password from stdin")
+    p.set_defaults(func=cmd_console)
     return parser
 
 
