@@ -14,13 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Debian packages the tests use: promtool and a real Prometheus, Node.js for the KafkaJS client test.
+# Debian packages the tests use: promtool and a real Prometheus, Node.js for the KafkaJS client test, headless Chromium
+# and its driver for the console's browser tests.
 system-deps:
 	@# Only what is missing: where Node.js comes from NodeSource, its npm is built in and Debian's npm conflicts with it.
 	@missing=""; \
 	if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then missing="prometheus"; fi; \
 	if ! command -v node >/dev/null; then missing="$$missing nodejs"; fi; \
 	if ! command -v npm >/dev/null; then missing="$$missing npm"; fi; \
+	if ! command -v chromium >/dev/null; then missing="$$missing chromium"; fi; \
+	if ! command -v chromedriver >/dev/null; then missing="$$missing chromium-driver"; fi; \
 	if [ -n "$$missing" ]; then \
 	    apt-get update && apt-get install -y --no-install-recommends $$missing; \
 	fi
