@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["EmbeddedBroker", "BrokerError", "free_port"]
+__all__ = ["EmbeddedBroker", "BrokerError", "free_port", "running_brokers"]
 
 
 class BrokerError(RuntimeError):
@@ -39,6 +39,28 @@ def _port_taken(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def running_brokers(proc: Path = Path("/proc")) -> list[str]:
+    """URLs (``kafka://127.0.0.1:PORT``) of the embedded brokers running on this host that accept connections:
+    what ``fraudstream run`` or ``fraudstream broker`` started, found by their command lines."""
+    urls: list[str] = []
+    for cmdline in proc.glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or not ours to read
+        if "tansu" not in Path(argv[0].decode(errors="replace")).name or b"--listener-url" not in argv[:-1]:
+            continue
+        listener = argv[argv.index(b"--listener-url") + 1].decode(errors="replace")
+        host, _, port = listener.removeprefix("tcp://").rpartition(":")
+        if host in ("127.0.0.1", "localhost") and port.isdigit():
+            try:
+                socket.create_connection(("127.0.0.1", int(port)), timeout=0.5).close()
+            except OSError:
+                continue
+            urls.append(f"kafka://127.0.0.1:{port}")
+    return sorted(set(urls))
 
 
 def tansu_binary() -> str:

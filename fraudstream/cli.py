@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 from fraudstream.broker import BrokerError
 from fraudstream.config import ConfigError, Settings
+from fraudstream.contracts import LABEL_SOURCES
 
 __all__ = ["main"]
 
@@ -30,12 +32,27 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _need_cluster(s: Settings) -> Settings:
     if s.embedded:
-        raise UsageError(
-            "FRAUDSTREAM_BROKER is `embedded`, and this command needs a running broker.\n"
-            "  Start one with `fraudstream broker` and set FRAUDSTREAM_BROKER=kafka://127.0.0.1:PORT,\n"
-            "  or use `fraudstream run`, which starts everything."
-        )
+        from fraudstream.broker import running_brokers
+
+        raise UsageError(embedded_message(running_brokers()))
     return s
+
+
+def embedded_message(running: list[str]) -> str:
+    """What to do when FRAUDSTREAM_BROKER is `embedded` and a command needs a broker's address.
+
+    >>> print(embedded_message(["kafka://127.0.0.1:9092"]).splitlines()[1])
+      An embedded broker is running at kafka://127.0.0.1:9092 (started by `fraudstream run` or `fraudstream broker`):
+    """
+    head = "FRAUDSTREAM_BROKER is `embedded`, and this command needs the address of a running broker."
+    if len(running) == 1:
+        return (f"{head}\n  An embedded broker is running at {running[0]} (started by `fraudstream run` or "
+                f"`fraudstream broker`):\n  export FRAUDSTREAM_BROKER={running[0]}   or give --broker {running[0]}")
+    if running:
+        return (f"{head}\n  Embedded brokers are running at {', '.join(running)}; name the one your pipeline uses "
+                "(`fraudstream run` prints it):\n  export FRAUDSTREAM_BROKER=kafka://127.0.0.1:PORT   or give --broker")
+    return (f"{head}\n  No embedded broker is running on this host. Start the whole pipeline with `fraudstream run` "
+            "(or `make run`),\n  or a broker alone with `fraudstream broker`, then export the FRAUDSTREAM_BROKER it prints.")
 
 
 # --- broker, topics -----------------------------------------------------------
@@ -155,6 +172,9 @@ def _simulate_scenario(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from fraudstream.launcher import run_pipeline
 
+    if args.customers <= 0 or args.terminals <= 0 or args.days <= 0:
+        raise UsageError("--customers, --terminals and --days must be positive")
+    args.start = resolve_run_start(args)
     return run_pipeline(_settings(args), args)
 
 
@@ -260,67 +280,122 @@ def _console_add_user(users_path: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def _sim_args(p: argparse.ArgumentParser, customers: int = 5000, terminals: int = 10000, days: int = 183) -> None:
-    p.add_argument("--customers", type=int, default=customers)
-    p.add_argument("--terminals", type=int, default=terminals)
-    p.add_argument("--days", type=int, default=days)
-    p.add_argument("--start", default="2018-04-01", help="first simulated day (YYYY-MM-DD)")
-    p.add_argument("--seed", type=int, default=0)
+def _sim_args(p: argparse.ArgumentParser, customers: int = 5000, terminals: int = 10000, days: int | None = 183,
+              start: str | None = "2018-04-01", start_help: str = "first simulated day (YYYY-MM-DD)") -> None:
+    p.add_argument("--customers", type=int, default=customers, help="cards simulated (one per customer)")
+    p.add_argument("--terminals", type=int, default=terminals, help="merchant terminals simulated")
+    p.add_argument("--days", type=int, default=days, help="days of traffic simulated")
+    p.add_argument("--start", default=start, help=start_help)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same traffic")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+#: Label sources an operator may give (``maturity`` is the worker's own).
+OPERATOR_SOURCES = tuple(sorted(LABEL_SOURCES - {"maturity"}))
+
+
+def resolve_run_start(args: argparse.Namespace) -> str:
+    """``run --start``: the day given (validated), or ``--days`` days before today so the traffic ends near now.
+
+    >>> import datetime as dt
+    >>> resolve_run_start(argparse.Namespace(start="2018-04-01", days=60))
+    '2018-04-01'
+    """
+    if args.start is None:
+        return (dt.date.today() - dt.timedelta(days=args.days)).isoformat()
+    try:
+        day = dt.date.fromisoformat(args.start)
+    except ValueError:
+        raise UsageError(f"--start {args.start!r} is not a day: give YYYY-MM-DD, e.g. 2018-04-01") from None
+    if day > dt.date.today():
+        raise UsageError(f"--start {args.start} is in the future; the simulated traffic must have happened already")
+    if day.year < 2000:
+        raise UsageError(f"--start {args.start} is before 2000; authorizations that old are refused as bad timestamps")
+    return day.isoformat()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fraudstream", description="Streaming card-fraud monitoring.")
-    parser.add_argument("--broker", help="kafka://host:port, overrides FRAUDSTREAM_BROKER")
-    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = _HelpFormatter
+    broker_help = "kafka://host:port[,host:port], overrides FRAUDSTREAM_BROKER (before or after the subcommand)"
+    parser = argparse.ArgumentParser(prog="fraudstream", description="Streaming card-fraud monitoring.", formatter_class=fmt)
+    parser.add_argument("--broker", default=None, help=broker_help)
+    # The same option after the subcommand; SUPPRESS keeps a --broker given before it when it is absent after.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--broker", default=argparse.SUPPRESS, help=broker_help)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("broker", help="run the embedded broker on 127.0.0.1")
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".",
+                              formatter_class=fmt, parents=[common])
+
+    p = command("broker", "run the embedded broker on 127.0.0.1",
+                "Run the embedded Kafka-compatible broker (Tansu) on 127.0.0.1 until Ctrl-C; it prints the "
+                "FRAUDSTREAM_BROKER value the other commands need.")
     p.add_argument("--port", type=int, default=None, help="port (default: FRAUDSTREAM_EMBEDDED_PORT, 0 = a free one)")
     p.add_argument("--create-topics", action="store_true", help="also create the topics of topics/")
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("topics", help="create or list the topics of topics/")
-    p.add_argument("action", choices=["create", "list"])
+    p = command("topics", "create or list the topics of topics/")
+    p.add_argument("action", choices=["create", "list"], help="create them on the broker, or list them with their settings")
     p.set_defaults(func=cmd_topics)
 
-    p = sub.add_parser("worker", help="run a worker (faust app)")
-    p.add_argument("--loglevel", default="info", choices=["debug", "info", "warn", "error"])
+    p = command("worker", "run a worker (faust app)",
+                "Run a worker: it scores authorizations, raises alerts, learns from labels and exports /metrics.")
+    p.add_argument("--loglevel", default="info", choices=["debug", "info", "warn", "error"], help="log level")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("simulate", help="the Handbook simulator or a named fraud scenario, to Kafka or JSONL files")
-    _sim_args(p)
+    p = command("simulate", "the Handbook simulator or a named fraud scenario, to Kafka or JSONL files")
+    _sim_args(p, days=None, start=None, start_help="first simulated day (YYYY-MM-DD); default: 2018-04-01 for the "
+              f"Handbook, {SCENARIO_START} for the scenarios")
     p.set_defaults(days=None, start=None)  # each scenario has its own; cmd_simulate fills them in
+    p._option_string_actions["--days"].help = f"days of traffic simulated (default: 183 for the Handbook, {SCENARIO_DAYS} for the scenarios)"
     from fraudstream.simulate.scenarios import SCENARIOS
 
     p.add_argument("--scenario", default="handbook", choices=list(SCENARIOS), metavar="NAME", help=_scenario_help())
     p.add_argument("--jsonl", metavar="DIR", help="write DIR/events.jsonl and DIR/labels.jsonl (scenarios: and truth.jsonl) instead of Kafka")
     p.add_argument("--rate", type=float, default=None, help="real-time factor (3600 = a simulated hour a second); default: as fast as possible")
-    p.add_argument("--investigate", type=int, default=None, metavar="K", help="answer alerts for K cards a day, as analysts")
-    p.add_argument("--max-events", type=int, default=None)
+    p.add_argument("--investigate", type=int, default=None, metavar="K", help="answer alerts for K cards a day, as analysts (default: none)")
+    p.add_argument("--max-events", type=int, default=None, help="stop after this many authorizations (default: all)")
     p.add_argument("--shift-to-now", action="store_true", help="move the first event to the wall clock")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("run", help="broker, topics, worker and simulator together, with a live status line")
-    _sim_args(p, customers=5000, terminals=10000, days=60)
-    p.add_argument("--rate", type=float, default=3600.0, help="real-time factor of the simulated traffic")
-    p.add_argument("--investigate", type=int, default=100, metavar="K")
+    p = command("run", "broker, topics, worker and simulator together, with a live status line",
+                "Start the embedded broker (unless FRAUDSTREAM_BROKER names one), create the topics, start a worker "
+                "and simulate Handbook traffic into it, printing a status line until Ctrl-C or --duration.")
+    _sim_args(p, customers=5000, terminals=10000, days=60, start=None,
+              start_help="first simulated day (YYYY-MM-DD); default: --days days before today, so that the simulated "
+                         "time ends near the wall clock")
+    p.add_argument("--rate", type=float, default=3600.0, help="real-time factor of the simulated traffic (3600 = a simulated hour a second)")
+    p.add_argument("--investigate", type=int, default=100, metavar="K", help="analysts answer alerts for K cards a day")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
-    p.add_argument("--status-every", type=float, default=3.0)
+    p.add_argument("--status-every", type=float, default=3.0, help="seconds between status lines")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("backtest", help="replay recorded authorizations and labels through the same core")
+    p = command("backtest", "replay recorded authorizations and labels through the same core",
+                "Replay recorded authorizations and labels (JSONL, e.g. from `simulate --jsonl`) through the same core "
+                "as the workers, and print detection figures.")
     p.add_argument("events", help="events.jsonl")
     p.add_argument("labels", help="labels.jsonl")
-    p.add_argument("--investigate", type=int, default=None, metavar="K")
-    p.add_argument("--scores-out", metavar="FILE")
+    p.add_argument("--investigate", type=int, default=None, metavar="K", help="analysts answer alerts for K cards a day (default: none)")
+    p.add_argument("--scores-out", metavar="FILE", help="write every scored authorization to FILE (JSONL)")
     p.add_argument("--k", type=int, default=100, help="k of card precision@k")
     p.add_argument("--save-model", metavar="FILE",
                    help="write the model as learned at the end of the replay, as a worker's checkpoint (see `model publish`)")
     p.set_defaults(func=cmd_backtest)
 
-    p = sub.add_parser("model", help="model checkpoints: publish one for every worker to start from")
-    model_sub = p.add_subparsers(dest="action", required=True)
+    p = command("model", "model checkpoints: publish one for every worker to start from")
+    model_sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     pm = model_sub.add_parser(
-        "publish", help="publish a checkpoint (backtest --save-model FILE) to the models topic",
+        "publish", help="publish a checkpoint (backtest --save-model FILE) to the models topic", formatter_class=fmt,
+        parents=[common],
         description="Publish a model checkpoint (written by `fraudstream backtest --save-model FILE`, or a worker's "
                     "STATE_DIR/APP_ID.model) to the models topic. It becomes a new generation of the model: workers "
                     "that start or restart begin from it, running workers switch to it within a second, and no older "
@@ -329,54 +404,56 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("file", help="the checkpoint file")
     p.set_defaults(func=cmd_model)
 
-    p = sub.add_parser("rules", help="countermeasure rules: list, apply FILE, delete RULE_ID, stats")
-    p.add_argument("action", choices=["list", "apply", "stats", "delete"])
+    p = command("rules", "countermeasure rules: list, apply FILE, delete RULE_ID, stats",
+                "Countermeasure rules on the rules topic: list those in force, apply a rule file (all or nothing; a "
+                "condition that names an unknown field or compares text with a number is refused), delete one, or "
+                "review each rule's hits, alerts and labelled precision per day.")
+    p.add_argument("action", choices=["list", "apply", "stats", "delete"], help="what to do")
     p.add_argument("target", nargs="?", help="rule file (apply) or rule id (delete)")
     p.add_argument("--days", type=int, default=None,
                    help="stats: review this many days of event time, up to the newest scored authorization (default 7)")
     p.set_defaults(func=cmd_rules)
 
-    p = sub.add_parser("alerts", help="tail the review topic as a live table")
-    p.add_argument("--min-score", type=float, default=None)
-    p.add_argument("--card")
-    p.add_argument("--rule")
-    p.add_argument("--from-beginning", action="store_true")
+    p = command("alerts", "tail the review topic as a live table")
+    p.add_argument("--min-score", type=float, default=None, help="show only alerts scored at least this (0 to 1; default: all)")
+    p.add_argument("--card", help="show only this card's alerts")
+    p.add_argument("--rule", help="show only alerts this rule id fired on")
+    p.add_argument("--from-beginning", action="store_true", help="start with the oldest alert kept, not with new ones")
     p.add_argument("--limit", type=int, default=None, help="stop after this many alerts")
     p.add_argument("--timeout", type=float, default=None, help="stop after this many idle seconds")
     p.set_defaults(func=cmd_alerts)
 
-    p = sub.add_parser("label", help="publish an analyst disposition")
-    p.add_argument("tx_id")
+    stamp = ("The label is stamped with the pipeline's event time: the wall clock, or the newest scored authorization's "
+             "time when the pipeline is behind it (a replay or `make run`), so it applies to the card's next "
+             "authorization either way.")
+    check = "Refused, unless --force, when fraud.scores knows no such card or transaction, or the transaction is another card's."
+    p = command("label", "publish an analyst disposition",
+                f"Publish an analyst's disposition of one transaction (fraud or legitimate) to the labels topic. {check} {stamp}")
+    p.add_argument("tx_id", help="the transaction id, as in the alert")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--fraud", action="store_true")
-    g.add_argument("--legit", action="store_true")
+    g.add_argument("--fraud", action="store_true", help="the transaction is fraud")
+    g.add_argument("--legit", action="store_true", help="the transaction is legitimate (a false alarm)")
     p.add_argument("--card", required=True, help="card_id of the transaction (the topic's key)")
-    p.add_argument("--source", default="analyst")
+    p.add_argument("--source", default="analyst", choices=OPERATOR_SOURCES, help="who decided")
+    p.add_argument("--force", action="store_true", help="publish even if the pipeline has not seen the card or transaction")
     p.set_defaults(func=cmd_label)
 
-    p = sub.add_parser("report-fraud", help="a customer's fraud report: card compromised since TIME")
-    p.add_argument("card")
-    p.add_argument("--since", required=True, help="ISO time (2026-11-20T08:00:00Z) or epoch ms")
+    p = command("report-fraud", "a customer's fraud report: card compromised since TIME",
+                "A customer's fraud report: the card's transactions since TIME are labelled fraud and the card is "
+                f"blocked until reissued. Refused, unless --force, when fraud.scores knows no such card. {stamp}")
+    p.add_argument("card", help="the card id")
+    p.add_argument("--since", required=True,
+                   help="when the fraud started: ISO time (2026-11-20T08:00:00Z, 2026-11-20T17:00:00+09:00, 2026-11-20) "
+                        "or epoch ms; a time without a zone is in FRAUDSTREAM_TZ_OFFSET_H's zone (UTC by default)")
+    p.add_argument("--force", action="store_true", help="publish even if the pipeline has not seen the card")
     p.set_defaults(func=cmd_report_fraud)
 
-    p = sub.add_parser("reissue", help="the card was replaced: stop blocking it")
-    p.add_argument("card")
+    p = command("reissue", "the card was replaced: stop blocking it",
+                f"The card was replaced: the workers stop blocking it. Refused, unless --force, when fraud.scores knows "
+                f"no such card. {stamp.replace('The label', 'The reissue')}")
+    p.add_argument("card", help="the card id")
+    p.add_argument("--force", action="store_true", help="publish even if the pipeline has not seen the card")
     p.set_defaults(func=cmd_reissue)
-
-    p = sub.add_parser("console", help="the web console: review queue, card lookup, fraud reports, countermeasures, live overview",
-                       description="Serve the monitoring center's web console; `console add-user NAME` adds a user or changes a password.")
-    p.add_argument("action", nargs="?", choices=["serve", "add-user"], default="serve", help="serve (default) or add-user NAME")
-    p.add_argument("user", nargs="?", help="add-user: the user name")
-    p.add_argument("--host", default=None, help="address to bind (default FRAUDSTREAM_CONSOLE_HOST, 127.0.0.1); "
-                   "anything but loopback requires a login")
-    p.add_argument("--port", type=int, default=None, help="port (default FRAUDSTREAM_CONSOLE_PORT, 8464; 0 = a free one)")
-    p.add_argument("--metrics", action="append", metavar="URL",
-                   help="a worker's metrics URL, once per worker (default: FRAUDSTREAM_METRICS_HOST and _PORT's)")
-    p.add_argument("--users", default=None, metavar="FILE", help="the users file (default FRAUDSTREAM_CONSOLE_USERS)")
-    p.add_argument("--audit-file", default="var/log/console-audit.jsonl", metavar="FILE",
-                   help="append each audit record here too, besides the audit topic (default %(default)s)")
-    p.add_argument("--password-stdin", action="store_true", help="add-user: read the password from stdin")
-    p.set_defaults(func=cmd_console)
     return parser
 
 

@@ -7,7 +7,6 @@ each number means, and Ctrl-C stops everything it started.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import re
 import signal
 import subprocess
@@ -73,10 +72,15 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
         print(f"worker started (log: {logs / 'worker.log'}); metrics: {metrics_url}")
         print("  Prometheus: prometheus --config.file=deploy/prometheus/prometheus.yml   "
               "Grafana: provisioning in deploy/grafana/ (datasource + 3 dashboards)")
+        from fraudstream.console.process import ConsoleProcess
+
+        console = ConsoleProcess(settings, logs / "console.log", [metrics_url], new_session=True)
+        stack.callback(console.stop)
+        print(f"console: {console.url}  (review queue, card lookup, fraud reports, rules, live overview; log: {logs / 'console.log'})")
 
         from fraudstream.simulate import HandbookSimulator, LabelDelays, produce
 
-        start = args.start if args.start != "2018-04-01" else (dt.date.today() - dt.timedelta(days=args.days)).isoformat()
+        start = args.start  # the day given, or --days before today (fraudstream.cli.resolve_run_start)
         sim = HandbookSimulator(n_customers=args.customers, n_terminals=args.terminals, n_days=args.days, start=start, seed=args.seed)
         print(f"simulating {args.customers} cards at {args.terminals} merchants over {args.days} days from {start}, "
               f"{args.rate:g}x real time; analysts check {args.investigate} cards a day")
