@@ -49,7 +49,8 @@ from fraudstream.contracts import (
 from fraudstream.core.rules import RULE_ID_PATTERN, Rule, RuleError, RuleSet, RuleStats
 from fraudstream.stream.learning import RULE_FIELDS
 
-__all__ = ["rules_command", "tail_alerts", "publish_label", "report_fraud", "reissue_card", "OperatorError", "parse_since"]
+__all__ = ["rules_command", "tail_alerts", "publish_label", "report_fraud", "reissue_card", "OperatorError", "parse_since",
+           "since_zone"]
 
 #: Without a high-water mark to go by, a read ends after this many seconds without a message.
 IDLE_S = 2.0
@@ -692,12 +693,44 @@ def publish_label(settings: Settings, args: Any) -> int:
     return 0
 
 
-def parse_since(text: str, now_ms: int | None = None) -> int:
-    """``--since``: ISO 8601 (``2026-11-20T08:00:00Z``, ``2026-11-20`` = midnight UTC; no zone = UTC)
-    or epoch milliseconds, not in the future and not before 2000.
+def _zone(offset_h: int) -> dt.timezone:
+    return dt.timezone(dt.timedelta(hours=offset_h))
+
+
+def _zone_name(offset_h: int) -> str:
+    return "UTC" if offset_h == 0 else f"UTC{offset_h:+03d}:00"
+
+
+def _has_zone(text: str) -> bool:
+    text = text.strip()
+    if text.isdigit() or text[-1:] in "zZ":
+        return True
+    try:
+        return dt.datetime.fromisoformat(text).tzinfo is not None
+    except ValueError:
+        return True  # not a time at all: parse_since says so
+
+
+def since_zone(text: str, offset_h: int) -> str | None:
+    """The zone a ``--since`` without one was read in, to print beside it; None when the text gave its own.
+
+    >>> since_zone("2026-11-20T17:00:00", 9), since_zone("2026-11-20T08:00:00Z", 9)
+    ('UTC+09:00 (FRAUDSTREAM_TZ_OFFSET_H; no zone given)', None)
+    """
+    return None if _has_zone(text) else f"{_zone_name(offset_h)} (FRAUDSTREAM_TZ_OFFSET_H; no zone given)"
+
+
+def parse_since(text: str, now_ms: int | None = None, offset_h: int = 0) -> int:
+    """``--since``: ISO 8601 or epoch milliseconds, not in the future and not before 2000.
+
+    A time or a day without a zone is in the deployment's zone, ``offset_h`` hours from UTC
+    (``FRAUDSTREAM_TZ_OFFSET_H``, the zone of the night and weekend features): ``2026-11-20`` is
+    midnight there. :func:`since_zone` says which zone that was, for the command to print.
 
     >>> parse_since("2024-03-10T08:00:00Z"), parse_since("2024-03-10"), parse_since("1710057600000")
     (1710057600000, 1710028800000, 1710057600000)
+    >>> parse_since("2024-03-10T17:00:00", offset_h=9)
+    1710057600000
     """
     now_ms = _now_ms() if now_ms is None else now_ms
     text = (text or "").strip()
@@ -714,9 +747,9 @@ def parse_since(text: str, now_ms: int | None = None) -> int:
             when = dt.datetime.fromisoformat(iso)
         except ValueError:
             raise UsageError(f"--since {text!r} is not a time: use ISO 8601 (2026-11-20T08:00:00Z, 2026-11-20T17:00:00+09:00, "
-                             "or 2026-11-20 for midnight UTC) or epoch milliseconds") from None
+                             f"or 2026-11-20 for midnight {_zone_name(offset_h)}) or epoch milliseconds") from None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
+            when = when.replace(tzinfo=_zone(offset_h))
         ms = int(when.timestamp() * 1000)
     if ms < MIN_TS_MS:
         raise UsageError(f"--since {text} is before 2000-01-01; no card authorization is that old")
@@ -731,12 +764,15 @@ def report_fraud(settings: Settings, args: Any) -> int:
     """``fraudstream report-fraud CARD --since TIME``: a customer's fraud report, a card-level label."""
     card = _check_id("card", args.card)
     now = _now_ms()
-    since = parse_since(args.since, now)
+    since = parse_since(args.since, now, settings.timezone_offset_h)
+    zone = since_zone(args.since, settings.timezone_offset_h)
     value = {"card_id": card, "is_fraud": True, "since": since, "ts": now, "source": "customer_report"}
     label = decode_label(encode(value), card.encode())
     if isinstance(label, Rejection):
         raise _rejected("fraud report", label)
     where = _publish(settings, settings.topic_labels, card, value)
+    if zone is not None:
+        print(f"--since {args.since.strip()} read in {zone}: {_utc(since)} UTC")
     print(f"reported card {card} compromised since {_utc(since)} UTC (source customer_report): its transactions since then "
           f"are labelled fraud and it is blocked until reissued; {settings.topic_labels} partition {where.partition} "
           f"offset {where.offset}")
