@@ -454,6 +454,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("card", help="the card id")
     p.add_argument("--force", action="store_true", help="publish even if the pipeline has not seen the card")
     p.set_defaults(func=cmd_reissue)
+
+    p = command("console", "the web console: review queue, card lookup, fraud reports, countermeasures, live overview",
+                "Serve the monitoring center's web console until Ctrl-C; `console add-user NAME` adds a user or changes "
+                "a password. Bound to anything but loopback, it requires a login.")
+    p.add_argument("action", nargs="?", choices=["serve", "add-user"], default="serve", help="serve (default) or add-user NAME")
+    p.add_argument("user", nargs="?", help="add-user: the user name")
+    p.add_argument("--host", default=None, help="address to bind (default FRAUDSTREAM_CONSOLE_HOST, 127.0.0.1); "
+                   "anything but loopback requires a login")
+    p.add_argument("--port", type=int, default=None, help="port (default FRAUDSTREAM_CONSOLE_PORT, 8464; 0 = a free one)")
+    p.add_argument("--metrics", action="append", metavar="URL",
+                   help="a worker's metrics URL, once per worker (default: FRAUDSTREAM_METRICS_HOST and _PORT's)")
+    p.add_argument("--users", default=None, metavar="FILE", help="the users file (default FRAUDSTREAM_CONSOLE_USERS)")
+    p.add_argument("--audit-file", default="var/log/console-audit.jsonl", metavar="FILE",
+                   help="append each audit record here too, besides the audit topic (default %(default)s)")
+    p.add_argument("--password-stdin", action="store_true", help="add-user: read the password from stdin")
+    p.set_defaults(func=cmd_console)
     return parser
 
 
