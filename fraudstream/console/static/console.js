@@ -38,6 +38,7 @@ function el(name, attrs, text) {
 }
 function fmt(v) {
   if (v === null || v === undefined) return "-";
+  if (v === 0) return "0";
   if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString();
   if (Math.abs(v) >= 10) return v.toFixed(0);
   return v.toFixed(Math.abs(v) >= 1 ? 2 : 3);
