@@ -57,6 +57,7 @@ class Console:
 
 
 _KEY: web.AppKey[Console] = web.AppKey("console", Console)
+_SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
 
 
 def _console(request: web.Request) -> Console:
@@ -64,8 +65,7 @@ def _console(request: web.Request) -> Console:
 
 
 def _session(request: web.Request) -> Session:
-    session: Session = request["session"]
-    return session
+    return request[_SESSION]
 
 
 def _remote(request: web.Request) -> str:
@@ -83,7 +83,7 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
     fresh = session is None
     if session is None:
         session = console.sessions.create("" if console.login_required else console.local_user)
-    request["session"] = session
+    request[_SESSION] = session
     public = request.path.startswith(_PUBLIC)
     if not public and not session.user:
         if request.path.startswith("/api/"):
