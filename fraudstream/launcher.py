@@ -7,6 +7,7 @@ each number means, and Ctrl-C stops everything it started.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import signal
 import subprocess
@@ -15,15 +16,19 @@ import threading
 import time
 import urllib.request
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from fraudstream.broker import EmbeddedBroker, free_port
 from fraudstream.config import Settings
 from fraudstream.kafka.topics import create_topics
 from fraudstream.processes import WorkerProcess
+from fraudstream.status import RunSummary, status_line
 
 __all__ = ["run_pipeline", "scrape"]
 
+#: How long the worker may take to join its group and recover its tables before the run gives up.
+_READY_TIMEOUT_S = 600.0
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? ([0-9.eE+-]+|NaN)$", re.M)
 
 
@@ -54,9 +59,11 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     logs = Path("var/log")
     logs.mkdir(parents=True, exist_ok=True)
+    log_files: list[Path] = []
     with ExitStack() as stack:
         if settings.embedded:
             broker = stack.enter_context(EmbeddedBroker(settings.embedded_port, log_path=logs / "broker.log"))
+            log_files.append(logs / "broker.log")
             settings = settings.with_overrides(broker=broker.url)
             print(f"embedded broker on {broker.bootstrap_servers}  (FRAUDSTREAM_BROKER={broker.url})")
         run_id = time.strftime("%Y%m%d-%H%M%S")
@@ -68,14 +75,26 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
 
         worker = WorkerProcess(settings, logs / "worker.log", new_session=True)  # Ctrl-C here stops it in order
         stack.callback(worker.stop)
+        log_files.insert(0, logs / "worker.log")
         metrics_url = f"http://{settings.metrics_host}:{worker.metrics_port}/metrics"
         print(f"worker started (log: {logs / 'worker.log'}); metrics: {metrics_url}")
         print("  Prometheus: prometheus --config.file=deploy/prometheus/prometheus.yml   "
               "Grafana: provisioning in deploy/grafana/ (datasource + 3 dashboards)")
+        # The traffic (and --duration) starts once the worker can score it: not while it joins its group.
+        try:
+            waited = worker.wait_ready(timeout=_READY_TIMEOUT_S)
+        except RuntimeError as e:
+            print(f"the worker did not become ready: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nstopping: worker, broker")
+            return 0
+        print(f"worker ready after {waited:.0f} s (joined its consumer group, recovered its tables)")
         from fraudstream.console.process import ConsoleProcess
 
         console = ConsoleProcess(settings, logs / "console.log", [metrics_url], new_session=True)
         stack.callback(console.stop)
+        log_files.append(logs / "console.log")
         print(f"console: {console.url}  (review queue, card lookup, fraud reports, rules, live overview; log: {logs / 'console.log'})")
 
         from fraudstream.simulate import HandbookSimulator, LabelDelays, produce
@@ -92,44 +111,64 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
 
         sim_thread = threading.Thread(target=simulate, name="simulator", daemon=True)
         sim_thread.start()
-        print("Ctrl-C stops everything.\n")
-        return _status_loop(metrics_url, worker.process, stop, args, time.monotonic())
+        print("Ctrl-C stops everything." + (f" Stops by itself after {args.duration:g} s." if args.duration else "") + "\n")
+        outcome = _status_loop(metrics_url, worker.process, stop, args, time.monotonic())
+    # Everything has stopped: what the run did, last on the screen.
+    print(RunSummary(outcome.last, outcome.seconds, outcome.why, logs=[str(p) for p in log_files],
+                     unreachable=metrics_url).text())
+    return outcome.code
 
 
-def _status_loop(url: str, worker: subprocess.Popen, stop: threading.Event, args: argparse.Namespace, t0: float) -> int:
+@dataclass(frozen=True)
+class _Outcome:
+    """How the status loop ended: the exit code, the last figures the worker gave (None: it never answered)."""
+
+    code: int
+    last: dict[str, float] | None
+    seconds: float
+    why: str
+
+
+def _status_loop(url: str, worker: subprocess.Popen, stop: threading.Event, args: argparse.Namespace, t0: float) -> _Outcome:
+    """A status line every ``args.status_every`` seconds until Ctrl-C, SIGTERM, the worker's exit or
+    ``args.duration`` seconds after ``t0``, whatever the scrapes do: one that fails says so."""
     last: dict[str, float] = {}
-    last_t = time.monotonic()
+    last_t = t0
     first_alert: float | None = None
+    deadline = t0 + args.duration if args.duration is not None else math.inf
+    code, why = 0, "Ctrl-C"
     try:
-        while not stop.wait(args.status_every):
+        while True:
+            if stop.wait(max(0.0, min(args.status_every, deadline - time.monotonic()))):
+                why = "SIGTERM"
+                break
             if worker.poll() is not None:
                 print(f"the worker exited with code {worker.returncode}: see var/log/worker.log", file=sys.stderr)
-                return 1
+                code, why = 1, "the worker's exit"
+                break
+            now = time.monotonic()
             try:
                 m = scrape(url)
-            except OSError:
-                continue
-            now = time.monotonic()
-            rate = (m.get("fraudstream_authorizations_scored_total", 0) - last.get("fraudstream_authorizations_scored_total", 0)) / (now - last_t)
-            alerts = m.get("fraudstream_alerts_total", 0.0)
-            if alerts and first_alert is None:
-                first_alert = now - t0
-                print(f"first alert {first_alert:.1f} s after start")
-            precision = m.get("fraudstream_model_alert_precision")
-            by_action = {a: m.get(f'fraudstream_alerts_total{{action="{a}"}}', 0.0) for a in ("alert", "update", "block")}
-            shown = f"{precision:.2f}" if precision is not None and m.get("fraudstream_labels_total") else "  - "
-            print(
-                f"[{now - t0:5.0f}s] {rate:7.0f} auth/s  scored {m.get('fraudstream_authorizations_scored_total', 0):8.0f}  "
-                f"alerts {by_action['alert']:5.0f} (+{by_action['update']:.0f} updates, {by_action['block']:.0f} blocks)  "
-                f"labels {m.get('fraudstream_labels_total', 0):6.0f}  learned {m.get('fraudstream_model_examples_learned', 0):6.0f}  "
-                f"alert precision {shown}",
-                flush=True,
-            )
-            last, last_t = m, now
-            if args.duration is not None and now - t0 >= args.duration:
+            except OSError as e:
+                print(f"[{now - t0:5.0f}s] no status: the worker's metrics at {url} did not answer "
+                      f"({getattr(e, 'reason', e)}); its log: var/log/worker.log", flush=True)
+            else:
+                if m.get("fraudstream_alerts_total", 0.0) and first_alert is None:
+                    first_alert = now - t0
+                    print(f"first alert {first_alert:.1f} s after start")
+                print(status_line(m, last, now - last_t, now - t0), flush=True)
+                last, last_t = m, now
+            if time.monotonic() >= deadline:
+                why = f"--duration {args.duration:g} s"
                 break
     except KeyboardInterrupt:
         pass
-    print("\nstopping: simulator, worker, broker")
+    try:  # the final figures, before the worker stops
+        last = scrape(url)
+    except OSError:
+        pass
+    except KeyboardInterrupt:  # a second Ctrl-C: the figures of the last status line will do
+        pass
+    print("\nstopping: simulator, worker, broker", flush=True)
     stop.set()
-    return 0
+    return _Outcome(code, last or None, time.monotonic() - t0, why)

@@ -41,13 +41,17 @@ def worker_env(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """``fraudstream worker`` as a subprocess, as production runs it, logging to ``log_path``. With ``new_session``
     it gets a session of its own: a Ctrl-C in the terminal does not reach it, so its parent stops it in order.
-    ``extra_env`` is added to its environment (an allocator to try, say), after ``settings``."""
+    ``extra_env`` is added to its environment (an allocator to try, say), after ``settings``.
+
+    ``log_path`` is appended to (an earlier run's output stays there): what this worker says, its metrics port and
+    its readiness, is read from where the log ended when it started, never from an earlier run's lines."""
 
     def __init__(self, settings: Settings, log_path: Path, start_timeout_s: float = 60.0, new_session: bool = False,
                  extra_env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
         self.log = open(log_path, "ab")
+        self.log_start = self.log.tell()  # where this worker's output begins
         self.stalled = False  # set by whoever watches its progress
         self.process = subprocess.Popen([sys.executable, "-m", "fraudstream", "worker", "--loglevel", "info"],
                                         env={**worker_env(settings), **(extra_env or {})}, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -61,7 +65,7 @@ class WorkerProcess:
     def _wait_metrics_port(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = re.search(rb"metrics on http://[\d.]+:(\d+)/metrics", self.log_path.read_bytes())
+            m = re.search(rb"metrics on http://[\d.]+:(\d+)/metrics", self.output())
             if m:
                 return int(m.group(1))
             self.check()
@@ -71,7 +75,7 @@ class WorkerProcess:
     def wait_ready(self, timeout: float = 600.0) -> float:
         """Until faust says the worker is ready (it joined its group and recovered its tables); the seconds waited."""
         started = time.monotonic()
-        while b"Worker]: Ready" not in self.log_path.read_bytes():
+        while b"Worker]: Ready" not in self.output():
             self.check()
             if time.monotonic() - started > timeout:
                 raise RuntimeError(f"the worker was not ready within {timeout:.0f}s:\n{self.tail()}")
@@ -96,9 +100,15 @@ class WorkerProcess:
         if self.process.poll() is not None:
             raise RuntimeError(f"the worker exited with code {self.process.returncode}:\n{self.tail()}")
 
+    def output(self) -> bytes:
+        """What this worker has written to its log so far (not an earlier run's lines before it)."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_start)
+            return f.read()
+
     def tail(self, chars: int = 3000) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-chars:]
+            return self.output().decode(errors="replace")[-chars:]
         except OSError:
             return ""
 
