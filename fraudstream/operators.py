@@ -47,6 +47,7 @@ from fraudstream.contracts import (
     encode,
 )
 from fraudstream.core.rules import RULE_ID_PATTERN, Rule, RuleError, RuleSet, RuleStats
+from fraudstream.kafka.reach import BrokerUnreachable, ClientErrors, cluster_metadata
 from fraudstream.stream.learning import RULE_FIELDS
 
 __all__ = ["rules_command", "tail_alerts", "publish_label", "report_fraud", "reissue_card", "OperatorError", "parse_since",
@@ -96,19 +97,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _consumer(settings: Settings) -> Consumer:
+def _consumer(settings: Settings, errors: ClientErrors | None = None) -> Consumer:
     # A group id is required by librdkafka even with assign(); it never joins and commits nothing.
     return Consumer({**settings.kafka_client_config(), "group.id": f"fraudstream-operator-{uuid.uuid4().hex[:8]}",
                      "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": False,
-                     "fetch.wait.max.ms": 100})
+                     "fetch.wait.max.ms": 100, **(errors if errors is not None else ClientErrors()).config()})
 
 
-def _partitions(client: Consumer | Producer, settings: Settings, topic: str) -> list[int]:
+def _partitions(client: Consumer | Producer, settings: Settings, topic: str, errors: ClientErrors | None = None) -> list[int]:
     """The topic's partitions; a missing topic is a usage problem, an unreachable broker an OperatorError."""
     try:
-        metadata = client.list_topics(topic, timeout=10)
-    except KafkaException as exc:
-        raise OperatorError(f"cannot reach the brokers at {settings.bootstrap_servers}: {_kafka_text(exc)}") from None
+        metadata = cluster_metadata(client, ClientErrors() if errors is None else errors, settings.bootstrap_servers, topic)
+    except BrokerUnreachable as exc:
+        raise OperatorError(str(exc)) from None
     info = metadata.topics.get(topic)
     if info is None or info.error is not None:
         if info is None or info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
@@ -143,9 +144,10 @@ def _message_error(m: Any) -> bool:
 
 def _read_to_end(settings: Settings, topics: list[str], idle_s: float = IDLE_S) -> Iterator[Any]:
     """Every message of ``topics`` from the beginning up to their ends, in order within each partition."""
-    consumer = _consumer(settings)
+    errors = ClientErrors()
+    consumer = _consumer(settings, errors)
     try:
-        assignment = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in _partitions(consumer, settings, t)]
+        assignment = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in _partitions(consumer, settings, t, errors)]
         consumer.assign(assignment)
         next_offsets: dict[tuple[str, int], int | None] = {(tp.topic, tp.partition): None for tp in assignment}
         last = time.monotonic()
@@ -173,8 +175,9 @@ class _Delivered:
 
 def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes | None]]) -> list[_Delivered]:
     """Produce ``(key, value)`` records and wait until the brokers have every one of them."""
-    producer = Producer(settings.producer_config())
-    _partitions(producer, settings, topic)
+    errors = ClientErrors()
+    producer = Producer(settings.producer_config(**errors.config()))
+    _partitions(producer, settings, topic, errors)
     delivered: list[_Delivered | None] = [None] * len(records)
     errors: list[str] = []
 
@@ -600,11 +603,12 @@ def tail_alerts(settings: Settings, args: Any) -> int:
     wanted = _AlertFilter(args.min_score, card, args.rule)
     topic = settings.topic_alerts
 
-    consumer = _consumer(settings)
+    errors = ClientErrors()
+    consumer = _consumer(settings, errors)
     shown = read = skipped = 0
     started_ms = _now_ms()
     try:
-        parts = _partitions(consumer, settings, topic)
+        parts = _partitions(consumer, settings, topic, errors)
         start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
         consumer.assign([TopicPartition(topic, p, start) for p in parts])
         next_offsets: dict[tuple[str, int], int | None] = {(topic, p): None for p in parts}

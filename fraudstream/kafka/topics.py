@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from fraudstream.config import Settings
+from fraudstream.kafka.reach import ClientErrors, cluster_metadata
 
 __all__ = ["TopicSpec", "load_specs", "create_topics", "TOPICS_DIR", "SETTING_FOR_TOPIC"]
 
@@ -70,7 +71,9 @@ def create_topics(settings: Settings, bootstrap: str | None = None, timeout: flo
     report only the configs set at creation.
     """
     conf = settings.kafka_client_config() if bootstrap is None else {**_conf_without_bootstrap(settings), "bootstrap.servers": bootstrap}
-    admin = AdminClient(conf)
+    errors = ClientErrors()
+    admin = AdminClient({**conf, **errors.config()})
+    cluster_metadata(admin, errors, conf["bootstrap.servers"], within=timeout)  # unreachable: one clear error
     new = [
         NewTopic(spec.name_in(settings), spec.partitions_in(settings), settings.replication_factor, config=dict(spec.config))
         for spec in load_specs()
