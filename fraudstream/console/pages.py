@@ -255,38 +255,50 @@ def rules_page(view: PipelineView, csrf: str, days: int = 7) -> str:
            f'<p class="muted">Hits, alerts and labelled precision per day of event time, {e(window[0])} .. {e(window[-1])} (UTC), '
            "from the scores and labels read; shadow rules count hits but never alert. Changes go to the rules topic, "
            "as <code>fraudstream rules apply</code> does, after a confirmation.</p>"]
-    order = {"active": 0, "shadow": 1, "off": 2, "invalid": 3, "deleted": 4}
-    ids = sorted(set(modes) | set(snap), key=lambda r: (order.get(modes.get(r, "deleted"), 9), r))
+    ids = sorted(set(modes) | set(snap))
     if not ids:
-        out.append('<p class="empty">No rules in the rules topic, and no rule hits in the scores read.</p>')
+        out.append('<p class="empty">No rules in the rules topic, and no rule hits in the scores read. Apply some with '
+                   "<code>fraudstream rules apply rules/handbook.json</code>.</p>")
         return "".join(out)
-    header = ["rule", "mode", "condition", "hits", "alerts", "labelled", "precision", *(d[5:] for d in window), "per day", "change"]
-    rows = []
-    for rule_id in ids:
-        mode = modes.get(rule_id, "deleted")
-        rule = view.rules.get(rule_id)
-        counts = snap.get(rule_id, {"overall": {"hits": 0, "alerts": 0, "labelled": 0, "precision": None}, "days": {}})
-        o = counts["overall"]
-        per_day = [counts["days"].get(d, {}) for d in window]
-        day_cells = [f'{c.get("hits", 0)}<small>/{c.get("alerts", 0)}'
-                     + (f' · {c["precision"]:.0%}' if c.get("precision") is not None else "") + "</small>" for c in per_day]
-        change = ""
-        if rule is not None:
-            options = "".join(f'<option value="{m}"{" selected" if m == mode else ""}>{e(_MODE_VERB[m])}</option>' for m in MODES)
-            change = (f'<form method="post" action="/rules/change" class="inline">{_csrf(csrf)}'
-                      f'<input type="hidden" name="rule_id" value="{e(rule_id)}"><select name="mode" aria-label="mode of {e(rule_id)}">'
-                      f'{options}</select><button type="submit">Change…</button></form>')
-        cond = e(rule.condition) if rule else e(view.invalid_rules.get(rule_id, "not in the rules topic any more"))
-        rows.append([f"<code>{e(rule_id)}</code><br><small>{e(rule.description) if rule else ''}</small>",
-                     f'<span class="mode {e(mode)}">{e(mode)}</span>', f"<code>{cond}</code>", str(o["hits"]), str(o["alerts"]),
-                     str(o["labelled"]), f'{o["precision"]:.0%}' if o["precision"] is not None else "-", *day_cells,
-                     _spark([c.get("hits", 0) for c in per_day]), change])
-    out.append(_table(header, rows, "rules"))
+    header = ["rule", "condition", "hits", "alerts", "labelled", "precision", *(d[5:] for d in window), "hits a day", "change"]
+    head = "<tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+    body = []
+    # Shadow rules beside the active ones: the same columns, one group each, so a candidate is read against what is in force.
+    for group, title in (("active", "Active: alert or score"), ("shadow", "Shadow: counted, never acting"),
+                         ("off", "Off"), ("invalid", "Invalid: ignored by the workers"), ("deleted", "No longer in the rules topic")):
+        members = [r for r in ids if modes.get(r, "deleted") == group]
+        if not members:
+            continue
+        body.append(f'<tr class="group {e(group)}"><th colspan="{len(header)}">{e(title)} ({len(members)})</th></tr>')
+        for rule_id in members:
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in _rule_row(view, rule_id, group, snap, window, csrf)) + "</tr>")
+    out.append(f'<table class="rules"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>')
     out.append('<p class="muted">Per day: hits/alerts · precision of the labelled hits.</p>')
     return "".join(out)
 
 
-_MODE_VERB = {"active": "active (start)", "shadow": "shadow (count only)", "off": "off (stop)"}
+def _rule_row(view: PipelineView, rule_id: str, mode: str, snap: dict[str, Any], window: list[str], csrf: str) -> list[str]:
+    rule = view.rules.get(rule_id)
+    counts = snap.get(rule_id, {"overall": {"hits": 0, "alerts": 0, "labelled": 0, "precision": None}, "days": {}})
+    o = counts["overall"]
+    per_day = [counts["days"].get(d, {}) for d in window]
+    day_cells = [f'{c.get("hits", 0)}<small>/{c.get("alerts", 0)}'
+                 + (f' · {c["precision"]:.0%}' if c.get("precision") is not None else "") + "</small>" for c in per_day]
+    change = ""
+    if rule is not None:
+        options = "".join(f'<option value="{m}"{" selected" if m == mode else ""}>{e(_MODE_VERB[m])}</option>' for m in MODES)
+        change = (f'<form method="post" action="/rules/change" class="inline">{_csrf(csrf)}'
+                  f'<input type="hidden" name="rule_id" value="{e(rule_id)}"><select name="mode" aria-label="mode of {e(rule_id)}">'
+                  f'{options}</select> <button type="submit">Change…</button></form>')
+    cond = e(rule.condition) if rule else e(view.invalid_rules.get(rule_id, "not in the rules topic any more"))
+    action = "" if rule is None else (f" → score {rule.score_delta:+.2f}" if rule.action == "score" else " → alert")
+    return [f'<code>{e(rule_id)}</code> <span class="mode {e(mode)}">{e(mode)}</span><br><small>{e(rule.description) if rule else ""}</small>',
+            f"<code>{cond}</code><br><small>{e(action)}</small>", str(o["hits"]), str(o["alerts"]), str(o["labelled"]),
+            f'{o["precision"]:.0%}' if o["precision"] is not None else "-", *day_cells,
+            _spark([c.get("hits", 0) for c in per_day]), change]
+
+
+_MODE_VERB = {"active": "active: start", "shadow": "shadow: count", "off": "off: stop"}
 
 
 def rule_confirm_page(rule: Rule, mode: str, csrf: str) -> str:

@@ -27,6 +27,8 @@ pytestmark = pytest.mark.broker
 SHOTS = ROOT / "docs" / "console"
 HOUR = 3_600_000
 RULE = {"id": "R-BIG", "description": "Amount above ¥900,000", "condition": "amount > 900000", "mode": "active", "action": "alert"}
+SHADOW = {"id": "R-SHADOW", "description": "Amount above ¥400,000, measured before it acts", "condition": "amount > 400000",
+          "mode": "shadow", "action": "alert"}
 
 
 def now_ms() -> int:
@@ -64,7 +66,7 @@ def pipeline(broker, tmp_path_factory) -> Iterator[Pipeline]:
     tmp = tmp_path_factory.mktemp("console")
     s = isolated_settings(broker, tmp, partitions=1)
     create_topics(s)
-    produce(s, s.topic_rules, [(RULE["id"].encode(), encode(RULE))])
+    produce(s, s.topic_rules, [(r["id"].encode(), encode(r)) for r in (RULE, SHADOW)])
     worker = WorkerProcess(s, tmp / "worker.log")
     try:
         console = ConsoleProcess(s, tmp / "console.log", [f"http://127.0.0.1:{worker.metrics_port}/metrics"], port=0,
@@ -177,19 +179,20 @@ def test_a_stopped_rule_hits_no_more(pipeline: Pipeline, browser) -> None:
     shot(browser, "rules")
     from selenium.webdriver.support.ui import Select
 
-    form = css(browser, "form[action='/rules/change']")[0]
+    form = browser.find_element("xpath", "//form[@action='/rules/change'][input[@name='rule_id' and @value='R-BIG']]")
     Select(form.find_element("css selector", "select[name=mode]")).select_by_value("off")
     form.find_element("css selector", "button").click()
     wait_page(browser, lambda d: "Confirm: set R-BIG to off" in d.page_source)  # the confirmation step
     css(browser, "form[action='/rules/change/confirm'] button")[0].click()
     wait_page(browser, lambda d: "applied 1 rule" in d.page_source)
-    wait_page(browser, lambda d: (d.refresh() or True) and css(d, "span.mode.off"), timeout=15)
+    wait_page(browser, lambda d: (d.refresh() or True) and "Off (1)" in d.page_source, timeout=15)
     rules = {k.decode(): v for k, v in read_topic(s, s.topic_rules, idle=2, timeout=30)}
     assert rules["R-BIG"]["mode"] == "off"
     time.sleep(1.5)  # the workers' rule follower polls every 0.2 s
     produce(s, s.topic_authorizations, [auth("s-huge", "card-S", 990_000, now_ms())])
     scored = pipeline.wait_scored("s-huge")
     assert "R-BIG" not in scored.get("rule_hits", []) and "R-BIG" not in scored["decision"]["rules"], scored
+    assert "R-SHADOW" in scored["rule_hits"], "the shadow rule still counts"
 
 
 def test_a_post_without_its_csrf_token_is_refused(pipeline: Pipeline, browser) -> None:
