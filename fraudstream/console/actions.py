@@ -112,6 +112,9 @@ class Actions:
             path = Path(tmp) / f"{rule.id}.json"
             path.write_bytes(encode(changed))
             outcome = self._run(rules_command, ["rules", "apply", str(path)])
+        if outcome.ok:  # the command's answer is a table of the file it applied, a temporary one: say it plainly
+            outcome = Outcome(True, f"rule {rule.id} set to {mode} (was {rule.mode}) in {self.settings.topic_rules}; "
+                              "the workers apply the change within a second")
         self._audit(user, remote, "rule", rule.id, {"from": rule.mode, "to": mode, "rule": changed}, outcome)
         return outcome
 

@@ -184,7 +184,7 @@ def test_a_stopped_rule_hits_no_more(pipeline: Pipeline, browser) -> None:
     form.find_element("css selector", "button").click()
     wait_page(browser, lambda d: "Confirm: set R-BIG to off" in d.page_source)  # the confirmation step
     css(browser, "form[action='/rules/change/confirm'] button")[0].click()
-    wait_page(browser, lambda d: "applied 1 rule" in d.page_source)
+    wait_page(browser, lambda d: "rule R-BIG set to off (was active)" in d.page_source)
     wait_page(browser, lambda d: (d.refresh() or True) and "Off (1)" in d.page_source, timeout=15)
     rules = {k.decode(): v for k, v in read_topic(s, s.topic_rules, idle=2, timeout=30)}
     assert rules["R-BIG"]["mode"] == "off"
