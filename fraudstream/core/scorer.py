@@ -17,12 +17,12 @@ from fraudstream.config import Settings
 from fraudstream.contracts import Authorization, CardReissue, Label, decode, encode
 from fraudstream.core.decision import CardStanding, Decision, DecisionPolicy
 from fraudstream.core.features.card import CARD_IDLE_MS, NO_TIME, CardState, card_features
-from fraudstream.core.features.catalogue import CATALOGUE
 from fraudstream.core.features.mcc import mcc_features
 from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
 from fraudstream.core.features.money import Money
 from fraudstream.core.maturity import MaturityQueue, MemoryMaturityQueue
 from fraudstream.core.model.online import FEEDBACK_SOURCES, OnlineModel, TrainingExample, keep_legitimate
+from fraudstream.core.reasons import say
 from fraudstream.core.rules import RuleSet, RuleStats
 from fraudstream.core.snapshot import Snapshot
 from fraudstream.core.state import CardTransactions, StateStore
@@ -30,7 +30,6 @@ from fraudstream.core.state import CardTransactions, StateStore
 __all__ = ["FraudScorer", "Scored", "CardStep", "LabelOutcome", "MerchantLabel", "DAY_MS"]
 
 DAY_MS = 86_400_000
-_PHRASES = {f.name: f.phrase for f in CATALOGUE}
 _EVENT_FIELDS = ("amount", "currency", "mcc", "country", "channel")
 
 
@@ -232,9 +231,8 @@ class FraudScorer:
         out = []
         if decision.action == "block":
             out.append("card has confirmed fraud and is not yet reissued")
-        for c in self.model.explain(feats):
-            phrase = _PHRASES.get(c.feature) or f"{c.feature} = {{value:.3g}}"
-            out.append(phrase.format(value=c.value, usual=_usual(c.feature, feats, self.model), currency=self.money.base))
+        # Every contribution, strongest first: `say` keeps those an analyst can read as reasons.
+        out += say(self.model.explain(feats, top=len(feats)), feats, self.model.usual, self.money.base)
         for rule_id in decision.rules:
             rule = self.rules.get(rule_id)
             out.append(f"rule {rule_id}: {rule.description}" if rule is not None else f"rule {rule_id}")
@@ -409,18 +407,3 @@ def _rule_fields(auth: Authorization, feats: dict[str, float]) -> dict[str, Any]
         fields[name] = getattr(auth, name)
     fields["merchant_id"] = auth.merchant_id
     return fields
-
-
-def _usual(feature: str, feats: dict[str, float], model: OnlineModel) -> str:
-    """The card's own normal where the card has one, else the population's."""
-    count30, sum30, mean30 = feats.get("card_count_30d", 0.0), feats.get("card_amount_sum_30d", 0.0), feats.get("card_amount_mean_30d")
-    per_window = {"1h": 1 / 720, "24h": 1 / 30, "7d": 7 / 30}
-    for suffix, share in per_window.items():
-        if feature == f"card_count_{suffix}":
-            return f"{count30 * share:.1f}"
-        if feature == f"card_amount_sum_{suffix}":
-            return f"{sum30 * share:,.0f}"
-    if feature.startswith("card_amount_mean") and mean30 is not None:
-        return f"{mean30:,.0f}"
-    usual = model.usual(feature)
-    return "unknown" if usual is None else f"{usual:,.3g}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import statistics
 from collections import Counter
 
 import pytest
@@ -71,10 +72,14 @@ def test_budget_cooldown_reasons_blocking_and_rules(pipeline):
     assert second["decision"]["action"] == "update" and second["decision"]["alert_id"] == "alert-x-big"
     alerts = {v["tx_id"]: v for _, v in read_topic(s, s.topic_alerts, idle=2, timeout=30)}
     reasons = alerts["x-big"]["reasons"]
-    assert any("× this card's 30-day mean" in r for r in reasons), reasons
-    ratio = next(r for r in reasons if "× this card's 30-day mean" in r)
+    # The amount against the card's mean: one reason, as a ratio or a z-score (the stronger), with its number.
+    against_mean = [r for r in reasons if "this card's 30-day mean" in r]
+    assert len(against_mean) == 1, reasons
     mean = sum(2000 + 10 * i for i in range(20)) / 20
-    assert ratio.startswith(f"amount is {180_000 / mean:.1f}×"), (ratio, mean)
+    std = max(statistics.pstdev(2000 + 10 * i for i in range(20)), 0.1 * mean)
+    assert against_mean[0] in (f"amount is {180_000 / mean:.1f}× this card's 30-day mean",
+                               f"amount is {(180_000 - mean) / std:.1f} standard deviations above this card's 30-day mean"), \
+        (against_mean, mean, std)
     assert reasons[-1].startswith("model score ")
 
     # A confirmed fraud blocks the card whatever the score, until it is reissued.
