@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 import tempfile
 import threading
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from fraudstream.cli import UsageError, build_parser
 from fraudstream.config import Settings
@@ -31,6 +32,7 @@ from fraudstream.core.rules import Rule
 
 __all__ = ["Actions", "Outcome", "AuditRecord", "report_number"]
 
+log = logging.getLogger(__name__)
 _WHERE = re.compile(r"partition (\d+) offset (\d+)")
 
 
@@ -84,8 +86,7 @@ class Actions:
 
         argv = ["label", tx_id, "--fraud" if is_fraud else "--legit", "--card", card_id, "--source", "analyst"]
         outcome = self._run(publish_label, argv)
-        self._audit(user, remote, "label", card_id, {"tx_id": tx_id, "is_fraud": is_fraud, "source": "analyst"}, outcome)
-        return outcome
+        return self._audit(user, remote, "label", card_id, {"tx_id": tx_id, "is_fraud": is_fraud, "source": "analyst"}, outcome)
 
     def report(self, user: str, remote: str, card_id: str, since_ms: int, tx_ids: list[str]) -> Outcome:
         from fraudstream.operators import report_fraud
@@ -93,15 +94,13 @@ class Actions:
         outcome = self._run(report_fraud, ["report-fraud", card_id, "--since", str(since_ms)])
         if outcome.ok:
             outcome = Outcome(True, outcome.message, report_number(outcome.message))
-        self._audit(user, remote, "report", card_id, {"since": since_ms, "tx_ids": tx_ids, "report": outcome.reference}, outcome)
-        return outcome
+        return self._audit(user, remote, "report", card_id, {"since": since_ms, "tx_ids": tx_ids, "report": outcome.reference}, outcome)
 
     def reissue(self, user: str, remote: str, card_id: str) -> Outcome:
         from fraudstream.operators import reissue_card
 
         outcome = self._run(reissue_card, ["reissue", card_id])
-        self._audit(user, remote, "reissue", card_id, {}, outcome)
-        return outcome
+        return self._audit(user, remote, "reissue", card_id, {}, outcome)
 
     def set_rule_mode(self, user: str, remote: str, rule: Rule, mode: str) -> Outcome:
         """The rule as it is in force, with ``mode`` changed, applied as ``fraudstream rules apply FILE`` does."""
@@ -115,8 +114,7 @@ class Actions:
         if outcome.ok:  # the command's answer is a table of the file it applied, a temporary one: say it plainly
             outcome = Outcome(True, f"rule {rule.id} set to {mode} (was {rule.mode}) in {self.settings.topic_rules}; "
                               "the workers apply the change within a second")
-        self._audit(user, remote, "rule", rule.id, {"from": rule.mode, "to": mode, "rule": changed}, outcome)
-        return outcome
+        return self._audit(user, remote, "rule", rule.id, {"from": rule.mode, "to": mode, "rule": changed}, outcome)
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -135,16 +133,29 @@ class Actions:
             text = re.sub(r"^fraudstream [\w-]+: ", "", text)
         return Outcome(code == 0, text or ("done" if code == 0 else f"failed (exit code {code})"))
 
-    def _audit(self, user: str, remote: str, action: str, target: str, detail: dict[str, Any], outcome: Outcome) -> AuditRecord:
+    def _audit(self, user: str, remote: str, action: str, target: str, detail: dict[str, Any], outcome: Outcome) -> Outcome:
+        """Write the record to the file and the topic; the outcome, with a warning if either failed (the action itself
+        is done by then: it is said, not undone)."""
         record = AuditRecord(int(time.time() * 1000), user, action, target, detail, outcome.ok, outcome.message[:500], remote)
         raw = encode(record.as_dict())
+        problems = []
         if self.audit_file is not None:
-            self.audit_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.audit_file, "ab") as f:
-                f.write(raw + b"\n")
-        if self._producer is None:
-            self._producer = Producer(self.settings.producer_config())
-        self._producer.produce(self.settings.topic_audit, raw, user.encode())
-        if self._producer.flush(10):
-            raise RuntimeError(f"the audit record did not reach {self.settings.topic_audit} within 10 s")
-        return record
+            try:
+                self.audit_file.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.audit_file, "ab") as f:
+                    f.write(raw + b"\n")
+            except OSError as exc:
+                problems.append(f"{self.audit_file}: {exc.strerror or exc}")
+        try:
+            if self._producer is None:
+                self._producer = Producer(self.settings.producer_config())
+            self._producer.produce(self.settings.topic_audit, raw, user.encode())
+            if self._producer.flush(10):
+                problems.append(f"{self.settings.topic_audit} did not confirm it within 10 s")
+        except (KafkaException, BufferError) as exc:
+            problems.append(f"{self.settings.topic_audit}: {exc}")
+        if problems:
+            log.error("audit record not written (%s): %s", "; ".join(problems), raw.decode())
+            return Outcome(outcome.ok, f"{outcome.message}\nWARNING: the audit record could not be written ({'; '.join(problems)}).",
+                           outcome.reference)
+        return outcome

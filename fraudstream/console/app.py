@@ -324,7 +324,10 @@ async def rule_change_confirm(request: web.Request) -> web.StreamResponse:
 
 
 async def overview(request: web.Request) -> web.Response:
-    return _html(request, "Live overview", pages.overview_page(_console(request).metrics_urls))
+    console = _console(request)
+    with console.lock:
+        summary = pages.feed_summary(console.view)
+    return _html(request, "Live overview", pages.overview_page(console.metrics_urls, summary))
 
 
 async def api_overview(request: web.Request) -> web.Response:
@@ -332,8 +335,10 @@ async def api_overview(request: web.Request) -> web.Response:
     with console.lock:
         fraud, labelled = console.view.alert_precision()
         open_alerts = len(console.view.open_alerts(limit=100_000))
+        summary = pages.feed_summary(console.view)
     return web.json_response({"samples": [s.as_dict() for s in console.history.samples], "error": console.history.error,
-                              "open_alerts": open_alerts, "labelled_alerts": labelled, "confirmed_alerts": fraud})
+                              "open_alerts": open_alerts, "labelled_alerts": labelled, "confirmed_alerts": fraud,
+                              "feed": summary})
 
 
 async def audit(request: web.Request) -> web.Response:

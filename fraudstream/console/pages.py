@@ -21,7 +21,7 @@ from typing import Any
 from fraudstream.console.view import AlertView, CardView, PipelineView, ScoredAuthorization
 from fraudstream.core.rules import MODES, Rule
 
-__all__ = ["e", "fmt_ts", "layout", "queue_fragment", "card_page", "report_pages", "rules_page", "overview_page",
+__all__ = ["e", "fmt_ts", "layout", "feed_summary", "queue_fragment", "card_page", "report_pages", "rules_page", "overview_page",
            "audit_page", "login_page", "message_page", "NAV"]
 
 NAV = (("/", "Review queue"), ("/card", "Card lookup"), ("/report", "Fraud report"), ("/rules", "Countermeasures"),
@@ -320,13 +320,24 @@ _CHARTS = (("authorizations_per_s", "Authorizations per second", ""), ("alerts_2
            ("lag", "Consumer lag (messages behind)", ""), ("latency_p95_s", "End-to-end latency, p95 and mean (s)", "latency_mean_s"))
 
 
-def overview_page(metrics_urls: Sequence[str]) -> str:
+def feed_summary(view: PipelineView) -> str:
+    """What the console has read from each topic, and what it could not read (counted, never dropped unsaid)."""
+    read = ", ".join(f"{view.records[k]:,} {k}" for k in ("scores", "alerts", "labels", "reissues", "rules", "audit"))
+    text = f"Read from the topics: {read}."
+    if view.unreadable:
+        bad = "; ".join(f"{n:,} {k} (the last: {view.last_problem.get(k, '?')})" for k, n in sorted(view.unreadable.items()))
+        text += f" Unreadable, skipped: {bad}."
+    return text
+
+
+def overview_page(metrics_urls: Sequence[str], summary: str = "") -> str:
     charts = "".join(f'<figure class="chart" data-series="{e(key)}" data-second="{e(second)}"><figcaption>{e(title)}</figcaption>'
                      f'<svg viewBox="0 0 400 140" role="img" aria-label="{e(title)}"></svg><p class="now"></p></figure>'
                      for key, title, second in _CHARTS)
     return ('<h1>Live overview</h1><p class="muted" id="overview-status">Sampling the workers\' metrics at '
             f'{e(", ".join(metrics_urls))}; charts cover the last samples kept.</p>'
-            f'<div id="overview" data-poll="/api/overview" class="charts">{charts}</div>')
+            f'<div id="overview" data-poll="/api/overview" class="charts">{charts}</div>'
+            f'<p class="muted" id="feed-summary">{e(summary)}</p>')
 
 
 def audit_page(records: Sequence[dict[str, Any]]) -> str:

@@ -125,10 +125,13 @@ def shot(driver, name: str) -> None:
 def test_a_label_from_the_queue_lands_on_the_labels_topic(pipeline: Pipeline, browser) -> None:
     s, t = pipeline.settings, now_ms() - 6 * HOUR
     history = [auth(f"q-{i}", "card-Q", 2000 + 100 * i, t + i * 600_000) for i in range(5)]
-    produce(s, s.topic_authorizations, [*history, auth("q-big", "card-Q", 950_000, t + HOUR, merchant="m-new")])
     browser.get(pipeline.url + "/")
+    wait_page(browser, lambda d: css(d, "#queue"))
+    browser.execute_script("window.loadedOnce = true")  # gone if the page were reloaded
+    produce(s, s.topic_authorizations, [*history, auth("q-big", "card-Q", 950_000, t + HOUR, merchant="m-new")])
     # The alert appears without a reload: the page polls.
     wait_page(browser, lambda d: css(d, 'article[data-alert-id="alert-q-big"]'), timeout=60)
+    assert browser.execute_script("return window.loadedOnce") is True, "the page was not reloaded"
     alert = css(browser, 'article[data-alert-id="alert-q-big"]')[0]
     assert "R-BIG" in alert.text and "Amount above ¥900,000" in alert.text
     assert "q-3" in alert.text, "the card's last authorizations are shown with the alert"
@@ -214,6 +217,7 @@ def test_the_live_overview_and_the_audit_log(pipeline: Pipeline, browser) -> Non
     first = charts[0]
     wait_page(browser, lambda d: "now:" in first.text)
     assert first.find_elements("css selector", "path.line"), "authorizations per second are drawn"
+    assert re.search(r"Read from the topics: [\d,]+ scores", css(browser, "#feed-summary")[0].text)
     shot(browser, "overview")
     browser.get(pipeline.url + "/audit")
     text = css(browser, "main")[0].text

@@ -95,3 +95,13 @@ def test_bad_messages_are_counted_never_raised_and_memory_is_bounded() -> None:
         v.apply("scores", b"c4", scored(f"x{i}", "c4", T + 10 + i))
     assert list(v.cards) == ["c3", "c4"] and len(v.card("c4").authorizations) == 3
     assert list(v.alerts) == ["alert-t3", "alert-t4"]
+
+
+def test_the_feed_summary_says_what_was_read_and_what_was_not() -> None:
+    from fraudstream.console.pages import feed_summary
+
+    v = PipelineView()
+    v.apply("scores", b"c1", scored("t1", "c1", T))
+    v.apply("alerts", b"c1", b"{not json")
+    text = feed_summary(v)
+    assert "1 scores" in text and "Unreadable, skipped: 1 alerts (the last: " in text

@@ -82,6 +82,8 @@ function pollOverview(box) {
       box.querySelectorAll("figure.chart").forEach((fig) => drawChart(fig, data.samples));
       const status = document.getElementById("overview-status");
       if (status && data.error) status.textContent = data.error;
+      const feed = document.getElementById("feed-summary");
+      if (feed && data.feed) feed.textContent = data.feed;
       box.dataset.samples = data.samples.length;
     } catch (err) { console.warn(err); }
   };
