@@ -223,4 +223,13 @@ def test_the_live_overview_and_the_audit_log(pipeline: Pipeline, browser) -> Non
     text = css(browser, "main")[0].text
     for action in ("label", "report", "rule"):
         assert action in text
+    import jsonschema
+
+    from fraudstream.kafka.topics import load_specs
+
+    schema = {spec.name: spec for spec in load_specs()}["fraud.audit"].value_schema
+    records = [v for _, v in read_topic(pipeline.settings, pipeline.settings.topic_audit, idle=2, timeout=30)]
+    assert [r["action"] for r in records] == ["label", "report", "rule"]
+    for record in records:  # what the console publishes is what topics/fraud.audit.json promises
+        jsonschema.Draft202012Validator(schema).validate(record)
     shot(browser, "audit")
