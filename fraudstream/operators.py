@@ -26,7 +26,7 @@ import functools
 import sys
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +51,7 @@ from fraudstream.kafka.reach import BrokerUnreachable, ClientErrors, cluster_met
 from fraudstream.stream.learning import RULE_FIELDS
 
 __all__ = ["rules_command", "tail_alerts", "publish_label", "report_fraud", "reissue_card", "OperatorError", "parse_since",
-           "since_zone"]
+           "since_zone", "PipelineView", "read_pipeline_view"]
 
 #: Without a high-water mark to go by, a read ends after this many seconds without a message.
 IDLE_S = 2.0
@@ -175,9 +175,9 @@ class _Delivered:
 
 def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes | None]]) -> list[_Delivered]:
     """Produce ``(key, value)`` records and wait until the brokers have every one of them."""
-    errors = ClientErrors()
-    producer = Producer(settings.producer_config(**errors.config()))
-    _partitions(producer, settings, topic, errors)
+    client_errors = ClientErrors()
+    producer = Producer(settings.producer_config(**client_errors.config()))
+    _partitions(producer, settings, topic, client_errors)
     delivered: list[_Delivered | None] = [None] * len(records)
     errors: list[str] = []
 
@@ -676,9 +676,119 @@ def _publish(settings: Settings, topic: str, key: str, value: dict[str, Any]) ->
     return _produce(settings, topic, [(key.encode(), encode(value))])[0]
 
 
+#: A pipeline whose newest scored authorization is this far behind the wall clock is replaying (or a demo).
+BEHIND_MS = 60_000
+#: Score records kept per partition to find its newest event time (records are written in about that order).
+_TAIL = 64
+
+
+@dataclass
+class PipelineView:
+    """What the pipeline has scored about one card (and one transaction), read from the scores topic.
+
+    The operator tools check their input against it (a card or transaction nobody has seen is a typo,
+    a transaction of another card a mix-up) and stamp what they publish with its event time.
+    """
+
+    card_id: str
+    tx_id: str | None = None
+    scored: int = 0  # score records read
+    card_ts: list[int] = field(default_factory=list)  # the card's scored authorizations
+    card_partition: int | None = None
+    tx_card: str | None = None  # the card the transaction was scored on
+    newest: dict[int, int] = field(default_factory=dict)  # partition -> newest event time scored there
+
+    @property
+    def event_time(self) -> int | None:
+        """The pipeline's event time where the card is processed: its partition's newest scored authorization
+        (any partition's, for a card never seen); None before anything was scored."""
+        if self.card_partition is not None and self.card_partition in self.newest:
+            return self.newest[self.card_partition]
+        return max(self.newest.values(), default=None)
+
+    def stamp(self, wall_ms: int) -> int:
+        """The time to stamp an operator's action with: the wall clock, or the pipeline's event time when it is
+        behind (a replay, ``make run``). Stamped with the wall clock, a report would block only authorizations
+        after it, which a replay reaches weeks later; with event time it blocks the card's next one. In a live
+        deployment the two differ by the pipeline's lag, and the action applies to what is scored after it."""
+        now = self.event_time
+        return wall_ms if now is None or now >= wall_ms else now
+
+
+def read_pipeline_view(settings: Settings, card_id: str, tx_id: str | None = None) -> PipelineView:
+    """Read the scores topic once: the card's authorizations, the transaction's card, each partition's newest time."""
+    view = PipelineView(card_id, tx_id)
+    card_key, tx_bytes = card_id.encode(), tx_id.encode() if tx_id is not None else None
+    tails: dict[int, deque[bytes]] = {}
+    for m in _read_to_end(settings, [settings.topic_scores]):
+        raw = m.value()
+        if raw is None:
+            continue
+        view.scored += 1
+        partition = m.partition()
+        tails.setdefault(partition, deque(maxlen=_TAIL)).append(raw)
+        mine = m.key() == card_key
+        if not mine and (tx_bytes is None or tx_bytes not in raw):
+            continue  # the common case: decoded only when it may matter
+        record = _score_record(raw)
+        if record is None:
+            continue
+        if mine and record["card_id"] == card_id:
+            view.card_ts.append(record["ts"])
+            view.card_partition = partition
+        if tx_id is not None and record["tx_id"] == tx_id:
+            view.tx_card = record["card_id"]
+    for partition, tail in tails.items():
+        times = [r["ts"] for r in map(_score_record, tail) if r is not None]
+        if times:
+            view.newest[partition] = max(times)
+    return view
+
+
+def _score_record(raw: bytes) -> dict[str, Any] | None:
+    try:
+        v = decode(raw)
+    except ValueError:
+        return None
+    ok = (isinstance(v, dict) and isinstance(v.get("tx_id"), str) and isinstance(v.get("card_id"), str)
+          and isinstance(v.get("ts"), int) and not isinstance(v.get("ts"), bool))
+    return v if ok else None
+
+
+_RETENTION_HINT = ("fraud.scores keeps recent authorizations only (7 days by default): check the id, or give --force "
+                   "to publish anyway")
+
+
+def _check_known(settings: Settings, view: PipelineView, force: bool) -> None:
+    """Refuse (unless forced) a card or transaction the pipeline has not scored, or a transaction of another card."""
+    problem = None
+    seen = f"in the {view.scored} scored authorizations of {settings.topic_scores}"
+    if view.tx_id is not None and view.tx_card is not None and view.tx_card != view.card_id:
+        problem = (f"transaction {view.tx_id} belongs to card {view.tx_card}, not to --card {view.card_id}; "
+                   f"check both ids, or give --force to publish anyway")
+    elif view.tx_id is not None and view.tx_card is None:
+        problem = f"there is no scored transaction {view.tx_id} {seen}; {_RETENTION_HINT}"
+    elif not view.card_ts:
+        problem = f"there is no scored authorization of card {view.card_id} {seen}; {_RETENTION_HINT}"
+    if problem is None:
+        return
+    if not force:
+        raise UsageError(problem + "; nothing was sent")
+    print(f"warning (--force): {problem.split('; ')[0]}", file=sys.stderr)
+
+
+def _stamp_note(view: PipelineView, stamp: int, wall: int) -> str | None:
+    if wall - stamp < BEHIND_MS:
+        return None
+    behind = (wall - stamp) / 86_400_000
+    lag = f"{behind:.1f} days" if behind >= 1 else f"{(wall - stamp) / 60_000:.0f} minutes"
+    return (f"stamped with the pipeline's event time {_utc(stamp)} UTC, {lag} behind the wall clock (a replay or a demo), "
+            "so that it applies to the card's next authorization")
+
+
 @_command
 def publish_label(settings: Settings, args: Any) -> int:
-    """``fraudstream label TX_ID --fraud|--legit --card CARD [--source analyst]``."""
+    """``fraudstream label TX_ID --fraud|--legit --card CARD [--source analyst] [--force]``."""
     if bool(args.fraud) == bool(args.legit):
         raise UsageError("give exactly one of --fraud or --legit")
     tx_id = _check_id("transaction id", args.tx_id)
@@ -686,7 +796,11 @@ def publish_label(settings: Settings, args: Any) -> int:
     source = args.source
     if source not in _OPERATOR_SOURCES:
         raise UsageError(f"--source must be one of {', '.join(_OPERATOR_SOURCES)}, got {source!r}")
-    value = {"tx_id": tx_id, "card_id": card, "is_fraud": bool(args.fraud), "ts": _now_ms(), "source": source}
+    view = read_pipeline_view(settings, card, tx_id)
+    _check_known(settings, view, getattr(args, "force", False))
+    wall = _now_ms()
+    stamp = view.stamp(wall)
+    value = {"tx_id": tx_id, "card_id": card, "is_fraud": bool(args.fraud), "ts": stamp, "source": source}
     label = decode_label(encode(value), card.encode())
     if isinstance(label, Rejection):
         raise _rejected("label", label)
@@ -694,6 +808,9 @@ def publish_label(settings: Settings, args: Any) -> int:
     verdict = "FRAUD" if args.fraud else "legitimate"
     print(f"labelled transaction {tx_id} on card {card} {verdict} (source {source}); "
           f"{settings.topic_labels} partition {where.partition} offset {where.offset}")
+    note = _stamp_note(view, stamp, wall)
+    if note:
+        print(f"  {note}")
     return 0
 
 
@@ -765,33 +882,51 @@ def parse_since(text: str, now_ms: int | None = None, offset_h: int = 0) -> int:
 
 @_command
 def report_fraud(settings: Settings, args: Any) -> int:
-    """``fraudstream report-fraud CARD --since TIME``: a customer's fraud report, a card-level label."""
+    """``fraudstream report-fraud CARD --since TIME [--force]``: a customer's fraud report, a card-level label."""
     card = _check_id("card", args.card)
-    now = _now_ms()
-    since = parse_since(args.since, now, settings.timezone_offset_h)
+    since = parse_since(args.since, _now_ms(), settings.timezone_offset_h)
     zone = since_zone(args.since, settings.timezone_offset_h)
-    value = {"card_id": card, "is_fraud": True, "since": since, "ts": now, "source": "customer_report"}
+    view = read_pipeline_view(settings, card)
+    _check_known(settings, view, getattr(args, "force", False))
+    wall = _now_ms()
+    stamp = view.stamp(wall)
+    if since > stamp:
+        raise UsageError(f"--since {args.since.strip()} ({_utc(since)} UTC) is after the pipeline's event time "
+                         f"({_utc(stamp)} UTC, its newest scored authorization: a replay or a demo runs behind the wall "
+                         "clock); give the time in the pipeline's time; nothing was sent")
+    value = {"card_id": card, "is_fraud": True, "since": since, "ts": stamp, "source": "customer_report"}
     label = decode_label(encode(value), card.encode())
     if isinstance(label, Rejection):
         raise _rejected("fraud report", label)
     where = _publish(settings, settings.topic_labels, card, value)
     if zone is not None:
         print(f"--since {args.since.strip()} read in {zone}: {_utc(since)} UTC")
+    labelled = sum(ts >= since for ts in view.card_ts)
     print(f"reported card {card} compromised since {_utc(since)} UTC (source customer_report): its transactions since then "
-          f"are labelled fraud and it is blocked until reissued; {settings.topic_labels} partition {where.partition} "
-          f"offset {where.offset}")
+          f"({labelled} scored so far) are labelled fraud and it is blocked until reissued; {settings.topic_labels} "
+          f"partition {where.partition} offset {where.offset}")
+    note = _stamp_note(view, stamp, wall)
+    if note:
+        print(f"  {note}")
     return 0
 
 
 @_command
 def reissue_card(settings: Settings, args: Any) -> int:
-    """``fraudstream reissue CARD``: the card was replaced, stop blocking it."""
+    """``fraudstream reissue CARD [--force]``: the card was replaced, stop blocking it."""
     card = _check_id("card", args.card)
-    value = {"card_id": card, "ts": _now_ms()}
+    view = read_pipeline_view(settings, card)
+    _check_known(settings, view, getattr(args, "force", False))
+    wall = _now_ms()
+    stamp = view.stamp(wall)
+    value = {"card_id": card, "ts": stamp}
     event = decode_card_reissue(encode(value), card.encode())
     if isinstance(event, Rejection):
         raise _rejected("reissue", event)
     where = _publish(settings, settings.topic_card_reissues, card, value)
     print(f"card {card} reissued: the workers stop blocking it; {settings.topic_card_reissues} partition {where.partition} "
           f"offset {where.offset}")
+    note = _stamp_note(view, stamp, wall)
+    if note:
+        print(f"  {note.replace('next authorization', 'next authorization (the new card)')}")
     return 0
