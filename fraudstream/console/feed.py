@@ -32,12 +32,12 @@ class TopicFeed(threading.Thread):
         self.lock = lock
         self.kinds = {settings.topic_scores: "scores", settings.topic_alerts: "alerts", settings.topic_labels: "labels",
                       settings.topic_card_reissues: "reissues", settings.topic_rules: "rules", settings.topic_audit: "audit"}
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.assigned = threading.Event()
         self.error: str | None = None  # the latest trouble reading, shown on the pages
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def run(self) -> None:
         consumer = Consumer({**self.settings.kafka_client_config(), "group.id": f"fraudstream-console-{uuid.uuid4().hex[:8]}",
@@ -45,7 +45,7 @@ class TopicFeed(threading.Thread):
                              "topic.metadata.refresh.interval.ms": 5000})
         try:
             self._assign(consumer)
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 msgs = consumer.consume(2000, 0.2)
                 if not msgs:
                     continue
@@ -66,7 +66,7 @@ class TopicFeed(threading.Thread):
 
     def _assign(self, consumer: Consumer) -> None:
         """Every partition of every topic, once they exist (the console may start before `topics create`)."""
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 metadata = consumer.list_topics(timeout=5)
             except Exception as exc:

@@ -79,6 +79,7 @@ def pipeline(broker, tmp_path_factory) -> Iterator[Pipeline]:
     finally:
         console.stop()
         worker.stop()
+    assert console.process.returncode == 0, f"the console did not stop cleanly:\n{console.log_path.read_text()[-3000:]}"
 
 
 @pytest.fixture(scope="module")
