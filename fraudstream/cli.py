@@ -38,6 +38,18 @@ def _need_cluster(s: Settings) -> Settings:
     return s
 
 
+def _reachable(s: Settings) -> Settings:
+    """A broker that answers, or one clear error (BrokerUnreachable) instead of librdkafka's connection log."""
+    from confluent_kafka.admin import AdminClient
+
+    from fraudstream.kafka.reach import ClientErrors, cluster_metadata
+
+    _need_cluster(s)
+    errors = ClientErrors()
+    cluster_metadata(AdminClient({**s.kafka_client_config(), **errors.config()}), errors, s.bootstrap_servers)
+    return s
+
+
 def embedded_message(running: list[str]) -> str:
     """What to do when FRAUDSTREAM_BROKER is `embedded` and a command needs a broker's address.
 
@@ -139,7 +151,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                          sim, delays)
         print(f"wrote {n_events} authorizations and {n_labels} labels to {args.jsonl}/")
         return 0
-    s = _need_cluster(_settings(args))
+    s = _reachable(_settings(args))
     counts = produce(s, sim, delays, rate_factor=args.rate, investigator_k=args.investigate, max_events=args.max_events,
                      shift_to_now=args.shift_to_now)
     print(f"produced {counts.events} authorizations, {counts.labels} labels, {counts.dispositions} analyst dispositions")
@@ -160,7 +172,7 @@ def _simulate_scenario(args: argparse.Namespace) -> int:
         data.write_jsonl(args.jsonl)
         print(f"wrote {summary} to {args.jsonl}/ (events.jsonl, labels.jsonl, truth.jsonl)")
         return 0
-    s = _need_cluster(_settings(args))
+    s = _reachable(_settings(args))
     counts = produce(s, data, rate_factor=args.rate, investigator_k=args.investigate, max_events=args.max_events,
                      shift_to_now=args.shift_to_now)
     print(f"{summary}; produced {counts.events} authorizations, {counts.labels} labels, "
@@ -191,7 +203,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
     from fraudstream.stream.learning import publish_checkpoint
 
-    s = _need_cluster(_settings(args))
+    s = _reachable(_settings(args))
     try:
         raw = Path(args.file).read_bytes()
     except OSError as exc:

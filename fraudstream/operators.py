@@ -606,6 +606,7 @@ def tail_alerts(settings: Settings, args: Any) -> int:
     errors = ClientErrors()
     consumer = _consumer(settings, errors)
     shown = read = skipped = 0
+    tailing = False
     started_ms = _now_ms()
     try:
         parts = _partitions(consumer, settings, topic, errors)
@@ -617,6 +618,7 @@ def tail_alerts(settings: Settings, args: Any) -> int:
         old_below: dict[int, int] = {}
         seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()  # redeliveries are shown once
         print(_alert_header(), flush=True)
+        tailing = True
         last_activity = last_message = time.monotonic()
         while args.limit is None or shown < args.limit:
             msgs = consumer.consume(500, 0.2)
@@ -662,10 +664,11 @@ def tail_alerts(settings: Settings, args: Any) -> int:
                 break
     finally:
         consumer.close()
-        filtered = read - skipped - shown
-        print(f"-- {shown} alert{'s' if shown != 1 else ''} shown"
-              + (f", {filtered} filtered out" if filtered > 0 else "")
-              + (f", {skipped} unreadable" if skipped else ""), file=sys.stderr, flush=True)
+        if tailing:  # also after Ctrl-C; not when the brokers could not be reached: their one message says it all
+            filtered = read - skipped - shown
+            print(f"-- {shown} alert{'s' if shown != 1 else ''} shown"
+                  + (f", {filtered} filtered out" if filtered > 0 else "")
+                  + (f", {skipped} unreadable" if skipped else ""), file=sys.stderr, flush=True)
     return 0
 
 
