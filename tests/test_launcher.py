@@ -66,7 +66,7 @@ def second_run(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory)
     logs = tmp / "var" / "log"
     logs.mkdir(parents=True)
     (logs / "worker.log").write_bytes(EARLIER_RUN.replace(b"{port}", str(free_port()).encode()))
-    settings = isolated_settings(broker, tmp)
+    settings = isolated_settings(broker, tmp, console_port=0)  # free ports: other runs may be on this host
     argv = [sys.executable, "-m", "fraudstream", "run", "--customers", "40", "--terminals", "80", "--days", "3",
             "--rate", "40000", "--investigate", "5", "--duration", "4", "--status-every", "1"]
     started = time.monotonic()
