@@ -293,7 +293,7 @@ def _console_add_user(users_path: Path, args: argparse.Namespace) -> int:
 
 
 def _sim_args(p: argparse.ArgumentParser, customers: int = 5000, terminals: int = 10000, days: int | None = 183,
-              start: str | None = "2018-04-01", start_help: str = "first simulated day (YYYY-MM-DD)") -> None:
+              start: str | None = "2018-04-01", start_help: str = "first simulated day (YYYY-MM-DD, a UTC day)") -> None:
     p.add_argument("--customers", type=int, default=customers, help="cards simulated (one per customer)")
     p.add_argument("--terminals", type=int, default=terminals, help="merchant terminals simulated")
     p.add_argument("--days", type=int, default=days, help="days of traffic simulated")
@@ -305,7 +305,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except where there is none to show (None, a flag's False)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or "default" in (action.help or ""):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     p = command("simulate", "the Handbook simulator or a named fraud scenario, to Kafka or JSONL files")
-    _sim_args(p, days=None, start=None, start_help="first simulated day (YYYY-MM-DD); default: 2018-04-01 for the "
+    _sim_args(p, days=None, start=None, start_help="first simulated day (YYYY-MM-DD, a UTC day); default: 2018-04-01 for the "
               f"Handbook, {SCENARIO_START} for the scenarios")
     p.set_defaults(days=None, start=None)  # each scenario has its own; cmd_simulate fills them in
     p._option_string_actions["--days"].help = f"days of traffic simulated (default: 183 for the Handbook, {SCENARIO_DAYS} for the scenarios)"
@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "Start the embedded broker (unless FRAUDSTREAM_BROKER names one), create the topics, start a worker "
                 "and simulate Handbook traffic into it, printing a status line until Ctrl-C or --duration.")
     _sim_args(p, customers=5000, terminals=10000, days=60, start=None,
-              start_help="first simulated day (YYYY-MM-DD); default: --days days before today, so that the simulated "
+              start_help="first simulated day (YYYY-MM-DD, a UTC day); default: --days days before today, so that the simulated "
                          "time ends near the wall clock")
     p.add_argument("--rate", type=float, default=3600.0, help="real-time factor of the simulated traffic (3600 = a simulated hour a second)")
     p.add_argument("--investigate", type=int, default=100, metavar="K", help="analysts answer alerts for K cards a day")

@@ -37,7 +37,8 @@ def test_options_with_a_default_show_it(name):
     sub = SUBCOMMANDS[name]
     text = sub.format_help()
     for action in sub._actions:
-        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0:
+        if not action.option_strings or action.default is None or action.default is False or action.nargs == 0 \
+                or action.default == argparse.SUPPRESS:
             continue
         assert f"(default: {action.default})" in " ".join(text.split()) or "default" in (action.help or ""), (
             f"{name}: {action.option_strings[0]} does not show its default {action.default!r}")
