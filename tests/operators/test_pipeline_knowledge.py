@@ -71,7 +71,7 @@ def test_a_report_blocks_the_cards_next_authorization_when_event_time_is_behind(
     report = run("report-fraud", "card-P1", "--since", _iso(T0))
     assert report.code == 0, report.err
     assert "pipeline's event time" in report.out, report.out
-    wait_for(lambda: worker.metric("fraudstream_labels_total", 'source="customer_report",status="card_level"') >= 1, timeout=30)
+    wait_for(lambda: worker.metric("fraudstream_labels_total", 'source="customer_report",status="card_level"') >= 1, timeout=60)
     label = next(v for k, v in read_topic(s, s.topic_labels, idle=1.0, timeout=10) if k == b"card-P1")
     # The newest authorization scored in the card's partition (the only one here: card-Q1's), not the wall clock.
     newest = max(v["ts"] for _, v in read_topic(s, s.topic_scores, idle=1.0, timeout=10))
