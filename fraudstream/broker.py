@@ -18,9 +18,16 @@ from types import TracebackType
 
 __all__ = ["EmbeddedBroker", "BrokerError", "free_port", "running_brokers"]
 
+#: Tansu exits this soon after it starts when its port is taken: still running then, it is what listens there.
+EXIT_GRACE_S = 0.5
+
 
 class BrokerError(RuntimeError):
     pass
+
+
+class _PortLost(BrokerError):
+    """Tansu exited before it accepted a connection: its port was taken."""
 
 
 def free_port() -> int:
@@ -89,10 +96,25 @@ class EmbeddedBroker:
         return f"kafka://{self.bootstrap_servers}"
 
     def start(self) -> EmbeddedBroker:
-        if self.port == 0:
+        if self.port != 0:
+            if _port_taken(self.port):
+                raise BrokerError(f"port {self.port} is already in use; choose another or 0 for a free one")
+            self._launch()
+            return self
+        # A free port can be taken between free_port() and Tansu binding it (by another broker starting beside this
+        # one, as under `pytest -n`, or by any outgoing connection): Tansu then exits at once, and another port is tried.
+        attempts = 3
+        while True:
+            attempts -= 1
             self.port = free_port()
-        elif _port_taken(self.port):
-            raise BrokerError(f"port {self.port} is already in use; choose another or 0 for a free one")
+            try:
+                self._launch()
+                return self
+            except _PortLost:
+                if not attempts:
+                    raise
+
+    def _launch(self) -> None:
         listener = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
@@ -101,15 +123,22 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
         )
-        deadline = time.monotonic() + self.startup_timeout
+        launched = time.monotonic()
+        deadline = launched + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise BrokerError(f"the embedded broker exited with code {self.process.returncode}")
+                raise _PortLost(f"the embedded broker exited with code {self.process.returncode} (port {self.port} taken?)")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
             except OSError:
                 time.sleep(0.05)
+                continue
+            # What answered may be another listener on that port while Tansu fails to bind it: it exits within tens
+            # of milliseconds then.
+            try:
+                self.process.wait(max(launched + EXIT_GRACE_S - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                return
         self.stop()
         raise BrokerError(f"the embedded broker did not accept connections on port {self.port} within {self.startup_timeout}s")
 
