@@ -159,6 +159,16 @@ class CardStanding:
         self.fraud_from = min(first, ts)  # an earlier fraud of the same compromise, confirmed later
         return False, self.fraud_from
 
+    def see(self, ts: int) -> None:
+        """An authorization at ``ts`` was decided: the newest event time moves on (eviction counts from it)."""
+        if ts > self.clock:
+            self.clock = ts
+
+    def open_alert(self, alert_id: str, until: int) -> None:
+        """A new alert: the card's next scores update it instead of raising others, until ``until``."""
+        self.open_alert_id = alert_id
+        self.open_alert_until = until
+
     def reissue(self, ts: int) -> None:
         self.reissued_at = max(self.reissued_at, ts)
         self.open_alert_id = None
@@ -206,8 +216,7 @@ class DecisionPolicy:
 
     def decide(self, card: CardStanding, tx_id: str, ts: int, score: float, alert_rules: tuple[str, ...] = ()) -> Decision:
         threshold = self.threshold.value(ts)
-        if ts > card.clock:
-            card.clock = ts
+        card.see(ts)
         if card.blocks(ts):
             # Blocks are not reviews: they must not spend the team's budget in the threshold.
             return Decision("block", threshold, alert_id_for(tx_id), alert_rules)
@@ -217,6 +226,26 @@ class DecisionPolicy:
         if card.open_alert_id is not None and ts < card.open_alert_until:
             return Decision("update", threshold, card.open_alert_id, alert_rules)
         alert_id = alert_id_for(tx_id)
-        card.open_alert_id = alert_id
-        card.open_alert_until = ts + self.cooldown_ms
+        card.open_alert(alert_id, ts + self.cooldown_ms)
         return Decision("alert", threshold, alert_id, alert_rules)
+
+    def replay(self, card: CardStanding, ts: int, score: float, action: str, alert_id: str | None) -> None:
+        """Apply to the threshold and ``card`` what :meth:`decide` did when it took ``action`` on an authorization at
+        ``ts`` scored ``score``: a worker that crashed after writing a decision's snapshot but before the threshold and
+        standing it changed replays it from the snapshot (``fraudstream.stream``), and they end as if it had not.
+
+        >>> live, again = DecisionPolicy(2, 0.1, 0.9, 60_000, warmup=1), DecisionPolicy(2, 0.1, 0.9, 60_000, warmup=1)
+        >>> card, copy = CardStanding(), CardStanding()
+        >>> d = live.decide(card, "tx-1", 1_000, 0.95)
+        >>> again.replay(copy, 1_000, 0.95, d.action, d.alert_id)
+        >>> (copy.open_alert_id, copy.open_alert_until) == (card.open_alert_id, card.open_alert_until)
+        True
+        >>> again.threshold.to_bytes() == live.threshold.to_bytes()
+        True
+        """
+        self.threshold.value(ts)  # as `decide` reads it first: the value it caches is part of the state
+        card.see(ts)
+        if action != "block":
+            self.threshold.observe(ts, score)
+        if action == "alert" and alert_id is not None:
+            card.open_alert(alert_id, ts + self.cooldown_ms)

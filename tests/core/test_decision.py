@@ -8,11 +8,11 @@ import pytest
 
 from fraudstream.contracts import alert_id_for
 from fraudstream.core.decision import AdaptiveThreshold, CardStanding, Decision, DecisionPolicy
+from fraudstream.core.features.card import DAY_MS as DAY
+from fraudstream.core.features.card import HOUR_MS as HOUR
+from fraudstream.core.features.card import MINUTE_MS as MIN
 from fraudstream.core.features.card import NO_TIME
 
-MIN = 60_000
-HOUR = 3_600_000
-DAY = 86_400_000
 T0 = 1_700_438_400_000  # 2023-11-20T00:00:00Z
 
 
@@ -238,3 +238,31 @@ def test_blocking_follows_event_time_not_arrival_order() -> None:
     assert s.confirm_fraud(5_000) and s.compromised
     assert s.blocks(6_000) and not s.blocks(4_000)
     assert CardStanding.from_bytes(s.to_bytes()).blocks(6_000)
+
+
+# --- DecisionPolicy.replay: crash replay re-applies a decision, with the same code -------------------------------
+
+
+def test_replaying_every_decision_ends_in_the_same_threshold_and_standings() -> None:
+    # The worker's crash replay: each decision's snapshot (action, alert id, score) applied to a policy and standings
+    # that missed it. Blocks, alerts, updates and rule alerts all occur; the threshold moves past its warm-up.
+    rng = random.Random(7)
+    live, again = DecisionPolicy(20, 0.05, 0.95, HOUR, warmup=50), DecisionPolicy(20, 0.05, 0.95, HOUR, warmup=50)
+    cards = {c: (CardStanding(), CardStanding()) for c in ("c1", "c2", "c3")}
+    cards["c3"][0].confirm_fraud(T0 + 6 * HOUR)
+    cards["c3"][1].confirm_fraud(T0 + 6 * HOUR)
+    actions = set()
+    for i in range(3000):
+        ts = T0 + i * 20 * MIN // 7
+        card_id = rng.choice(sorted(cards))
+        score = rng.betavariate(2, 8)
+        rules = ("velocity",) if rng.random() < 0.01 else ()
+        standing, copy = cards[card_id]
+        d = live.decide(standing, f"tx-{i}", ts, score, rules)
+        actions.add(d.action)
+        again.replay(copy, ts, score, d.action, d.alert_id)
+        assert again.threshold.value(ts) == live.threshold.value(ts)
+    assert actions == {"none", "alert", "update", "block"}
+    assert again.threshold.to_bytes() == live.threshold.to_bytes()
+    for standing, copy in cards.values():
+        assert copy.to_bytes() == standing.to_bytes()
