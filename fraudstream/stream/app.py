@@ -53,20 +53,13 @@ from fraudstream.core.snapshot import EncodedSnapshots
 from fraudstream.core.state import StateStore
 from fraudstream.logs import mask
 from fraudstream.metrics import Metrics
-from fraudstream.stream.delivery import batches, fresh, hold, keep_stream_offsets_contiguous, let_go
+from fraudstream.stream import faust_patches
+from fraudstream.stream.delivery import batches, fresh, hold, let_go
 from fraudstream.stream.heap import allocator_usage, release_free_heap
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
 from fraudstream.stream.outputs import Output, Outputs
-from fraudstream.stream.tables import (
-    ChangelogWriter,
-    RocksDBMemory,
-    TableMapping,
-    TaggedMapping,
-    share_rocksdb_memory,
-    use_fetch_wait,
-    use_true_end_offsets,
-)
+from fraudstream.stream.tables import ChangelogWriter, RocksDBMemory, TableMapping, TaggedMapping
 
 __all__ = ["FraudApp"]
 
@@ -109,11 +102,6 @@ class FraudApp:
         )
         connected = s.with_overrides(broker=f"kafka://{bootstrap}")
         client = connected.kafka_client_config()
-        use_true_end_offsets(client)
-        # faust could step over messages around a rebalance, and commit them unprocessed (fraudstream.stream.delivery).
-        keep_stream_offsets_contiguous([s.topic_authorizations, s.topic_by_merchant, s.topic_enriched, s.topic_labels,
-                                        s.topic_merchant_labels, s.topic_card_reissues, s.topic_card_events])
-        use_fetch_wait(self.app, s.fetch_wait_ms, s.fetch_wait_idle_ms)
         # One request in flight: a retried batch cannot overtake a later one, so each partition keeps the order
         # in which the stages produced (the merchant stage relies on it to recognise re-sent authorizations).
         # Outputs that fail are produced again, never dropped (fraudstream.stream.outputs): `flush` waits for them.
@@ -131,7 +119,12 @@ class FraudApp:
                                          free=(self.card_table, self.merchant_table))
         self.changelog_phases = ((self.card_table, self.merchant_table, self.snapshot_table, self.maturity_table),
                                  (self.standing_table, self.index_table, self.early_label_table), (self.threshold_table,))
-        self._wrap_faust_flush()
+        # faust could step over messages around a rebalance, and commit them unprocessed (fraudstream.stream.delivery);
+        # and more (fraudstream.stream.faust_patches).
+        faust_patches.apply(self.app, client, [s.topic_authorizations, s.topic_by_merchant, s.topic_enriched, s.topic_labels,
+                                               s.topic_merchant_labels, s.topic_card_reissues, s.topic_card_events],
+                            s.fetch_wait_ms, s.fetch_wait_idle_ms, rocksdb=self.rocksdb_memory is not None,
+                            after_faust_flush=self._after_faust_flush)
         # Crash safety: each card's state carries the offset of the newest authorization it includes, each
         # merchant's which authorizations it includes (see `merchant_progress`), in the same changelog record.
         self.card_offsets: dict[str, int] = {}
@@ -201,7 +194,6 @@ class FraudApp:
         self.rocksdb_memory: RocksDBMemory | None = None
         if self.settings.store.startswith("rocksdb"):
             # faust gives each table partition 3 x 64 MB of write buffers and a 2 GB cache: one bound for them all.
-            share_rocksdb_memory()
             self.rocksdb_memory = RocksDBMemory(1024 * 1024 * max(self.settings.rocksdb_memory_mb, 8))
             kw["options"] = self.rocksdb_memory.table_options()
         self.card_table = TableMapping(app.Table("cards", **kw))
@@ -304,7 +296,7 @@ class FraudApp:
 
         self.agents = (intake, merchant_stage, score_stage, label_intake, reissue_intake, card_event_stage, merchant_label_stage)
 
-        @app.on_partitions_revoked.connect
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's stubs want (sender, *args, signal=)
         async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
             # A batch between its outputs and its state write must finish first: dropping its unwritten state
             # would lose it, though its offsets get committed. (faust does not wait: stream_wait_empty=False.)
@@ -372,7 +364,7 @@ class FraudApp:
         async def bootstrap_model() -> None:
             await asyncio.get_running_loop().run_in_executor(None, self.model_follower.restore)
 
-        @app.on_before_shutdown.connect
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs want (sender, *args, signal=)
         async def on_shutdown(app: Any, **kwargs: Any) -> None:
             self.changelog.send()  # delivered by the checkpoint's flush
             self.model_follower.checkpoint_on_shutdown()
@@ -410,7 +402,8 @@ class FraudApp:
 
     def announce_idle_sources(self) -> None:
         """Card partitions of this worker that are caught up and quiet: merchant partitions stop waiting for them."""
-        consumer, topic = self.app.consumer, self.settings.topic_authorizations
+        consumer: Any = self.app.consumer  # faust's read offsets are not in its ConsumerT
+        topic = self.settings.topic_authorizations
         try:
             assignment = consumer.assignment()
         except Exception:  # not yet started
@@ -660,21 +653,13 @@ class FraudApp:
         self.metrics.broker_errors.labels("changelog").inc()
         log.warning("changelog write to %s[%d] failed (%s); writing it again", table.table.name, partition, err)
 
-    def _wrap_faust_flush(self) -> None:
-        """faust flushes its producer before it commits offsets, and when partitions are revoked or it stops: the
-        table writes must be on their changelogs by then, as they were when faust's own producer carried them."""
-        producer = self.app.producer
-        faust_flush = producer.flush
-
-        async def flush() -> None:
-            await faust_flush()
-            # Only what may go in any order: the score stage's state goes in order, from its own `durable` (and that
-            # of a batch is delivered before the batch is acknowledged, so before its offsets can be committed).
-            await self._deliver(self.changelog.free, time.monotonic())
-            self.changelog.persist()
-            self._stall_over()
-
-        producer.flush = flush
+    async def _after_faust_flush(self) -> None:
+        """Whenever faust flushes before it commits (`faust_patches.flush_with_faust`): the table writes that may go in
+        any order. The score stage's state goes in order, from its own `durable` (and that of a batch is delivered
+        before the batch is acknowledged, so before its offsets can be committed)."""
+        await self._deliver(self.changelog.free, time.monotonic())
+        self.changelog.persist()
+        self._stall_over()
 
     def _restore_policy(self, partition: int) -> None:
         """The decision policy of a partition as it was when last written, if it was (a restart, a rebalance)."""
@@ -705,18 +690,9 @@ class FraudApp:
             return False
         a, d, scorer = snap["a"], snap["d"], self.scorer
         ts, card_id, tx_id = a["ts"], a["card_id"], a["tx_id"]
-        threshold = scorer.policy(partition).threshold
-        threshold.value(ts)
-        if d["action"] != "block":
-            threshold.observe(ts, snap["s"])
         self.standing_table.route(card_id, partition)
         self.index_table.route(card_id, partition)
-        standing = scorer.standings.get(card_id)
-        if ts > standing.clock:
-            standing.clock = ts
-        if d["action"] == "alert":
-            standing.open_alert_id = d["alert_id"]
-            standing.open_alert_until = ts + self.settings.cooldown_ms
+        scorer.policy(partition).replay(scorer.standings.get(card_id), ts, snap["s"], d["action"], d["alert_id"])
         scorer.standings.mark(card_id)
         if (ts, tx_id) not in scorer.card_index.since(card_id, ts):
             scorer.card_index.add(card_id, ts, tx_id)
@@ -979,7 +955,7 @@ class FraudApp:
         self._unmatched_reported = unmatched
         m.budget.set(self.settings.alert_budget_per_day)
         for p, policy in scorer.policies.items():
-            m.threshold.labels(str(p)).set(policy.threshold.value(policy.threshold.head * 3_600_000))
+            m.threshold.labels(str(p)).set(policy.threshold.value(policy.threshold.head * HOUR_MS))
         if self.alerts_by_hour:
             newest = max(self.alerts_by_hour)
             for hour in [h for h in self.alerts_by_hour if h <= newest - 24]:

@@ -15,14 +15,11 @@ faust's recovery reads them back unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-__all__ = ["ChangelogWriter", "RocksDBMemory", "TableMapping", "TaggedMapping", "share_rocksdb_memory", "use_fetch_wait",
-           "use_true_end_offsets"]
+__all__ = ["ChangelogWriter", "RocksDBMemory", "TableMapping", "TaggedMapping"]
 
 log = logging.getLogger("fraudstream.tables")
 
@@ -305,108 +302,6 @@ class TaggedMapping(MutableMapping[str, bytes]):
         return len(self.inner)
 
 
-def use_true_end_offsets(client: dict[str, Any]) -> None:
-    """Make faust's recovery read each changelog to its real end.
-
-    faust recovers a table by reading its changelog up to the end offset the broker reports (ListOffsets). The
-    embedded broker reports the base offset of the last record batch plus one, so the records after the first one
-    of a multi-record batch (a batch flushes many keys at once) were never read back: recovery returned stale
-    state. For every partition reported non-empty, the end is found by fetching from there until end of partition.
-    Harmless on Apache Kafka, where both agree.
-    """
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    original = AIOKafkaConsumerThread._highwaters
-    if getattr(original, "_fraudstream", False):
-        return
-
-    async def _highwaters(self: Any, partitions: Any) -> Any:
-        reported = dict(await original(self, partitions))
-        suspect = {tp: hw for tp, hw in reported.items() if hw and hw > 0}
-        if suspect:
-            try:
-                true = await asyncio.get_running_loop().run_in_executor(None, _fetched_ends, client, suspect)
-            except Exception as exc:  # fall back to what the broker said
-                log.warning("could not check end offsets by fetching: %s", exc)
-            else:
-                for tp, end in true.items():
-                    reported[tp] = max(reported[tp], end)
-        return reported
-
-    _highwaters._fraudstream = True  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._highwaters = _highwaters
-
-
-def use_fetch_wait(app: Any, wait_ms: int, idle_wait_ms: int) -> None:
-    """Make faust's consumer wait ``wait_ms`` for data in a fetch while data flows, instead of the 1500 ms faust
-    hard-codes, and back off to ``idle_wait_ms`` while it does not.
-
-    faust has no setting for aiokafka's ``fetch_max_wait_ms``. Its consumer has one fetch in flight per broker for
-    all its partitions, and the embedded broker answers a fetch that found no data only when the wait is over, even
-    if data arrives meanwhile: each hop of the pipeline (authorizations, by merchant, enriched) waited up to 1.5 s.
-    A short wait costs an empty fetch per wait while idle (10 ms: about 0.1 core of the worker and 0.15 of the
-    embedded broker), so after each empty answer the wait doubles, up to ``idle_wait_ms``, and the first answer
-    with data brings it back to ``wait_ms``: the first hop after a quiet spell waits at most ``idle_wait_ms``, the
-    hops behind it ``wait_ms``. (Apache Kafka answers as soon as data arrives; there only idle fetches change.)
-
-    The waits are set on the consumer before it starts (aiokafka builds its fetcher then, which reads
-    ``_fetch_max_wait_ms`` for every request) and marked on its subscription state, which the fetcher keeps.
-    """
-    from aiokafka.consumer.fetcher import Fetcher
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    app.fraudstream_fetch_wait = (int(wait_ms), max(int(idle_wait_ms), int(wait_ms)))
-    original = AIOKafkaConsumerThread._create_worker_consumer
-    if getattr(original, "_fraudstream", False):
-        return
-
-    def _create_worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        waits = getattr(self.app, "fraudstream_fetch_wait", None)
-        if waits is not None:
-            if not hasattr(consumer, "_fetch_max_wait_ms") or not hasattr(consumer, "_subscription"):
-                log.warning("cannot set the consumer's fetch wait with this aiokafka; faust's 1500 ms applies")
-            else:
-                consumer._fetch_max_wait_ms = waits[0]
-                consumer._subscription._fraudstream_fetch_wait = waits
-                log.info("consumer fetches wait %d ms for data, up to %d ms when idle", *waits)
-        return consumer
-
-    fetch = Fetcher._proc_fetch_request
-
-    async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
-        got_data = await fetch(self, assignment, node_id, request)
-        waits = getattr(self._subscriptions, "_fraudstream_fetch_wait", None)
-        if waits is not None:
-            self._fetch_max_wait_ms = waits[0] if got_data else min(2 * self._fetch_max_wait_ms, waits[1])
-        return got_data
-
-    _create_worker_consumer._fraudstream = True  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
-    Fetcher._proc_fetch_request = _proc_fetch_request
-
-
-def _fetched_ends(client: dict[str, Any], reported: dict[Any, int], timeout: float = 10.0) -> dict[Any, int]:
-    import time
-
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-    c = Consumer({**client, "group.id": f"fraudstream-ends-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-                  "enable.partition.eof": True, "auto.offset.reset": "latest", "fetch.wait.max.ms": 10})
-    try:
-        by_key = {(tp.topic, tp.partition): tp for tp in reported}
-        c.assign([TopicPartition(tp.topic, tp.partition, hw - 1) for tp, hw in reported.items()])
-        ends: dict[Any, int] = {}
-        deadline = time.monotonic() + timeout
-        while len(ends) < len(reported) and time.monotonic() < deadline:
-            for m in c.consume(1000, 0.2):
-                err = m.error()
-                if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                    ends[by_key[(m.topic(), m.partition())]] = m.offset()
-        return ends
-    finally:
-        c.close()
-
 
 class RocksDBMemory:
     """One memory bound for every RocksDB database of a worker: one block cache, with the memtables charged to it.
@@ -415,7 +310,7 @@ class RocksDBMemory:
     RocksDB memory followed the partitions it happened to own: 8 tables x 12 partitions x 16 MB = 1.5 GB for a
     worker that took over all of them, a third of that for one of three. Here every database shares one LRU block
     cache of ``total_bytes``; a write buffer manager counts the memtables (at most half of it) in that cache, and
-    the index and filter blocks of every file live there too (:func:`share_rocksdb_memory`), so what the worker
+    the index and filter blocks of every file live there too (``faust_patches.share_rocksdb_memory``), so what the worker
     holds is ``total_bytes`` whatever it owns (as Kafka Streams' bounded-memory RocksDB configuration does). The
     cache reaches its bound once the worker has read that much, and stays there.
 
@@ -442,40 +337,3 @@ class RocksDBMemory:
     def usage(self) -> int:
         """Bytes in the shared cache: data, index and filter blocks, and the memtables charged to it."""
         return int(self.cache.get_usage())
-
-
-def share_rocksdb_memory() -> None:
-    """Make faust open every RocksDB database of a table with ``fraudstream_memory`` in its options (a
-    :class:`RocksDBMemory`) on that shared cache and write buffer manager, with its index and filter blocks in the
-    cache.
-
-    faust's options leave index and filter blocks outside the cache (RocksDB's default), where they grew with the
-    data held, one index and one Bloom filter per file, not with ``FRAUDSTREAM_ROCKSDB_MEMORY_MB``: at a month of
-    snapshots, gigabytes per worker. In the cache they are evicted like data blocks; the ones of level 0 (the newest
-    files, read most) are pinned there. faust builds the options of every database it opens with ``as_options``;
-    tables without ``fraudstream_memory`` keep faust's.
-    """
-    import rocksdict
-    from faust.stores.rocksdb import RocksDBOptions
-
-    original = RocksDBOptions.as_options
-    if getattr(original, "faust_as_options", None):
-        return
-
-    def as_options(self: Any) -> Any:
-        options = original(self)
-        memory: RocksDBMemory | None = self.extra_options.get("fraudstream_memory")
-        if not self.use_rocksdict or memory is None:
-            return options
-        table = rocksdict.BlockBasedOptions()  # faust's, as it builds them, on the shared cache
-        table.set_bloom_filter(self.bloom_filter_size, block_based=True)
-        table.set_block_cache(memory.cache)
-        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
-        table.set_cache_index_and_filter_blocks(True)
-        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
-        options.set_block_based_table_factory(table)
-        options.set_write_buffer_manager(memory.write_buffers)
-        return options
-
-    as_options.faust_as_options = original  # type: ignore[attr-defined]
-    RocksDBOptions.as_options = as_options  # type: ignore[method-assign]

@@ -1,4 +1,4 @@
-"""What faust may commit of a guarded topic (fraudstream.stream.delivery), on a real faust consumer (not started)."""
+"""What faust may commit of a guarded topic (fraudstream.stream.delivery, faust_patches), on a real faust consumer (not started)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from faust.types import TP
 
 from fraudstream.stream import delivery
-from fraudstream.stream.delivery import keep_stream_offsets_contiguous
+from fraudstream.stream.faust_patches import keep_stream_offsets_contiguous
 
 TOPIC = "test-delivery.fraud.authorizations-by-merchant"
 

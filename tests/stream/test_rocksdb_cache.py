@@ -7,7 +7,8 @@ from pathlib import Path
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 
-from fraudstream.stream.tables import RocksDBMemory, share_rocksdb_memory
+from fraudstream.stream.faust_patches import share_rocksdb_memory
+from fraudstream.stream.tables import RocksDBMemory
 
 KEYS = 60_000
 
