@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from fraudstream.config import Settings
 from fraudstream.contracts import Authorization, CardReissue, Label, Rejection, decode_authorization, decode_label, encode
+from fraudstream.core.features.card import DAY_MS, HOUR_MS
 from fraudstream.core.model.online import OnlineModel
 from fraudstream.core.scorer import FraudScorer
 
@@ -82,8 +83,8 @@ class Backtest:
         heapq.heapify(pending)
         seq = len(labels)
         checked: dict[int, set[str]] = {}
-        delay_ms = int(self.investigator_delay_h * 3_600_000)
-        reissue_ms = None if self.reissue_after_days is None else int(self.reissue_after_days * 86_400_000)
+        delay_ms = int(self.investigator_delay_h * HOUR_MS)
+        reissue_ms = None if self.reissue_after_days is None else int(self.reissue_after_days * DAY_MS)
         reissues: list[tuple[int, str]] = []  # the issuer replaces a card a while after its fraud is confirmed
         scheduled: set[str] = set()
         for auth in events:
@@ -112,7 +113,7 @@ class Backtest:
             if scored.decision.action in ("alert", "block"):
                 out.alerts += 1
                 if self.investigate and scored.decision.action == "alert":
-                    day = auth.ts // 86_400_000
+                    day = auth.ts // DAY_MS
                     cards = checked.setdefault(day, set())
                     if len(cards) < self.investigate and auth.card_id not in cards:
                         cards.add(auth.card_id)

@@ -16,7 +16,7 @@ from typing import Any
 from fraudstream.config import Settings
 from fraudstream.contracts import Authorization, CardReissue, Label, decode, encode
 from fraudstream.core.decision import CardStanding, Decision, DecisionPolicy
-from fraudstream.core.features.card import CARD_IDLE_MS, NO_TIME, CardState, card_features
+from fraudstream.core.features.card import CARD_IDLE_MS, DAY_MS, NO_TIME, CardState, card_features
 from fraudstream.core.features.mcc import mcc_features
 from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
 from fraudstream.core.features.money import Money
@@ -29,7 +29,6 @@ from fraudstream.core.state import CardTransactions, StateStore
 
 __all__ = ["FraudScorer", "Scored", "CardStep", "LabelOutcome", "MerchantLabel", "DAY_MS"]
 
-DAY_MS = 86_400_000
 _EVENT_FIELDS = ("amount", "currency", "mcc", "country", "channel")
 
 

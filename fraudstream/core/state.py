@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, Protocol, TypeVar
 
+from fraudstream.core.features.card import DAY_MS
+
 __all__ = ["StateStore", "Persistent", "CardTransactions"]
 
 
@@ -152,7 +154,7 @@ class CardTransactions:
     [(900, 't2'), (1500, 't3')]
     """
 
-    def __init__(self, durable: MutableMapping[str, bytes] | None = None, horizon_ms: int = 45 * 86_400_000, cap: int = 512,
+    def __init__(self, durable: MutableMapping[str, bytes] | None = None, horizon_ms: int = 45 * DAY_MS, cap: int = 512,
                  capacity: int | None = None) -> None:
         self.durable: MutableMapping[str, bytes] = {} if durable is None else durable
         self.horizon_ms = horizon_ms

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fraudstream.evaluation.metrics import DAY_MS, DayLike, EvaluationReport, day_index, evaluate
+from fraudstream.evaluation.metrics import DAY_MS, HOUR_MS, DayLike, EvaluationReport, day_index, evaluate
 
 __all__ = [
     "FEATURES",
@@ -46,7 +46,6 @@ __all__ = [
 
 WINDOWS_DAYS = (1, 7, 30)
 DELAY_DAYS = 7
-_HOUR_MS = 3_600_000
 
 FEATURES: tuple[str, ...] = (
     "amount",
@@ -179,7 +178,7 @@ def baseline_features(
     day = tx.ts // DAY_MS
     out[:, 0] = tx.amount
     out[:, 1] = (day + 3) % 7 >= 5  # 1970-01-01 was a Thursday (weekday 3)
-    out[:, 2] = (tx.ts - day * DAY_MS) // _HOUR_MS <= 6
+    out[:, 2] = (tx.ts - day * DAY_MS) // HOUR_MS <= 6
     widest = (max(windows_days) + delay_days) * DAY_MS
 
     cards = _Grouped(tx.card, tx.ts, widest)

@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from fraudstream.core.features.card import DAY_MS
+
 __all__ = ["HandbookSimulator", "SimulatedAuthorization", "SimulatedTransactions", "to_epoch_ms"]
 
-DAY_S = 86_400
-DAY_MS = DAY_S * 1000
+DAY_S = DAY_MS // 1000
 GRID = 100.0
 # The Handbook's time of day: N(noon, 20,000 s).
 TIME_MEAN_S = DAY_S / 2

@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from fraudstream.core.features.card import DAY_MS, HOUR_MS
 from fraudstream.simulate.handbook import HandbookSimulator, SimulatedTransactions
 
 __all__ = ["Investigator", "LabelDelays"]
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 
 
 class LabelDelays:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from fraudstream.config import Settings
 from fraudstream.contracts import decode, encode
+from fraudstream.core.features.card import DAY_MS
 from fraudstream.simulate.handbook import HandbookSimulator, to_epoch_ms
 from fraudstream.simulate.labels import Investigator, LabelDelays
 
@@ -271,7 +272,7 @@ def with_reissues(labels: list[dict[str, Any]], after_days: float | None) -> lis
     """
     if after_days is None:
         return labels
-    delay = int(after_days * 86_400_000)
+    delay = int(after_days * DAY_MS)
     reissued_at: dict[str, int] = {}
     extra = []
     for label in labels:

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from fraudstream.core.features.card import DAY_MS, HOUR_MS, MINUTE_MS
 from fraudstream.simulate.handbook import HandbookSimulator, SimulatedTransactions, to_epoch_ms
 from fraudstream.simulate.labels import LabelDelays
 from fraudstream.simulate.run import _write_lines
@@ -54,9 +55,6 @@ __all__ = [
     "make_scenario",
 ]
 
-MINUTE_MS = 60_000
-HOUR_MS = 60 * MINUTE_MS
-DAY_MS = 24 * HOUR_MS
 
 #: name -> what it simulates. Every name is accepted by :func:`make_scenario` and ``fraudstream simulate --scenario``.
 SCENARIOS: dict[str, str] = {

@@ -35,11 +35,12 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from fraudstream.core.features.card import DAY_MS
+
 from .ruleset import RuleOutcome
 
 __all__ = ["RuleStats"]
 
-_DAY_MS = 86_400_000
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
@@ -113,7 +114,7 @@ class RuleStats:
 
         ``remember=False`` when the caller keeps the hits with the transaction itself, and passes them to
         :meth:`record_labelled` with its label: nothing is held here, and a redelivery is the caller's to spot."""
-        day_number = ts // _DAY_MS
+        day_number = ts // DAY_MS
         day = self._day_name(day_number)
         if self._newest_day is None or day_number > self._newest_day:
             self._newest_day = day_number
@@ -187,7 +188,7 @@ class RuleStats:
         is_fraud = bool(is_fraud)
         if previous is is_fraud:
             return
-        day = self._day_name(ts // _DAY_MS)
+        day = self._day_name(ts // DAY_MS)
         for rule_id in rule_ids:
             counts = self._rules.get(rule_id)
             if counts is not None:  # else it fired before this process started: its hit is not counted here either
