@@ -40,13 +40,13 @@ test: install system-deps
 	$(BIN)/pytest -q -n 4 --dist loadfile --no-loadscope-reorder --durations=20  # the slowest, so that the 10-minute budget is watched in every CI log
 
 bench: install
-	$(BIN)/python -m fraudstream.bench
+	$(BIN)/python -m fraudstream.tools.bench
 
 evaluate: install
 	$(BIN)/python -m fraudstream.evaluation.compare
 
 soak: install
-	$(BIN)/python -m fraudstream.soak
+	$(BIN)/python -m fraudstream.tools.soak
 
 lint: install
 	$(BIN)/ruff check fraudstream tests

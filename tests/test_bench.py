@@ -1,4 +1,4 @@
-"""`python -m fraudstream.bench --quick` runs whole and prints every row of its table with a number.
+"""`python -m fraudstream.tools.bench --quick` runs whole and prints every row of its table with a number.
 
 No speed is asserted: the machine is shared and noisy; the bench reports, people judge.
 """
@@ -51,7 +51,7 @@ GOALS = ("end to end / ceiling", "offered: scored (achieved)", "offered: latency
 @pytest.fixture(scope="module")
 def bench_output() -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
-    proc = subprocess.run([sys.executable, "-m", "fraudstream.bench", "--quick"], cwd=ROOT, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "fraudstream.tools.bench", "--quick"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=240)
     assert proc.returncode == 0, f"bench failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
     assert "[bench" in proc.stderr, "progress goes to stderr"
@@ -106,7 +106,7 @@ def _results(card_cpu_us: float, merchant_cpu_us: float, full_card_bytes: int) -
 
 
 def test_the_feature_rows_judge_cpu_time_and_the_full_card() -> None:
-    from fraudstream.bench import GOAL_CARD_BYTES, GOAL_FEATURES_US, BenchConfig, render
+    from fraudstream.tools.bench import GOAL_CARD_BYTES, GOAL_FEATURES_US, BenchConfig, render
 
     met = _rows(render(_results(9.5, 6.0, 1_779), BenchConfig.quick()))
     feat = next(cells for name, cells in met.items() if name.startswith("core: features (card + merchant"))
@@ -124,7 +124,7 @@ def test_the_feature_rows_judge_cpu_time_and_the_full_card() -> None:
 
 
 def test_profile_samples_are_placed_by_their_innermost_frame(tmp_path) -> None:
-    from fraudstream.bench import profile_shares
+    from fraudstream.tools.bench import profile_shares
 
     raw = tmp_path / "profile.txt"
     raw.write_text("run (asyncio/base_events.py:1);take (faust/streams.py:2) 10\n"  # py-spy's relative file names

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fraudstream.soak import Run, Sample, SoakConfig, main, slope_per_hour, summary
+from fraudstream.tools.soak import Run, Sample, SoakConfig, main, slope_per_hour, summary
 
 MIB = 1024
 

@@ -1,6 +1,6 @@
 """Throughput, latency, core cost and memory, all measured in one run: ``make bench``.
 
-    python -m fraudstream.bench [--events N] [--rate R] [--seconds S] [--quick] [--profile FILE]
+    python -m fraudstream.tools.bench [--events N] [--rate R] [--seconds S] [--quick] [--profile FILE]
 
 On an embedded broker it starts itself (a free loopback port), the bench measures:
 
@@ -43,7 +43,7 @@ import orjson
 from fraudstream.broker import EmbeddedBroker
 from fraudstream.config import Settings
 from fraudstream.contracts import Authorization
-from fraudstream.core.features.card import CardState, card_features
+from fraudstream.core.features.card import HOUR_MS, MINUTE_MS, CardState, card_features
 from fraudstream.core.features.merchant import MerchantState, merchant_features
 from fraudstream.core.model.online import TrainingExample, keep_legitimate
 from fraudstream.core.scorer import FraudScorer
@@ -52,7 +52,6 @@ from fraudstream.simulate.handbook import HandbookSimulator, SimulatedTransactio
 
 __all__ = ["main", "BenchConfig"]
 
-HOUR_MS = 3_600_000
 
 # Goals (the ratios the table checks).
 GOAL_E2E_SHARE = 0.25
@@ -483,7 +482,7 @@ def warm_worker(settings: Settings, events: Events, cfg: BenchConfig, reader: Sc
                                    lambda tx: keep_legitimate(tx, settings.legit_sample_rate))
     fraud = [records[int(s.auth.tx_id.split("-")[1])] for s in fraud_s]
     legit = [records[int(s.auth.tx_id.split("-")[1])] for s in legit_s]
-    label_ts = records[-1]["ts"] + 60_000
+    label_ts = records[-1]["ts"] + MINUTE_MS
     labels = []
     for j, (r, is_fraud) in enumerate([(r, True) for r in fraud] + [(r, False) for r in legit]):
         # Both label streams (analyst feedback, delayed) learn, so the worker scores with both models.
@@ -745,7 +744,7 @@ def measure_end_to_end(broker: EmbeddedBroker, events: Events, cfg: BenchConfig,
         assert broker.process is not None
         cpu = CpuMeter({"worker": worker.pid, "broker": broker.process.pid, "bench": os.getpid()})
         # The saturation phase's history ends now; the warm-up's ends just before it starts.
-        sat_offset = int(time.time() * 1000) - events.ts[cfg.events - 1] - 60_000
+        sat_offset = int(time.time() * 1000) - events.ts[cfg.events - 1] - MINUTE_MS
         results["model"] = warm_worker(settings, events, cfg, reader, worker, producer, sat_offset)
         settle(worker)
         sat = results["saturation"] = measure_saturation(settings, events, cfg.events, sat_offset, reader, worker, producer,
@@ -785,7 +784,7 @@ def measure_two_workers(settings: Settings, events: Events, cfg: BenchConfig, tm
         # It recovers the tables of the partitions it takes over from their changelogs first (no standby replicas).
         progress(f"two workers: the second was ready (group joined, its tables recovered) after {second.wait_ready():.0f}s")
         n = min(cfg.warmup_events, 5_000)
-        offset = int(time.time() * 1000) - events.ts[n - 1] - 60_000
+        offset = int(time.time() * 1000) - events.ts[n - 1] - MINUTE_MS
         tracker = reader.track("j", Tracker(n))
         produce_all(producer, settings.topic_authorizations,
                     [(r["card_id"].encode(), orjson.dumps(r)) for r in (events.record(i, "j", offset) for i in range(n))])
@@ -799,7 +798,7 @@ def measure_two_workers(settings: Settings, events: Events, cfg: BenchConfig, tm
         settle(second)
         assert broker.process is not None
         cpu = CpuMeter({"worker": worker.pid, "worker 2": second.pid, "broker": broker.process.pid, "bench": os.getpid()})
-        offset = int(time.time() * 1000) - events.ts[cfg.events - 1] - 60_000
+        offset = int(time.time() * 1000) - events.ts[cfg.events - 1] - MINUTE_MS
         return measure_saturation(settings, events, cfg.events, offset, reader, worker, producer, cpu, None, phase="s2",
                                   others=(second,))
     finally:
@@ -899,7 +898,7 @@ def full_card_bytes() -> int:
     a card's state costs (its size is then fixed whatever the activity)."""
     state = CardState()
     for i in range(40):
-        auth = Authorization(f"full-{i}", "full", f"merchant-{i}", 10.0 + i, 1_700_000_000_000 + i * 60_000, country=f"C{i}")
+        auth = Authorization(f"full-{i}", "full", f"merchant-{i}", 10.0 + i, 1_700_000_000_000 + i * MINUTE_MS, country=f"C{i}")
         card_features(state, auth)
         state.note_tx(auth.tx_id)  # as the card stage does
     return len(state.to_bytes())
@@ -1161,7 +1160,7 @@ def run(cfg: BenchConfig) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> BenchConfig:
-    p = argparse.ArgumentParser(prog="python -m fraudstream.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fraudstream.tools.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, help="authorizations for the ceiling and the saturation run (default 200,000)")
     p.add_argument("--rate", type=int, help="offered rate of the latency run, events/s (default 5,000)")
     p.add_argument("--seconds", type=float, help="length of each latency run (default 10)")

@@ -1,6 +1,6 @@
 """A long run at a steady rate, to see whether the worker holds up: ``make soak``.
 
-    python -m fraudstream.soak [--minutes 30] [--rate 50] [--report-every 60] [--live-states CARDS/4] [--rocksdb-mb 16]
+    python -m fraudstream.tools.soak [--minutes 30] [--rate 50] [--report-every 60] [--live-states CARDS/4] [--rocksdb-mb 16]
 
 Starts the embedded broker on a free port, creates the topics, starts one ``fraudstream worker`` subprocess
 and produces authorizations at a paced, steady rate with ``ts`` = the wall clock, from a synthetic population
@@ -764,7 +764,7 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fraudstream.soak", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fraudstream.tools.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the run (default 30)")
     parser.add_argument("--rate", type=float, default=50.0, help="authorizations per second (default 50: the embedded "
                         "broker slows as it fills, see the README)")
