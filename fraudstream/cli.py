@@ -201,19 +201,21 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 def cmd_model(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
-    from fraudstream.stream.learning import publish_checkpoint
+    from fraudstream.stream.learning import Checkpoint, publish_checkpoint
 
-    s = _reachable(_settings(args))
     try:
         raw = Path(args.file).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
     try:
+        Checkpoint.unpack(raw)  # the file first: a wrong file is the user's to fix whether or not the brokers answer
+    except Exception as exc:  # not a checkpoint: what a worker could not load either
+        raise UsageError(f"{args.file} is not a model checkpoint (fraudstream backtest --save-model FILE writes one): {exc}") from exc
+    s = _reachable(_settings(args))
+    try:
         model, header = publish_checkpoint(s, raw)
     except (KafkaException, LookupError, TimeoutError) as exc:
         raise UsageError(str(exc)) from exc
-    except Exception as exc:  # not a checkpoint: what a worker could not load either
-        raise UsageError(f"{args.file} is not a model checkpoint (fraudstream backtest --save-model FILE writes one): {exc}") from exc
     print(f"published model {model.version} from {args.file} to {s.topic_models}: generation {header.generation}, "
           f"training offset {header.offset} (the end of {s.topic_training} now)")
     if (model.name, model.streams) != (s.model, s.label_streams):

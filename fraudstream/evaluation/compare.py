@@ -34,6 +34,7 @@ from typing import Any
 
 from fraudstream.backtest import Backtest, BacktestResult, fraud_known_at, read_jsonl
 from fraudstream.config import Settings
+from fraudstream.core import CORE_CODE
 from fraudstream.evaluation.baselines import PUBLISHED, baseline_reports
 from fraudstream.evaluation.metrics import DAY_MS, EvaluationReport, evaluate, format_hours
 from fraudstream.evaluation.reference import ReferenceLearner
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings.load()
     print(f"fraudstream settings: {_changed_settings(settings)}; model {settings.model}, feedback delay "
-          f"{settings.feedback_delay_days:g} days, maturity {settings.maturity_days:g} days\n")
+          f"{settings.feedback_delay_days:g} days, maturity {settings.maturity_days:g} days; core code {CORE_CODE}\n")
     started = time.perf_counter()
     for name in chosen:
         data = make_scenario(name, cards=args.cards, days=args.days, seed=args.seed)

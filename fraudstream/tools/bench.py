@@ -43,6 +43,7 @@ import orjson
 from fraudstream.broker import EmbeddedBroker
 from fraudstream.config import Settings
 from fraudstream.contracts import Authorization
+from fraudstream.core import CORE_CODE
 from fraudstream.core.features.card import HOUR_MS, MINUTE_MS, CardState, card_features
 from fraudstream.core.features.merchant import MerchantState, merchant_features
 from fraudstream.core.model.online import TrainingExample, keep_legitimate
@@ -1112,7 +1113,8 @@ def render(results: dict[str, Any], cfg: BenchConfig) -> str:
     lat0 = results["latency"][0]
     out = [
         f"fraudstream bench  commit {m['commit']}  {time.strftime('%Y-%m-%d %H:%M:%S')}",
-        f"machine: {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}, load average {m['load_before']:.2f} before the run",
+        f"machine: {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}, core code {m['core']}, load average "
+        f"{m['load_before']:.2f} before the run",
         f"events: N={cfg.events:,}; latency at {cfg.rate:,}/s for {cfg.seconds:g}s; core {core['n']:,} events, median of "
         f"{CHUNKS} chunks (model {core['model_version']}); worker model {results['model']['examples']} examples learned"
         + ("" if results["model"]["ready"] else " (COLD START: labels not learned in time)"),
@@ -1133,7 +1135,8 @@ def render(results: dict[str, Any], cfg: BenchConfig) -> str:
 
 def run(cfg: BenchConfig) -> str:
     results: dict[str, Any] = {"machine": {"commit": git_commit(), "nproc": nproc(), "cpu": cpu_model(),
-                                           "python": platform.python_version(), "load_before": os.getloadavg()[0]}}
+                                           "python": platform.python_version(), "load_before": os.getloadavg()[0],
+                                           "core": CORE_CODE}}
     events = simulate(cfg)
     tmp = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
     keep = True

@@ -35,7 +35,8 @@ class FastLogistic:
 
     __slots__ = ("pipeline", "_terms", "_intercept", "_stale")
 
-    def __init__(self, pipeline: compose.Pipeline) -> None:
+    # The default: a checkpoint written before __reduce__ is built empty, then given its pipeline (__setstate__).
+    def __init__(self, pipeline: compose.Pipeline = None) -> None:  # type: ignore[assignment]
         self.pipeline = pipeline
         self._terms: dict[str, tuple[float, float, float]] = {}  # feature -> (w / sd, mean, squash's log scale)
         self._intercept = 0.0
@@ -82,8 +83,13 @@ class FastLogistic:
         p = self.proba_one(x)
         return {False: 1.0 - p, True: p}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A checkpoint holds what learned: the folded weights are derived. Spelled out, so that the compiled
+        # class (mypyc: fraudstream.core.native) and the Python one write and read the same pickle.
+        return (FastLogistic, (self.pipeline,))
+
     def __getstate__(self) -> dict[str, Any]:
-        return {"pipeline": self.pipeline}  # the folded weights are derived: a checkpoint holds what learned
+        return {"pipeline": self.pipeline}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["pipeline"])  # type: ignore[misc]
+        self.__init__(state["pipeline"])  # type: ignore[misc]  # a checkpoint written before __reduce__
