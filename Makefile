@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install system-deps run test bench evaluate soak lint clean
+.PHONY: install system-deps run test screenshots bench evaluate soak lint clean
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ test: install system-deps
 	@# Four xdist workers, one module each at a time, the slowest modules first (tests/conftest.py, SLOW_FIRST): most
 	@# broker and worker tests wait (group joins, worker starts), so four overlap well on two cores.
 	$(BIN)/pytest -q -n 4 --dist loadfile --no-loadscope-reorder --durations=20  # the slowest, so that the 10-minute budget is watched in every CI log
+
+# The README's images of the console's pages (docs/console/): the browser tests, saving into docs/ instead of
+# var/screenshots/. On demand only, so that `make test` leaves the tree clean; commit the images if they are better.
+screenshots: install system-deps
+	FRAUDSTREAM_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/console/test_browser.py
 
 bench: install
 	$(BIN)/python -m fraudstream.tools.bench

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,12 @@ from fraudstream.processes import ROOT, WorkerProcess
 from fraudstream.processes import isolated_settings as _isolated
 from fraudstream.processes import worker_env as settings_env
 
-__all__ = ["ROOT", "WorkerProcess", "isolated_settings", "settings_env"]
+__all__ = ["ROOT", "SCREENSHOTS", "WorkerProcess", "isolated_settings", "settings_env"]
+
+#: Where the browser tests save a screenshot of each console page: an ignored directory, so that a test run leaves
+#: the tree clean. `make screenshots` points it at docs/console/, the README's images.
+SCREENSHOTS = ROOT / os.environ.get("FRAUDSTREAM_SCREENSHOTS", "var/screenshots")
+_SESSION_START = time.time()
 
 #: The slowest modules (20 s to 110 s each, mostly waiting for group joins and worker starts), slowest first. They
 #: start first, so that under ``pytest -n`` (`make test`: one module per xdist worker, in this order) they run side
@@ -45,6 +51,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The modules of ``SLOW_FIRST`` first, in its order; the others after them as collected (a stable sort)."""
     rank = {path: i for i, path in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(SLOW_FIRST)))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say where this run's screenshots of the console's pages are."""
+    fresh = sorted(p.stem for p in SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= _SESSION_START)
+    if fresh:
+        terminalreporter.write_line(f"console screenshots ({', '.join(fresh)}): {SCREENSHOTS}/")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """The console's pages in headless Chromium (Debian's ``chromium`` and ``chromium-driver``), against a real worker
 and a real ``fraudstream console`` on the embedded broker. One worker, one console and one browser for the module.
 
-Each test saves a screenshot of its page into docs/console/, which the README shows.
+Each test saves a screenshot of its page into var/screenshots/ (tests/conftest.py SCREENSHOTS; the run's summary says
+where); `make screenshots` saves them into docs/console/ instead, the README's images.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from fraudstream.console.process import ConsoleProcess
 from fraudstream.contracts import encode
 from fraudstream.kafka.topics import create_topics
 
-from ..conftest import ROOT, WorkerProcess, isolated_settings, produce, read_topic, wait_for
+from ..conftest import SCREENSHOTS, WorkerProcess, isolated_settings, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.broker
 
-SHOTS = ROOT / "docs" / "console"
 HOUR = 3_600_000
 RULE = {"id": "R-BIG", "description": "Amount above ¥900,000", "condition": "amount > 900000", "mode": "active", "action": "alert"}
 SHADOW = {"id": "R-SHADOW", "description": "Amount above ¥400,000, measured before it acts", "condition": "amount > 400000",
@@ -95,7 +95,7 @@ def browser() -> Iterator:
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.implicitly_wait(0)
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()
 
@@ -118,7 +118,7 @@ def shot(driver, name: str) -> None:
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1400, "height": max(400, height), "deviceScaleFactor": 1,
                                                                    "mobile": False})
     try:
-        driver.save_screenshot(str(SHOTS / f"{name}.png"))
+        driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
