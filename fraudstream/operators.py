@@ -27,7 +27,7 @@ import sys
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,10 +48,11 @@ from fraudstream.contracts import (
 )
 from fraudstream.core.rules import RULE_ID_PATTERN, Rule, RuleError, RuleSet, RuleStats
 from fraudstream.kafka.reach import BrokerUnreachable, ClientErrors, cluster_metadata
+from fraudstream.knowledge import PipelineKnowledge, unknown_to_pipeline
 from fraudstream.stream.learning import RULE_FIELDS
 
 __all__ = ["rules_command", "tail_alerts", "publish_label", "report_fraud", "reissue_card", "OperatorError", "parse_since",
-           "since_zone", "PipelineView", "read_pipeline_view"]
+           "since_zone", "read_pipeline_knowledge", "KnowledgeSource"]
 
 #: Without a high-water mark to go by, a read ends after this many seconds without a message.
 IDLE_S = 2.0
@@ -67,14 +68,14 @@ class OperatorError(Exception):
     """The brokers could not do what was asked (exit code 1); the message says what happened."""
 
 
-def _command(fn: Callable[[Settings, Any], int]) -> Callable[[Settings, Any], int]:
+def _command(fn: Callable[..., int]) -> Callable[..., int]:
     """Broker trouble becomes a one-line message and exit code 1, never a traceback."""
 
     @functools.wraps(fn)
-    def run(settings: Settings, args: Any) -> int:
+    def run(settings: Settings, args: Any, **options: Any) -> int:
         name = getattr(args, "command", None) or fn.__name__
         try:
-            return fn(settings, args)
+            return fn(settings, args, **options)
         except OperatorError as exc:
             print(f"fraudstream {name}: {exc}", file=sys.stderr)
             return 1
@@ -142,6 +143,11 @@ def _message_error(m: Any) -> bool:
     return True
 
 
+def _position(m: Any) -> tuple[str, int, int]:
+    """A fetched message's topic, partition and offset (None only in error events, which are skipped before)."""
+    return m.topic() or "", m.partition() or 0, m.offset() or 0
+
+
 def _read_to_end(settings: Settings, topics: list[str], idle_s: float = IDLE_S) -> Iterator[Any]:
     """Every message of ``topics`` from the beginning up to their ends, in order within each partition."""
     errors = ClientErrors()
@@ -156,7 +162,8 @@ def _read_to_end(settings: Settings, topics: list[str], idle_s: float = IDLE_S) 
             for m in msgs:
                 if _message_error(m):
                     continue
-                next_offsets[(m.topic(), m.partition())] = m.offset() + 1
+                topic, partition, offset = _position(m)
+                next_offsets[(topic, partition)] = offset + 1
                 yield m
             now = time.monotonic()
             if msgs:
@@ -173,7 +180,7 @@ class _Delivered:
     offset: int
 
 
-def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes | None]]) -> list[_Delivered]:
+def _produce(settings: Settings, topic: str, records: Sequence[tuple[bytes, bytes | None]]) -> list[_Delivered]:
     """Produce ``(key, value)`` records and wait until the brokers have every one of them."""
     client_errors = ClientErrors()
     producer = Producer(settings.producer_config(**client_errors.config()))
@@ -454,8 +461,8 @@ def _rules_stats(settings: Settings, args: Any) -> int:
         if label.card_level:
             card_reports += 1
             since = label.since if label.since is not None else 0
-            hit = [stats.record_label(tx_id, True) for ts, tx_id in by_card.get(label.card_id, ()) if ts >= since]
-            matched += any(hit)
+            found = [stats.record_label(tx_id, True) for ts, tx_id in by_card.get(label.card_id, ()) if ts >= since]
+            matched += any(found)
         else:
             matched += stats.record_label(label.tx_id or "", label.is_fraud)
 
@@ -554,8 +561,8 @@ def _parse_alert(raw: bytes | None) -> _Alert | str:
     reasons, rules = v.get("reasons") or [], v.get("rules") or []
     if not isinstance(reasons, list) or not isinstance(rules, list):
         return "reasons and rules must be lists"
-    return _Alert(v["alert_id"], str(v.get("action") or "alert"), v["tx_id"], v["card_id"], v["merchant_id"], float(amount),
-                  str(v.get("currency") or ""), ts, float(score), str(v.get("model_version") or "-"),
+    return _Alert(v["alert_id"], str(v.get("action") or "alert"), v["tx_id"], v["card_id"], v["merchant_id"], float(v["amount"]),
+                  str(v.get("currency") or ""), ts, float(v["score"]), str(v.get("model_version") or "-"),
                   tuple(map(str, reasons)), tuple(map(str, rules)))
 
 
@@ -633,9 +640,10 @@ def tail_alerts(settings: Settings, args: Any) -> int:
             for m in msgs:
                 if _message_error(m):
                     continue
-                next_offsets[(topic, m.partition())] = m.offset() + 1
+                _, partition, offset = _position(m)
+                next_offsets[(topic, partition)] = offset + 1
                 last_message = time.monotonic()
-                if (not args.from_beginning and m.offset() < old_below.get(m.partition(), sys.maxsize)
+                if (not args.from_beginning and offset < old_below.get(partition, sys.maxsize)
                         and m.timestamp()[1] < started_ms):
                     continue
                 read += 1
@@ -684,50 +692,21 @@ BEHIND_MS = 60_000
 #: Score records kept per partition to find its newest event time (records are written in about that order).
 _TAIL = 64
 
-
-@dataclass
-class PipelineView:
-    """What the pipeline has scored about one card (and one transaction), read from the scores topic.
-
-    The operator tools check their input against it (a card or transaction nobody has seen is a typo,
-    a transaction of another card a mix-up) and stamp what they publish with its event time.
-    """
-
-    card_id: str
-    tx_id: str | None = None
-    scored: int = 0  # score records read
-    card_ts: list[int] = field(default_factory=list)  # the card's scored authorizations
-    card_partition: int | None = None
-    tx_card: str | None = None  # the card the transaction was scored on
-    newest: dict[int, int] = field(default_factory=dict)  # partition -> newest event time scored there
-
-    @property
-    def event_time(self) -> int | None:
-        """The pipeline's event time where the card is processed: its partition's newest scored authorization
-        (any partition's, for a card never seen); None before anything was scored."""
-        if self.card_partition is not None and self.card_partition in self.newest:
-            return self.newest[self.card_partition]
-        return max(self.newest.values(), default=None)
-
-    def stamp(self, wall_ms: int) -> int:
-        """The time to stamp an operator's action with: the wall clock, or the pipeline's event time when it is
-        behind (a replay, ``make run``). Stamped with the wall clock, a report would block only authorizations
-        after it, which a replay reaches weeks later; with event time it blocks the card's next one. In a live
-        deployment the two differ by the pipeline's lag, and the action applies to what is scored after it."""
-        now = self.event_time
-        return wall_ms if now is None or now >= wall_ms else now
+#: Where ``label``, ``report-fraud`` and ``reissue`` learn what the pipeline knows of a card (and a transaction):
+#: :func:`read_pipeline_knowledge` from the command line, the console's view from the console.
+KnowledgeSource = Callable[[Settings, str, "str | None"], PipelineKnowledge]
 
 
-def read_pipeline_view(settings: Settings, card_id: str, tx_id: str | None = None) -> PipelineView:
+def read_pipeline_knowledge(settings: Settings, card_id: str, tx_id: str | None = None) -> PipelineKnowledge:
     """Read the scores topic once: the card's authorizations, the transaction's card, each partition's newest time."""
-    view = PipelineView(card_id, tx_id)
+    known = PipelineKnowledge(card_id, tx_id)
     card_key, tx_bytes = card_id.encode(), tx_id.encode() if tx_id is not None else None
     tails: dict[int, deque[bytes]] = {}
     for m in _read_to_end(settings, [settings.topic_scores]):
         raw = m.value()
         if raw is None:
             continue
-        view.scored += 1
+        known.scored += 1
         partition = m.partition()
         tails.setdefault(partition, deque(maxlen=_TAIL)).append(raw)
         mine = m.key() == card_key
@@ -737,15 +716,15 @@ def read_pipeline_view(settings: Settings, card_id: str, tx_id: str | None = Non
         if record is None:
             continue
         if mine and record["card_id"] == card_id:
-            view.card_ts.append(record["ts"])
-            view.card_partition = partition
+            known.card_ts.append(record["ts"])
+            known.card_partition = partition
         if tx_id is not None and record["tx_id"] == tx_id:
-            view.tx_card = record["card_id"]
+            known.tx_card = record["card_id"]
     for partition, tail in tails.items():
         times = [r["ts"] for r in map(_score_record, tail) if r is not None]
         if times:
-            view.newest[partition] = max(times)
-    return view
+            known.newest[partition] = max(times)
+    return known
 
 
 def _score_record(raw: bytes) -> dict[str, Any] | None:
@@ -758,21 +737,9 @@ def _score_record(raw: bytes) -> dict[str, Any] | None:
     return v if ok else None
 
 
-_RETENTION_HINT = ("fraud.scores keeps recent authorizations only (7 days by default): check the id, or give --force "
-                   "to publish anyway")
-
-
-def _check_known(settings: Settings, view: PipelineView, force: bool) -> None:
-    """Refuse (unless forced) a card or transaction the pipeline has not scored, or a transaction of another card."""
-    problem = None
-    seen = f"in the {view.scored} scored authorizations of {settings.topic_scores}"
-    if view.tx_id is not None and view.tx_card is not None and view.tx_card != view.card_id:
-        problem = (f"transaction {view.tx_id} belongs to card {view.tx_card}, not to --card {view.card_id}; "
-                   f"check both ids, or give --force to publish anyway")
-    elif view.tx_id is not None and view.tx_card is None:
-        problem = f"there is no scored transaction {view.tx_id} {seen}; {_RETENTION_HINT}"
-    elif not view.card_ts:
-        problem = f"there is no scored authorization of card {view.card_id} {seen}; {_RETENTION_HINT}"
+def _check_known(settings: Settings, known: PipelineKnowledge, force: bool) -> None:
+    """Refuse (unless forced) what :func:`~fraudstream.knowledge.unknown_to_pipeline` finds wrong."""
+    problem = unknown_to_pipeline(known, settings.topic_scores)
     if problem is None:
         return
     if not force:
@@ -780,7 +747,7 @@ def _check_known(settings: Settings, view: PipelineView, force: bool) -> None:
     print(f"warning (--force): {problem.split('; ')[0]}", file=sys.stderr)
 
 
-def _stamp_note(view: PipelineView, stamp: int, wall: int) -> str | None:
+def _stamp_note(known: PipelineKnowledge, stamp: int, wall: int) -> str | None:
     if wall - stamp < BEHIND_MS:
         return None
     behind = (wall - stamp) / 86_400_000
@@ -790,7 +757,7 @@ def _stamp_note(view: PipelineView, stamp: int, wall: int) -> str | None:
 
 
 @_command
-def publish_label(settings: Settings, args: Any) -> int:
+def publish_label(settings: Settings, args: Any, knowledge: KnowledgeSource = read_pipeline_knowledge) -> int:
     """``fraudstream label TX_ID --fraud|--legit --card CARD [--source analyst] [--force]``."""
     if bool(args.fraud) == bool(args.legit):
         raise UsageError("give exactly one of --fraud or --legit")
@@ -799,10 +766,10 @@ def publish_label(settings: Settings, args: Any) -> int:
     source = args.source
     if source not in _OPERATOR_SOURCES:
         raise UsageError(f"--source must be one of {', '.join(_OPERATOR_SOURCES)}, got {source!r}")
-    view = read_pipeline_view(settings, card, tx_id)
-    _check_known(settings, view, getattr(args, "force", False))
+    known = knowledge(settings, card, tx_id)
+    _check_known(settings, known, getattr(args, "force", False))
     wall = _now_ms()
-    stamp = view.stamp(wall)
+    stamp = known.stamp(wall)
     value = {"tx_id": tx_id, "card_id": card, "is_fraud": bool(args.fraud), "ts": stamp, "source": source}
     label = decode_label(encode(value), card.encode())
     if isinstance(label, Rejection):
@@ -811,7 +778,7 @@ def publish_label(settings: Settings, args: Any) -> int:
     verdict = "FRAUD" if args.fraud else "legitimate"
     print(f"labelled transaction {tx_id} on card {card} {verdict} (source {source}); "
           f"{settings.topic_labels} partition {where.partition} offset {where.offset}")
-    note = _stamp_note(view, stamp, wall)
+    note = _stamp_note(known, stamp, wall)
     if note:
         print(f"  {note}")
     return 0
@@ -884,15 +851,15 @@ def parse_since(text: str, now_ms: int | None = None, offset_h: int = 0) -> int:
 
 
 @_command
-def report_fraud(settings: Settings, args: Any) -> int:
+def report_fraud(settings: Settings, args: Any, knowledge: KnowledgeSource = read_pipeline_knowledge) -> int:
     """``fraudstream report-fraud CARD --since TIME [--force]``: a customer's fraud report, a card-level label."""
     card = _check_id("card", args.card)
     since = parse_since(args.since, _now_ms(), settings.timezone_offset_h)
     zone = since_zone(args.since, settings.timezone_offset_h)
-    view = read_pipeline_view(settings, card)
-    _check_known(settings, view, getattr(args, "force", False))
+    known = knowledge(settings, card, None)
+    _check_known(settings, known, getattr(args, "force", False))
     wall = _now_ms()
-    stamp = view.stamp(wall)
+    stamp = known.stamp(wall)
     if since > stamp:
         raise UsageError(f"--since {args.since.strip()} ({_utc(since)} UTC) is after the pipeline's event time "
                          f"({_utc(stamp)} UTC, its newest scored authorization: a replay or a demo runs behind the wall "
@@ -904,24 +871,25 @@ def report_fraud(settings: Settings, args: Any) -> int:
     where = _publish(settings, settings.topic_labels, card, value)
     if zone is not None:
         print(f"--since {args.since.strip()} read in {zone}: {_utc(since)} UTC")
-    labelled = sum(ts >= since for ts in view.card_ts)
+    labelled = sum(ts >= since for ts in known.card_ts)
+    counted = f"{labelled} scored so far" if known.complete else f"{labelled} among its latest scored"
     print(f"reported card {card} compromised since {_utc(since)} UTC (source customer_report): its transactions since then "
-          f"({labelled} scored so far) are labelled fraud and it is blocked until reissued; {settings.topic_labels} "
+          f"({counted}) are labelled fraud and it is blocked until reissued; {settings.topic_labels} "
           f"partition {where.partition} offset {where.offset}")
-    note = _stamp_note(view, stamp, wall)
+    note = _stamp_note(known, stamp, wall)
     if note:
         print(f"  {note}")
     return 0
 
 
 @_command
-def reissue_card(settings: Settings, args: Any) -> int:
+def reissue_card(settings: Settings, args: Any, knowledge: KnowledgeSource = read_pipeline_knowledge) -> int:
     """``fraudstream reissue CARD [--force]``: the card was replaced, stop blocking it."""
     card = _check_id("card", args.card)
-    view = read_pipeline_view(settings, card)
-    _check_known(settings, view, getattr(args, "force", False))
+    known = knowledge(settings, card, None)
+    _check_known(settings, known, getattr(args, "force", False))
     wall = _now_ms()
-    stamp = view.stamp(wall)
+    stamp = known.stamp(wall)
     value = {"card_id": card, "ts": stamp}
     event = decode_card_reissue(encode(value), card.encode())
     if isinstance(event, Rejection):
@@ -929,7 +897,7 @@ def reissue_card(settings: Settings, args: Any) -> int:
     where = _publish(settings, settings.topic_card_reissues, card, value)
     print(f"card {card} reissued: the workers stop blocking it; {settings.topic_card_reissues} partition {where.partition} "
           f"offset {where.offset}")
-    note = _stamp_note(view, stamp, wall)
+    note = _stamp_note(known, stamp, wall)
     if note:
         print(f"  {note.replace('next authorization', 'next authorization (the new card)')}")
     return 0

@@ -2,7 +2,10 @@
 
 A label, a fraud report, a reissue and a rule change each run the ``fraudstream`` subcommand's own function
 (:mod:`fraudstream.operators`) with the arguments its parser makes of them, so the console validates and publishes
-what the CLI does, no more and no less. Their printed answer becomes the operator's message; a refusal
+what the CLI does, no more and no less. One difference, for speed: the check that the card (and transaction) is
+known to the pipeline asks the console's view first, which the feed keeps up to date, instead of reading the whole
+scores topic on every button; only what the view does not know (it is bounded) is looked up in the topic, so the
+answer is the command line's. Their printed answer becomes the operator's message; a refusal
 (``UsageError``: an unknown card, a time in the future...) is shown as it is.
 
 Each attempt is an :class:`AuditRecord`: appended to the audit file and published to the audit topic (keyed by
@@ -12,6 +15,7 @@ user), whatever its outcome.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import re
@@ -27,8 +31,10 @@ from confluent_kafka import KafkaException, Producer
 
 from fraudstream.cli import UsageError, build_parser
 from fraudstream.config import Settings
+from fraudstream.console.view import PipelineView
 from fraudstream.contracts import encode
 from fraudstream.core.rules import Rule
+from fraudstream.knowledge import PipelineKnowledge, unknown_to_pipeline
 
 __all__ = ["Actions", "Outcome", "AuditRecord", "report_number"]
 
@@ -73,9 +79,12 @@ class AuditRecord:
 class Actions:
     """The console's hands: each method returns an :class:`Outcome`, never raises for a refusal."""
 
-    def __init__(self, settings: Settings, audit_file: Path | None) -> None:
+    def __init__(self, settings: Settings, audit_file: Path | None, view: PipelineView | None = None,
+                 view_lock: threading.Lock | None = None) -> None:
         self.settings = settings
         self.audit_file = audit_file
+        self.view = view
+        self.view_lock = view_lock or threading.Lock()
         self._lock = threading.Lock()  # one command at a time: their printed output is captured
         self._producer: Producer | None = None
 
@@ -85,13 +94,13 @@ class Actions:
         from fraudstream.operators import publish_label
 
         argv = ["label", tx_id, "--fraud" if is_fraud else "--legit", "--card", card_id, "--source", "analyst"]
-        outcome = self._run(publish_label, argv)
+        outcome = self._run(functools.partial(publish_label, knowledge=self.knowledge), argv)
         return self._audit(user, remote, "label", card_id, {"tx_id": tx_id, "is_fraud": is_fraud, "source": "analyst"}, outcome)
 
     def report(self, user: str, remote: str, card_id: str, since_ms: int, tx_ids: list[str]) -> Outcome:
         from fraudstream.operators import report_fraud
 
-        outcome = self._run(report_fraud, ["report-fraud", card_id, "--since", str(since_ms)])
+        outcome = self._run(functools.partial(report_fraud, knowledge=self.knowledge), ["report-fraud", card_id, "--since", str(since_ms)])
         if outcome.ok:
             outcome = Outcome(True, outcome.message, report_number(outcome.message))
         return self._audit(user, remote, "report", card_id, {"since": since_ms, "tx_ids": tx_ids, "report": outcome.reference}, outcome)
@@ -99,7 +108,7 @@ class Actions:
     def reissue(self, user: str, remote: str, card_id: str) -> Outcome:
         from fraudstream.operators import reissue_card
 
-        outcome = self._run(reissue_card, ["reissue", card_id])
+        outcome = self._run(functools.partial(reissue_card, knowledge=self.knowledge), ["reissue", card_id])
         return self._audit(user, remote, "reissue", card_id, {}, outcome)
 
     def set_rule_mode(self, user: str, remote: str, rule: Rule, mode: str) -> Outcome:
@@ -115,6 +124,18 @@ class Actions:
             outcome = Outcome(True, f"rule {rule.id} set to {mode} (was {rule.mode}) in {self.settings.topic_rules}; "
                               "the workers apply the change within a second")
         return self._audit(user, remote, "rule", rule.id, {"from": rule.mode, "to": mode, "rule": changed}, outcome)
+
+    def knowledge(self, settings: Settings, card_id: str, tx_id: str | None) -> PipelineKnowledge:
+        """What the pipeline knows of the card: from the console's view when it knows them, else from the scores
+        topic as the command line reads it (the view keeps the latest cards only: forgotten is not unknown)."""
+        from fraudstream.operators import read_pipeline_knowledge
+
+        if self.view is not None:
+            with self.view_lock:
+                known = self.view.knowledge(card_id, tx_id)
+            if unknown_to_pipeline(known, settings.topic_scores) is None:
+                return known
+        return read_pipeline_knowledge(settings, card_id, tx_id)
 
     # --- plumbing ---------------------------------------------------------------------------------
 

@@ -444,7 +444,7 @@ def run_console(settings: Settings, host: str, port: int, users_path: Path, metr
     lock = threading.Lock()
     view = PipelineView()
     feed = TopicFeed(settings, view, lock)
-    console = Console(settings, view, lock, Actions(settings, audit_file), login_required, users if login_required else None,
+    console = Console(settings, view, lock, Actions(settings, audit_file, view, lock), login_required, users if login_required else None,
                       metrics_urls, feed_problem=lambda: feed.error)
     feed.start()
 

@@ -56,7 +56,7 @@ class TopicFeed(threading.Thread):
                             if err.code() != KafkaError._PARTITION_EOF:
                                 self.error = f"reading {m.topic()}: {err.str()}"
                             continue
-                        self.view.apply(self.kinds.get(m.topic() or "", "unknown"), m.key(), m.value())
+                        self.view.apply(self.kinds.get(m.topic() or "", "unknown"), m.key(), m.value(), m.partition())
                 self.error = None
         except Exception as exc:  # shown on every page: a console that silently shows stale data would mislead
             self.error = f"the console stopped reading the topics: {exc}"

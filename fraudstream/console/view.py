@@ -35,6 +35,7 @@ from fraudstream.contracts import MIN_TS_MS, Label, Rejection, decode, decode_ca
 from fraudstream.core.decision import CardStanding
 from fraudstream.core.features.card import NO_TIME
 from fraudstream.core.rules import Rule, RuleError, RuleStats
+from fraudstream.knowledge import PipelineKnowledge
 from fraudstream.stream.learning import RULE_FIELDS
 
 __all__ = ["PipelineView", "ScoredAuthorization", "AlertView", "CardView", "KINDS"]
@@ -108,6 +109,7 @@ class CardView:
     standing: CardStanding = field(default_factory=CardStanding)
     reissued: list[int] = field(default_factory=list)  # reissue times, newest last (at most 10)
     alert_ids: list[str] = field(default_factory=list)  # newest last (at most 20)
+    partition: int | None = None  # of the scores topic: where the workers process the card
 
     @property
     def blocked_since(self) -> int | None:
@@ -199,11 +201,13 @@ class PipelineView:
         self.unreadable: Counter[str] = Counter()
         self.last_problem: dict[str, str] = {}
         self.newest_ts: int | None = None  # event time of the newest scored authorization
+        self.newest_by_partition: dict[int, int] = {}  # the same, per partition of the scores topic
 
     # --- feeding -----------------------------------------------------------------------------
 
-    def apply(self, kind: str, key: bytes | None, value: bytes | None) -> None:
-        """One message of the topic ``kind`` (one of :data:`KINDS`). A bad one is counted in ``unreadable``."""
+    def apply(self, kind: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        """One message of the topic ``kind`` (one of :data:`KINDS`), from ``partition`` if known. A bad one is
+        counted in ``unreadable``."""
         self.records[kind] += 1
         try:
             if kind == "rules":
@@ -223,7 +227,7 @@ class PipelineView:
                     raise ValueError("empty message")
                 obj = decode(value)
                 if kind == "scores":
-                    self._scored(parse_scored(obj))
+                    self._scored(parse_scored(obj), partition)
                 elif kind == "alerts":
                     self._alert(parse_alert(obj))
                 elif kind == "audit":
@@ -247,13 +251,16 @@ class PipelineView:
             self.cards.move_to_end(card_id)
         return view
 
-    def _scored(self, s: ScoredAuthorization) -> None:
+    def _scored(self, s: ScoredAuthorization, partition: int | None = None) -> None:
         card = self.card(s.card_id, create=True)
         assert card is not None
         if any(a.tx_id == s.tx_id for a in card.authorizations):
             return  # a redelivery
         card.authorizations.append(s)
         self.newest_ts = s.ts if self.newest_ts is None else max(self.newest_ts, s.ts)
+        if partition is not None:
+            card.partition = partition
+            self.newest_by_partition[partition] = max(self.newest_by_partition.get(partition, s.ts), s.ts)
         alerted = s.action not in ("none", "block")
         for rule_id in s.rule_hits:
             self.rule_stats.record_hit(rule_id, s.tx_id, s.ts, alerted=alerted and rule_id in s.rules)
@@ -348,6 +355,30 @@ class PipelineView:
             self.rules[rule_id] = rule
 
     # --- reading -------------------------------------------------------------------------------
+
+    def knowledge(self, card_id: str, tx_id: str | None = None) -> PipelineKnowledge:
+        """What the view knows of the card (its latest authorizations only: ``complete`` is False) and of the
+        transaction's card, for the operator tools' check (:func:`fraudstream.knowledge.unknown_to_pipeline`).
+
+        >>> view = PipelineView()
+        >>> view.apply("scores", b"c1", b'{"tx_id":"t1","card_id":"c1","ts":1700000000000,"amount":10,"score":0.1,'
+        ...            b'"decision":{"action":"none"}}', partition=3)
+        >>> k = view.knowledge("c1", "t1")
+        >>> k.card_ts, k.tx_card, k.card_partition, k.stamp(1800000000000)
+        ([1700000000000], 'c1', 3, 1700000000000)
+        """
+        card = self.cards.get(card_id)
+        known = PipelineKnowledge(card_id, tx_id, scored=self.records["scores"] - self.unreadable["scores"],
+                                  newest=dict(self.newest_by_partition), complete=False)
+        if card is not None:
+            known.card_ts = [a.ts for a in card.authorizations]
+            known.card_partition = card.partition
+        if tx_id is not None:
+            if card is not None and any(a.tx_id == tx_id for a in card.authorizations):
+                known.tx_card = card_id
+            else:  # an alert names its transactions and their card
+                known.tx_card = next((a.card_id for a in self.alerts.values() if tx_id in a.tx_ids), None)
+        return known
 
     def open_alerts(self, limit: int = 200) -> list[AlertView]:
         """The review queue: open alerts, highest score first, then newest first."""

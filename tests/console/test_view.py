@@ -105,3 +105,20 @@ def test_the_feed_summary_says_what_was_read_and_what_was_not() -> None:
     v.apply("alerts", b"c1", b"{not json")
     text = feed_summary(v)
     assert "1 scores" in text and "Unreadable, skipped: 1 alerts (the last: " in text
+
+
+def test_what_the_view_knows_of_a_card_for_the_operator_tools_check() -> None:
+    from fraudstream.knowledge import unknown_to_pipeline
+
+    v = PipelineView(recent=2)
+    for i in range(3):
+        v.apply("scores", b"c1", scored(f"t{i}", "c1", T + i * HOUR), partition=1)
+    v.apply("scores", b"c2", scored("u0", "c2", T + 9 * HOUR), partition=0)
+    v.apply("alerts", b"c2", alert("u0", "c2", T + 9 * HOUR))
+    known = v.knowledge("c1", "t2")
+    assert known.card_ts == [T + HOUR, T + 2 * HOUR] and not known.complete  # the latest two: the view is bounded
+    assert known.tx_card == "c1" and known.scored == 4 and unknown_to_pipeline(known, "fraud.scores") is None
+    assert known.stamp(T + 100 * HOUR) == T + 2 * HOUR, "the card's partition's event time, not the newest anywhere"
+    assert v.knowledge("c1", "u0").tx_card == "c2"  # an alert's transaction of another card: the mix-up is caught
+    assert "belongs to card c2" in (unknown_to_pipeline(v.knowledge("c1", "u0"), "fraud.scores") or "")
+    assert unknown_to_pipeline(v.knowledge("c9"), "fraud.scores") is not None  # never seen (or forgotten)
