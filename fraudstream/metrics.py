@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics", "LATENCY_BUCKETS", "DETECTION_BUCKETS", "FOUND"]
+__all__ = ["Metrics", "LATENCY_BUCKETS", "DETECTION_BUCKETS", "FOUND", "quantile"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _DELAY_BUCKETS = tuple(h * 3600.0 for h in (0.5, 1, 3, 6, 12, 24, 48, 96, 168, 336, 720, 1440))
@@ -85,3 +85,27 @@ class Metrics:
             self.compromised_cards.labels(found)
         for outcome in ("prevented", "missed"):
             self.fraud_amount.labels(outcome)
+
+
+def quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """The ``q`` quantile of a Prometheus histogram's cumulative ``buckets`` (upper bound -> count), interpolated
+    within the bucket as ``histogram_quantile`` does; None without observations.
+
+    >>> quantile(0.5, {0.1: 10.0, 0.5: 20.0, float("inf"): 20.0})
+    0.1
+    >>> quantile(0.95, {0.1: 10.0, 0.5: 20.0, float("inf"): 20.0})
+    0.46
+    """
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] <= 0:
+        return None
+    rank = q * buckets[bounds[-1]]
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return lower  # beyond the last finite bound: say that bound, as Prometheus does
+            return round(lower + (bound - lower) * (rank - below) / (count - below), 6) if count > below else bound
+        lower, below = bound, count
+    return lower

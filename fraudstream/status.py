@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fraudstream.console.sampler import quantile  # the console's live overview reads the same histogram
+from fraudstream.metrics import quantile  # the console's live overview reads the same histogram
 
 __all__ = ["latency_quantile", "status_line", "RunSummary"]
 

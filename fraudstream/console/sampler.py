@@ -18,7 +18,9 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Sample", "derive", "quantile", "History", "merge"]
+from fraudstream.metrics import quantile
+
+__all__ = ["Sample", "derive", "History", "merge"]
 
 _LATENCY = "fraudstream_end_to_end_latency_seconds"
 _BUCKET = re.compile(re.escape(_LATENCY) + r'_bucket\{le="([^"]+)"\}')
@@ -57,30 +59,6 @@ def merge(scrapes: list[dict[str, float]]) -> dict[str, float]:
         if name in out and scrapes:
             out[name] /= sum(1 for s in scrapes if name in s)
     return out
-
-
-def quantile(q: float, buckets: dict[float, float]) -> float | None:
-    """The ``q`` quantile of a Prometheus histogram's cumulative ``buckets`` (upper bound -> count), interpolated
-    within the bucket as ``histogram_quantile`` does; None without observations.
-
-    >>> quantile(0.5, {0.1: 10.0, 0.5: 20.0, float("inf"): 20.0})
-    0.1
-    >>> quantile(0.95, {0.1: 10.0, 0.5: 20.0, float("inf"): 20.0})
-    0.46
-    """
-    bounds = sorted(buckets)
-    if not bounds or buckets[bounds[-1]] <= 0:
-        return None
-    rank = q * buckets[bounds[-1]]
-    lower, below = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if bound == float("inf"):
-                return lower  # beyond the last finite bound: say that bound, as Prometheus does
-            return round(lower + (bound - lower) * (rank - below) / (count - below), 6) if count > below else bound
-        lower, below = bound, count
-    return lower
 
 
 def _latency_buckets(m: dict[str, float]) -> dict[float, float]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fraudstream.console.sampler import History, derive, merge, quantile
+from fraudstream.console.sampler import History, derive, merge
+from fraudstream.metrics import quantile
 
 L = "fraudstream_end_to_end_latency_seconds"
 
