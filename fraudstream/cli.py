@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "time ends near the wall clock")
     p.add_argument("--rate", type=float, default=3600.0, help="real-time factor of the simulated traffic (3600 = a simulated hour a second)")
     p.add_argument("--investigate", type=int, default=100, metavar="K", help="analysts answer alerts for K cards a day")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds of traffic, counted from when the worker is ready (default: Ctrl-C)")
     p.add_argument("--status-every", type=float, default=3.0, help="seconds between status lines")
     p.set_defaults(func=cmd_run)
 

@@ -87,7 +87,7 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
             print(f"the worker did not become ready: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            print("\nstopping: worker, broker")
+            print(f"\nstopping: {_started(settings, 'worker')}")
             return 0
         print(f"worker ready after {waited:.0f} s (joined its consumer group, recovered its tables)")
         from fraudstream.console.process import ConsoleProcess
@@ -112,7 +112,8 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
         sim_thread = threading.Thread(target=simulate, name="simulator", daemon=True)
         sim_thread.start()
         print("Ctrl-C stops everything." + (f" Stops by itself after {args.duration:g} s." if args.duration else "") + "\n")
-        outcome = _status_loop(metrics_url, worker.process, stop, args, time.monotonic())
+        outcome = _status_loop(metrics_url, worker.process, stop, args, time.monotonic(),
+                               _started(settings, "simulator", "console", "worker"))
     # Everything has stopped: what the run did, last on the screen.
     print(RunSummary(outcome.last, outcome.seconds, outcome.why, logs=[str(p) for p in log_files],
                      unreachable=metrics_url).text())
@@ -129,9 +130,20 @@ class _Outcome:
     why: str
 
 
-def _status_loop(url: str, worker: subprocess.Popen, stop: threading.Event, args: argparse.Namespace, t0: float) -> _Outcome:
+def _started(settings: Settings, *parts: str) -> str:
+    """What the run started, in the order it stops them, for the "stopping:" line: the broker only if embedded.
+
+    >>> _started(Settings.load(env={}), "simulator", "console", "worker")
+    'simulator, console, worker, embedded broker'
+    """
+    return ", ".join([*parts, "embedded broker"] if settings.embedded else parts)
+
+
+def _status_loop(url: str, worker: subprocess.Popen, stop: threading.Event, args: argparse.Namespace, t0: float,
+                 started: str) -> _Outcome:
     """A status line every ``args.status_every`` seconds until Ctrl-C, SIGTERM, the worker's exit or
-    ``args.duration`` seconds after ``t0``, whatever the scrapes do: one that fails says so."""
+    ``args.duration`` seconds after ``t0``, whatever the scrapes do: one that fails says so. ``started`` names what
+    stops then."""
     last: dict[str, float] = {}
     last_t = t0
     first_alert: float | None = None
@@ -169,6 +181,6 @@ def _status_loop(url: str, worker: subprocess.Popen, stop: threading.Event, args
         pass
     except KeyboardInterrupt:  # a second Ctrl-C: the figures of the last status line will do
         pass
-    print("\nstopping: simulator, worker, broker", flush=True)
+    print(f"\nstopping: {started}", flush=True)
     stop.set()
     return _Outcome(code, last or None, time.monotonic() - t0, why)

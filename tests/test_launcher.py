@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from fraudstream.broker import EmbeddedBroker, free_port
-from fraudstream.launcher import _status_loop
+from fraudstream.config import Settings
+from fraudstream.launcher import _started, _status_loop
 
 from .conftest import isolated_settings, settings_env
 
@@ -42,7 +43,7 @@ def test_duration_stops_the_run_and_failed_scrapes_are_said(tmp_path: Path):
 
     def loop() -> None:
         with redirect_stdout(out), redirect_stderr(err):
-            result.append(_status_loop(url, worker, stop, args, time.monotonic()))
+            result.append(_status_loop(url, worker, stop, args, time.monotonic(), "simulator, console, worker"))
 
     try:
         thread = threading.Thread(target=loop, daemon=True)
@@ -57,6 +58,7 @@ def test_duration_stops_the_run_and_failed_scrapes_are_said(tmp_path: Path):
     assert stopped, "--duration 1 did not stop the status loop within 10 s"
     said = out.getvalue() + err.getvalue()
     assert url in said and "did not answer" in said, said
+    assert "stopping: simulator, console, worker\n" in said, said
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +110,9 @@ def test_a_summary_when_the_run_stops(second_run):
     assert re.search(r"p50 [\d.]+ m?s", summary) and re.search(r"p99 [\d.]+ m?s", summary), summary
     assert "alerts" in summary and "blocks" in summary and "labels" in summary and "messages behind" in summary
     assert "var/log/worker.log" in summary and "--duration" in summary, summary
+
+
+def test_the_stopping_line_names_the_console_and_the_broker_only_if_embedded():
+    parts = ("simulator", "console", "worker")
+    assert _started(Settings.load(env={}), *parts) == "simulator, console, worker, embedded broker"
+    assert _started(Settings.load(env={}).with_overrides(broker="kafka://127.0.0.1:9092"), *parts) == "simulator, console, worker"
