@@ -84,6 +84,10 @@ class Outputs:
         if self.failed or self.waiting or not self._produce(topic, value, key, partition):
             self.waiting.append((topic, value, key, partition))
 
+    def poll(self) -> None:
+        """Serve the producer's delivery reports now, without waiting."""
+        self.producer.poll(0)
+
     def retry(self, now: float | None = None) -> int:
         """Produce the failed and waiting messages, if ``retry_every_s`` has passed since the last try; how many."""
         now = time.monotonic() if now is None else now

@@ -357,12 +357,15 @@ def _events(topic: str, items: list[tuple[bytes | None, bytes | None]]) -> list[
     return [Event(Msg(topic, zlib.crc32(k or b"") % 3, next(_offsets), k, v)) for k, v in items]
 
 
+def messages(events: list[Event]) -> list[Msg]:
+    return [e.message for e in events]
+
+
 # The agents' sequences (fraudstream/stream/app.py `_define_agents`), without the awaits on the broker: what
-# a batch handler defers to after its outputs are sent (`*_commit`), or sends once its state is written (`send_outbox`).
+# a stage defers to after its outputs are sent (`commit`), or sends once its state is written (`ScoreStage.send`).
 def run_intake(app: Any, events: list[Event]) -> None:
-    app.intake_batch(events)
-    if hasattr(app, "intake_commit"):
-        app.intake_commit()
+    app.intake.batch(messages(events))
+    app.intake.commit()
 
 
 def run_merchant(app: Any, events: list[Event]) -> None:
@@ -371,14 +374,13 @@ def run_merchant(app: Any, events: list[Event]) -> None:
     n, topic = app.settings.partitions, app.settings.topic_by_merchant
     idle = [Event(Msg(topic, p, next(_offsets), None, orjson.dumps({"source": source, "idle": True})))
             for p in range(n) for source in range(n)]
-    app.merchant_batch(events + idle)
-    app.merchant_commit()
+    app.merchant.batch(events + idle)
+    app.merchant.commit()
 
 
 def run_score(app: Any, events: list[Event]) -> None:
-    app.score_batch(events)
-    if hasattr(app, "send_outbox"):
-        app.send_outbox()
+    app.score.batch(messages(events))
+    app.score.send()
 
 
 def good_auth(draw_id: str, amount: float, ts: int) -> tuple[bytes, bytes]:
@@ -468,8 +470,8 @@ def test_label_handlers_account_for_every_message(fraud_app, items, junk_events,
 
     rec.sent.clear()
     before = dead_letters(app)
-    app.card_event_intake(_events(s.topic_labels, items), "label")
-    app.card_event_intake(_events(s.topic_card_reissues, reissues), "reissue")
+    app.card_events.intake(messages(_events(s.topic_labels, items)), "label")
+    app.card_events.intake(messages(_events(s.topic_card_reissues, reissues)), "reissue")
     expected = Counter()
     for key, value in items:
         r = decode_label(value, key)
@@ -485,7 +487,7 @@ def test_label_handlers_account_for_every_message(fraud_app, items, junk_events,
 
     rec.sent.clear()
     before = dead_letters(app, s.topic_card_events)
-    app.card_event_batch(_events(s.topic_card_events, [(k, v) for v, k in card_events] + junk_events))
+    app.card_events.batch(messages(_events(s.topic_card_events, [(k, v) for v, k in card_events] + junk_events)))
     failed = _delta(dead_letters(app, s.topic_card_events), before)
     assert set(failed) <= {"processing_error"}
     assert failed["processing_error"] <= len(junk_events), "a valid label or reissue was dead-lettered"
@@ -566,12 +568,11 @@ def test_an_older_authorization_after_a_rebalance_is_not_taken_for_a_copy(fraud_
 
     newer, out = through(auth("rb-new", "card-rb1", NOW_MS - 1000))
     assert len(out) == 1
-    app.orders.clear()  # as when partitions are revoked
-    app.merchant_applied.clear()
+    app.merchant.forget()  # as when partitions are revoked
     _, out = through(auth("rb-old", "card-rb2", NOW_MS - 3 * 86_400_000))
     assert [orjson.loads(v)["auth"]["tx_id"] for v, _ in out] == ["rb-old"]
 
-    app.orders.clear()
+    app.merchant.orders.clear()
     rec.sent.clear()
     run_merchant(app, _events(s.topic_by_merchant, [(k, v) for v, k in newer]))  # redelivered after the rebalance
     assert rec.values(s.topic_enriched) == []
@@ -608,10 +609,10 @@ def test_an_output_the_broker_cannot_take_is_dead_lettered_not_raised(fraud_app)
 def test_alerts_of_the_last_24_hours_are_counted_by_hour(fraud_app):
     """24 hourly counters of event time, not a list of every alert's time (a day of rule alerts is 100,000s)."""
     app = fraud_app
-    saved, app.alerts_by_hour = app.alerts_by_hour, {100: 3, 101: 4, 110: 2, 124: 1}
+    saved, app.score.alerts_by_hour = app.score.alerts_by_hour, {100: 3, 101: 4, 110: 2, 124: 1}
     try:
         app.report_gauges()
-        assert app.alerts_by_hour == {101: 4, 110: 2, 124: 1}  # hour 100 is 24 hours before the newest
+        assert app.score.alerts_by_hour == {101: 4, 110: 2, 124: 1}  # hour 100 is 24 hours before the newest
         assert app.metrics.registry.get_sample_value("fraudstream_alerts_last_24h") == 7
     finally:
-        app.alerts_by_hour = saved
+        app.score.alerts_by_hour = saved

@@ -1,0 +1,170 @@
+"""Merchant features in event-time order, then back to the card's partition for the decision; merchant labels.
+
+fraud.authorizations-by-merchant is keyed by merchant, so a merchant's state lives here. Its authorizations come
+from every card partition, each in offset order but not in event time: they are held
+(``fraudstream.core.features.ordering.EventTimeOrder``) until every card partition has passed them (intake's
+progress marks), then applied in event time, so that live equals the backtest. One that comes after its time has
+passed is applied at once (counted as out of order).
+
+Crash safety: outputs first, then state. Each merchant's state is written (by :meth:`MerchantStage.commit`, once
+the batch's outputs are on the broker) tagged with which authorizations it includes (:meth:`MerchantStage.progress`);
+a copy of one it includes is skipped, its output exists. A held authorization is not acknowledged
+(``fraudstream.stream.delivery.hold``) until it is released and its outputs and state are written: a crash or a
+rebalance brings it back.
+
+The stage takes faust's events (anything with a ``message``), not only messages, since it hands back those it
+held, for its agent to acknowledge.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fraudstream.config import Settings
+from fraudstream.contracts import Authorization, decode, encode
+from fraudstream.core.features.ordering import EventTimeOrder
+from fraudstream.core.scorer import FraudScorer, MerchantLabel
+from fraudstream.metrics import Metrics
+from fraudstream.stream.delivery import hold
+from fraudstream.stream.stages.base import DeadLetters, Sink, Stage
+
+__all__ = ["MerchantStage"]
+
+
+class MerchantStage(Stage):
+    """fraud.authorizations-by-merchant -> fraud.authorizations-enriched (by card); fraud.merchant-labels applied.
+
+    ``merchant_table``: the merchant states' table (routes, pending writes); ``merchant_durable``: the same, each
+    value tagged with what it includes (``TaggedMapping``), which the scorer's merchant store reads and writes.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics, outputs: Sink, dead_letters: DeadLetters, scorer: FraudScorer,
+                 merchant_table: Any, merchant_durable: Any, positions: dict[tuple[str, int], int] | None = None) -> None:
+        super().__init__(settings, metrics, outputs, dead_letters, positions)
+        self.scorer = scorer
+        self.merchant_table = merchant_table
+        self.merchant_durable = merchant_durable
+        # Crash safety: each merchant's state carries which authorizations it includes (see `progress`).
+        self.applied: dict[str, dict[str, Any]] = {}
+        # Per merchant partition, the authorizations held until every card partition has passed them.
+        self.orders: dict[int, EventTimeOrder] = {}
+
+    def batch(self, events: list[Any]) -> list[Any]:
+        """The merchant's features in event-time order, then back to the card's partition for the decision.
+
+        Returns the held authorizations released now: they are acknowledged (may be committed) only once their
+        outputs and their merchants' state are written."""
+        touched: set[int] = set()
+        for ev in events:
+            msg = ev.message
+            self.positions[(msg.topic, msg.partition)] = msg.offset
+            self.guarded(msg, lambda: self._arrival(ev, msg, touched))  # noqa: B023
+        released = []
+        for partition in sorted(touched):
+            for evs, d in self.orders[partition].release():
+                self.guarded(evs[0].message, lambda: self._one(d, partition))  # noqa: B023
+                released.extend(evs)
+        self.metrics.held.set(sum(len(o) for o in self.orders.values()))
+        self.outputs.poll()
+        return released
+
+    def _arrival(self, ev: Any, msg: Any, touched: set[int]) -> None:
+        """A card partition's progress, or an authorization: held for event-time order, or (out of order) now."""
+        d = decode(msg.value)
+        order = self.orders.get(msg.partition)
+        if order is None:
+            order = self.orders[msg.partition] = EventTimeOrder(self.settings.partitions)
+        touched.add(msg.partition)
+        if "source" in d:
+            if d.get("idle"):
+                order.go_idle(d["source"])
+            else:
+                order.advance(d["source"], d["mark"])
+            return
+        a = d["auth"]
+        # Copies re-sent by a restarted intake share their source offset; a redelivery by the platform does not.
+        key = (a["tx_id"], *(d.get("src") or (-1, msg.offset)))
+        held = order.held(a["ts"], key)
+        if held is not None:
+            # The same authorization again (re-sent, or read again after a seek back) while it is held: settled with
+            # it, and not committed before it either.
+            hold(msg)
+            held[0].append(ev)
+        elif order.offer(a["ts"], key, ([ev], d)):
+            hold(msg)  # not committed while held: a crash or rebalance brings it back (see the merchant agent)
+        else:
+            self.metrics.out_of_order.inc()
+            self._one(d, msg.partition, in_order=False)
+
+    def commit(self) -> None:
+        """After the batch's outputs are on the broker: the merchants' state, tagged with what it includes."""
+        self.scorer.merchants.flush()
+        for merchant_id in self.scorer.merchants.trim():
+            self.applied.pop(merchant_id, None)
+        self.merchant_table.clear_routes()
+        self.merchant_table.send_pending()
+
+    def progress(self, merchant_id: str) -> dict[str, Any]:
+        """Which authorizations the merchant's state includes: ``f``, the newest applied in event-time order,
+        ``[ts, tx_id]``; ``s``, per partition of fraud.authorizations, the newest offset applied from it."""
+        applied = self.applied.get(merchant_id)
+        if applied is None:
+            tag = self.merchant_durable.tag(merchant_id)
+            applied = decode(tag) if tag else {}
+            if "f" not in applied:  # nothing yet, or written before event-time order
+                applied = {"f": None, "s": {}}
+            self.applied[merchant_id] = applied
+        return applied
+
+    def _one(self, d: dict[str, Any], partition: int, in_order: bool = True) -> None:
+        auth = Authorization(**d["auth"])
+        merchant_id = auth.merchant_id
+        duplicate = d["duplicate"]
+        source, offset = d.get("src") or (-1, -1)
+        applied = self.progress(merchant_id)
+        key = [auth.ts, auth.tx_id]
+        if not duplicate:
+            # A copy of what the state includes already (redelivered after a crash, or re-sent by an intake that
+            # crashed): skipped, its output was sent before the state was written. Each card partition's
+            # authorizations reach a merchant in offset order, and only a restarted intake sends older ones again:
+            # a copy comes from a card partition after a later offset of it was applied. In event-time order it is
+            # also not newer than the newest applied (held ones are applied by time, not offset). An authorization
+            # merely older than what the merchant has seen, released in order after a rebalance reset the order,
+            # has a newer offset: it is new. (A redelivery by the platform is a new message, marked duplicate,
+            # and answered again.)
+            if (in_order and applied["f"] is not None and key <= applied["f"]
+                    and offset <= applied["s"].get(str(source), -1)):
+                return
+            if not in_order and offset <= applied["s"].get(str(source), -1):
+                return
+        self.merchant_table.route(merchant_id, partition)
+        feats = d["features"]
+        feats.update(self.scorer.enrich_merchant(auth, duplicate))
+        if not duplicate:
+            # The newest applied, in order or not: after a rebalance order starts afresh and can go back in time,
+            # and a copy of one applied out of order may then come in order.
+            if applied["f"] is None or key > applied["f"]:
+                applied["f"] = key
+            if offset > applied["s"].get(str(source), -1):
+                applied["s"][str(source)] = offset
+            self.scorer.merchants.mark(merchant_id)  # written with the state
+        self.outputs.produce(self.settings.topic_enriched, encode({"auth": d["auth"], "features": feats, "late": d["late"],
+                                                                   "arr": d.get("arr")}), auth.card_id.encode())
+
+    def label_batch(self, messages: list[Any]) -> None:
+        """fraud.merchant-labels: confirmed fraud (or its correction) counted in the merchant's state."""
+        self.each(messages, self._label_one)
+        self.scorer.merchants.flush()
+        for merchant_id in self.scorer.merchants.trim():
+            self.applied.pop(merchant_id, None)
+        self.merchant_table.clear_routes()
+
+    def _label_one(self, msg: Any) -> None:
+        d = decode(msg.value)
+        self.merchant_table.route(d["merchant_id"], msg.partition)
+        self.scorer.apply_merchant_label(MerchantLabel(d["merchant_id"], d["card_id"], d["tx_ts"], d["fraud_delta"], d["ts"]))
+
+    def forget(self) -> None:
+        """Partitions revoked: what they held comes again to their next owner; tags read back from the tables."""
+        self.applied.clear()
+        self.orders.clear()

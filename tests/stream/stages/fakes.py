@@ -1,0 +1,72 @@
+"""Stand-ins for what a stage writes to, without faust or a broker: the sink, and tables that keep routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from fraudstream.config import Settings
+from fraudstream.contracts import decode, encode
+from fraudstream.core.features.card import MINUTE_MS
+from fraudstream.metrics import Metrics
+from fraudstream.stream.stages import DeadLetters, Message
+
+T0 = 1_700_000_000_000
+
+
+class FakeOutputs:
+    """The sink: every output, in order, as (topic, value, key, partition)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+        self.polls = 0
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None) -> None:
+        self.sent.append((topic, value, key, partition))
+
+    def poll(self) -> None:
+        self.polls += 1
+
+    def to(self, topic: str) -> list[tuple[dict[str, Any], bytes | None, int | None]]:
+        return [(decode(v), k, p) for t, v, k, p in self.sent if t == topic and v is not None]
+
+
+class FakeTable(dict):
+    """A ``TableMapping`` as the stages use it: bytes by key, the batch's routes, a value hook, pending writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partition = 0
+        self.routes: dict[str, int] = {}
+        self.on_write: Any = None
+        self.sent_pending = 0
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        if self.on_write is not None:
+            value = self.on_write(key, value)
+        super().__setitem__(key, value)
+
+    def route(self, key: str, partition: int) -> None:
+        self.routes[key] = partition
+
+    def clear_routes(self) -> None:
+        self.routes.clear()
+
+    def send_pending(self) -> None:
+        self.sent_pending += 1
+
+
+def harness(partitions: int = 2) -> tuple[Settings, Metrics, FakeOutputs, DeadLetters]:
+    s = Settings.load(env={}).with_overrides(partitions=partitions)
+    metrics, out = Metrics(CollectorRegistry()), FakeOutputs()
+    return s, metrics, out, DeadLetters(s, metrics, out)
+
+
+def authorization(i: int, card: str = "card-1", merchant: str = "m-1", amount: float = 20.0, minutes: int = 7) -> dict[str, Any]:
+    return {"tx_id": f"tx-{i}", "card_id": card, "merchant_id": merchant, "amount": amount, "ts": T0 + i * minutes * MINUTE_MS,
+            "channel": "ecom"}
+
+
+def message(topic: str, partition: int, offset: int, value: Any, key: bytes | None = None) -> Message:
+    return Message(topic, partition, offset, key, value if isinstance(value, bytes) else encode(value), 1_700_000_000.0)
