@@ -99,7 +99,7 @@ class _Words(dict[str, Any]):
 
 def _format_usual(feature: str, usual: float | None, card_own: bool) -> str:
     if usual is None:
-        return "unknown"
+        return ""
     if card_own:
         return f"{usual:.1f}" if feature.startswith("card_count_") else f"{usual:,.0f}"
     return f"{usual:,.3g}"
@@ -121,7 +121,8 @@ def say(contributions: Iterable[Contribution], feats: Mapping[str, float], usual
                 continue
             said.add(f.says or f.name)
             text = _format_usual(f.name, typical, card_own)
-            out.append(f.phrase.format_map(_Words(c.value, value=c.value, usual=text, currency=currency)))
+            phrase = f.phrase if typical is not None else f.phrase.replace(" (usual: {usual})", "")  # not "usual: unknown"
+            out.append(phrase.format_map(_Words(c.value, value=c.value, usual=text, currency=currency)))
         if len(out) == top:
             break
     return out

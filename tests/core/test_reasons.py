@@ -104,3 +104,13 @@ def test_a_days_worth_of_authorizations_is_a_mean_but_not_a_daily_pace():
     # With a month behind it, the pace is a reason.
     reasons = model_reasons(scorer(model).reasons({**feats, "card_count_30d": 60.0}, 0.9, ALERT))
     assert "30.0× this card's usual daily pace" in reasons, reasons
+
+
+def test_a_reason_without_a_usual_value_does_not_say_unknown() -> None:
+    """A model that has learned nothing yet has no usual value: "5 transactions in the last hour (usual: unknown)"
+    reads as a defect; the reason is said without the comparison."""
+    from fraudstream.core.model.online import Contribution
+    from fraudstream.core.reasons import say
+
+    feats = {"card_count_1h": 5.0, "card_count_24h": 5.0, "card_count_30d": 6.0}
+    assert say([Contribution("card_count_1h", 5.0, 0.3)], feats, usual={}.get) == ["5 transactions in the last hour"]
