@@ -60,8 +60,9 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
     logs = Path("var/log")
     logs.mkdir(parents=True, exist_ok=True)
     log_files: list[Path] = []
+    embedded = settings.embedded  # the settings name the started broker's address from here on
     with ExitStack() as stack:
-        if settings.embedded:
+        if embedded:
             broker = stack.enter_context(EmbeddedBroker(settings.embedded_port, log_path=logs / "broker.log"))
             log_files.append(logs / "broker.log")
             settings = settings.with_overrides(broker=broker.url)
@@ -87,7 +88,7 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
             print(f"the worker did not become ready: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            print(f"\nstopping: {_started(settings, 'worker')}")
+            print(f"\nstopping: {_started(embedded, 'worker')}")
             return 0
         print(f"worker ready after {waited:.0f} s (joined its consumer group, recovered its tables)")
         from fraudstream.console.process import ConsoleProcess
@@ -113,7 +114,7 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
         sim_thread.start()
         print("Ctrl-C stops everything." + (f" Stops by itself after {args.duration:g} s." if args.duration else "") + "\n")
         outcome = _status_loop(metrics_url, worker.process, stop, args, time.monotonic(),
-                               _started(settings, "simulator", "console", "worker"))
+                               _started(embedded, "simulator", "console", "worker"))
     # Everything has stopped: what the run did, last on the screen.
     print(RunSummary(outcome.last, outcome.seconds, outcome.why, logs=[str(p) for p in log_files],
                      unreachable=metrics_url).text())
@@ -130,13 +131,13 @@ class _Outcome:
     why: str
 
 
-def _started(settings: Settings, *parts: str) -> str:
+def _started(embedded: bool, *parts: str) -> str:
     """What the run started, in the order it stops them, for the "stopping:" line: the broker only if embedded.
 
-    >>> _started(Settings.load(env={}), "simulator", "console", "worker")
+    >>> _started(True, "simulator", "console", "worker")
     'simulator, console, worker, embedded broker'
     """
-    return ", ".join([*parts, "embedded broker"] if settings.embedded else parts)
+    return ", ".join([*parts, "embedded broker"] if embedded else parts)
 
 
 def _status_loop(url: str, worker: subprocess.Popen, stop: threading.Event, args: argparse.Namespace, t0: float,
