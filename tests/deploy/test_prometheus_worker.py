@@ -18,6 +18,7 @@ import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -162,6 +163,26 @@ class PrometheusServer:
         self._log.close()
 
 
+def once_scored(worker: WorkerProcess, n: int, then_s: float = 3.0, timeout: float = 180.0) -> threading.Event:
+    """An event set ``then_s`` seconds after ``worker`` has scored ``n`` authorizations (or after ``timeout``)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and worker.alive():
+            try:
+                if worker.metric("fraudstream_authorizations_scored_total") >= n:
+                    break
+            except OSError:  # the endpoint busy: try again
+                pass
+            time.sleep(0.5)
+        time.sleep(then_s)
+        done.set()
+
+    threading.Thread(target=watch, name="once-scored", daemon=True).start()
+    return done
+
+
 def poll(what: str, fetch: Callable[[], Any], timeout: float, ok: Callable[[Any], bool] = bool,
          interval: float = 0.5) -> Any:
     """``fetch()`` until ``ok`` of its value; the last value in the failure message."""
@@ -210,10 +231,12 @@ def run(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # One malformed label: the dead-letter path, without touching the authorization counts.
         produce_raw(settings, settings.topic_labels, [(b"card-x", b"{not json")])
         sim = HandbookSimulator(n_customers=150, n_terminals=300, n_days=25, seed=7)
-        # The investigator answers alerts until none came for a while, counted from its group join: on a busy machine
-        # (make test runs four modules at once) the worker's first alerts come more than 3 s after the last event.
-        counts = produce(settings, sim, LabelDelays(seed=7), investigator_k=30, investigator_linger_s=10.0)
         n = len(sim.transactions())
+        # The investigator answers alerts until the worker has scored every authorization (and its last alerts came),
+        # not for a fixed time after the last event: on a busy machine (make test runs four modules at once) the
+        # worker's first alerts came more than 10 s after it, and no disposition was made.
+        counts = produce(settings, sim, LabelDelays(seed=7), investigator_k=30, investigator_linger_s=120.0,
+                         stop=once_scored(worker, n))
         assert n > 2000 and counts.events == n and counts.labels > 0 and counts.dispositions > 0, counts
         assert counts.delivery_errors == 0 and counts.undelivered == 0, counts
         label_messages = counts.labels + counts.dispositions + 1
