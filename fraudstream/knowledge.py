@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["PipelineKnowledge", "unknown_to_pipeline", "RETENTION_HINT"]
+__all__ = ["PipelineKnowledge", "unknown_to_pipeline", "RETENTION_HINT", "FORCE"]
 
-RETENTION_HINT = ("fraud.scores keeps recent authorizations only (7 days by default): check the id, or give --force "
-                  "to publish anyway")
+RETENTION_HINT = "fraud.scores keeps recent authorizations only (7 days by default): check the id"
+#: How an operator overrides the check, named at the end of a refusal: the command line's way by default.
+FORCE = "give --force to publish anyway"
 
 
 @dataclass
@@ -39,6 +40,7 @@ class PipelineKnowledge:
     tx_card: str | None = None  # the card the transaction was scored on
     newest: dict[int, int] = field(default_factory=dict)  # partition -> newest event time scored there
     complete: bool = True
+    override: str = FORCE  # the console has no --force: it says what to do instead
 
     @property
     def event_time(self) -> int | None:
@@ -64,9 +66,9 @@ def unknown_to_pipeline(knowledge: PipelineKnowledge, source: str) -> str | None
     seen = f"in the {k.scored} scored authorizations of {source}"
     if k.tx_id is not None and k.tx_card is not None and k.tx_card != k.card_id:
         return (f"transaction {k.tx_id} belongs to card {k.tx_card}, not to --card {k.card_id}; "
-                f"check both ids, or give --force to publish anyway")
+                f"check both ids, or {k.override}")
     if k.tx_id is not None and k.tx_card is None:
-        return f"there is no scored transaction {k.tx_id} {seen}; {RETENTION_HINT}"
+        return f"there is no scored transaction {k.tx_id} {seen}; {RETENTION_HINT}, or {k.override}"
     if not k.card_ts:
-        return f"there is no scored authorization of card {k.card_id} {seen}; {RETENTION_HINT}"
+        return f"there is no scored authorization of card {k.card_id} {seen}; {RETENTION_HINT}, or {k.override}"
     return None

@@ -39,6 +39,8 @@ from fraudstream.knowledge import PipelineKnowledge, unknown_to_pipeline
 __all__ = ["Actions", "Outcome", "AuditRecord", "report_number"]
 
 log = logging.getLogger(__name__)
+#: A refusal's way out, in the console: it has no --force, on purpose (a mistyped card is the common case).
+CONSOLE_OVERRIDE = "if it is right all the same, publish it with the command line's --force"
 _WHERE = re.compile(r"partition (\d+) offset (\d+)")
 
 
@@ -135,7 +137,9 @@ class Actions:
                 known = self.view.knowledge(card_id, tx_id)
             if unknown_to_pipeline(known, settings.topic_scores) is None:
                 return known
-        return read_pipeline_knowledge(settings, card_id, tx_id)
+        known = read_pipeline_knowledge(settings, card_id, tx_id)
+        known.override = CONSOLE_OVERRIDE
+        return known
 
     # --- plumbing ---------------------------------------------------------------------------------
 

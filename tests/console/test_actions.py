@@ -34,3 +34,13 @@ def test_what_the_view_does_not_know_is_looked_up_in_the_scores_topic() -> None:
     actions, _ = _actions()
     with pytest.raises(OperatorError, match="127.0.0.1:1"):  # it tried the topic: the broker is unreachable here
         actions.knowledge(actions.settings, "c-forgotten", None)
+
+
+def test_a_refusal_in_the_console_does_not_tell_the_analyst_to_give_force() -> None:
+    """The console has no --force option: its refusal says where the override is, not to give an option it lacks."""
+    from fraudstream.console.actions import CONSOLE_OVERRIDE
+    from fraudstream.knowledge import PipelineKnowledge, unknown_to_pipeline
+
+    problem = unknown_to_pipeline(PipelineKnowledge("card-1", override=CONSOLE_OVERRIDE), "fraud.scores")
+    assert problem is not None and "give --force" not in problem and "command line's --force" in problem
+    assert "or give --force to publish anyway" in (unknown_to_pipeline(PipelineKnowledge("card-1"), "fraud.scores") or "")
