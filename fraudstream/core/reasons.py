@@ -10,9 +10,11 @@ read, so a contribution is said only when
   nothing, nor "30× this card's usual daily pace" on its first day; the card needs `MIN_CARD_HISTORY`
   authorizations before this one, or before the last 24 hours for its daily pace;
 - no stronger reason says the same thing already (``Feature.says``): "7.2 standard deviations above this
-  card's 30-day mean" and "1.7× this card's 30-day mean" are one reason;
+  card's 30-day mean" and "1.7× this card's 30-day mean" are one reason, said in its plainest way
+  (``Feature.plain``: the ratio, whenever it is a reason itself) at the place of the strongest;
 
-and counted nouns agree with their number: "1 transaction", "2 transactions".
+and counted nouns agree with their number: "1 transaction", "2 transactions"; a value beyond what an analyst can
+read (``Feature.said_up_to``) is said as "over" it.
 
 >>> from fraudstream.core.model.online import Contribution
 >>> feats = {"card_count_1h": 1.0, "card_count_24h": 1.0, "card_count_30d": 1.0, "card_distinct_merchants_24h": 2.0}
@@ -40,6 +42,8 @@ TOP = 3
 _SAME = 0.05
 
 _FEATURES = {f.name: f for f in CATALOGUE}
+#: The plain members of each `says` group, said in the place of a stronger member when they are reasons themselves.
+_PLAIN = {group: tuple(f for f in CATALOGUE if f.plain and f.says == group) for group in {f.says for f in CATALOGUE if f.plain and f.says}}
 #: The card windows whose usual is the card's own (its 30 days, scaled to the window) once it has a past; its
 #: 30 days themselves compare with the population's.
 _CARD_SCALE = {"1h": 1 / 720, "24h": 1 / 30, "7d": 7 / 30}
@@ -97,6 +101,16 @@ class _Words(dict[str, Any]):
         return NOUNS[noun] if self.one else noun
 
 
+class _Over:
+    """A value beyond what an analyst can read, in any format: "over 100"."""
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+
+    def __format__(self, spec: str) -> str:
+        return f"over {self.bound:,g}"
+
+
 def _format_usual(feature: str, usual: float | None, card_own: bool) -> str:
     if usual is None:
         return ""
@@ -109,20 +123,31 @@ def say(contributions: Iterable[Contribution], feats: Mapping[str, float], usual
         currency: str = "", top: int = TOP) -> list[str]:
     """The ``top`` strongest ``contributions`` (strongest first) that make a reason, each in its feature's phrase.
     ``usual`` gives the population's usual value of a feature (the model's baseline)."""
+    contributions = list(contributions)
+    values = {c.feature: c.value for c in contributions}
     out: list[str] = []
     said: set[str] = set()
     for c in contributions:
         f = _FEATURES.get(c.feature)
         if f is None:  # not in the catalogue (a rule's field, say): as it is
             out.append(f"{c.feature} = {c.value:.3g}")
-        else:
-            typical, card_own = usual_value(f.name, feats, usual)
-            if (f.says or f.name) in said or not _is_reason(f, c.value, typical, feats):
-                continue
-            said.add(f.says or f.name)
-            text = _format_usual(f.name, typical, card_own)
-            phrase = f.phrase if typical is not None else f.phrase.replace(" (usual: {usual})", "")  # not "usual: unknown"
-            out.append(phrase.format_map(_Words(c.value, value=c.value, usual=text, currency=currency)))
+        elif (f.says or f.name) not in said:
+            # The group's plain way first, whether or not the model named it (its cold-start terms may not).
+            for member, value in [*((p, values.get(p.name, feats.get(p.name))) for p in _PLAIN.get(f.says, ())), (f, c.value)]:
+                if value is None:
+                    continue
+                typical, card_own = usual_value(member.name, feats, usual)
+                if _is_reason(member, value, typical, feats):
+                    said.add(f.says or f.name)
+                    out.append(_phrase(member, value, typical, card_own, currency))
+                    break
         if len(out) == top:
             break
     return out
+
+
+def _phrase(f: Feature, value: float, usual: float | None, card_own: bool, currency: str) -> str:
+    text = _format_usual(f.name, usual, card_own)
+    phrase = f.phrase if usual is not None else f.phrase.replace(" (usual: {usual})", "")  # not "usual: unknown"
+    shown = _Over(f.said_up_to) if value > f.said_up_to else value
+    return phrase.format_map(_Words(value, value=shown, usual=text, currency=currency))

@@ -114,3 +114,44 @@ def test_a_reason_without_a_usual_value_does_not_say_unknown() -> None:
 
     feats = {"card_count_1h": 5.0, "card_count_24h": 5.0, "card_count_30d": 6.0}
     assert say([Contribution("card_count_1h", 5.0, 0.3)], feats, usual={}.get) == ["5 transactions in the last hour"]
+
+
+def test_the_ratio_is_said_rather_than_its_z_score() -> None:
+    """Five near-equal amounts (¥2,000-2,400), then ¥950,000: "4308.2 standard deviations above this card's 30-day
+    mean" is right, and reads absurd to an analyst; "431.8× this card's 30-day mean" says the same plainly. Through
+    the scorer's own features, from a model that has learned nothing yet (its cold-start terms name the z-score)."""
+    from fraudstream.contracts import Authorization
+
+    day, t0 = 86_400_000, 1_699_920_000_000
+    s = scorer()
+    for i, amount in enumerate([2000, 2100, 2400, 2200, 2300]):
+        s.process(Authorization(f"h{i}", "card-Y", "m-shop", float(amount), t0 + i * day))
+    scored = s.process(Authorization("big", "card-Y", "m-new", 950_000.0, t0 + 5 * day + 3_600_000))
+    reasons = model_reasons(scored.reasons)
+    assert "amount is 431.8× this card's 30-day mean" in reasons, reasons
+    assert not any("standard deviations" in r for r in reasons), reasons
+
+
+def test_a_huge_z_score_said_alone_reads_as_over_a_bound() -> None:
+    """Where the ratio is no reason (not on the card's riskier side), a z-score said alone is not "4308.2"."""
+    from fraudstream.core.model.online import Contribution
+    from fraudstream.core.reasons import say
+
+    feats = {"card_count_24h": 1.0, "card_count_30d": 40.0, "card_amount_zscore_30d": 4308.2, "card_amount_ratio_30d": 1.0}
+    said = say([Contribution("card_amount_zscore_30d", 4308.2, 0.5)], feats, usual={"card_amount_ratio_30d": 1.0}.get)
+    assert said == ["amount is over 100 standard deviations above this card's 30-day mean"], said
+    feats["card_amount_zscore_30d"] = 7.24
+    said = say([Contribution("card_amount_zscore_30d", 7.24, 0.5)], feats, usual={"card_amount_ratio_30d": 1.0}.get)
+    assert said == ["amount is 7.2 standard deviations above this card's 30-day mean"], said
+
+
+def test_the_plain_way_of_a_group_is_said_at_the_strongest_members_place() -> None:
+    from fraudstream.core.model.online import Contribution
+    from fraudstream.core.reasons import say
+
+    feats = {"card_count_24h": 1.0, "card_count_30d": 40.0, "card_amount_zscore_30d": 30.0, "card_amount_ratio_30d": 10.0,
+             "merchant_cpp_share": 0.4}
+    contributions = [Contribution("card_amount_zscore_30d", 30.0, 0.5), Contribution("merchant_cpp_share", 0.4, 0.3),
+                     Contribution("card_amount_ratio_30d", 10.0, 0.1)]
+    said = say(contributions, feats, usual={"card_amount_ratio_30d": 1.0, "merchant_cpp_share": 0.01}.get)
+    assert said == ["amount is 10.0× this card's 30-day mean", "40% of recent cards here were later compromised"], said

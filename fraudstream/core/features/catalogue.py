@@ -6,6 +6,7 @@ features at the end so stored snapshots stay readable.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fraudstream.core.features.mcc import MCC_GROUPS
@@ -36,6 +37,12 @@ class Feature:
     #: What it tells an analyst; features telling the same (a z-score and a ratio against the same mean, one rate
     #: over several windows) give one reason, the strongest. Empty: its own.
     says: str = ""
+    #: The plainest way of its `says` group: said in the place of the group's strongest member whenever it is a
+    #: reason itself ("amount is 431.8× this card's 30-day mean" rather than "4308.2 standard deviations above it").
+    plain: bool = False
+    #: Above this, the value is said as "over" it: a z-score of 4308 against near-equal amounts is right, and reads
+    #: as a defect to an analyst.
+    said_up_to: float = math.inf
 
 
 #: (suffix, buckets, bucket width ms, ring) of the card windows.
@@ -88,10 +95,11 @@ CATALOGUE: tuple[Feature, ...] = (
     Feature("card_seconds_since_prev", "seconds since the card's previous authorization (capped at 30 days)", "card history",
             "bursts of use minutes apart", "{value:,.0f} s after the previous transaction (usual: {usual})", riskier="lower"),
     Feature("card_amount_ratio_30d", "amount / the card's mean over the previous 30 days (1 with no history)", "30 days",
-            "stolen cards buy bigger", "amount is {value:.1f}× this card's 30-day mean", card_history="authorizations", says="amount against the card's mean"),
+            "stolen cards buy bigger", "amount is {value:.1f}× this card's 30-day mean", card_history="authorizations", says="amount against the card's mean",
+            plain=True),
     Feature("card_amount_zscore_30d", "(amount − 30-day mean) / 30-day std, std floored at 10% of the mean", "30 days",
             "unusual for this card, not for cards in general", "amount is {value:.1f} standard deviations above this card's 30-day mean",
-            card_history="authorizations", says="amount against the card's mean"),
+            card_history="authorizations", says="amount against the card's mean", said_up_to=100.0),
     Feature("card_distinct_merchants_24h", "distinct merchants on this card, this one included (of the 16 most recent)", "24 hours",
             "testing a stolen card at many shops", "{value:.0f} different {merchants} in 24 hours (usual: {usual})"),
     Feature("card_distinct_countries_24h", "distinct countries on this card, this one included", "24 hours",
