@@ -27,6 +27,7 @@ from fraudstream.contracts import Authorization, CardReissue, Label, Rejection, 
 from fraudstream.core.features.card import DAY_MS, HOUR_MS
 from fraudstream.core.model.online import OnlineModel
 from fraudstream.core.scorer import FraudScorer
+from fraudstream.simulate.reissues import REISSUE_AFTER_DAYS
 
 __all__ = ["Backtest", "BacktestResult", "read_jsonl", "run_backtest_cli", "save_model"]
 
@@ -67,7 +68,7 @@ class Backtest:
     """Replays ``events`` and ``labels`` through a :class:`FraudScorer`."""
 
     def __init__(self, settings: Settings, investigate: int | None = None, investigator_delay_h: float = 3.0,
-                 partitions: int = 1, reissue_after_days: float | None = 2.0) -> None:
+                 partitions: int = 1, reissue_after_days: float | None = REISSUE_AFTER_DAYS) -> None:
         self.settings = settings
         self.investigate = investigate
         self.reissue_after_days = reissue_after_days

@@ -1,7 +1,8 @@
 """Put the simulation where the pipeline can read it: JSON-lines files, or Kafka topics.
 
 Labels are interleaved with the authorizations by event time: a label goes out once the authorization stream has
-passed its ``ts``, so a consumer never sees a label before it could have been known.
+passed its ``ts``, so a consumer never sees a label before it could have been known. So do the issuer's card
+reissues (:mod:`fraudstream.simulate.reissues`), which follow every fraud label, the simulated analysts' too.
 
 :func:`produce` sends the Handbook simulator (with a :class:`LabelDelays`) or any made :class:`Traffic`, such as a
 scenario of :mod:`fraudstream.simulate.scenarios`, which carries its own labels.
@@ -19,9 +20,9 @@ from typing import Any, Protocol
 
 from fraudstream.config import Settings
 from fraudstream.contracts import decode, encode
-from fraudstream.core.features.card import DAY_MS
 from fraudstream.simulate.handbook import HandbookSimulator, to_epoch_ms
 from fraudstream.simulate.labels import Investigator, LabelDelays
+from fraudstream.simulate.reissues import REISSUE_AFTER_DAYS, Reissues
 
 __all__ = ["ProduceCounts", "Traffic", "produce", "time_offset_ms", "write_jsonl"]
 
@@ -165,7 +166,7 @@ def produce(
     investigator_group: str | None = None,
     investigator_linger_s: float = 10.0,
     flush_timeout_s: float = 30.0,
-    reissue_after_days: float | None = 2.0,
+    reissue_after_days: float | None = REISSUE_AFTER_DAYS,
 ) -> ProduceCounts:
     """Produce authorizations and labels (both keyed by card_id) to the topics named in ``settings``.
 
@@ -182,6 +183,10 @@ def produce(
     ``analyst`` labels. After the last event it keeps answering until ``stop`` is set or no alert came for
     ``investigator_linger_s`` seconds. ``drain_labels`` sends, after the last event, the labels that fall later
     (chargebacks up to 60 days on); it is skipped when ``stop`` ends the run.
+
+    Every fraud label, the investigator's included, is followed by the card's reissue ``reissue_after_days`` later
+    in event time (None: the cards are never reissued, and stay blocked), on ``topic_card_reissues``. The reissues
+    still pending after the last event (and the investigator's last answers) go out with the drained labels.
     """
     from confluent_kafka import Producer
 
@@ -197,6 +202,7 @@ def produce(
     producer = Producer(settings.producer_config(**{"queue.buffering.max.messages": 500_000, "on_delivery": delivered}))
     send = _sender(producer)
     halt = threading.Event()
+    reissues = Reissues(reissue_after_days)
     investigator_thread: _InvestigatorLoop | None = None
     if investigator_k is not None:
         is_fraud, card_of = source.truth()
@@ -204,10 +210,10 @@ def produce(
             is_fraud, card_of, cards_per_day=investigator_k, delay_hours=investigator_delay_hours, seed=investigator_seed
         )
         group = investigator_group or f"{settings.app_id}-sim-investigator"
-        investigator_thread = _InvestigatorLoop(conf, group, settings, investigator, halt)
+        investigator_thread = _InvestigatorLoop(conf, group, settings, investigator, halt, reissues, offset)
         investigator_thread.start()
 
-    labels = with_reissues(source.labels, reissue_after_days)
+    labels = source.labels
     pace = _Pacer(rate_factor, stop)
     stopped = False
     last_tx_id: str | None = None
@@ -221,10 +227,16 @@ def produce(
                 stopped = True
                 break
             ts = event["ts"]
-            # A label is known once the event stream is past its ts.
-            while li < len(labels) and labels[li]["ts"] < ts:
-                _send_label_or_reissue(send, settings, labels[li], offset, counts)
-                li += 1
+            # A label, or a reissue, is known once the event stream is past its ts.
+            while True:
+                reissue_ts = reissues.next_ts()
+                if reissue_ts is not None and reissue_ts < ts and (li == len(labels) or reissue_ts <= labels[li]["ts"]):
+                    _send_reissues(send, settings, reissues.due(reissue_ts + 1), offset, counts)
+                elif li < len(labels) and labels[li]["ts"] < ts:
+                    _send_label(send, settings, labels[li], offset, counts, reissues)
+                    li += 1
+                else:
+                    break
             event["ts"] = ts + offset
             pace.wait(event["ts"], producer)
             producer_key = event["card_id"].encode()
@@ -242,10 +254,13 @@ def produce(
                     continue
                 if "since" in label and label["since"] > last_ts:
                     continue
+                _send_reissues(send, settings, reissues.due(label["ts"] + 1), offset, counts, pace, producer, stop)
                 pace.wait(label["ts"] + offset, producer)
-                _send_label_or_reissue(send, settings, label, offset, counts)
+                _send_label(send, settings, label, offset, counts, reissues)
         if investigator_thread is not None:
             investigator_thread.linger(investigator_linger_s, stop)
+        if drain_labels and not stopped and last_ts is not None:
+            _send_reissues(send, settings, reissues.due(), offset, counts, pace, producer, stop)
     finally:
         halt.set()
         if investigator_thread is not None:
@@ -260,36 +275,24 @@ def produce(
     return counts
 
 
-def with_reissues(labels: list[dict[str, Any]], after_days: float | None) -> list[dict[str, Any]]:
-    """The issuer replaces a card ``after_days`` after its first confirmed fraud.
-
-    Reissue records (``{"card_id", "ts", "reissue": True}``) are merged into the
-    label stream by ``ts``; a card whose fraud is confirmed again later is
-    reissued again.
-
-    >>> with_reissues([{"card_id": "c", "is_fraud": True, "ts": 0, "since": 0}], 1.0)[-1]
-    {'card_id': 'c', 'ts': 86400000, 'reissue': True}
-    """
-    if after_days is None:
-        return labels
-    delay = int(after_days * DAY_MS)
-    reissued_at: dict[str, int] = {}
-    extra = []
-    for label in labels:
-        if label["is_fraud"] and label["ts"] >= reissued_at.get(label["card_id"], -1):
-            reissued_at[label["card_id"]] = label["ts"] + delay
-            extra.append({"card_id": label["card_id"], "ts": label["ts"] + delay, "reissue": True})
-    return sorted(labels + extra, key=lambda r: r["ts"])
+def _send_label(send: Callable[[str, dict[str, Any], int], None], settings: Settings, label: dict[str, Any], offset: int,
+                counts: ProduceCounts, reissues: Reissues) -> None:
+    send(settings.topic_labels, label, offset)
+    counts.labels += 1
+    reissues.label(label)
 
 
-def _send_label_or_reissue(send: Callable[[str, dict[str, Any], int], None], settings: Settings, record: dict[str, Any],
-                           offset: int, counts: ProduceCounts) -> None:
-    if record.get("reissue"):
-        send(settings.topic_card_reissues, {"card_id": record["card_id"], "ts": record["ts"]}, offset)
+def _send_reissues(send: Callable[[str, dict[str, Any], int], None], settings: Settings, due: list[dict[str, Any]],
+                   offset: int, counts: ProduceCounts, pace: _Pacer | None = None, producer: Any = None,
+                   stop: threading.Event | None = None) -> None:
+    """``fraud.card-reissues`` records (``CardReissue``'s fields), in ``ts`` order; paced, when given a pacer."""
+    for reissue in due:
+        if stop is not None and stop.is_set():
+            return
+        if pace is not None:
+            pace.wait(reissue["ts"] + offset, producer)
+        send(settings.topic_card_reissues, reissue, offset)
         counts.reissues += 1
-    else:
-        send(settings.topic_labels, record, offset)
-        counts.labels += 1
 
 
 def _produce(producer: Any, topic: str, key: bytes, value: bytes) -> None:
@@ -343,7 +346,8 @@ class _InvestigatorLoop(threading.Thread):
     """Reads alerts and produces the investigator's dispositions to the labels topic."""
 
     def __init__(
-        self, conf: dict[str, str], group: str, settings: Settings, investigator: Investigator, halt: threading.Event
+        self, conf: dict[str, str], group: str, settings: Settings, investigator: Investigator, halt: threading.Event,
+        reissues: Reissues, offset: int = 0,
     ) -> None:
         super().__init__(name="sim-investigator", daemon=True)
         self.conf = conf
@@ -351,6 +355,8 @@ class _InvestigatorLoop(threading.Thread):
         self.settings = settings
         self.investigator = investigator
         self.halt = halt
+        self.reissues = reissues  # a confirmed fraud is followed by the card's reissue, as a known label is
+        self.offset = offset  # the alerts carry the sent ts; the reissues are scheduled in the simulator's time
         self.dispositions = 0
         self.alerts_seen = 0
         self.delivery_errors = 0
@@ -397,6 +403,7 @@ class _InvestigatorLoop(threading.Thread):
                     for label in self.investigator.observe_alert(alert):
                         _produce(producer, self.settings.topic_labels, label["card_id"].encode(), encode(label))
                         self.dispositions += 1
+                        self.reissues.label(dict(label, ts=label["ts"] - self.offset))
                 producer.poll(0)
         except BaseException as exc:  # surfaced by produce() after join
             self.error = exc
