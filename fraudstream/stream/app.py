@@ -20,7 +20,7 @@ stream and hands their messages to a stage, a plain class; the stages
 produce with one confluent-kafka producer, flushed before the batch is
 acknowledged, so an offset is never committed before its outputs exist.
 This module decides when: outputs, then state (intake, merchant), or state,
-then outputs (score), and the table writes' changelog phases (`durable`).
+then outputs (score), and the table writes' changelog phases (`fraudstream.stream.flushing`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import faust
 from fraudstream.config import Settings
 from fraudstream.contracts import DeadLetter, Rejection, encode
 from fraudstream.core.decision import CardStanding
-from fraudstream.core.features.card import DAY_MS, HOUR_MS, CardState
+from fraudstream.core.features.card import DAY_MS, CardState
 from fraudstream.core.features.merchant import MerchantState
 from fraudstream.core.scorer import FraudScorer
 from fraudstream.core.snapshot import EncodedSnapshots
@@ -43,7 +43,9 @@ from fraudstream.core.state import StateStore
 from fraudstream.metrics import Metrics
 from fraudstream.stream import faust_patches
 from fraudstream.stream.delivery import batches, fresh, let_go
-from fraudstream.stream.heap import allocator_usage, release_free_heap
+from fraudstream.stream.flushing import Flusher
+from fraudstream.stream.gauges import Gauges
+from fraudstream.stream.heap import release_free_heap
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
 from fraudstream.stream.outputs import Output, Outputs
@@ -103,24 +105,25 @@ class FraudApp:
         # Outputs that fail are produced again, never dropped (fraudstream.stream.outputs): `flush` waits for them.
         self.outputs = Outputs(connected.producer_config(**{"linger.ms": 2, "max.in.flight.requests.per.connection": 1,
                                                             "error_cb": self._on_producer_error}),
-                               on_failed=self._on_output_failed, on_rejected=self._on_output_rejected)
+                               on_failed=lambda output, err: self.flusher.output_failed(output, err),
+                               on_rejected=self._on_output_rejected)
         self.producer = self.outputs.producer
         self.stall = StallWatch(self.metrics)
-        self._outputs_failing = False  # an output failed and is not yet delivered, once reported
         self._define_topics()
         self._define_tables()
         # Table changelogs go through the same producer as the outputs (see fraudstream.stream.tables). Intake and
-        # merchant state may reach them in any order; the score stage's, in phases (`durable`).
+        # merchant state may reach them in any order; the score stage's, in phases (`Flusher.durable`).
         self.changelog = ChangelogWriter(self.producer, self.tables, self._on_changelog_error,
                                          free=(self.card_table, self.merchant_table))
-        self.changelog_phases = ((self.card_table, self.merchant_table, self.snapshot_table, self.maturity_table),
-                                 (self.standing_table, self.index_table, self.early_label_table), (self.threshold_table,))
+        phases = ((self.card_table, self.merchant_table, self.snapshot_table, self.maturity_table),
+                  (self.standing_table, self.index_table, self.early_label_table), (self.threshold_table,))
+        self.flusher = Flusher(self.outputs, self.changelog, phases, self.stall, self.metrics)
         # faust could step over messages around a rebalance, and commit them unprocessed (fraudstream.stream.delivery);
         # and more (fraudstream.stream.faust_patches).
         faust_patches.apply(self.app, client, [s.topic_authorizations, s.topic_by_merchant, s.topic_enriched, s.topic_labels,
                                                s.topic_merchant_labels, s.topic_card_reissues, s.topic_card_events],
                             s.fetch_wait_ms, s.fetch_wait_idle_ms, rocksdb=self.rocksdb_memory is not None,
-                            after_faust_flush=self._after_faust_flush)
+                            after_faust_flush=self.flusher.after_faust_flush)
         # Crash safety: each card's state carries the offset of the newest authorization it includes, each
         # merchant's which authorizations it includes (`MerchantStage.progress`), in the same changelog record.
         self.card_durable = TaggedMapping(self.card_table, lambda k: str(self.intake.card_offset(k)).encode())
@@ -163,7 +166,8 @@ class FraudApp:
         self._busy = 0
         self._evicted_at = 0  # event time of the last eviction
         self._evicting = False  # deletions made, not yet on their changelogs
-        self._unmatched_reported = 0
+        self.gauges = Gauges(s, m, self.scorer, self.tables, self.card_table, self.merchant_table, self.rocksdb_memory,
+                             self.score, self.label_outcomes.quality, self.positions, lambda: self.app.consumer)
         self._define_agents()
         self._define_timers()
 
@@ -220,7 +224,7 @@ class FraudApp:
                 self._busy += 1
                 try:
                     self.intake.batch([event.message for event in events])
-                    await self.flush()
+                    await self.flusher.flush()
                     self.intake.commit()
                 finally:
                     self._busy -= 1
@@ -232,7 +236,7 @@ class FraudApp:
                 try:
                     async with self._merchant_lock:
                         released = self.merchant.batch(events)
-                        await self.flush()
+                        await self.flusher.flush()
                         self.merchant.commit()
                     # Held authorizations were kept from being committed (`MerchantStage`): now they may be.
                     for event in released:
@@ -253,9 +257,9 @@ class FraudApp:
                 self._busy += 1
                 try:
                     self.score.batch([event.message for event in events])
-                    await self.durable()
+                    await self.flusher.durable()
                     self.score.send()
-                    await self.flush()
+                    await self.flusher.flush()
                 finally:
                     self._busy -= 1
 
@@ -263,20 +267,20 @@ class FraudApp:
         async def label_intake(stream: Any) -> None:
             async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self.card_events.intake([event.message for event in events], "label")
-                await self.flush()
+                await self.flusher.flush()
 
         @app.agent(self.t_reissues, name="card-reissues")
         async def reissue_intake(stream: Any) -> None:
             async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self.card_events.intake([event.message for event in events], "reissue")
-                await self.flush()
+                await self.flusher.flush()
 
         @app.agent(self.t_card_events, name="card-events")
         async def card_event_stage(stream: Any) -> None:
             async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self.card_events.batch([event.message for event in events])
-                await self.flush()
-                await self.durable()  # the standings and snapshots it changed, in order
+                await self.flusher.flush()
+                await self.flusher.durable()  # the standings and snapshots it changed, in order
 
         @app.agent(self.t_merchant_labels, name="merchant-labels")
         async def merchant_label_stage(stream: Any) -> None:
@@ -297,7 +301,7 @@ class FraudApp:
             if self._busy:
                 log.warning("partitions revoked while a batch is still waiting for the broker")
             # What those batches wrote, to the changelogs the partitions' next owner recovers from.
-            if not await self.durable(max(deadline, time.monotonic() + 1.0)):
+            if not await self.flusher.durable(max(deadline, time.monotonic() + 1.0)):
                 log.warning("partitions revoked before every table write reached its changelog")
             # Cached state objects may belong to partitions that move away:
             # forget them all; they reload from the tables on next use.
@@ -320,13 +324,13 @@ class FraudApp:
         # A timer that raises would crash the whole worker: log and carry on.
         @app.timer(interval=5.0)
         async def report() -> None:
-            _guarded(self.report_gauges)
+            _guarded(self.gauges.report)
 
         @app.timer(interval=5.0)
         async def evict() -> None:
             _guarded(self.evict_idle_state)
             if self._evicting:
-                await self.durable()  # the deletions, onto their changelogs in the score stage's order
+                await self.flusher.durable()  # the deletions, onto their changelogs in the score stage's order
                 self._evicting = False
 
         # Resident memory that follows the live states, not the worst moment since the start (see `heap`).
@@ -348,7 +352,7 @@ class FraudApp:
         async def follow() -> None:
             _guarded(self.model_follower.poll)
             _guarded(self.rule_follower.poll)
-            _guarded(self.write_tables)
+            _guarded(self.flusher.write_tables)
 
         @app.task
         async def bootstrap_model() -> None:
@@ -359,40 +363,11 @@ class FraudApp:
             self.changelog.send()  # delivered by the checkpoint's flush
             self.model_follower.checkpoint_on_shutdown()
 
-    # --- waiting for the broker ---------------------------------------------------
-    async def flush(self) -> None:
-        """Wait until every output of the batch is on the broker (however long a stalled broker takes).
-
-        Table writes pending from earlier batches go too: each was made once its batch's outputs were on the broker,
-        so it may go any time after (the score stage's, which must go before its outputs, go in `durable`)."""
-        self.changelog.send()
-        outputs = self.outputs
-        remaining = self.producer.flush(0) + outputs.undelivered
-        if not remaining:
-            return
-        since = time.monotonic()
-        while remaining:
-            await asyncio.sleep(0.001)
-            outputs.retry()
-            remaining = self.producer.flush(0) + outputs.undelivered
-            self.stall.check(since, f"{remaining} outputs")
-        self.stall.over()
-        if self._outputs_failing:
-            self._outputs_failing = False
-            log.warning("outputs delivered again after %.1fs", time.monotonic() - since)
-
+    # --- the producer's callbacks -------------------------------------------------
     def _on_producer_error(self, err: Any) -> None:
         """librdkafka's errors outside any one message (broker down, transport errors)."""
         self.metrics.broker_errors.labels(f"producer{err.name()}".lower()).inc()
         log.warning("broker error (producer): %s", err)
-
-    def _on_output_failed(self, output: Output, err: Any) -> None:
-        """An output the broker did not take: `flush` produces it again, and waits (see `fraudstream.stream.outputs`)."""
-        self.metrics.broker_errors.labels("output").inc()
-        if not self._outputs_failing:  # once until they are delivered, not once per message or retry
-            self._outputs_failing = True
-            log.warning("output to %s not delivered (%s): producing it again until the broker takes it; nothing is "
-                        "committed meanwhile", output[0], err)
 
     def _on_output_rejected(self, output: Output, err: Any) -> None:
         """An output the broker can never take (too large): dead-lettered with its first bytes and where it was going."""
@@ -407,56 +382,9 @@ class FraudApp:
         self.outputs.produce(self.settings.topic_dead_letter, encode(letter))
         self.metrics.dead_letters.labels(topic, "output_rejected").inc()
 
-    async def durable(self, deadline: float | None = None) -> bool:
-        """Wait until every table write made so far is on its changelog, since the outputs of a score batch must not
-        go before its state. The pending writes are produced now, each key once with its last value, in the phases
-        of `changelog_phases`, each delivered before the next is produced: a crash in between leaves what a restart
-        repairs (`ScoreStage.replay`: a snapshot ahead of its standing and threshold), never a threshold ahead of the standings
-        it counts, nor a standing ahead of the snapshot of the authorization that changed it. A write that fails is
-        produced again (`ChangelogWriter`). False only if ``deadline`` (monotonic) came first."""
-        since = time.monotonic()
-        for tables in self.changelog_phases:
-            if not await self._deliver(tables, since, deadline):
-                return False
-        self.changelog.persist()
-        self.stall.over()
-        return True
-
-    async def _deliver(self, tables: Any, since: float, deadline: float | None = None) -> bool:
-        """Produce what ``tables`` have pending, then wait until no table write at all is in flight."""
-        w = self.changelog
-        producer = w.producer  # the confluent producer the writes go through
-        w.send(tables)
-        while w.inflight or w.pending(tables):
-            producer.flush(0)  # sends now (no linger) and serves the delivery reports
-            if w.pending(tables):
-                w.send(tables)  # failed writes, or what a full queue held back
-            if not w.inflight and not w.pending(tables):
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.001)
-            self.stall.check(since, f"{w.inflight + w.pending(tables)} table writes")
-        return True
-
-    def write_tables(self) -> None:
-        """Table writes nobody awaits (merchant state from labels, ...) reach their changelogs within a timer tick."""
-        w = self.changelog
-        w.send()
-        w.producer.poll(0)  # delivery reports: failed writes marked pending again, offsets for the stores
-        w.persist()
-
     def _on_changelog_error(self, table: TableMapping, partition: int, err: Any) -> None:
         self.metrics.broker_errors.labels("changelog").inc()
         log.warning("changelog write to %s[%d] failed (%s); writing it again", table.table.name, partition, err)
-
-    async def _after_faust_flush(self) -> None:
-        """Whenever faust flushes before it commits (`faust_patches.flush_with_faust`): the table writes that may go in
-        any order. The score stage's state goes in order, from its own `durable` (and that of a batch is delivered
-        before the batch is acknowledged, so before its offsets can be committed)."""
-        await self._deliver(self.changelog.free, time.monotonic())
-        self.changelog.persist()
-        self.stall.over()
 
     # --- upkeep -------------------------------------------------------------------
     def announce_idle_sources(self) -> None:
@@ -497,61 +425,6 @@ class FraudApp:
             self._evicting = True
             self.metrics.evicted.inc(evicted)
             log.info("evicted %d idle card, standing and merchant states (event time %d)", evicted, now)
-
-    def report_gauges(self) -> None:
-        m, scorer = self.metrics, self.scorer
-        m.cards.set(self.card_table.approx_len())
-        m.merchants.set(self.merchant_table.approx_len())
-        m.snapshots.set(len(scorer.pending))
-        for kind, store in (("card", scorer.cards), ("standing", scorer.standings), ("merchant", scorer.merchants),
-                            ("card_transactions", scorer.card_index)):
-            m.live_states.labels(kind).set(len(store.live))
-        if self.rocksdb_memory is not None:
-            m.rocksdb_memory.set(self.rocksdb_memory.usage() + sum(t.rocksdb_readers_memory() for t in self.tables))
-        usage = allocator_usage()  # at the same moment: RocksDB's memory is part of what the allocator has in use
-        if usage is not None:
-            m.allocator.labels("in_use").set(usage.in_use)
-            m.allocator.labels("free").set(usage.free)
-        unmatched = scorer.counts["unmatched_labels"]
-        m.labels.labels("any", "unmatched").inc(unmatched - self._unmatched_reported)
-        self._unmatched_reported = unmatched
-        m.budget.set(self.settings.alert_budget_per_day)
-        for p, policy in scorer.policies.items():
-            m.threshold.labels(str(p)).set(policy.threshold.value(policy.threshold.head * HOUR_MS))
-        alerts_by_hour = self.score.alerts_by_hour
-        if alerts_by_hour:
-            newest = max(alerts_by_hour)
-            for hour in [h for h in alerts_by_hour if h <= newest - 24]:
-                del alerts_by_hour[hour]
-        m.alerts_24h.set(sum(alerts_by_hour.values()))
-        m.model_examples.set(scorer.model.examples)
-        for rule_id, stats in scorer.rule_stats.snapshot().items():
-            precision = stats["overall"].get("precision")
-            if precision is not None:
-                m.rule_precision.labels(rule_id).set(precision)
-        q = self.label_outcomes.quality
-        for gauge, value in ((m.alert_precision, q.alert_precision()), (m.fraud_recall, q.fraud_recall()),
-                             (m.average_precision, q.average_precision())):
-            if value is not None:
-                gauge.set(value)
-        consumer = self.app.consumer
-        try:
-            assignment = consumer.assignment()
-        except Exception:  # not yet started
-            return
-        inputs = {self.settings.topic_authorizations, self.settings.topic_by_merchant, self.settings.topic_enriched,
-                  self.settings.topic_labels}
-        for tp in assignment:
-            if tp.topic not in inputs:
-                continue
-            # The fetch high-water mark: some brokers (the embedded one) misreport end offsets.
-            hw = consumer.highwater(tp)
-            if hw is None:
-                continue
-            done = self.positions.get((tp.topic, tp.partition), -1) + 1
-            m.lag.labels(tp.topic, str(tp.partition)).set(max(hw - done, 0))
-
-
 
 def _guarded(fn: Any) -> None:
     try:

@@ -183,7 +183,7 @@ class ChangelogWriter:
     instead of from the start (without them it reads more, and ends the same).
 
     ``send()`` without tables produces the ``free`` ones only: those whose writes may reach their changelogs in any
-    order. The others are produced by whoever orders them (``FraudApp.durable``).
+    order. The others are produced by whoever orders them (``fraudstream.stream.flushing.Flusher.durable``).
     """
 
     def __init__(self, producer: Any, tables: Any, on_error: Callable[[TableMapping, int, Any], None] | None = None,

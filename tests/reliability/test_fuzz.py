@@ -591,7 +591,7 @@ def test_an_output_the_broker_cannot_take_is_dead_lettered_not_raised(fraud_app)
     app, s = fraud_app, fraud_app.settings
     rec: RecordingProducer = app.producer
     refusing = Outputs({"bootstrap.servers": "127.0.0.1:1", "message.max.bytes": 1000, "log_level": 0},  # no broker
-                       on_failed=app._on_output_failed, on_rejected=app._on_output_rejected)
+                       on_failed=app.flusher.output_failed, on_rejected=app._on_output_rejected)
     assert isinstance(refusing.producer, Producer)
     rec.sent.clear()
     before = dead_letters(app, s.topic_models)
@@ -611,7 +611,7 @@ def test_alerts_of_the_last_24_hours_are_counted_by_hour(fraud_app):
     app = fraud_app
     saved, app.score.alerts_by_hour = app.score.alerts_by_hour, {100: 3, 101: 4, 110: 2, 124: 1}
     try:
-        app.report_gauges()
+        app.gauges.report()
         assert app.score.alerts_by_hour == {101: 4, 110: 2, 124: 1}  # hour 100 is 24 hours before the newest
         assert app.metrics.registry.get_sample_value("fraudstream_alerts_last_24h") == 7
     finally:

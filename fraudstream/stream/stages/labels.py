@@ -86,8 +86,8 @@ class CardEventStage(Stage):
         self.outputs.produce(self.settings.topic_card_events, encode({"kind": kind, "record": record}), record.card_id.encode())
 
     def batch(self, messages: list[Any]) -> None:
-        """fraud.card-events: each label or reissue applied to the card's standing (then written in order, by the
-        worker's ``durable``)."""
+        """fraud.card-events: each label or reissue applied to the card's standing (then written in order
+        by ``Flusher.durable``)."""
         self.each(messages, self._one)
         self.scorer.standings.flush()
         self.tables.standings.clear_routes()

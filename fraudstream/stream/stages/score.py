@@ -3,7 +3,7 @@ alerts are decided (fraud.authorizations-enriched is keyed by card).
 
 Crash safety: state first, then outputs. :meth:`ScoreStage.batch` puts the batch's scores, alerts and training
 examples in an outbox; the worker writes the batch's state to its changelogs (snapshots, then standings, then
-thresholds: ``FraudApp.durable``) and only then :meth:`ScoreStage.send` produces the outbox. A redelivered
+thresholds: ``fraudstream.stream.flushing.Flusher.durable``) and only then :meth:`ScoreStage.send` produces the outbox. A redelivered
 authorization is answered from its snapshot. Each snapshot carries the number of the decision it records in its
 partition (``n``), kept with the partition's threshold: a snapshot that reached its changelog when its threshold and
 standing did not, before a crash, is replayed into them (:meth:`ScoreStage.replay`, with
@@ -144,7 +144,7 @@ class ScoreStage(Stage):
 
     def replay(self, partition: int, snap: dict[str, Any]) -> bool:
         """A snapshot that reached its changelog when the partition's threshold and the card's standing (other
-        changelogs, written in later phases of ``durable``) did not, before a crash. The batch's offsets were not
+        changelogs, written in later phases of ``Flusher.durable``) did not, before a crash. The batch's offsets were not
         committed, so its authorizations come again, first on their partition, and each is found by its snapshot:
         apply to the threshold and standing what `DecisionPolicy.decide` did when it was scored
         (`DecisionPolicy.replay`). Returns whether it did."""
