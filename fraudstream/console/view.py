@@ -303,8 +303,9 @@ class PipelineView:
         card = self.card(label.card_id, create=True)
         assert card is not None
         card.labels.append(label)
-        if label.is_fraud:
-            card.standing.confirm_fraud(label.ts)
+        if label.is_fraud:  # as the worker does: a fraud before the card's reissue was on the card it replaced
+            fraud_ts = label.since if label.card_level else next((a.ts for a in card.authorizations if a.tx_id == label.tx_id), None)
+            card.standing.confirm_fraud(label.ts, fraud_ts)
         if label.card_level:
             since = label.since if label.since is not None else NO_TIME
             for a in card.authorizations:

@@ -133,8 +133,19 @@ class CardStanding:
             return False
         return self.reissued_at < self.compromised_since or ts < self.reissued_at
 
-    def confirm_fraud(self, ts: int) -> bool:
-        """A fraud label known at ``ts``; returns whether the standing changed."""
+    def confirm_fraud(self, ts: int, fraud_ts: int | None = None) -> bool:
+        """A fraud label known at ``ts``, about an authorization at ``fraud_ts`` (None: not known); returns whether
+        the standing changed.
+
+        A fraud from before the card's last reissue was on the card it replaced (a chargeback weeks later): the
+        new card is not compromised by it.
+
+        >>> s = CardStanding(); s.reissue(10_000)
+        >>> s.confirm_fraud(50_000, fraud_ts=5_000), s.compromised, s.confirm_fraud(50_000, fraud_ts=20_000), s.compromised
+        (False, False, True, True)
+        """
+        if fraud_ts is not None and fraud_ts < self.reissued_at:
+            return False
         if self.compromised_since == NO_TIME or ts < self.compromised_since or (not self.compromised and ts >= self.reissued_at):
             self.compromised_since = ts
             return True

@@ -250,8 +250,15 @@ class FraudScorer:
     def label(self, label: Label) -> LabelOutcome:
         """Join a label with its snapshot; returns what to learn and tell merchants."""
         standing = self.standings.get(label.card_id)
-        if label.is_fraud and standing.confirm_fraud(label.ts):
-            self.standings.mark(label.card_id)
+        if label.is_fraud:
+            # When the fraud happened: a chargeback for a card already replaced must not block the new one.
+            if label.card_level:
+                fraud_ts = label.since
+            else:
+                snap = self.snapshots.get(label.tx_id or "")
+                fraud_ts = None if snap is None else snap.auth.ts
+            if standing.confirm_fraud(label.ts, fraud_ts):
+                self.standings.mark(label.card_id)
         if label.card_level:
             out = LabelOutcome("card_level")
             since = label.since if label.since is not None else NO_TIME

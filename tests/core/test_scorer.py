@@ -455,3 +455,21 @@ def test_the_stores_given_are_the_stores_used_even_when_empty() -> None:
     scorer.process(Authorization("t1", "c1", "m1", 10.0, 1_700_000_000_000))
     scorer.cards.flush()
     assert "c1" in durable
+
+
+def test_a_chargeback_for_a_replaced_card_does_not_block_the_new_one() -> None:
+    """Fraud confirmed, card reissued two days later; weeks after, the chargeback of an authorization made before the
+    reissue arrives. It was the old card's: the new card's next authorization is not blocked (it was, before)."""
+    day = 86_400_000
+    scorer = FraudScorer(settings())
+    t0 = 1_700_000_000_000
+    scorer.process(auth("old-1", "c1", t0))
+    scorer.process(auth("old-2", "c1", t0 + 60_000))
+    scorer.label(label("c1", t0 + day, "old-1", source="analyst"))
+    assert scorer.process(auth("blocked", "c1", t0 + day + 60_000)).decision.action == "block"
+    scorer.reissue(CardReissue("c1", t0 + 3 * day))
+    assert scorer.process(auth("new-1", "c1", t0 + 4 * day)).decision.action != "block"
+    scorer.label(label("c1", t0 + 30 * day, "old-2"))  # the chargeback of the old card's second fraud
+    assert scorer.process(auth("new-2", "c1", t0 + 30 * day + 60_000)).decision.action != "block"
+    scorer.label(label("c1", t0 + 31 * day, "new-2"))  # fraud on the new card: that one blocks
+    assert scorer.process(auth("new-3", "c1", t0 + 31 * day + 60_000)).decision.action == "block"
