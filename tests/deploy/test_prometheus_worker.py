@@ -233,7 +233,7 @@ def run(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
         sim = HandbookSimulator(n_customers=150, n_terminals=300, n_days=25, seed=7)
         n = len(sim.transactions())
         # The investigator answers alerts until the worker has scored every authorization (and its last alerts came),
-        # not for a fixed time after the last event: on a busy machine (make test runs four modules at once) the
+        # not for a fixed time after the last event: on a busy machine (make test runs modules side by side) the
         # worker's first alerts came more than 10 s after it, and no disposition was made.
         counts = produce(settings, sim, LabelDelays(seed=7), investigator_k=30, investigator_linger_s=120.0,
                          stop=once_scored(worker, n))

@@ -211,7 +211,7 @@ class PacedProducer(threading.Thread):
 
 #: A wait for scores fails once the count has not grown for this long, not after a fixed time: a slow machine only
 #: makes it longer. A restart re-reads what its last checkpoint had not covered (thousands of records, no new score)
-#: before it scores again: under `make test` (four modules at once on two cores) that took more than 30 s.
+#: before it scores again: under `pytest -n 4` (four modules side by side on two cores) that took over 30 s.
 STALLED_AFTER_S = 60.0
 
 #: pytest's own limit for these tests (300 s in pyproject.toml): the waits above end them when the worker stops
