@@ -99,7 +99,7 @@ def _results(card_cpu_us: float, merchant_cpu_us: float, full_card_bytes: int) -
     core = {"process_us": 90.0, "card_us": 30.0, "merchant_us": 12.0, "model_us": 40.0, "card_cpu_us": card_cpu_us,
             "merchant_cpu_us": merchant_cpu_us, "in_process": {"card": 15.0, "merchant": 9.0, "model": 40.0, "rest": 20.0},
             "n": 50_000, "model_version": "logistic-400", "card_bytes": 1_650.4, "full_card_bytes": full_card_bytes}
-    return {"machine": {"commit": "abc1234", "nproc": 2, "cpu": "test cpu", "python": "3.11.7", "load_before": 0.1},
+    return {"machine": {"commit": "abc1234", "nproc": 2, "cpu": "test cpu", "python": "3.11.7", "load_before": 0.1, "core": "compiled"},
             "ceiling": {"rate": 40_000.0},
             "saturation": {"rate": 12_000.0, "complete": True, "cpu": {"worker": 1.0, "broker": 0.5, "bench": 0.3, "other": 0.0}},
             "latency": [latency], "core": core, "memory": {"heap_bytes": 3_900.0}, "model": {"examples": 400, "ready": True}}
