@@ -24,6 +24,9 @@ ROWS = {
     "ceiling: raw confluent-kafka consume→decode→encode→produce": "events/s",
     "fraudstream end to end at saturation": "events/s",
     "end to end / ceiling": "%",
+    "broker records per authorization at saturation": "records",
+    "of which scores": "records",  # one row per topic the worker wrote to
+    "of which authorizations-enriched": "records",
     "offered: produced": "events/s",
     "offered: scored (achieved)": "events/s",
     "offered: latency p50": "ms",
@@ -44,7 +47,7 @@ ROWS = {
 }
 
 #: Rows that carry a goal, so a ✓ or ✗.
-GOALS = ("end to end / ceiling", "offered: scored (achieved)", "offered: latency p99 ", "core: FraudScorer.process",
+GOALS = ("end to end / ceiling", "broker records per authorization", "offered: scored (achieved)", "offered: latency p99 ", "core: FraudScorer.process",
          "core: features (card + merchant", "memory: CardState.to_bytes")
 
 
@@ -101,7 +104,8 @@ def _results(card_cpu_us: float, merchant_cpu_us: float, full_card_bytes: int) -
             "n": 50_000, "model_version": "logistic-400", "card_bytes": 1_650.4, "full_card_bytes": full_card_bytes}
     return {"machine": {"commit": "abc1234", "nproc": 2, "cpu": "test cpu", "python": "3.11.7", "load_before": 0.1, "core": "compiled"},
             "ceiling": {"rate": 40_000.0},
-            "saturation": {"rate": 12_000.0, "complete": True, "cpu": {"worker": 1.0, "broker": 0.5, "bench": 0.3, "other": 0.0}},
+            "saturation": {"rate": 12_000.0, "complete": True, "cpu": {"worker": 1.0, "broker": 0.5, "bench": 0.3, "other": 0.0},
+                           "records": {"scores": 1.0, "cards changelog": 0.95, "alerts": 0.03}},
             "latency": [latency], "core": core, "memory": {"heap_bytes": 3_900.0}, "model": {"examples": 400, "ready": True}}
 
 
@@ -117,6 +121,9 @@ def test_the_feature_rows_judge_cpu_time_and_the_full_card() -> None:
     assert size == ["1,650 / 1,779 B", f"< {GOAL_CARD_BYTES:,} B full", "✓"]
     heap = next(cells for name, cells in met.items() if name.startswith("memory: Python heap per card"))
     assert heap[0] == "3,900 B"
+    records = next(cells for name, cells in met.items() if name.startswith("broker records per authorization"))
+    assert records == ["1.98 records", "≤ 3", "✓"]  # every topic together
+    assert met["of which cards changelog"][0] == "0.95 records"
 
     missed = _rows(render(_results(15.0, 6.0, GOAL_CARD_BYTES), BenchConfig.quick()))
     assert next(cells for name, cells in missed.items() if name.startswith("core: features (card + merchant"))[2] == "✗"
