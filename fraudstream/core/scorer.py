@@ -27,7 +27,7 @@ from fraudstream.core.rules import RuleSet, RuleStats
 from fraudstream.core.snapshot import Snapshot
 from fraudstream.core.state import CardTransactions, StateStore
 
-__all__ = ["FraudScorer", "Scored", "CardStep", "LabelOutcome", "MerchantLabel", "DAY_MS"]
+__all__ = ["FraudScorer", "Scored", "CardStep", "LabelOutcome", "MerchantLabel", "DAY_MS", "blank_standing"]
 
 _EVENT_FIELDS = ("amount", "currency", "mcc", "country", "channel")
 
@@ -135,7 +135,7 @@ class FraudScorer:
         self.rules = RuleSet() if rules is None else rules
         # `is None`, not `or`: an empty store is falsy (it has a length), and must still be used.
         self.cards = StateStore(CardState, CardState.from_bytes) if cards is None else cards
-        self.standings = StateStore(CardStanding, CardStanding.from_bytes) if standings is None else standings
+        self.standings = StateStore(CardStanding, CardStanding.from_bytes, blank=blank_standing) if standings is None else standings
         self.merchants = StateStore(MerchantState, MerchantState.from_bytes) if merchants is None else merchants
         # The records themselves here; the worker's table holds them as bytes (`EncodedSnapshots`).
         self.snapshots: MutableMapping[str, Snapshot] = {} if snapshots is None else snapshots
@@ -405,6 +405,20 @@ class FraudScorer:
         # A blocked card stays blocked however long it is idle: only a reissue unblocks it.
         return (self.cards.evict_idle(now, idle) + self.standings.evict_idle(now, idle, keep=lambda c: c.compromised)
                 + self.merchants.evict_idle(now, MERCHANT_IDLE_MS + self.settings.grace_ms))
+
+
+def blank_standing(standing: CardStanding) -> bool:
+    """A standing that decides as a new one does: no alert open, no fraud, no reissue. Most cards' standing is blank,
+    so it is not stored (``StateStore(blank=...)``): only its clock differs from a new one's, and that only
+    matters to eviction, which has nothing to remove when nothing was stored.
+
+    >>> standing = CardStanding(); standing.see(1_700_000_000_000); blank_standing(standing)
+    True
+    >>> standing.open_alert("a-t1", 1_700_000_060_000); blank_standing(standing)
+    False
+    """
+    return (standing.open_alert_id is None and standing.open_alert_until == NO_TIME and standing.compromised_since == NO_TIME
+            and standing.reissued_at == NO_TIME and standing.fraud_from == NO_TIME)
 
 
 def _rule_fields(auth: Authorization, feats: dict[str, float]) -> dict[str, Any]:

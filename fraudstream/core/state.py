@@ -39,14 +39,24 @@ class StateStore(Generic[S]):
 
     ``capacity`` bounds the live objects kept by :meth:`trim` (None: no bound, as in the backtest, whose durable
     mapping is a dict in memory anyway).
+
+    ``blank`` says which states read back the same as none at all (a fresh one, but for the clock eviction goes
+    by): with it, :meth:`flush` writes a state only when its bytes differ from the durable mapping's, and a blank
+    one not at all while the durable mapping has none (each write is a changelog record in the worker).
+
+    >>> durable = {}
+    >>> clocks = StateStore(_Clock, lambda raw: _Clock(), durable, blank=lambda state: state.clock == 0)
+    >>> _ = clocks.get("a"); clocks.mark("a"); clocks.flush(), durable
+    (0, {})
     """
 
     def __init__(self, factory: Callable[[], S], decode: Callable[[bytes], S], durable: MutableMapping[str, bytes] | None = None,
-                 capacity: int | None = None) -> None:
+                 capacity: int | None = None, blank: Callable[[S], bool] | None = None) -> None:
         self.factory = factory
         self.decode = decode
         self.durable: MutableMapping[str, bytes] = {} if durable is None else durable
         self.capacity = capacity
+        self.blank = blank
         self.live: dict[str, S] = {}
         self.dirty: set[str] = set()
         self.deleted: set[str] = set()
@@ -64,12 +74,20 @@ class StateStore(Generic[S]):
         self.deleted.discard(key)
 
     def flush(self) -> int:
-        """Write changed states to the durable mapping; returns how many."""
+        """Write changed states to the durable mapping; returns how many (deletions included)."""
+        durable, blank, n = self.durable, self.blank, 0
         for key in self.dirty:
-            self.durable[key] = self.live[key].to_bytes()
+            state = self.live[key]
+            raw = state.to_bytes()
+            if blank is not None:
+                stored = durable.get(key)
+                if raw == stored or (stored is None and blank(state)):
+                    continue  # what a read gives back already
+            durable[key] = raw
+            n += 1
         for key in self.deleted:
-            self.durable.pop(key, None)
-        n = len(self.dirty) + len(self.deleted)
+            durable.pop(key, None)
+        n += len(self.deleted)
         self.dirty.clear()
         self.deleted.clear()
         return n

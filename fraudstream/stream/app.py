@@ -37,7 +37,7 @@ from fraudstream.contracts import DeadLetter, Rejection, encode
 from fraudstream.core.decision import CardStanding
 from fraudstream.core.features.card import DAY_MS, CardState
 from fraudstream.core.features.merchant import MerchantState
-from fraudstream.core.scorer import FraudScorer
+from fraudstream.core.scorer import FraudScorer, blank_standing
 from fraudstream.core.snapshot import EncodedSnapshots
 from fraudstream.core.state import StateStore
 from fraudstream.metrics import Metrics
@@ -131,7 +131,7 @@ class FraudApp:
         # Bounded live caches (`StateStore.trim`): the tables hold every card of the last month, the heap the busy ones.
         live = s.live_states_max
         cards = StateStore(CardState, CardState.from_bytes, self.card_durable, capacity=live)
-        standings = StateStore(CardStanding, CardStanding.from_bytes, self.standing_table, capacity=live)
+        standings = StateStore(CardStanding, CardStanding.from_bytes, self.standing_table, capacity=live, blank=blank_standing)
         merchants = StateStore(MerchantState, MerchantState.from_bytes, self.merchant_durable, capacity=live)
         self.scorer = FraudScorer(
             s,

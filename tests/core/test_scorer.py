@@ -473,3 +473,22 @@ def test_a_chargeback_for_a_replaced_card_does_not_block_the_new_one() -> None:
     assert scorer.process(auth("new-2", "c1", t0 + 30 * day + 60_000)).decision.action != "block"
     scorer.label(label("c1", t0 + 31 * day, "new-2"))  # fraud on the new card: that one blocks
     assert scorer.process(auth("new-3", "c1", t0 + 31 * day + 60_000)).decision.action == "block"
+
+
+def test_a_blank_standing_is_not_stored_and_an_unchanged_one_not_again() -> None:
+    """Each stored standing is a changelog record in the worker: most cards' decide as a new one does."""
+    from fraudstream.core.decision import CardStanding
+    from fraudstream.core.scorer import blank_standing
+    from fraudstream.core.state import StateStore
+
+    durable: dict[str, bytes] = {}
+    standings = StateStore(CardStanding, CardStanding.from_bytes, durable, blank=blank_standing)
+    scorer = FraudScorer(settings(), standings=standings)
+    scorer.process(auth("t1", "c1", T0))
+    assert standings.flush() == 0 and durable == {}  # read back, it is a new standing: the same decisions
+    scorer.label(label("c1", T0 + HOUR, "t1", source="analyst"))
+    assert standings.flush() == 1 and StateStore(CardStanding, CardStanding.from_bytes, durable).get("c1").compromised
+    standings.mark("c1")
+    assert standings.flush() == 0  # the same bytes as stored
+    assert scorer.process(auth("t2", "c1", T0 + 2 * HOUR)).decision.action == "block"
+    assert standings.flush() == 1  # its clock moved
