@@ -41,16 +41,37 @@ they never reached fraud.scores, and their offsets were committed.
    agent has finished the batch that holds it: whatever else acknowledges it, its offset is not committed before
    then. Guarded topics must therefore be consumed through :func:`batches`.
 
+8. Events dropped on the way to the agent. faust's stream skips (and acknowledges) an event that reaches it while
+   flow control is off or after its generation ended, and hands the agent the next ones: the consumer's offsets were
+   contiguous (1), the agent's were not. The skipped offset, never acknowledged (7), held back every commit of its
+   partition until it was read again (``HEAD_WAIT_S`` later), by then after the partition's later authorizations:
+   the intake took it for a redelivery, its card's state being past its offset, and skipped it, and it was committed
+   without ever reaching fraud.authorizations-by-merchant (tests/reliability/test_crash.py under load: a restarted
+   worker's first offset of a partition, 748, was read again 12 s later, after 759 and 762 of the same card); the
+   merchant stage skips or applies out of order what comes so.
+   :func:`batches` hands an agent each partition's offsets in order from where reading (re)started, without a hole:
+   an event past the next offset expected is left out, and the partition is read again from that offset at once;
+   if no later event comes to tell (the partition's last ones were skipped: a restarted worker sat with lag on a
+   partition it never read again), the consumer's patched ``getmany`` reads it again ``HEAD_WAIT_S`` after.
+
 :func:`fraudstream.stream.faust_patches.keep_stream_offsets_contiguous` closes 1, 2, 4 (for every seek) and 5,
-:func:`batches` closes 3 and 6, and both together close 7.
+:func:`batches` closes 3, 6 and 8, and both together close 7.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-__all__ = ["batches", "fresh", "hold", "let_go"]
+__all__ = ["batches", "fresh", "hold", "in_order", "let_go"]
+
+log = logging.getLogger("fraudstream.worker")
+
+#: A partition whose next offset an agent still waits for is asked to be read again from it at most this often
+#: (events fetched before the first ask keep arriving past it meanwhile).
+READ_AGAIN_EVERY_S = 1.0
 
 # Shared with the consumer's patches (fraudstream.stream.faust_patches), which commit nothing past a held message
 # and record revocations.
@@ -61,6 +82,24 @@ _HELD: set[tuple[str, int, int]] = set()
 #: Per partition of a guarded topic, as (topic, partition): the consumer generation whose assignment of it was last
 #: revoked. A message fetched in that generation or before is stale (see :func:`fresh`).
 _REVOKED: dict[tuple[str, int], int] = {}
+
+#: Per partition of a guarded topic, as (topic, partition): the next offset its agent must be handed (module doc, 8).
+#: Set where reading (re)starts (the committed offset, by the consumer's patched ``perform_seek``), then one past
+#: each offset handed over. Absent: unknown, anything goes.
+_NEXT: dict[tuple[str, int], int] = {}
+
+#: Per partition: the offset it was last asked to be read again from (see :func:`in_order`; the consumer's patched
+#: seeks say so too), and when (monotonic).
+_ASKED: dict[tuple[str, int], tuple[int, float]] = {}
+
+#: Per partition: offsets gone from the broker (retention), as (first, first after), which the consumer's patched
+#: ``getmany`` stepped over: no agent waits for them.
+_GONE: dict[tuple[str, int], tuple[int, int]] = {}
+
+#: Per guarded topic: how many batches of it an agent is processing now. An agent waiting for its next batch while
+#: its partition's next offset was fetched long ago lost it on the way, with nothing after it to tell (the
+#: consumer's patched ``getmany`` reads it again).
+_BUSY: dict[str, int] = {}
 
 
 def hold(message: Any) -> None:
@@ -90,24 +129,91 @@ def fresh(events: list[Any]) -> list[Any]:
     return kept
 
 
+def in_order(events: list[Any]) -> tuple[list[Any], dict[Any, int]]:
+    """``events`` without those past a hole in their partition's offsets (module doc, 8), and, per partition with
+    such a hole, as ``{tp: offset}``, the offset it must be read again from. An offset at or before the next one
+    expected (a partition read again) is kept: the stages recognise what they have done already.
+
+    >>> class Message:
+    ...     def __init__(self, offset): self.topic, self.partition, self.tp, self.offset, self.acked = "t", 0, "t0", offset, False
+    >>> class Event:
+    ...     def __init__(self, offset): self.message = Message(offset)
+    >>> _NEXT[("t", 0)] = 748  # where reading started: the committed offset
+    >>> kept, again = in_order([Event(749), Event(750)])  # 748 never reached the agent
+    >>> kept, again, _NEXT[("t", 0)]
+    ([], {'t0': 748}, 748)
+    >>> kept, again = in_order([Event(748), Event(749), Event(748)])
+    >>> [e.message.offset for e in kept], again, _NEXT[("t", 0)]
+    ([748, 749, 748], {}, 750)
+    >>> del _NEXT[("t", 0)]
+    """
+    kept, again = [], {}
+    for event in events:
+        message = event.message
+        key = (message.topic, message.partition)
+        expected = _NEXT.get(key)
+        gone = _GONE.get(key)
+        if expected is not None and gone is not None and gone[0] <= expected < gone[1]:
+            expected = gone[1]
+        offset = message.offset
+        if expected is None or offset <= expected:
+            kept.append(event)
+            _NEXT[key] = offset + 1 if expected is None else max(expected, offset + 1)
+        else:
+            message.acked = True  # not counted by faust's acknowledgement: it comes again, after the hole
+            again[message.tp] = expected
+    return kept, again
+
+
+async def _read_again(consumer: Any, again: dict[Any, int]) -> None:
+    """Seek each partition of ``again`` back to its offset, unless it was asked so less than
+    ``READ_AGAIN_EVERY_S`` ago (events fetched before that keep coming past it meanwhile)."""
+    now = time.monotonic()
+    for tp, offset in again.items():
+        key = (tp.topic, tp.partition)
+        asked = _ASKED.get(key)
+        if asked is not None and asked[0] == offset and now - asked[1] < READ_AGAIN_EVERY_S:
+            continue
+        _ASKED[key] = (offset, now)
+        log.info("%s[%d]: offset %d did not reach its agent, later ones did; reading again from %d", tp.topic,
+                 tp.partition, offset, offset)
+        try:
+            await consumer.seek(tp, offset)
+        except Exception as exc:  # revoked since (a rebalance): its next owner reads it from the committed offset
+            log.info("%s[%d]: not read again from %d: %s", tp.topic, tp.partition, offset, exc)
+
+
 async def batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
     """``stream.take_events(max_, within)``, except that:
 
     - a batch the agent does not finish (it raised, or it was cancelled) is never committed: its events are marked
       acknowledged already, so faust's acknowledgement at the end of the batch does not count them, and the
       partition's next reader gets them again;
-    - events fetched before their partition was revoked are left out (:func:`fresh`)."""
+    - events fetched before their partition was revoked are left out (:func:`fresh`);
+    - so are events past an offset that never reached the agent, and their partition is read again from that offset
+      (:func:`in_order`)."""
     async for events in stream.take_events(max_, within=within):
-        kept = fresh(events)
+        kept, again = in_order(fresh(events))
+        if again:
+            await _read_again(stream.app.consumer, again)
         if not kept:
             continue
+        topic = kept[0].message.topic
+        _BUSY[topic] = _BUSY.get(topic, 0) + 1
         finished = False
         try:
             yield kept
             finished = True
         finally:
+            _BUSY[topic] -= 1
             for event in kept:
+                message = event.message
                 if finished:
-                    event.message.decref()  # the reference taken when it was fetched (module doc, 7)
+                    message.decref()  # the reference taken when it was fetched (module doc, 7)
                 else:
-                    event.message.acked = True
+                    message.acked = True
+                    # Read again, so expected again: later offsets wait for it (module doc, 8).
+                    key = (message.topic, message.partition)
+                    expected = _NEXT.get(key)
+                    if expected is not None and message.offset < expected:
+                        _NEXT[key] = message.offset

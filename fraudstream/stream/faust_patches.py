@@ -33,7 +33,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from fraudstream.stream.delivery import _HELD, _REVOKED
+from fraudstream.stream.delivery import _ASKED, _BUSY, _GONE, _HELD, _NEXT, _REVOKED
 
 if TYPE_CHECKING:
     from fraudstream.stream.tables import RocksDBMemory
@@ -95,12 +95,14 @@ class _Positions:
         self.start: dict[Any, int] = {}
         self.seeks: dict[Any, tuple[int, int]] = {}
         self.waiting: dict[Any, tuple[int, float]] = {}  # head not acknowledged while later offsets are: since when
+        self.behind: dict[Any, tuple[int, float]] = {}  # fetched past the next offset its agent waits for: since when
 
     def forget(self, tp: Any) -> None:
         self.expected.pop(tp, None)
         self.start.pop(tp, None)
         self.seeks.pop(tp, None)
         self.waiting.pop(tp, None)
+        self.behind.pop(tp, None)
 
 
 def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
@@ -115,6 +117,9 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
     - Nothing is committed while the first offset to commit is not acknowledged; if it still is not
       ``HEAD_WAIT_S`` after later offsets were (lost on its way to the agent, which faust can do around a
       rebalance), the partition is read again from it.
+    - A partition fetched past the offset its agent waits for next (``delivery._NEXT``), while that agent waits for
+      a batch, for ``HEAD_WAIT_S`` (faust's stream skipped that offset and every one after it), is read again from
+      it (delivery module doc, 8). Where reading starts, the committed offset, is where its agent starts too.
 
     Changelog topics (compacted, read by table recovery) are not touched.
     """
@@ -134,8 +139,28 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             p = consumer.__dict__["_fraudstream_positions"] = _Positions()
         return p
 
+    def read_again_the_lost(self: Any, pos: _Positions) -> None:
+        # Fetched (handed to faust's streams) past the offset an agent waits for next, while that agent waits for
+        # its next batch, for HEAD_WAIT_S: faust's stream skipped it, and every one after it (delivery module doc, 8).
+        now = time.monotonic()
+        for tp, fetched in pos.expected.items():
+            waited = _NEXT.get((tp.topic, tp.partition))
+            if waited is None or fetched <= waited or _BUSY.get(tp.topic):
+                pos.behind.pop(tp, None)
+                continue
+            since = pos.behind.get(tp)
+            if since is None or since[0] != waited:
+                pos.behind[tp] = (waited, now)
+            elif now - since[1] > HEAD_WAIT_S:
+                log.warning("%s[%d]: offset %d fetched %.0fs ago and not processed; reading again from it", tp.topic,
+                            tp.partition, waited, now - since[1])
+                pos.behind[tp] = (waited, now)
+                pos.expected[tp] = waited
+                asyncio.ensure_future(seek_again(self, tp, waited))
+
     async def guarded_getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         pos = positions(self)
+        read_again_the_lost(self, pos)
         held: set[Any] = set()
         async for tp, message in getmany(self, timeout):
             if tp.topic not in guarded:
@@ -152,10 +177,12 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                     held.add(tp)
                     log.info("%s[%d]: offset %d came where %d was next; reading again from %d", tp.topic, tp.partition,
                              offset, nxt, nxt)
+                    _ASKED[(tp.topic, tp.partition)] = (nxt, time.monotonic())  # its agent need not ask again
                     await seek(self, tp, nxt)
                     continue
                 log.error("%s[%d]: offsets %d..%d are gone from the broker; carrying on from %d", tp.topic,
                           tp.partition, nxt, offset - 1, offset)
+                _GONE[(tp.topic, tp.partition)] = (nxt, offset)  # its agent does not wait for them either
             read = self._read_offset.get(tp)
             if read is None or offset >= read:  # what faust delivers (it drops what it has read already)
                 pos.seeks.pop(tp, None)
@@ -182,13 +209,15 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             if committed is None or committed < 0:
                 uncommitted.append(tp)
             else:
-                pos.expected[tp] = pos.start[tp] = committed
+                pos.expected[tp] = pos.start[tp] = _NEXT[(tp.topic, tp.partition)] = committed
+                _ASKED[(tp.topic, tp.partition)] = (committed, time.monotonic())  # read from there: no need to ask
                 pos.seeks.pop(tp, None)
         if uncommitted:
             for tp, offset in (await self.earliest_offsets(*uncommitted)).items():
                 log.info("%s[%d]: no committed offset; reading from its beginning (%d)", tp.topic, tp.partition, offset)
                 await seek(self, tp, offset)
-                pos.expected[tp] = pos.start[tp] = offset
+                pos.expected[tp] = pos.start[tp] = _NEXT[(tp.topic, tp.partition)] = offset
+                _ASKED[(tp.topic, tp.partition)] = (offset, time.monotonic())
                 pos.seeks.pop(tp, None)
 
     async def guarded_revoked(self: Any, revoked: Any) -> None:
@@ -197,6 +226,9 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             pos.forget(tp)
         gone = {(tp.topic, tp.partition) for tp in revoked}
         _HELD.difference_update([h for h in _HELD if h[:2] in gone])
+        for key in gone:  # where its agent resumes is known again at the next seek to the committed offsets
+            _NEXT.pop(key, None)
+            _ASKED.pop(key, None)
         generation = self.app.consumer_generation_id  # the one ending: the next assignment comes with a new one
         _REVOKED.update({(tp.topic, tp.partition): generation for tp in revoked if tp.topic in guarded})
         await on_revoked(self, revoked)
