@@ -85,7 +85,7 @@ _REVOKED: dict[tuple[str, int], int] = {}
 
 #: Per partition of a guarded topic, as (topic, partition): the next offset its agent must be handed (module doc, 8).
 #: Set where reading (re)starts (the committed offset, by the consumer's patched ``perform_seek``), then one past
-#: each offset handed over. Absent: unknown, anything goes.
+#: each offset handed over. Absent (not guarded, or revoked and not sought since): unknown, anything goes.
 _NEXT: dict[tuple[str, int], int] = {}
 
 #: Per partition: the offset it was last asked to be read again from (see :func:`in_order`; the consumer's patched
@@ -156,9 +156,11 @@ def in_order(events: list[Any]) -> tuple[list[Any], dict[Any, int]]:
         if expected is not None and gone is not None and gone[0] <= expected < gone[1]:
             expected = gone[1]
         offset = message.offset
-        if expected is None or offset <= expected:
+        if expected is None:  # not a guarded topic, or not sought yet since its assignment: nothing known
             kept.append(event)
-            _NEXT[key] = offset + 1 if expected is None else max(expected, offset + 1)
+        elif offset <= expected:
+            kept.append(event)
+            _NEXT[key] = max(expected, offset + 1)
         else:
             message.acked = True  # not counted by faust's acknowledgement: it comes again, after the hole
             again[message.tp] = expected
