@@ -188,8 +188,10 @@ class FraudScorer:
             self.merchants.mark(auth.merchant_id)
         return feats
 
-    def score(self, auth: Authorization, feats: dict[str, float], late: bool = False, partition: int = 0) -> Scored:
-        """Score, rules and decision, where the card's alerts are decided."""
+    def score(self, auth: Authorization, feats: dict[str, float], late: bool = False, partition: int = 0,
+              decision_number: int | None = None) -> Scored:
+        """Score, rules and decision, where the card's alerts are decided. ``decision_number``: the worker's number
+        of this decision in its partition, kept in the snapshot (``Snapshot.decision_number``)."""
         seen = self.snapshots.get(auth.tx_id)
         if seen is not None:
             # A redelivered authorization: the same answer again.
@@ -211,7 +213,7 @@ class FraudScorer:
         reasons = self.reasons(feats, score, decision) if self.explain and decision.action != "none" else []
         scored = Scored(auth, feats, score, self.model.version, decision, reasons, late=late,
                         rule_hits=(*outcome.active_hits, *outcome.shadow_hits))
-        self._snapshot(scored)
+        self._snapshot(scored, decision_number)
         early = self.early_labels.pop(auth.tx_id, None)
         if early is not None:
             label = Label(**decode(early))
@@ -239,9 +241,10 @@ class FraudScorer:
         return out
 
     # --- snapshots ----------------------------------------------------------
-    def _snapshot(self, s: Scored) -> None:
+    def _snapshot(self, s: Scored, decision_number: int | None = None) -> None:
         a = s.auth
-        self.snapshots[a.tx_id] = Snapshot(a, s.features, s.score, s.model_version, s.decision, s.reasons, s.rule_hits, s.late)
+        self.snapshots[a.tx_id] = Snapshot(a, s.features, s.score, s.model_version, s.decision, s.reasons, s.rule_hits, s.late,
+                                           decision_number=decision_number)
         # Due first for provisional learning, then again for maturity (`mature`): one entry at a time.
         self.pending.add(a.ts + self.feedback_ms, a.tx_id)
         self.card_index.add(a.card_id, a.ts, a.tx_id)

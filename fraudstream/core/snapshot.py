@@ -45,8 +45,8 @@ class Snapshot:
     label: bool | None = None
     #: Learned as legitimate for now, the feedback delay after it was scored with no label.
     provisional: bool = False
-    #: The worker's number of the partition's decision it records, stamped on its first write (crash replay:
-    #: ``fraudstream.stream.app``); kept through later writes.
+    #: The worker's number of the partition's decision it records, set when it is scored (crash replay:
+    #: ``fraudstream.stream.stages.score``); kept through later writes.
     decision_number: int | None = None
 
     def to_bytes(self) -> bytes:

@@ -35,7 +35,6 @@ class TableMapping(MutableMapping[str, bytes]):
         self.pending: dict[tuple[int, bytes], None] = {}
         self.writer: ChangelogWriter | None = None  # set by the ChangelogWriter that produces this table's records
         self.topic: str | None = None  # the changelog topic's name, once produced to
-        self.on_write: Callable[[str, bytes], bytes] | None = None  # may amend a value as it is written
         self._rocks: bool | None = None  # whether the store is RocksDB; known once the store exists
 
     def route(self, key: str, partition: int) -> None:
@@ -91,8 +90,6 @@ class TableMapping(MutableMapping[str, bytes]):
 
     def __setitem__(self, key: str, value: bytes) -> None:
         k = key.encode()
-        if self.on_write is not None:
-            value = self.on_write(key, value)
         partition = self.partition_of.get(key)
         rocks = self.rocksdb()
         if partition is None:

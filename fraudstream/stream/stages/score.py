@@ -20,7 +20,7 @@ standing did not, before a crash, is replayed into them (:meth:`ScoreStage.repla
 ...     def produce(self, topic, value, key=None, partition=None): self.append((topic, key))
 ...     def poll(self): pass
 >>> class Table(dict):  # a TableMapping without faust: routes are bookkeeping here
-...     partition, on_write = 0, None
+...     partition = 0
 ...     def route(self, key, partition): pass
 ...     def clear_routes(self): pass
 >>> s, out, metrics = Settings.load(env={}).with_overrides(partitions=2), Outputs(), Metrics(CollectorRegistry())
@@ -72,11 +72,9 @@ class ScoreStage(Stage):
         # partition's threshold, so a snapshot that reached its changelog without them can be replayed into them.
         self.decisions: dict[int, int] = {}
         self.alerts_by_hour: dict[int, int] = {}  # hour of event time -> new alerts: a day is 24 counters
-        self._stamp = 0
         self._touched: set[int] = set()
         self._newest = 0
         self._arrivals: list[int] = []  # ms: when each authorization of the batch reached fraud.authorizations
-        tables.snapshots.on_write = self._stamped
 
     def batch(self, messages: list[Any]) -> None:
         """Scores into the outbox: sent by `send` once the batch's state is on its changelogs."""
@@ -135,13 +133,6 @@ class ScoreStage(Stage):
             self.decisions[partition] = unpack_policy(policy, raw)
             log.info("decision policy of partition %d restored (%d decisions)", partition, self.decisions[partition])
 
-    def _stamped(self, tx_id: str, value: bytes) -> bytes:
-        """A new snapshot carries the number of the decision it records (`decisions`): a redelivered authorization
-        whose snapshot got ahead of its partition's threshold is replayed into it (`replay`)."""
-        if self._stamp and value[-1:] == b"}" and b'"n":' not in value:
-            return value[:-1] + b',"n":%d}' % self._stamp
-        return value
-
     def replay(self, partition: int, snap: dict[str, Any]) -> bool:
         """A snapshot that reached its changelog when the partition's threshold and the card's standing (other
         changelogs, written in later phases of ``Flusher.durable``) did not, before a crash. The batch's offsets were not
@@ -171,11 +162,9 @@ class ScoreStage(Stage):
         self.tables.set_partition(msg.partition)
         self.restore_policy(msg.partition)
         self._touched.add(msg.partition)
-        self._stamp = self.decisions[msg.partition] + 1
-        try:
-            scored = scorer.score(auth, d["features"], late, msg.partition)
-        finally:
-            self._stamp = 0
+        # A new snapshot carries the number of the decision it records (`decisions`): a redelivered authorization
+        # whose snapshot got ahead of its partition's threshold is replayed into it (`replay`).
+        scored = scorer.score(auth, d["features"], late, msg.partition, decision_number=self.decisions[msg.partition] + 1)
         if scored.duplicate:
             raw = self.tables.snapshots.get(auth.tx_id)
             if raw is not None and self.replay(msg.partition, decode(raw)):

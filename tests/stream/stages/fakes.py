@@ -33,19 +33,13 @@ class FakeOutputs:
 
 
 class FakeTable(dict):
-    """A ``TableMapping`` as the stages use it: bytes by key, the batch's routes, a value hook, pending writes."""
+    """A ``TableMapping`` as the stages use it: bytes by key, the batch's routes, pending writes."""
 
     def __init__(self) -> None:
         super().__init__()
         self.partition = 0
         self.routes: dict[str, int] = {}
-        self.on_write: Any = None
         self.sent_pending = 0
-
-    def __setitem__(self, key: str, value: bytes) -> None:
-        if self.on_write is not None:
-            value = self.on_write(key, value)
-        super().__setitem__(key, value)
 
     def route(self, key: str, partition: int) -> None:
         self.routes[key] = partition

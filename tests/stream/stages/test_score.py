@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fraudstream.contracts import Authorization, encode
+from fraudstream.contracts import Authorization, decode, encode
 from fraudstream.core.scorer import FraudScorer
 from fraudstream.core.snapshot import EncodedSnapshots
 from fraudstream.stream.stages import CardTables, LabelOutcomes, Message, ScoreStage
@@ -84,6 +84,7 @@ def test_a_crash_after_the_snapshots_before_the_thresholds_is_replayed_exactly()
     s = live.settings
     scores = [d for d, _k, _p in live_out.to(s.topic_scores)]
     assert {"alert", "update"} <= {d["decision"]["action"] for d in scores[700:]}, "decisions that change a standing"
+    assert [decode(snapshots[f"tx-{i}"])["n"] for i in (0, 1, 1198, 1199)] == [1, 1, 600, 600], "each its number"
     # The worker died once the second batch's snapshots were on their changelog, before its standings and
     # thresholds were: its successor has the snapshots, the first batch's thresholds, and no standings.
     scorer = FraudScorer(s, snapshots=EncodedSnapshots(snapshots))
