@@ -8,6 +8,7 @@ On an embedded broker it starts itself (a free loopback port), the bench measure
 2. fraudstream end to end: a real ``fraudstream worker`` subprocess, first at saturation (N authorizations
    produced as fast as possible, until the last one is on the scores topic), then the latency of each
    authorization at a fixed offered rate (and at a rate it sustains, when it cannot keep up);
+   and the broker records the worker wrote per authorization at saturation, every topic together and each;
 3. the pure core: µs per event of ``FraudScorer.process`` with a warmed model, and of each feature half;
 4. memory per active card: serialized bytes, and Python heap measured with tracemalloc;
 5. the embedded broker's CPU per record fetched, with few and with many batches stored in the partition: it slows
