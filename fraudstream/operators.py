@@ -49,7 +49,7 @@ from fraudstream.contracts import (
 from fraudstream.core.rules import RULE_ID_PATTERN, Rule, RuleError, RuleSet, RuleStats
 from fraudstream.kafka.reach import BrokerUnreachable, ClientErrors, cluster_metadata
 from fraudstream.knowledge import PipelineKnowledge, unknown_to_pipeline
-from fraudstream.stream.learning import RULE_FIELDS
+from fraudstream.stream.learning import RULE_FIELDS, stored_rule
 
 __all__ = ["rules_command", "tail_alerts", "publish_label", "report_fraud", "reissue_card", "OperatorError", "parse_since",
            "since_zone", "read_pipeline_knowledge", "KnowledgeSource"]
@@ -271,9 +271,7 @@ class _RulesTopic:
         self.invalid.clear()
         for rule_id, value in self.raw.items():
             try:
-                rule = Rule.from_json(value, known_names=RULE_FIELDS)
-                if rule.id != rule_id:
-                    raise RuleError(f"rule {rule.id!r} is stored under the key {rule_id!r}")
+                rule = stored_rule(rule_id, value)
             except (RuleError, ValueError, TypeError) as exc:
                 self.invalid[rule_id] = str(exc)
             else:

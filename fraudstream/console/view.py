@@ -36,7 +36,7 @@ from fraudstream.core.decision import CardStanding
 from fraudstream.core.features.card import NO_TIME
 from fraudstream.core.rules import Rule, RuleError, RuleStats
 from fraudstream.knowledge import PipelineKnowledge
-from fraudstream.stream.learning import RULE_FIELDS
+from fraudstream.stream.learning import stored_rule
 
 __all__ = ["PipelineView", "ScoredAuthorization", "AlertView", "CardView", "KINDS"]
 
@@ -347,9 +347,7 @@ class PipelineView:
             return
         self.rules_raw[rule_id] = value
         try:
-            rule = Rule.from_json(value, known_names=RULE_FIELDS)
-            if rule.id != rule_id:
-                raise RuleError(f"rule {rule.id!r} is stored under the key {rule_id!r}")
+            rule = stored_rule(rule_id, value)
         except (RuleError, ValueError, TypeError) as exc:
             self.invalid_rules[rule_id] = str(exc)
         else:

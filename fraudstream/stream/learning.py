@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from fraudstream.stream.app import FraudApp
 
 __all__ = ["ModelFollower", "RuleFollower", "Checkpoint", "CheckpointHeader", "RULE_FIELDS", "publish_checkpoint",
-           "training_end"]
+           "stored_rule", "training_end"]
 
 log = logging.getLogger("fraudstream.learning")
 
@@ -48,6 +48,17 @@ RULE_FIELDS: Mapping[str, str] = MappingProxyType({
     **dict.fromkeys(FEATURE_NAMES, "number"), "amount": "number",
     **dict.fromkeys(("currency", "mcc", "country", "channel", "merchant_id"), "text"),
 })
+
+
+
+def stored_rule(rule_id: str, value: bytes) -> Rule:
+    """The rule a fraud.rules record holds under its key, as the workers read it; RuleError (or ValueError,
+    TypeError) says why not."""
+    rule = Rule.from_json(value, known_names=RULE_FIELDS)
+    if rule.id != rule_id:
+        raise RuleError(f"rule {rule.id!r} is stored under the key {rule_id!r}")
+    return rule
+
 
 _HEADER = struct.Struct("<qd")  # training offset, unix time of the checkpoint
 # With a generation: _GENERATION_MARK (never a training offset), training offset, unix time, generation.
@@ -393,9 +404,7 @@ class RuleFollower:
                 scorer.rules = scorer.rules.without(rule_id)
                 log.info("rule %s removed", rule_id)
                 return 1
-            rule = Rule.from_dict(decode(m.value()), known_names=RULE_FIELDS)
-            if rule.id != rule_id:
-                raise RuleError(f"message key {rule_id!r} disagrees with rule id {rule.id!r}")
+            rule = stored_rule(rule_id, m.value())
         except (RuleError, ValueError, TypeError) as exc:
             self.owner.metrics.rule_rejections.inc()
             self.owner.dead_letter(Rejection("invalid_value", f"rule rejected: {exc}"[:300]), _Msg(m))
