@@ -16,7 +16,7 @@ from typing import Any
 
 from fraudstream.config import Settings
 
-__all__ = ["WorkerProcess", "isolated_settings", "worker_env"]
+__all__ = ["WorkerProcess", "isolated_settings", "terminate", "worker_env"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +36,17 @@ def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
     env.update(settings.to_env())
     return env
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, as an orchestrator stops a process; SIGKILL if it does not exit within ``timeout``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class WorkerProcess:
@@ -113,14 +124,7 @@ class WorkerProcess:
             return ""
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, as an orchestrator stops it; SIGKILL if it does not exit within ``timeout``."""
-        if self.alive():
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         self.log.close()
 
     def kill(self) -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from fraudstream.config import Settings
-from fraudstream.processes import ROOT, worker_env
+from fraudstream.processes import ROOT, terminate, worker_env
 
 __all__ = ["ConsoleProcess", "console_port"]
 
@@ -63,11 +63,5 @@ class ConsoleProcess:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.alive():
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         self.log.close()
