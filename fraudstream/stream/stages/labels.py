@@ -57,8 +57,8 @@ class LabelOutcomes:
             produce(s.topic_merchant_labels, encode(upd.as_dict()), upd.merchant_id.encode())
 
 
-class CardEventStage(Stage):
-    """fraud.labels and fraud.card-reissues -> fraud.card-events (by card) -> the card's standing and snapshots."""
+class CardStage(Stage):
+    """A stage where a card's state lives (its partition): the scorer, the card tables, what labels teach."""
 
     def __init__(self, settings: Settings, metrics: Metrics, outputs: Sink, dead_letters: DeadLetters, scorer: FraudScorer,
                  tables: CardTables, outcomes: LabelOutcomes, positions: dict[tuple[str, int], int] | None = None) -> None:
@@ -66,6 +66,10 @@ class CardEventStage(Stage):
         self.scorer = scorer
         self.tables = tables
         self.outcomes = outcomes
+
+
+class CardEventStage(CardStage):
+    """fraud.labels and fraud.card-reissues -> fraud.card-events (by card) -> the card's standing and snapshots."""
 
     def intake(self, messages: list[Any], kind: str) -> None:
         """Labels (``kind`` "label") or reissues ("reissue"), validated and re-keyed with our partitioner.

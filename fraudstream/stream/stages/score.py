@@ -14,7 +14,7 @@ standing did not, before a crash, is replayed into them (:meth:`ScoreStage.repla
 >>> from fraudstream.core.scorer import FraudScorer
 >>> from fraudstream.metrics import Metrics
 >>> from fraudstream.stream.stages.base import DeadLetters, Message
->>> from fraudstream.stream.stages.labels import LabelOutcomes
+>>> from fraudstream.stream.stages.labels import CardStage, LabelOutcomes
 >>> from fraudstream.stream.stages.tables import CardTables
 >>> class Outputs(list):
 ...     def produce(self, topic, value, key=None, partition=None): self.append((topic, key))
@@ -48,8 +48,8 @@ from fraudstream.core.decision import DecisionPolicy
 from fraudstream.core.features.card import HOUR_MS
 from fraudstream.core.scorer import FraudScorer
 from fraudstream.metrics import Metrics
-from fraudstream.stream.stages.base import DeadLetters, Sink, Stage, arrival_ms
-from fraudstream.stream.stages.labels import LabelOutcomes
+from fraudstream.stream.stages.base import DeadLetters, Sink, arrival_ms
+from fraudstream.stream.stages.labels import CardStage, LabelOutcomes
 from fraudstream.stream.stages.tables import CardTables
 
 __all__ = ["ScoreStage"]
@@ -57,15 +57,12 @@ __all__ = ["ScoreStage"]
 log = logging.getLogger("fraudstream.worker")
 
 
-class ScoreStage(Stage):
+class ScoreStage(CardStage):
     """fraud.authorizations-enriched -> fraud.scores, fraud.alerts (and training examples as snapshots mature)."""
 
     def __init__(self, settings: Settings, metrics: Metrics, outputs: Sink, dead_letters: DeadLetters, scorer: FraudScorer,
                  tables: CardTables, outcomes: LabelOutcomes, positions: dict[tuple[str, int], int] | None = None) -> None:
-        super().__init__(settings, metrics, outputs, dead_letters, positions)
-        self.scorer = scorer
-        self.tables = tables
-        self.outcomes = outcomes
+        super().__init__(settings, metrics, outputs, dead_letters, scorer, tables, outcomes, positions)
         #: (topic, value, key): the batch's outputs, produced by `send` once its state is on its changelogs.
         self.outbox: list[tuple[str, bytes, bytes | None]] = []
         # Decisions taken per partition of the enriched topic: stamped on each snapshot and kept with the
