@@ -23,6 +23,7 @@ import struct
 import zlib
 from array import array
 from bisect import bisect_right
+from typing import Final
 
 from fraudstream.contracts import CARD_NOT_PRESENT, CHANNELS, Authorization
 from fraudstream.core.features.money import DEFAULT, Money
@@ -30,18 +31,19 @@ from fraudstream.core.features.windows import BucketRing
 
 __all__ = ["CardState", "card_features", "calendar_features", "stable_hash", "MAX_GAP_S", "CARD_IDLE_MS"]
 
-MINUTE_MS = 60_000
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
+# Final: the compiled modules (fraudstream.core.native) use their values, not a lookup of the module's globals.
+MINUTE_MS: Final = 60_000
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 86_400_000
 #: A card unseen for longer than its longest window has nothing left to remember.
-CARD_IDLE_MS = 30 * DAY_MS
-MAX_GAP_S = 30 * 86_400.0
-RECENT_MERCHANTS = 16
-RECENT_COUNTRIES = 8
-RECENT_TX = 8
-NO_TIME = -(2**62)
+CARD_IDLE_MS: Final = 30 * DAY_MS
+MAX_GAP_S: Final = 30 * 86_400.0
+RECENT_MERCHANTS: Final = 16
+RECENT_COUNTRIES: Final = 8
+RECENT_TX: Final = 8
+NO_TIME: Final = -(2**62)
 #: An amount under this share of the card's 30-day mean is small: a probe, when a run of them comes before a large one.
-SMALL_SHARE = 0.1
+SMALL_SHARE: Final = 0.1
 
 _HEADER = struct.Struct("<qBBB")
 _COUNT = (0,)  # a ring's count field, persisted as uint32: enough for the 2 KB bound (each costs a conversion)
@@ -52,7 +54,6 @@ _CHANNELS = tuple(sorted(CHANNELS))
 _CHANNEL_INDEX = {c: i for i, c in enumerate(_CHANNELS)}
 _NEVER = -(2**31)  # a channel's minute of last use before it was ever used
 _crc32 = zlib.crc32
-_sqrt = math.sqrt
 _U32 = struct.Struct("I").pack  # a key as it sits in an array("I"): native order and size
 
 
@@ -234,7 +235,10 @@ def card_features(
     ``money.unknown`` and used as is). Returns the features with one extra key, ``"late"`` (1.0 or 0.0), which the
     caller removes before scoring.
     """
-    ts, amount = auth.ts, auth.amount
+    # Typed: mypyc compiles this module alone (setup.py), so what comes from an uncompiled one (the authorization,
+    # money) would be Any to it, and every sum below generic Python arithmetic instead of native.
+    ts: int = auth.ts
+    amount: float = auth.amount
     if auth.currency != money.base:  # the common case costs this one comparison
         amount = money.to_base(amount, auth.currency)
     clock = state.clock
@@ -262,7 +266,7 @@ def card_features(
     if c > 0:  # the _stats arithmetic, inline
         mean = (s30 - amount) / c
         v = (q30 - a2) / c - mean * mean
-        std = _sqrt(v) if v > 1e-12 else 0.0
+        std = math.sqrt(v) if v > 1e-12 else 0.0
     else:
         mean = std = 0.0
     if c > 0 and mean > 0:
@@ -281,16 +285,16 @@ def card_features(
     # Mean and standard deviation per window (every count is at least 1: this authorization).
     m1 = s1 / c1
     v = q1 / c1 - m1 * m1
-    d1 = _sqrt(v) if v > 1e-12 else 0.0
+    d1 = math.sqrt(v) if v > 1e-12 else 0.0
     m24 = s24 / c24
     v = q24 / c24 - m24 * m24
-    d24 = _sqrt(v) if v > 1e-12 else 0.0
+    d24 = math.sqrt(v) if v > 1e-12 else 0.0
     m7 = s7 / c7
     v = q7 / c7 - m7 * m7
-    d7 = _sqrt(v) if v > 1e-12 else 0.0
+    d7 = math.sqrt(v) if v > 1e-12 else 0.0
     m30 = s30 / c30
     v = q30 / c30 - m30 * m30
-    d30 = _sqrt(v) if v > 1e-12 else 0.0
+    d30 = math.sqrt(v) if v > 1e-12 else 0.0
 
     # The first use of a channel in 30 days, and how many channels in 24 hours (this one included).
     seen = state.channel_seen

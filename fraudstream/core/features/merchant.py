@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 import zlib
 from array import array
+from typing import Final
 
 from fraudstream.contracts import Authorization
 from fraudstream.core.features.card import DAY_MS, HOUR_MS, MINUTE_MS, NO_TIME, find_key, stable_hash
@@ -27,8 +28,8 @@ from fraudstream.core.features.windows import BucketRing
 
 __all__ = ["MerchantState", "merchant_features", "merchant_label", "MERCHANT_IDLE_MS"]
 
-MERCHANT_IDLE_MS = 30 * DAY_MS
-RECENT_CARDS = 64
+MERCHANT_IDLE_MS: Final = 30 * DAY_MS
+RECENT_CARDS: Final = 64
 _HEADER = struct.Struct("<qB")
 _COUNT, _SUM, _FRAUD = 0, 1, 2
 _I64 = struct.Struct("q").pack  # a card's hash as it sits in array("q")
@@ -94,7 +95,9 @@ def merchant_features(
     Amounts are in ``money``'s base currency, as the card's (an unknown currency is used as is, and left for
     :func:`~fraudstream.core.features.card.card_features` to count: once per authorization).
     """
-    ts, amount = auth.ts, auth.amount
+    # Typed, for native arithmetic in the compiled module (see card_features).
+    ts: int = auth.ts
+    amount: float = auth.amount
     if auth.currency != money.base:  # the common case costs this one comparison
         amount = money.to_base(amount, auth.currency, count=False)
     clock = state.clock

@@ -69,9 +69,11 @@ class FastLogistic:
             if term is None or value is None:
                 continue  # never learned (weight 0), or absent: squash drops it
             a, mean, scale = term
-            if scale and value > 0:
-                value = log1p(scale * value)
-            z += a * (value - mean)
+            # A float, said so: compiled (fraudstream.core.native), the arithmetic is then native, not generic.
+            v: float = value
+            if scale and v > 0:
+                v = log1p(scale * v)
+            z += a * (v - mean)
         # river's sigmoid, clamps included.
         if z < -30:
             return 0.0
