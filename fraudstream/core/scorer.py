@@ -20,7 +20,7 @@ from fraudstream.core.features.card import CARD_IDLE_MS, DAY_MS, NO_TIME, CardSt
 from fraudstream.core.features.mcc import mcc_features
 from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
 from fraudstream.core.features.money import Money
-from fraudstream.core.maturity import MaturityQueue, MemoryMaturityQueue
+from fraudstream.core.maturity import MaturityQueue, MemoryMaturityQueue, maturity_delays
 from fraudstream.core.model.online import FEEDBACK_SOURCES, OnlineModel, TrainingExample, keep_legitimate
 from fraudstream.core.reasons import say
 from fraudstream.core.rules import RuleSet, RuleStats
@@ -139,10 +139,9 @@ class FraudScorer:
         self.merchants = StateStore(MerchantState, MerchantState.from_bytes) if merchants is None else merchants
         # The records themselves here; the worker's table holds them as bytes (`EncodedSnapshots`).
         self.snapshots: MutableMapping[str, Snapshot] = {} if snapshots is None else snapshots
-        self.maturity_ms = int(settings.maturity_days * DAY_MS)
-        # Learning does not wait for maturity: an authorization unlabelled this long is learned as legitimate
+        # Learning does not wait for maturity: an authorization unlabelled `feedback_ms` is learned as legitimate
         # for now (see `mature`). Never after maturity, when its snapshot is gone.
-        self.feedback_ms = min(int(settings.feedback_delay_days * DAY_MS), self.maturity_ms)
+        self.feedback_ms, self.maturity_ms = maturity_delays(settings)
         self.card_index = CardTransactions(card_index, self.maturity_ms)
         # Labels that overtook their authorization (a replay, or a lagging stage) wait here.
         self.early_labels: MutableMapping[str, bytes] = {} if early_labels is None else early_labels
@@ -152,7 +151,7 @@ class FraudScorer:
         self.explain = explain  # reasons cost an occlusion pass per alert; a backtest has no reader for them
         self.rule_stats = RuleStats()
         self.policies: dict[int, DecisionPolicy] = {}
-        self.pending: MaturityQueue = MemoryMaturityQueue() if pending is None else pending
+        self.pending: MaturityQueue = MemoryMaturityQueue(self.feedback_ms, self.maturity_ms) if pending is None else pending
         self.counts = {"late": 0, "duplicate": 0, "matured": 0, "unmatched_labels": 0, "provisional": 0, "corrected": 0}
 
     # --- scoring ------------------------------------------------------------
@@ -245,8 +244,8 @@ class FraudScorer:
         a = s.auth
         self.snapshots[a.tx_id] = Snapshot(a, s.features, s.score, s.model_version, s.decision, s.reasons, s.rule_hits, s.late,
                                            decision_number=decision_number)
-        # Due first for provisional learning, then again for maturity (`mature`): one entry at a time.
-        self.pending.add(a.ts + self.feedback_ms, a.tx_id)
+        # Handed out at the feedback delay, then at maturity (`mature`): one entry from scoring to maturity.
+        self.pending.add(a.ts, a.tx_id)
         self.card_index.add(a.card_id, a.ts, a.tx_id)
 
     # --- labels -------------------------------------------------------------
@@ -293,7 +292,9 @@ class FraudScorer:
         if previous is is_fraud:
             return LabelOutcome("duplicate")
         status = "learned" if previous is None else "contradiction"
-        if snap.provisional and is_fraud and previous is None:
+        # Learned as legitimate for now: derived from where the maturity queue stands (or flagged by an earlier release).
+        provisional = previous is None and (snap.provisional or self.pending.learned(a.ts, tx_id))
+        if provisional and is_fraud:
             self.counts["corrected"] += 1  # learned as legitimate for now, fraud after all: learned again, as fraud
         snap.label = is_fraud
         self.snapshots[tx_id] = snap
@@ -310,7 +311,7 @@ class FraudScorer:
         # it is an analyst's (the feedback model has not learned it).
         feedback = label.source in FEEDBACK_SOURCES
         learn = is_fraud or feedback or (keep_legitimate(tx_id, self.settings.legit_sample_rate)
-                                         and not (snap.provisional and previous is None))
+                                         and not provisional)
         if learn and weight > 0:
             out.examples.append(TrainingExample(tx_id, snap.features, is_fraud, weight, label.source, label.ts))
         if self.learn_inline:
@@ -368,26 +369,40 @@ class FraudScorer:
 
         ``feedback_delay_days`` after its ``ts`` an authorization with no label is learned as legitimate
         (provisionally: a chargeback weeks later is learned as fraud, see :meth:`label`). At maturity its snapshot
-        goes; a label after that is counted as unmatched. Called with the newest event time seen.
+        goes; a label after that is counted as unmatched. Called with the newest event time seen. Nothing is
+        written then but the matured snapshots' deletions: whether an authorization was learned for now is where
+        the queue stands (``MaturityQueue.learned``).
         """
-        out = []
+        out: list[TrainingExample] = []
         rate = self.settings.legit_sample_rate
-        for tx_id in self.pending.pop_due(now):
+        due = self.pending.pop_due(now)
+        for tx_id in due.legacy:
+            # Queued by an earlier release at its due time, its snapshot flagged once learned for now: learned as
+            # then, and queued again as entries are now (the flag keeps it from being learned twice).
             snap = self.snapshots.get(tx_id)
             if snap is None:
                 continue
-            final = snap.auth.ts + self.maturity_ms
             if not snap.provisional:
-                if snap.label is None and keep_legitimate(tx_id, rate):
-                    source = "provisional" if final > now else "maturity"
-                    out.append(TrainingExample(tx_id, snap.features, False, 1.0, source, now))
-                    self.counts["provisional"] += final > now
-                if final > now:
+                if keep_legitimate(tx_id, rate):
+                    self._learn_legitimate(snap, now, out)
+                if snap.auth.ts + self.maturity_ms > now:
                     snap.provisional = True
                     self.snapshots[tx_id] = snap
-                    self.pending.add(final, tx_id)
+                    self.pending.add(snap.auth.ts, tx_id)
                     continue
             del self.snapshots[tx_id]
+            self.counts["matured"] += 1
+        for tx_id in due.learn:
+            if not keep_legitimate(tx_id, rate):
+                continue  # undersampled: its snapshot is not even read
+            snap = self.snapshots.get(tx_id)
+            if snap is not None and not snap.provisional:
+                self._learn_legitimate(snap, now, out)
+        for tx_id in due.matured:
+            try:
+                del self.snapshots[tx_id]  # not read first: nothing is learned at maturity any more
+            except KeyError:
+                continue
             self.counts["matured"] += 1
         cutoff = now - self.maturity_ms
         while self.early_queue and self.early_queue[0][0] <= cutoff:
@@ -398,6 +413,15 @@ class FraudScorer:
             for ex in out:
                 self.model.learn(ex)
         return out
+
+    def _learn_legitimate(self, snap: Snapshot, now: int, out: list[TrainingExample]) -> None:
+        """A sampled authorization past its feedback delay (``keep_legitimate``): learned as legitimate if unlabelled,
+        "provisional" before maturity, "maturity" at it."""
+        tx_id = snap.auth.tx_id
+        if snap.label is None:
+            for_now = snap.auth.ts + self.maturity_ms > now
+            out.append(TrainingExample(tx_id, snap.features, False, 1.0, "provisional" if for_now else "maturity", now))
+            self.counts["provisional"] += for_now
 
     def reissue(self, event: CardReissue) -> None:
         self.standings.get(event.card_id).reissue(event.ts)

@@ -43,7 +43,8 @@ class Snapshot:
     late: bool
     #: The label once known: True fraud, False legitimate, None not yet.
     label: bool | None = None
-    #: Learned as legitimate for now, the feedback delay after it was scored with no label.
+    #: Learned as legitimate for now, as earlier releases flagged it (rewriting the snapshot when its feedback delay
+    #: passed). Now derived from the maturity queue (``MaturityQueue.learned``): read, set only on their snapshots.
     provisional: bool = False
     #: The worker's number of the partition's decision it records, set when it is scored (crash replay:
     #: ``fraudstream.stream.stages.score``); kept through later writes.

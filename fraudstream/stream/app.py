@@ -37,6 +37,7 @@ from fraudstream.contracts import DeadLetter, Rejection, encode
 from fraudstream.core.decision import CardStanding
 from fraudstream.core.features.card import DAY_MS, CardState
 from fraudstream.core.features.merchant import MerchantState
+from fraudstream.core.maturity import maturity_delays
 from fraudstream.core.scorer import FraudScorer, blank_standing
 from fraudstream.core.snapshot import EncodedSnapshots
 from fraudstream.core.state import StateStore
@@ -133,13 +134,15 @@ class FraudApp:
         cards = StateStore(CardState, CardState.from_bytes, self.card_durable, capacity=live)
         standings = StateStore(CardStanding, CardStanding.from_bytes, self.standing_table, capacity=live, blank=blank_standing)
         merchants = StateStore(MerchantState, MerchantState.from_bytes, self.merchant_durable, capacity=live)
+        feedback_ms, maturity_ms = maturity_delays(s)
         self.scorer = FraudScorer(
             s,
             cards=cards,
             standings=standings,
             merchants=merchants,
             snapshots=EncodedSnapshots(self.snapshot_table),
-            pending=TableMaturityQueue(self.maturity_table, self.owned_score_partitions, home=self.snapshot_table.stored_partition),
+            pending=TableMaturityQueue(self.maturity_table, self.owned_score_partitions, home=self.snapshot_table.stored_partition,
+                                       feedback_ms=feedback_ms, maturity_ms=maturity_ms),
             card_index=self.index_table,
             early_labels=self.early_label_table,
             learn_inline=False,

@@ -284,6 +284,46 @@ def test_unlabelled_is_learned_as_legitimate_after_the_feedback_delay_and_a_char
     assert scorer.model.examples == 3
 
 
+class CountingSnapshots(dict):
+    """Snapshots that count their writes: each is a changelog record in the worker."""
+
+    writes = 0
+
+    def __setitem__(self, key, value) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key) -> None:
+        self.writes += 1
+        super().__delitem__(key)
+
+
+def test_the_feedback_delay_passing_rewrites_no_snapshot() -> None:
+    """Whether an authorization was learned as legitimate for now is where the maturity queue stands, not a flag
+    written into its snapshot: a snapshot is written when scored and deleted at maturity, nothing in between."""
+    snapshots = CountingSnapshots()
+    scorer = FraudScorer(settings(maturity_days=61.0, feedback_delay_days=2.0, legit_sample_rate=1.0), snapshots=snapshots)
+    for i in range(20):
+        scorer.process(auth(f"t{i}", f"c{i}", T0 + i * MIN))
+    assert snapshots.writes == 20
+    assert len(scorer.mature(T0 + 3 * DAY)) == 20 and snapshots.writes == 20
+    assert not any(snap.provisional for snap in snapshots.values()) and scorer.pending.learned(T0, "t0")
+    assert scorer.label(label("c3", T0 + 4 * DAY, "t3")).examples[0].is_fraud and scorer.counts["corrected"] == 1
+    assert scorer.mature(T0 + 62 * DAY) == [] and snapshots.writes == 20 + 1 + 20 and not snapshots  # the label, maturity
+
+
+def test_an_authorization_scored_after_its_feedback_delay_takes_its_early_label_first() -> None:
+    """Scored late (a replay, a lagging partition), with its label already waiting: the label is learned, as for an
+    authorization not yet learned for now, and the passing of time then adds nothing."""
+    scorer = FraudScorer(settings(maturity_days=61.0, feedback_delay_days=2.0, legit_sample_rate=1.0))
+    scorer.process(auth("t1", "c1", T0 + 5 * DAY))
+    assert [e.tx_id for e in scorer.mature(T0 + 5 * DAY)] == []
+    assert scorer.label(label("c2", T0 + 5 * DAY, "t2", fraud=False)).status == "early"
+    late = scorer.process(auth("t2", "c2", T0))  # behind where learning stands (T0 + 3 days)
+    assert late.label_outcome is not None and [(e.tx_id, e.is_fraud) for e in late.label_outcome.examples] == [("t2", False)]
+    assert scorer.mature(T0 + 5 * DAY) == [] and scorer.pending.learned(T0, "t2")
+
+
 def test_with_the_feedback_delay_at_maturity_legitimate_is_learned_once_at_maturity() -> None:
     scorer = FraudScorer(settings(maturity_days=3.0, feedback_delay_days=7.0, legit_sample_rate=1.0))
     scorer.process(auth("t1", "c1", T0))
