@@ -23,9 +23,11 @@ from typing import Any
 
 from fraudstream.core.features.money import CURRENCIES
 
-__all__ = ["Settings", "ConfigError", "ENV_PREFIX"]
+__all__ = ["Settings", "ConfigError", "ENV_PREFIX", "PROCESSING_GUARANTEES"]
 
 ENV_PREFIX = "FRAUDSTREAM_"
+#: The values of ``FRAUDSTREAM_PROCESSING_GUARANTEE``, the default first.
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 
 
 class ConfigError(ValueError):
@@ -101,6 +103,13 @@ class Settings:
     session_timeout_s: float = _env(
         "SESSION_TIMEOUT_S", "Consumer session timeout; short when embedded (a join waits half of it).", 6.0
     )
+    processing_guarantee: str = _env(
+        "PROCESSING_GUARANTEE",
+        "`at_least_once`: a crash redelivers, and outputs may repeat (keyed, so readers deduplicate); `exactly_once`: "
+        "each batch's outputs, table changelog records and input offsets commit in one Kafka transaction, so a "
+        "`read_committed` reader sees each once (README: Exactly once; costs throughput and latency).",
+        "at_least_once",
+    )
     batch_size: int = _env("BATCH_SIZE", "Authorizations scored per batch.", 1000)
     batch_window_s: float = _env("BATCH_WINDOW_S", "Longest wait to fill a batch.", 0.02)
     fetch_wait_ms: int = _env(
@@ -163,6 +172,9 @@ class Settings:
 
     # --- helpers ----------------------------------------------------------
     def __post_init__(self) -> None:
+        if self.processing_guarantee not in PROCESSING_GUARANTEES:
+            raise ConfigError(f"{ENV_PREFIX}PROCESSING_GUARANTEE must be one of {', '.join(PROCESSING_GUARANTEES)}, "
+                              f"got {self.processing_guarantee!r}")
         if self.base_currency not in CURRENCIES:
             env = ENV_PREFIX + "BASE_CURRENCY"
             raise ConfigError(f"{env} must be a currency of the exchange-rate table in fraudstream/core/features/money.py "
@@ -191,6 +203,11 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **{k: _coerce(type(self), k, v) for k, v in changes.items()})
+
+    @property
+    def exactly_once(self) -> bool:
+        """Outputs, state and input offsets commit in one transaction (``FRAUDSTREAM_PROCESSING_GUARANTEE``)."""
+        return self.processing_guarantee == "exactly_once"
 
     @property
     def embedded(self) -> bool:

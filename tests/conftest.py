@@ -36,6 +36,7 @@ SLOW_FIRST = (
     "tests/reliability/test_stall.py",
     "tests/stream/test_learning.py",
     "tests/reliability/test_rebalance.py",
+    "tests/reliability/test_exactly_once.py",
     "tests/console/test_browser.py",
     "tests/stream/test_live_states.py",
     "tests/deploy/test_prometheus.py",

@@ -42,6 +42,8 @@ ROWS = {
     "memory: CardState.to_bytes per active card": "B",
     "memory: Python heap per card (tracemalloc)": "B",
     "embedded broker: CPU per record fetched": "ms",
+    "fraudstream end to end at saturation, exactly once": "events/s",
+    "exactly once / at least once": "%",
     "cpu at saturation: worker": "cores",
     "cpu at saturation: other processes": "cores",
 }

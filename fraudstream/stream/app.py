@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -61,6 +62,13 @@ from fraudstream.stream.stages import (
 )
 from fraudstream.stream.stall import STALL_AFTER_S, StallWatch
 from fraudstream.stream.tables import ChangelogWriter, RocksDBMemory, TableMapping, TaggedMapping
+from fraudstream.stream.transactions import (
+    COMMIT_EVERY_S,
+    EXIT_TRANSACTION_FAILED,
+    BatchGate,
+    Transactions,
+    transactional_id,
+)
 
 __all__ = ["FraudApp"]
 
@@ -79,6 +87,8 @@ class FraudApp:
         self.settings = s = settings
         self.bootstrap = bootstrap
         self.metrics = metrics or Metrics()
+        # Exactly once: faust's commits are our transactions' (fraudstream.stream.transactions), this often.
+        commits: dict[str, Any] = {"broker_commit_interval": COMMIT_EVERY_S} if s.exactly_once else {}
         self.app = faust.App(
             s.app_id,
             broker=[f"kafka://{host}" for host in bootstrap.split(",")],
@@ -98,17 +108,24 @@ class FraudApp:
             broker_credentials=_faust_credentials(s),
             logging_config=None,
             producer_linger=0.005,
+            **commits,
         )
         connected = s.with_overrides(broker=f"kafka://{bootstrap}")
         client = connected.kafka_client_config()
         # One request in flight: a retried batch cannot overtake a later one, so each partition keeps the order
         # in which the stages produced (the merchant stage relies on it to recognise re-sent authorizations).
         # Outputs that fail are produced again, never dropped (fraudstream.stream.outputs): `flush` waits for them.
+        # Exactly once: the producer is transactional, with an id stable across restarts of this worker.
+        transactional: dict[str, Any] = {}
+        if s.exactly_once:
+            tid, self._transactional_lock = transactional_id(s.app_id, s.state_dir)
+            transactional = {"transactional.id": tid, "transaction.timeout.ms": 10_000}
         self.outputs = Outputs(connected.producer_config(**{"linger.ms": 2, "max.in.flight.requests.per.connection": 1,
-                                                            "error_cb": self._on_producer_error}),
-                               on_failed=lambda output, err: self.flusher.output_failed(output, err),
-                               on_rejected=self._on_output_rejected)
+                                                            "error_cb": self._on_producer_error, **transactional}),
+                               on_failed=self._on_output_failed, on_rejected=self._on_output_rejected)
         self.producer = self.outputs.producer
+        #: Batches in progress: a transaction commits only between them (fraudstream.stream.transactions).
+        self.gate = BatchGate()
         self.stall = StallWatch(self.metrics)
         self._define_topics()
         self._define_tables()
@@ -119,12 +136,18 @@ class FraudApp:
         phases = ((self.card_table, self.merchant_table, self.snapshot_table, self.maturity_table),
                   (self.standing_table, self.index_table, self.early_label_table), (self.threshold_table,))
         self.flusher = Flusher(self.outputs, self.changelog, phases, self.stall, self.metrics)
+        self.transactions: Transactions | None = None
+        if s.exactly_once:
+            self.transactions = Transactions(self.producer, client, s.app_id, self._before_commit,
+                                             self._on_transaction_failed, self.gate)
+            self.transactions.start()
         # faust could step over messages around a rebalance, and commit them unprocessed (fraudstream.stream.delivery);
         # and more (fraudstream.stream.faust_patches).
         faust_patches.apply(self.app, client, [s.topic_authorizations, s.topic_by_merchant, s.topic_enriched, s.topic_labels,
                                                s.topic_merchant_labels, s.topic_card_reissues, s.topic_card_events],
                             s.fetch_wait_ms, s.fetch_wait_idle_ms, rocksdb=self.rocksdb_memory is not None,
-                            after_faust_flush=self.flusher.after_faust_flush)
+                            after_faust_flush=self.flusher.after_faust_flush, transactions=self.transactions,
+                            revoke_within_s=s.session_timeout_s / 2)
         # Crash safety: each card's state carries the offset of the newest authorization it includes, each
         # merchant's which authorizations it includes (`MerchantStage.progress`), in the same changelog record.
         self.card_durable = TaggedMapping(self.card_table, lambda k: str(self.intake.card_offset(k)).encode())
@@ -226,9 +249,10 @@ class FraudApp:
             async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self._busy += 1
                 try:
-                    self.intake.batch([event.message for event in events])
-                    await self.flusher.flush()
-                    self.intake.commit()
+                    async with self.gate.batch():
+                        self.intake.batch([event.message for event in events])
+                        await self.flusher.flush()
+                        self.intake.commit()
                 finally:
                     self._busy -= 1
 
@@ -237,14 +261,15 @@ class FraudApp:
             async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self._busy += 1
                 try:
-                    async with self._merchant_lock:
-                        released = self.merchant.batch(events)
-                        await self.flusher.flush()
-                        self.merchant.commit()
-                    # Held authorizations were kept from being committed (`MerchantStage`): now they may be.
-                    for event in released:
-                        let_go(event.message)
-                        await stream.ack(event)
+                    async with self.gate.batch():
+                        async with self._merchant_lock:
+                            released = self.merchant.batch(events)
+                            await self.flusher.flush()
+                            self.merchant.commit()
+                        # Held authorizations were kept from being committed (`MerchantStage`): now they may be.
+                        for event in released:
+                            let_go(event.message)
+                            await stream.ack(event)
                 finally:
                     self._busy -= 1
 
@@ -259,37 +284,41 @@ class FraudApp:
                     continue
                 self._busy += 1
                 try:
-                    self.score.batch([event.message for event in events])
-                    await self.flusher.durable()
-                    self.score.send()
-                    await self.flusher.flush()
+                    async with self.gate.batch():
+                        self.score.batch([event.message for event in events])
+                        await self.flusher.durable()
+                        self.score.send()
+                        await self.flusher.flush()
                 finally:
                     self._busy -= 1
 
         @app.agent(self.t_labels, name="labels")
         async def label_intake(stream: Any) -> None:
             async for events in batches(stream, s.batch_size, s.batch_window_s):
-                self.card_events.intake([event.message for event in events], "label")
-                await self.flusher.flush()
+                async with self.gate.batch():
+                    self.card_events.intake([event.message for event in events], "label")
+                    await self.flusher.flush()
 
         @app.agent(self.t_reissues, name="card-reissues")
         async def reissue_intake(stream: Any) -> None:
             async for events in batches(stream, s.batch_size, s.batch_window_s):
-                self.card_events.intake([event.message for event in events], "reissue")
-                await self.flusher.flush()
+                async with self.gate.batch():
+                    self.card_events.intake([event.message for event in events], "reissue")
+                    await self.flusher.flush()
 
         @app.agent(self.t_card_events, name="card-events")
         async def card_event_stage(stream: Any) -> None:
             async for events in batches(stream, s.batch_size, s.batch_window_s):
-                self.card_events.batch([event.message for event in events])
-                await self.flusher.flush()
-                await self.flusher.durable()  # the standings and snapshots it changed, in order
+                async with self.gate.batch():
+                    self.card_events.batch([event.message for event in events])
+                    await self.flusher.flush()
+                    await self.flusher.durable()  # the standings and snapshots it changed, in order
 
         @app.agent(self.t_merchant_labels, name="merchant-labels")
         async def merchant_label_stage(stream: Any) -> None:
             async for events in batches(stream, s.batch_size, s.batch_window_s):
                 # Not while a merchant batch waits for its outputs: its state must not be written before them.
-                async with self._merchant_lock:
+                async with self.gate.batch(), self._merchant_lock:
                     self.merchant.label_batch([event.message for event in events])
 
         self.agents = (intake, merchant_stage, score_stage, label_intake, reissue_intake, card_event_stage, merchant_label_stage)
@@ -371,6 +400,26 @@ class FraudApp:
         """librdkafka's errors outside any one message (broker down, transport errors)."""
         self.metrics.broker_errors.labels(f"producer{err.name()}".lower()).inc()
         log.warning("broker error (producer): %s", err)
+        if self.transactions is not None and err.fatal():  # fenced by a newer incarnation of this worker, say
+            self._on_transaction_failed(err)
+
+    def _on_output_failed(self, output: Output, err: Any) -> None:
+        self.flusher.output_failed(output, err)
+        if self.transactions is not None:  # the open transaction cannot commit now: producing again cannot mend it
+            self._on_transaction_failed(err)
+
+    async def _before_commit(self) -> None:
+        """Exactly once, before a transaction commits (no batch running): every table write and output in it."""
+        await self.flusher.durable()
+        await self.flusher.flush()
+
+    def _on_transaction_failed(self, err: Any) -> None:
+        """A transaction was aborted (or cannot commit): the tables in memory hold writes the broker discards, so the
+        worker stops at once, as a SIGKILL would; restarted, it recovers what the broker committed."""
+        log.critical("exactly once: transaction failed (%s); stopping the worker (exit %d) so that it restarts from "
+                     "what the broker committed", err, EXIT_TRANSACTION_FAILED)
+        logging.shutdown()
+        os._exit(EXIT_TRANSACTION_FAILED)
 
     def _on_output_rejected(self, output: Output, err: Any) -> None:
         """An output the broker can never take (too large): dead-lettered with its first bytes and where it was going."""

@@ -61,11 +61,12 @@ they never reached fraud.scores, and their offsets were committed.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-__all__ = ["batches", "fresh", "hold", "in_order", "let_go"]
+__all__ = ["SkippedOffsets", "batches", "fresh", "hold", "in_order", "let_go"]
 
 log = logging.getLogger("fraudstream.worker")
 
@@ -95,6 +96,67 @@ _ASKED: dict[tuple[str, int], tuple[int, float]] = {}
 #: Per partition: offsets gone from the broker (retention), as (first, first after), which the consumer's patched
 #: ``getmany`` stepped over: no agent waits for them.
 _GONE: dict[tuple[str, int], tuple[int, int]] = {}
+
+class SkippedOffsets:
+    """Per partition, as (topic, partition): offset ranges the fetcher stepped over as it should, holding no record
+    for a ``read_committed`` reader (transaction markers, aborted transactions). Under exactly once every internal
+    topic has them, and a guarded partition's next offset may lie past such a range (``fraudstream.stream
+    .transactions``; noted by ``faust_patches.read_committed_records``, in the consumer's thread).
+
+    >>> skipped = SkippedOffsets()
+    >>> skipped.add(("t", 0), 10, 11); skipped.add(("t", 0), 11, 15); skipped.add(("t", 0), 20, 21)
+    >>> skipped.end_of(("t", 0), 10), skipped.end_of(("t", 0), 16), skipped.between(("t", 0), 12, 30)
+    (15, 16, [(12, 15), (20, 21)])
+    >>> skipped.forget_before(("t", 0), 16); skipped.ranges[("t", 0)]
+    [(20, 21)]
+    """
+
+    #: Ranges kept per partition at most (the oldest go; a commit normally forgets them long before).
+    KEEP = 10_000
+
+    def __init__(self) -> None:
+        self.ranges: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: tuple[str, int], begin: int, end: int) -> None:
+        if end <= begin:
+            return
+        with self._lock:
+            ranges = self.ranges.setdefault(key, [])
+            ranges.append((begin, end))
+            ranges.sort()
+            merged = [ranges[0]]
+            for b, e in ranges[1:]:
+                if b <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+                else:
+                    merged.append((b, e))
+            self.ranges[key] = merged[-self.KEEP:]
+
+    def end_of(self, key: tuple[str, int], offset: int) -> int:
+        """The first offset at or after ``offset`` that is not in a skipped range."""
+        for b, e in self.ranges.get(key, ()):
+            if b <= offset < e:
+                return e
+        return offset
+
+    def between(self, key: tuple[str, int], begin: int, end: int) -> list[tuple[int, int]]:
+        """The skipped ranges within [begin, end)."""
+        return [(max(b, begin), min(e, end)) for b, e in self.ranges.get(key, ()) if e > begin and b < end]
+
+    def forget_before(self, key: tuple[str, int], offset: int) -> None:
+        with self._lock:
+            ranges = self.ranges.get(key)
+            if ranges:
+                self.ranges[key] = [(b, e) for b, e in ranges if e > offset]
+
+    def forget(self, key: tuple[str, int]) -> None:
+        with self._lock:
+            self.ranges.pop(key, None)
+
+
+#: Offsets the fetcher stepped over as it should (see :class:`SkippedOffsets`): no agent waits for them.
+_SKIPPED = SkippedOffsets()
 
 #: Per guarded topic: how many batches of it an agent is processing now. An agent waiting for its next batch while
 #: its partition's next offset was fetched long ago lost it on the way, with nothing after it to tell (the
@@ -155,6 +217,8 @@ def in_order(events: list[Any]) -> tuple[list[Any], dict[Any, int]]:
         gone = _GONE.get(key)
         if expected is not None and gone is not None and gone[0] <= expected < gone[1]:
             expected = gone[1]
+        if expected is not None:
+            expected = _SKIPPED.end_of(key, expected)  # a transaction's marker, say: nothing to wait for there
         offset = message.offset
         if expected is None:  # not a guarded topic, or not sought yet since its assignment: nothing known
             kept.append(event)

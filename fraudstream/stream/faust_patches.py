@@ -17,9 +17,14 @@ Patched                                                faust behaviour it works 
 ``aiokafka Fetcher._proc_fetch_request``               never backs off that wait while idle
 ``RocksDBOptions.as_options``                          a cache per table partition; index and filters outside it
 ``app.producer.flush``                                 flushes only its own producer before a commit, not our tables'
+``AIOKafkaConsumerThread._create_worker_consumer``     reads uncommitted records but under its own transactions
+``aiokafka PartitionRecords._unpack_records``          shows aborted records (embedded broker); markers unnoted
+``Consumer.commit``, ``Consumer._commit``              commits offsets outside our producer's transaction
 =====================================================  ==============================================================
 
-Every patch but the last is of a class, so it applies to every app of the process, once; each is idempotent.
+The last three apply under exactly once only (``FRAUDSTREAM_PROCESSING_GUARANTEE``; see
+``fraudstream.stream.transactions``). Every patch but ``app.producer.flush`` is of a class, so it applies to every
+app of the process, once; each is idempotent.
 """
 
 from __future__ import annotations
@@ -33,29 +38,37 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from fraudstream.stream.delivery import _ASKED, _BUSY, _GONE, _HELD, _NEXT, _REVOKED
+from fraudstream.stream.delivery import _ASKED, _BUSY, _GONE, _HELD, _NEXT, _REVOKED, _SKIPPED
 
 if TYPE_CHECKING:
     from fraudstream.stream.tables import RocksDBMemory
+    from fraudstream.stream.transactions import Transactions
 
-__all__ = ["apply", "flush_with_faust", "keep_stream_offsets_contiguous", "share_rocksdb_memory", "use_fetch_wait",
-           "use_true_end_offsets"]
+__all__ = ["apply", "commit_in_transactions", "flush_with_faust", "keep_stream_offsets_contiguous", "read_committed_records",
+           "read_committed", "share_rocksdb_memory", "use_fetch_wait", "use_true_end_offsets"]
 
 log = logging.getLogger("fraudstream.worker")
 
 
 def apply(app: Any, client: dict[str, Any], guarded_topics: Iterable[str], fetch_wait_ms: int, fetch_wait_idle_ms: int,
-          rocksdb: bool, after_faust_flush: Callable[[], Awaitable[None]]) -> None:
+          rocksdb: bool, after_faust_flush: Callable[[], Awaitable[None]], transactions: Transactions | None = None,
+          revoke_within_s: float = 3.0) -> None:
     """Patch faust for one worker app: ``client`` is the confluent-kafka client configuration (to fetch true end
     offsets), ``guarded_topics`` the input topics no offset of which may be stepped over, ``rocksdb`` whether the
     tables are RocksDB stores (on one shared memory bound), ``after_faust_flush`` what must be on the broker whenever
-    faust flushes before it commits (the table writes that may go in any order)."""
-    use_true_end_offsets(client)
+    faust flushes before it commits (the table writes that may go in any order). With ``transactions`` (exactly
+    once), offsets are committed in its transactions only, within ``revoke_within_s`` when partitions are revoked,
+    and every record is read ``read_committed``."""
+    use_true_end_offsets(client, committed_only=transactions is not None)
     keep_stream_offsets_contiguous(guarded_topics)
     use_fetch_wait(app, fetch_wait_ms, fetch_wait_idle_ms)
     if rocksdb:
         share_rocksdb_memory()
     flush_with_faust(app, after_faust_flush)
+    if transactions is not None:
+        read_committed(app)
+        read_committed_records()
+        commit_in_transactions(app, transactions, revoke_within_s)
 
 
 def flush_with_faust(app: Any, then: Callable[[], Awaitable[None]]) -> None:
@@ -96,6 +109,7 @@ class _Positions:
         self.seeks: dict[Any, tuple[int, int]] = {}
         self.waiting: dict[Any, tuple[int, float]] = {}  # head not acknowledged while later offsets are: since when
         self.behind: dict[Any, tuple[int, float]] = {}  # fetched past the next offset its agent waits for: since when
+        self.gaps: dict[Any, int] = {}  # skipped offsets made faust's gaps up to here (exactly once)
 
     def forget(self, tp: Any) -> None:
         self.expected.pop(tp, None)
@@ -103,6 +117,7 @@ class _Positions:
         self.seeks.pop(tp, None)
         self.waiting.pop(tp, None)
         self.behind.pop(tp, None)
+        self.gaps.pop(tp, None)
 
 
 def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
@@ -145,6 +160,8 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
         now = time.monotonic()
         for tp, fetched in pos.expected.items():
             waited = _NEXT.get((tp.topic, tp.partition))
+            if waited is not None:
+                waited = _SKIPPED.end_of((tp.topic, tp.partition), waited)  # a transaction's marker is not waited for
             if waited is None or fetched <= waited or _BUSY.get(tp.topic):
                 pos.behind.pop(tp, None)
                 continue
@@ -169,6 +186,8 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             if tp in held:
                 continue
             nxt, offset = pos.expected.get(tp), message.offset
+            if nxt is not None and offset > nxt:
+                nxt = _SKIPPED.end_of((tp.topic, tp.partition), nxt)  # a transaction's marker, say: not a hole
             if nxt is not None and offset > nxt:
                 last, n = pos.seeks.get(tp, (None, 0))
                 n = n + 1 if last == nxt else 1
@@ -221,6 +240,9 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                 pos.seeks.pop(tp, None)
 
     async def guarded_revoked(self: Any, revoked: Any) -> None:
+        before = getattr(self.app, "fraudstream_before_revoke", None)
+        if before is not None:  # exactly once: commit what was done, with its offsets, while they are known
+            await before(self)
         pos = positions(self)
         for tp in revoked:
             pos.forget(tp)
@@ -229,9 +251,25 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
         for key in gone:  # where its agent resumes is known again at the next seek to the committed offsets
             _NEXT.pop(key, None)
             _ASKED.pop(key, None)
+            _SKIPPED.forget(key)
         generation = self.app.consumer_generation_id  # the one ending: the next assignment comes with a new one
         _REVOKED.update({(tp.topic, tp.partition): generation for tp in revoked if tp.topic in guarded})
         await on_revoked(self, revoked)
+
+    def skipped_as_gaps(self: Any, tp: Any, head: int, last: int) -> None:
+        # Offsets stepped over as they should (transaction markers) from the head on become faust's gaps, which its
+        # _new_offset counts as acknowledged; each once (faust removes a gap when it uses it).
+        key, pos = (tp.topic, tp.partition), positions(self)
+        _SKIPPED.forget_before(key, head)
+        done = max(pos.gaps.get(tp, head), head)
+        added = False
+        for begin, end in _SKIPPED.between(key, done, last + 1):
+            self._gap[tp].addi(begin, end)
+            done = max(done, end)
+            added = True
+        pos.gaps[tp] = done
+        if added:
+            self._gap[tp].merge_overlaps()
 
     async def seek_again(self: Any, tp: Any, offset: int) -> None:
         try:
@@ -249,6 +287,9 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                 # Revoked, and not sought since (module doc, 5): acknowledgements still come in, from events fetched
                 # before the revocation, and from where they start nothing says what came before them.
                 return None
+            if acked and (tp.topic, tp.partition) in _SKIPPED.ranges:
+                skipped_as_gaps(self, tp, head, max(acked))
+                head = _SKIPPED.end_of((tp.topic, tp.partition), head)
             if acked and min(acked) > head:
                 if (tp.topic, tp.partition, head) in _HELD:
                     return None  # waiting in its agent, on purpose
@@ -310,7 +351,7 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
     Consumer._new_offset = guarded_new_offset  # type: ignore[method-assign]
 
 
-def use_true_end_offsets(client: dict[str, Any]) -> None:
+def use_true_end_offsets(client: dict[str, Any], committed_only: bool = False) -> None:
     """Make faust's recovery read each changelog to its real end.
 
     faust recovers a table by reading its changelog up to the end offset the broker reports (ListOffsets). The
@@ -318,9 +359,14 @@ def use_true_end_offsets(client: dict[str, Any]) -> None:
     of a multi-record batch (a batch flushes many keys at once) were never read back: recovery returned stale
     state. For every partition reported non-empty, the end is found by fetching from there until end of partition.
     Harmless on Apache Kafka, where both agree.
+
+    ``committed_only`` (exactly once): the end is one past the last record a ``read_committed`` reader gets, not past
+    the transaction marker after it, which no reader ever gets: recovery waited for it forever (faust looks for
+    that case only with its own transactions, and only after two 5 s timeouts).
     """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
+    AIOKafkaConsumerThread._fraudstream_committed_only = committed_only  # type: ignore[attr-defined]
     original = AIOKafkaConsumerThread._highwaters
     if getattr(original, "_fraudstream", False):
         return
@@ -329,13 +375,17 @@ def use_true_end_offsets(client: dict[str, Any]) -> None:
         reported = dict(await original(self, partitions))
         suspect = {tp: hw for tp, hw in reported.items() if hw and hw > 0}
         if suspect:
+            committed = AIOKafkaConsumerThread._fraudstream_committed_only  # type: ignore[attr-defined]
             try:
-                true = await asyncio.get_running_loop().run_in_executor(None, _fetched_ends, client, suspect)
+                if committed:
+                    true = await _committed_ends(self, suspect)
+                else:
+                    true = await asyncio.get_running_loop().run_in_executor(None, _fetched_ends, client, suspect)
             except Exception as exc:  # fall back to what the broker said
                 log.warning("could not check end offsets by fetching: %s", exc)
             else:
                 for tp, end in true.items():
-                    reported[tp] = max(reported[tp], end)
+                    reported[tp] = end if committed else max(reported[tp], end)
         return reported
 
     _highwaters._fraudstream = True  # type: ignore[attr-defined]
@@ -409,6 +459,199 @@ def _fetched_ends(client: dict[str, Any], reported: dict[Any, int], timeout: flo
         return ends
     finally:
         c.close()
+
+
+async def _committed_ends(thread: Any, reported: dict[Any, int], timeout: float = 30.0) -> dict[Any, int]:
+    """Per partition, one past the offset of its last record a ``read_committed`` reader gets (0: none), as faust's
+    consumer reads them (:func:`read_committed_records`), looking back from the end ``reported`` further and further
+    (the records after it are transaction markers, or records of aborted or open transactions). Read by a consumer
+    of no group, built as faust builds its own (credentials included), in the consumer's thread."""
+    from aiokafka.structs import TopicPartition
+
+    consumer = thread._create_client_consumer(thread.transport)
+    consumer._isolation_level = "read_committed"
+    consumer._fetch_max_wait_ms = 10
+    await consumer.start()
+    ends: dict[Any, int] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        for tp, hw in reported.items():
+            atp = TopicPartition(tp.topic, tp.partition)
+            consumer.assign([atp])
+            back = 16
+            while tp not in ends:
+                start = max(hw - back, 0)
+                consumer.seek(atp, start)
+                last = -1
+                while time.monotonic() < deadline:
+                    got = await consumer.getmany(atp, timeout_ms=100)
+                    for m in got.get(atp, ()):
+                        last = max(last, m.offset)
+                    # The end of what a read_committed reader may read now (the fetch's own marks: the embedded
+                    # broker's ListOffsets answer can be too low).
+                    end = consumer.last_stable_offset(atp) or consumer.highwater(atp) or hw
+                    if not got and await consumer.position(atp) >= end:
+                        break
+                if last >= 0 or start == 0 or time.monotonic() >= deadline:
+                    ends[tp] = last + 1
+                back *= 8
+        return ends
+    finally:
+        await consumer.stop()
+
+
+def read_committed(app: Any) -> None:
+    """Make faust's consumer (the agents' topics, and table recovery) read with ``isolation.level=read_committed``:
+    faust sets it only with its own aiokafka transactions, which the embedded broker cannot run."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    app.fraudstream_read_committed = True
+    original = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "_fraudstream_isolation", False):
+        return
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        if getattr(self.app, "fraudstream_read_committed", False):
+            consumer._isolation_level = "read_committed"  # the fetcher, built at start, reads it then
+        return consumer
+
+    _create_worker_consumer._fraudstream_isolation = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+
+
+#: A partition whose fetched records start with a transaction still undecided in them (its marker beyond what one
+#: fetch returns) for this long is handed on as it is (see :func:`read_committed_records`).
+UNDECIDED_FOR_S = 10.0
+
+
+def read_committed_records() -> None:
+    """Make aiokafka's ``read_committed`` fetcher leave out aborted transactions' records on the embedded broker too,
+    and note the offsets it steps over (transaction markers, aborted records) in ``delivery._SKIPPED``.
+
+    aiokafka leaves out the records of the aborted transactions a fetch response lists. The embedded broker (Tansu
+    0.6.0) lists none: it keeps a transaction from ``read_committed`` readers while it is open, then shows its
+    records whether it committed or aborted, so a restarted worker read again what its killed predecessor had
+    produced in the transaction the restart aborted. Here a transactional batch is handed on only once the marker
+    that ends its transaction (the producer's next control batch) is in the same fetch: left out if it says abort.
+    A batch whose marker is not there yet (another producer's open transaction holds the stable offset before it)
+    and the ones after it are fetched again. On Apache Kafka this gives what the broker's list gives.
+
+    The guarded topics' patches would take the offsets stepped over for holes (delivery module doc, 1 and 8), and
+    faust notes them only once a later record of the partition reached it: they are noted here.
+    """
+    from aiokafka import errors as Errors
+    from aiokafka.consumer.fetcher import READ_COMMITTED, PartitionRecords
+
+    original = PartitionRecords._unpack_records
+    if getattr(original, "_fraudstream", False):
+        return
+    undecided_since: dict[tuple[str, int], tuple[int, float]] = {}
+
+    def _unpack_records(self: Any) -> Any:
+        if self._isolation_level != READ_COMMITTED:
+            yield from original(self)
+            return
+        tp, records = self._tp, self._records
+        key = (tp.topic, tp.partition)
+        batches = []
+        while records.has_next():
+            batch = records.next_batch()
+            if self._check_crcs and not batch.validate_crc():
+                raise Errors.CorruptRecordException(f"Invalid CRC - {tp}")
+            batches.append(batch)
+        # Each transactional batch's fate, from its producer's next marker in this fetch.
+        aborted: set[int] = set()
+        waiting: dict[int, list[int]] = {}  # producer id -> its batches with no marker yet
+        for i, batch in enumerate(batches):
+            producer = batch.producer_id
+            if producer is None or producer < 0:
+                continue
+            if batch.is_control_batch:
+                ended = waiting.pop(producer, [])
+                if self._contains_abort_marker(batch):
+                    aborted.update(ended)
+            elif batch.is_transactional:
+                waiting.setdefault(producer, []).append(i)
+        cut = min((i for ended in waiting.values() for i in ended), default=len(batches))
+        if cut == 0 and batches:
+            first = batches[0].base_offset
+            since = undecided_since.get(key)
+            if since is None or since[0] != first:
+                undecided_since[key] = (first, time.monotonic())
+            elif time.monotonic() - since[1] > UNDECIDED_FOR_S:
+                log.warning("%s[%d]@%d: no transaction marker within a fetch for %.0fs; reading on as if committed",
+                            tp.topic, tp.partition, first, UNDECIDED_FOR_S)
+                cut = len(batches)
+        else:
+            undecided_since.pop(key, None)
+        for i, batch in enumerate(batches[:cut]):
+            before = self.next_fetch_offset
+            if batch.is_control_batch or i in aborted:
+                self.next_fetch_offset = max(before, batch.next_offset)
+                _SKIPPED.add(key, before, self.next_fetch_offset)
+                continue
+            for record in batch:
+                if record.offset < self.next_fetch_offset:
+                    continue
+                if record.offset > self.next_fetch_offset:
+                    _SKIPPED.add(key, self.next_fetch_offset, record.offset)
+                consumer_record = self._consumer_record(tp, record)
+                self.next_fetch_offset = record.offset + 1
+                yield consumer_record
+            if batch.next_offset > self.next_fetch_offset:
+                _SKIPPED.add(key, self.next_fetch_offset, batch.next_offset)
+                self.next_fetch_offset = batch.next_offset
+
+    _unpack_records._fraudstream = True  # type: ignore[attr-defined]
+    PartitionRecords._unpack_records = _unpack_records
+
+
+def commit_in_transactions(app: Any, transactions: Transactions, revoke_within_s: float) -> None:
+    """Make faust's offset commits part of ``transactions`` (exactly once): a commit waits until no batch runs,
+    works out the offsets of the events acknowledged then, and commits them in the open transaction with the outputs
+    and table writes made so far (``Transactions.commit``); faust's consumer commits no offset of its own. When
+    partitions are revoked, what was done is committed first, with its offsets (faust forgets them then)."""
+    from faust.transport.consumer import Consumer
+    from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+
+    app.fraudstream_transactions = transactions
+    faust_commit = getattr(Consumer.commit, "_fraudstream_original", Consumer.commit)
+    faust_send = getattr(AIOKafkaConsumer._commit, "_fraudstream_original", AIOKafkaConsumer._commit)
+
+    async def before_revoke(consumer: Any) -> None:
+        if not await transactions.commit(lambda: faust_commit(consumer, None, True),
+                                         time.monotonic() + revoke_within_s):
+            log.warning("partitions revoked while a batch was still running: it is not committed, and is read again")
+
+    app.fraudstream_before_revoke = before_revoke
+    if getattr(Consumer.commit, "_fraudstream_original", None) is not None:
+        return
+
+    async def commit(self: Any, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        txn: Transactions | None = getattr(self.app, "fraudstream_transactions", None)
+        if txn is None:
+            return cast(bool, await faust_commit(self, topics, start_new_transaction))
+        done: list[bool] = []
+
+        async def offsets() -> None:
+            done.append(await faust_commit(self, topics, start_new_transaction))
+
+        await txn.commit(offsets)
+        return bool(done and done[0])
+
+    async def send(self: Any, offsets: Any) -> bool:
+        txn: Transactions | None = getattr(self.app, "fraudstream_transactions", None)
+        if txn is None:
+            return cast(bool, await faust_send(self, offsets))
+        assignment = self.assignment()
+        txn.add_offsets({(tp.topic, tp.partition): offset for tp, offset in offsets.items() if tp in assignment})
+        return True
+
+    commit._fraudstream_original = faust_commit  # type: ignore[attr-defined]
+    send._fraudstream_original = faust_send  # type: ignore[attr-defined]
+    Consumer.commit = commit  # type: ignore[method-assign]
+    AIOKafkaConsumer._commit = send  # type: ignore[method-assign]
 
 
 def share_rocksdb_memory() -> None:

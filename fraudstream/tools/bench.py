@@ -9,6 +9,8 @@ On an embedded broker it starts itself (a free loopback port), the bench measure
    produced as fast as possible, until the last one is on the scores topic), then the latency of each
    authorization at a fixed offered rate (and at a rate it sustains, when it cannot keep up);
    and the broker records the worker wrote per authorization at saturation, every topic together and each;
+   then, shorter, saturation under ``FRAUDSTREAM_PROCESSING_GUARANTEE=exactly_once`` (the worker restarted in that
+   mode): the cost of the guarantee;
 3. the pure core: µs per event of ``FraudScorer.process`` with a warmed model, and of each feature half;
 4. memory per active card: serialized bytes, and Python heap measured with tracemalloc;
 5. the embedded broker's CPU per record fetched, with few and with many batches stored in the partition: it slows
@@ -81,12 +83,14 @@ class BenchConfig:
     profile: str | None = None  # py-spy raw output of the worker during saturation
     fallback_shares: tuple[float, ...] = (0.8, 0.5, 0.25)  # of the saturation rate, when the offered rate is not sustained
     second_worker: bool = True  # saturation again with a second worker in the group
+    exactly_once_events: int = 50_000  # saturation again under FRAUDSTREAM_PROCESSING_GUARANTEE=exactly_once (0: not)
     broker_batches: tuple[int, int] = (1_000, 30_000)  # batches stored in a partition: the embedded broker's fetch cost
 
     @classmethod
     def quick(cls) -> BenchConfig:
         return cls(events=10_000, rate=2_000, seconds=3.0, warmup_events=3_000, labels_per_class=60, core_events=5_000,
-                   memory_cards=1_000, fallback_shares=(0.5,), second_worker=False, broker_batches=(200, 2_000))
+                   memory_cards=1_000, fallback_shares=(0.5,), second_worker=False, broker_batches=(200, 2_000),
+                   exactly_once_events=5_000)
 
 
 # --- the machine and the code -----------------------------------------------------
@@ -624,7 +628,7 @@ def measure_saturation(settings: Settings, events: Events, n: int, offset: int, 
     progress(f"saturation: {sum(per_auth.values()):.2f} broker records per authorization: "
              + ", ".join(f"{t} {v:.2f}" for t, v in per_auth.items()))
     return {"rate": rate, "seconds": seconds, "complete": complete, "offered": n / produced_s, "cpu": cpu_use,
-            "records": per_auth, "busy_after_s": busy_after_s}
+            "records": per_auth, "busy_after_s": busy_after_s, "n": n}
 
 
 def measure_latency(settings: Settings, events: Events, phase: str, rate: float, seconds: float, start: int,
@@ -843,6 +847,9 @@ def measure_end_to_end(broker: EmbeddedBroker, events: Events, cfg: BenchConfig,
             results["latency"].append(lat2)
         if cfg.second_worker and not worker.stalled:
             results["saturation_2"] = measure_two_workers(settings, events, cfg, tmp, reader, worker, producer, broker)
+        if cfg.exactly_once_events and not worker.stalled:
+            worker.stop()
+            results["saturation_eos"] = measure_exactly_once(settings, events, cfg, tmp, reader, producer, broker)
     finally:
         results["stalled"] = worker.stalled
         progress("stopping the worker")
@@ -878,6 +885,24 @@ def measure_two_workers(settings: Settings, events: Events, cfg: BenchConfig, tm
                                   others=(second,))
     finally:
         second.stop()
+
+
+def measure_exactly_once(settings: Settings, events: Events, cfg: BenchConfig, tmp: Path, reader: ScoresReader,
+                         producer: Any, broker: EmbeddedBroker) -> dict[str, Any] | None:
+    """Saturation again, shorter, with the worker restarted under exactly once (its tables and model recovered): the
+    cost of the guarantee (``fraudstream.stream.transactions``) beside the at-least-once figure."""
+    progress("a worker under exactly once takes over (tables and model recovered)")
+    eos = WorkerProcess(settings.with_overrides(processing_guarantee="exactly_once"), tmp / "worker-eos.log")
+    try:
+        progress(f"exactly once: the worker was ready after {eos.wait_ready():.0f}s")
+        settle(eos)
+        assert broker.process is not None
+        cpu = CpuMeter({"worker": eos.pid, "broker": broker.process.pid, "bench": os.getpid()})
+        n = min(cfg.exactly_once_events, cfg.events)
+        offset = int(time.time() * 1000) - events.ts[n - 1] - MINUTE_MS
+        return measure_saturation(settings, events, n, offset, reader, eos, producer, cpu, None, phase="x")
+    finally:
+        eos.stop()
 
 
 def measure_broker_growth(stored: tuple[int, ...], probes: int = 200) -> list[tuple[int, float]]:
@@ -1173,6 +1198,16 @@ def render(results: dict[str, Any], cfg: BenchConfig) -> str:
         c2 = two["cpu"]
         rows.append(("cpu at saturation, 2 workers: worker / worker 2 / broker",
                      f"{c2['worker']:.2f} / {c2['worker 2']:.2f} / {c2['broker']:.2f} cores", "", ""))
+    eos = results.get("saturation_eos")
+    if eos:
+        note = "" if eos["complete"] else " (incomplete)"
+        rows.append((f"fraudstream end to end at saturation, exactly once ({eos['n']:,} authorizations)" + note,
+                     f"{eos['rate']:,.0f} events/s", "", ""))
+        rows.append(("exactly once / at least once, at saturation", f"{eos['rate'] / sat['rate'] * 100:.0f} %", "", ""))
+        rows.append(("exactly once: broker records written per authorization (transaction markers included)",
+                     f"{sum(eos['records'].values()):.2f} records", "", ""))
+        rows.append(("cpu at saturation, exactly once: worker / broker",
+                     f"{eos['cpu']['worker']:.2f} / {eos['cpu']['broker']:.2f} cores", "", ""))
     growth = results.get("broker_growth")
     if growth:
         (few, few_ms), (many, many_ms) = growth
