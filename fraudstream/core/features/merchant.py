@@ -83,7 +83,7 @@ def _note_card(state: MerchantState, card: int, minute: int) -> None:
             state.card_seen.append(minute)
             state.card_compromised.append(0)
         else:
-            oldest = min(range(len(state.card_seen)), key=state.card_seen.__getitem__)
+            oldest = state.card_seen.index(min(state.card_seen))  # the least recently seen (the first of them)
             state.cards[oldest], state.card_seen[oldest], state.card_compromised[oldest] = card, minute, 0
 
 
