@@ -103,3 +103,21 @@ def test_memory_in_flight_that_goes_when_the_worker_drains_is_not_a_leak() -> No
     assert "  verdict: no leak (in use outside RocksDB: 60.7 MiB after the warm-up, 60.5 drained); RSS" in text
     run.drained = sample(1990, 212, 16, 4000, 86.0, 9)
     assert "  verdict: A LEAK (in use outside RocksDB: 60.7 MiB after the warm-up, 70.0 drained)" in "\n".join(summary(run))
+
+
+def test_the_summary_judges_the_latency_goal_over_the_pooled_latencies_of_each_window() -> None:
+    """Issue 18's goal: the p99 of the last 5 minutes within 2x of minutes 3-5, each over every latency of its report
+    intervals (not the largest of their per-minute p99s)."""
+    cfg = SoakConfig(minutes=10, cards=20_000)
+    samples = [sample(60.0 * (k + 1), 200, 16, 5000) for k in range(10)]
+    run = Run(cfg, samples=samples)
+    # Minutes 3-5: 300 latencies of 100 ms and 3 of 900 ms (1%: the p99 stays 100); the last 5 minutes: 250 ms.
+    run.latencies = [(60.0 * k, 60.0 * (k + 1), [100.0] * 100 + ([900.0] if 2 <= k <= 4 else []) if k < 5 else [250.0] * 100)
+                     for k in range(10)]
+    text = "\n".join(summary(run))
+    assert "latency goal: p99 of the last 5 minutes 250 ms, of minutes 3-5 100 ms: 2.50x (goal <= 2x) NOT met" in text
+    run.latencies[-1] = (540.0, 600.0, [150.0] * 100)
+    run.latencies[5:9] = [(60.0 * k, 60.0 * (k + 1), [150.0] * 100) for k in range(5, 9)]
+    assert "of minutes 3-5 100 ms: 1.50x (goal <= 2x) met" in "\n".join(summary(run))
+    run.latencies = run.latencies[:6]  # 6 minutes: the two windows overlap, no verdict
+    assert "latency goal" not in "\n".join(summary(run))

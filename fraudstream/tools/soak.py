@@ -78,7 +78,8 @@ from fraudstream.processes import ROOT, WorkerProcess
 from fraudstream.stream.app import HEAP_RELEASE_EVERY_S
 from fraudstream.stream.learning import RULE_FIELDS
 
-__all__ = ["main", "SoakConfig", "Traffic", "memory_breakdown", "memory_verdict", "percentile", "rss_kib", "slope_per_hour"]
+__all__ = ["main", "SoakConfig", "Traffic", "memory_breakdown", "memory_verdict", "p99_growth", "percentile", "rss_kib",
+           "slope_per_hour"]
 
 MIB = 1024.0
 
@@ -426,6 +427,8 @@ class Run:
     interrupted: bool = False
     warm: Sample | None = None  # the sample at which the warm-up ended
     drained: Sample | None = None  # after the traffic stopped and the worker caught up (see `_drain`)
+    # (start, end) of each report interval, in seconds of traffic, and the latencies (ms) read in it: for `p99_growth`
+    latencies: list[tuple[float, float, array]] = field(default_factory=list)
 
 
 def _kib(nbytes: float | None) -> int | None:
@@ -535,6 +538,32 @@ def memory_verdict(in_use: tuple[float, float], in_use_mib: float, rss: tuple[fl
             f"RSS {shape} ({rss[0]:+.1f}, {rss[1]:+.1f} MiB/hour)")
 
 
+#: The latency goal (issue 18): the p99 of the last 5 minutes within 2x of the p99 of minutes 3-5 (120-300 s, right after
+#: the shortest warm-up). On a broker whose fetch slows as it fills, the p99 grows with the run.
+P99_GROWTH_GOAL = 2.0
+EARLY_WINDOW_S = (120.0, 300.0)
+LATE_WINDOW_S = 300.0
+
+
+def p99_growth(windows: list[tuple[float, float, Any]]) -> tuple[float, float] | None:
+    """The p99 (ms) of minutes 3-5 and of the last 5 minutes, each over every latency read in the report intervals
+    whose middle falls in it; None for a run too short for the two to be apart (under 10 minutes).
+
+    >>> minute = lambda k, ms: (60.0 * k, 60.0 * (k + 1), [ms] * 100)
+    >>> p99_growth([minute(k, 100.0 + 10 * k) for k in range(10)])
+    (140.0, 190.0)
+    >>> p99_growth([minute(k, 100.0) for k in range(6)]) is None
+    True
+    """
+    if not windows or windows[-1][1] < 2 * LATE_WINDOW_S:
+        return None
+    end = windows[-1][1]
+    early = [v for a, b, values in windows if EARLY_WINDOW_S[0] <= (a + b) / 2 <= EARLY_WINDOW_S[1] for v in values]
+    late = [v for a, b, values in windows if (a + b) / 2 >= end - LATE_WINDOW_S for v in values]
+    p_early, p_late = percentile(early, 99), percentile(late, 99)
+    return None if p_early is None or p_late is None else (float(p_early), float(p_late))
+
+
 def summary(run: Run) -> list[str]:
     cfg = run.cfg
     out = ["", f"soak summary: {cfg.rate:g} authorizations/s for {cfg.minutes:g} min"
@@ -583,6 +612,12 @@ def summary(run: Run) -> list[str]:
                    + (f"; p99 min {min(p99s):.0f} ms, max {max(p99s):.0f} ms" if p99s else ""))
         last = run.samples[-1]
         out.append(f"  totals: alerts {last.alerts:.0f}, dead letters {last.dead_letters:.0f}, labels {last.labels:.0f}")
+    windows = p99_growth(run.latencies)
+    if windows is not None:
+        p99_early, p99_late = windows
+        ratio = p99_late / p99_early if p99_early > 0 else float("inf")
+        out.append(f"  latency goal: p99 of the last 5 minutes {p99_late:,.0f} ms, of minutes 3-5 {p99_early:,.0f} ms: {ratio:.2f}x "
+                   f"(goal <= {P99_GROWTH_GOAL:g}x) {'met' if ratio <= P99_GROWTH_GOAL else 'NOT met'}")
     return out
 
 
@@ -740,6 +775,7 @@ def _monitor(run: Run, cfg: SoakConfig, url: str, worker: subprocess.Popen, brok
         dt = max(now - last_t, 1e-9)
         cpu, broker_cpu = cpu_seconds(worker.pid), cpu_seconds(broker_pid)
         latencies = reader.take()
+        run.latencies.append((last_t - t0, elapsed, latencies))
         sample = Sample(
             elapsed=elapsed, rss_kib=rss, produced_per_s=(producer.sent - last_sent) / dt, scored_per_s=(scored - last_scored) / dt,
             p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99), n_latency=len(latencies),
