@@ -26,6 +26,7 @@ then outputs (score), and the table writes' changelog phases (`fraudstream.strea
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import time
@@ -141,6 +142,9 @@ class FraudApp:
             self.transactions = Transactions(self.producer, client, s.app_id, self._before_commit,
                                              self._on_transaction_failed, self.gate)
             self.transactions.start()
+            # faust's last commit ends the transactions of the input processed; what is produced after it (the
+            # checkpoint at shutdown, timers) is aborted as the process exits, not left open for good.
+            atexit.register(self.transactions.finish)
         # faust could step over messages around a rebalance, and commit them unprocessed (fraudstream.stream.delivery);
         # and more (fraudstream.stream.faust_patches).
         faust_patches.apply(self.app, client, [s.topic_authorizations, s.topic_by_merchant, s.topic_enriched, s.topic_labels,

@@ -57,6 +57,8 @@ log = logging.getLogger("fraudstream.worker")
 COMMIT_EVERY_S = 0.1
 #: The worker's exit status when a transaction failed and it stopped (a supervisor restarts it).
 EXIT_TRANSACTION_FAILED = 70
+#: A commit that has waited this long for running batches says so (and again each time as long).
+SLOW_WAIT_S = 5.0
 #: How long a transactional call (init, send offsets, commit, abort) may wait for the broker.
 CALL_TIMEOUT_S = 30.0
 
@@ -79,7 +81,12 @@ class BatchGate:
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[None]:
         """Around one batch of an agent, from the first output it makes to its last."""
-        await self._open.wait()
+        since = time.monotonic()
+        while not self._open.is_set():
+            try:
+                await asyncio.wait_for(self._open.wait(), SLOW_WAIT_S)
+            except TimeoutError:
+                log.warning("a batch has waited %.0fs for a commit to finish", time.monotonic() - since)
         self.busy += 1
         self._idle.clear()
         try:
@@ -96,11 +103,16 @@ class BatchGate:
         async with self._lock:
             self._open.clear()
             try:
-                timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                try:
-                    await asyncio.wait_for(self._idle.wait(), timeout)
-                except TimeoutError:
-                    pass
+                since = time.monotonic()
+                while self.busy:
+                    wait = SLOW_WAIT_S if deadline is None else min(max(deadline - time.monotonic(), 0.0), SLOW_WAIT_S)
+                    try:
+                        await asyncio.wait_for(self._idle.wait(), wait)
+                    except TimeoutError:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            break
+                        log.warning("a commit has waited %.0fs for %d running batches", time.monotonic() - since,
+                                    self.busy)
                 yield not self.busy
             finally:
                 self._open.set()
@@ -149,16 +161,23 @@ class Transactions:
         Aborts, calls ``on_failed`` and raises :class:`TransactionFailed` if it cannot commit."""
         if not self.started:
             return False
+        asked = time.monotonic()
         async with self.gate.closed(deadline) as quiet:
             if not quiet:
                 return False
+            quiet_at = time.monotonic()
             await self.before_commit()
             self._offsets = {}
             if callable(offsets):
                 await offsets()
             else:
                 self._offsets.update(offsets)
+            flushed_at = time.monotonic()
             self.commit_now(self._offsets)
+            done = time.monotonic()
+            if done - asked > SLOW_WAIT_S:
+                log.warning("a commit took %.1fs: %.1fs waiting for batches, %.1fs for outputs and table writes, %.1fs "
+                            "for the broker", done - asked, quiet_at - asked, flushed_at - quiet_at, done - flushed_at)
             return True
 
     def add_offsets(self, offsets: Mapping[tuple[str, int], int]) -> None:
@@ -203,6 +222,20 @@ class Transactions:
             except KafkaException as again:
                 log.error("abort failed too (%s): the next start of this worker aborts it", again)
         self.on_failed(exc)
+
+    def finish(self) -> None:
+        """At a clean stop, once nothing produces any more: abort the transaction still open (what was produced since
+        faust's last commit: nothing whose input offsets were committed), so that no open transaction of this worker
+        holds back ``read_committed`` readers of its partitions after it is gone. As a SIGKILL would leave it, then
+        aborted by the next incarnation of this worker; but a worker stopped for good does not come back."""
+        if not self.started:
+            return
+        self.started = False
+        try:
+            self.producer.abort_transaction(min(self.call_timeout_s, 10.0))
+        except KafkaException as exc:
+            log.warning("could not abort the open transaction at stop (%s): the broker aborts it after "
+                        "transaction.timeout.ms", exc.args[0])
 
     def close(self) -> None:
         self._group_consumer.close()

@@ -191,3 +191,21 @@ def test_transactional_id_is_stable_per_worker_and_distinct_between_workers(tmp_
     assert transactional_id("app", str(tmp_path / "other"))[0] != first
     lock1.close()
     lock2.close()
+
+
+def test_a_stopping_worker_leaves_no_transaction_open(broker: EmbeddedBroker) -> None:
+    """What is produced after the last commit is aborted at a clean stop: the embedded broker never times out an open
+    transaction, so one left open would hold back every ``read_committed`` reader of the partition for good."""
+    topic, failed = _topic(broker), []
+    txn = _transactions(broker, f"t-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}", failed)
+    try:
+        txn.producer.produce(topic, b"after the last commit")
+        assert txn.producer.flush(10) == 0
+        txn.finish()
+        plain = Producer({"bootstrap.servers": broker.bootstrap_servers})
+        plain.produce(topic, b"later, not transactional")
+        assert plain.flush(10) == 0
+        assert b"later, not transactional" in [v for _, v in _read(broker, topic)]
+    finally:
+        txn.close()
+    assert not failed
