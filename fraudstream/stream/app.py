@@ -67,6 +67,7 @@ from fraudstream.stream.transactions import (
     COMMIT_EVERY_S,
     EXIT_TRANSACTION_FAILED,
     BatchGate,
+    CommitOverlaps,
     Transactions,
     transactional_id,
 )
@@ -145,6 +146,7 @@ class FraudApp:
             # faust's last commit ends the transactions of the input processed; what is produced after it (the
             # checkpoint at shutdown, timers) is aborted as the process exits, not left open for good.
             atexit.register(self.transactions.finish)
+            logging.getLogger("mode.timers").addFilter(CommitOverlaps())
         # faust could step over messages around a rebalance, and commit them unprocessed (fraudstream.stream.delivery);
         # and more (fraudstream.stream.faust_patches).
         faust_patches.apply(self.app, client, [s.topic_authorizations, s.topic_by_merchant, s.topic_enriched, s.topic_labels,
