@@ -607,9 +607,13 @@ def measure_saturation(settings: Settings, events: Events, n: int, offset: int, 
         end = tracker.done_at if complete else tracker.last_at
         cpu_use = cpu.stop()
     finally:
-        stop_profile(spy, profile)
+        shares = stop_profile(spy, profile)
     seconds = (end or time.perf_counter()) - started
     rate = len(tracker.seen) / seconds
+    if shares:  # the worker's CPU per authorization, split as its samples were (the CPU steadier than the rate)
+        per_auth_us = cpu_use.get("worker", 0.0) / max(rate, 1e-9) * 1e6
+        progress(f"profile: {per_auth_us:,.0f} µs of worker CPU per authorization: "
+                 + ", ".join(f"{k} {v * per_auth_us:,.0f}" for k, v in shares.items()))
     # Whether the rate held: the time each quarter of the authorizations took.
     quarters, mark_at, previous = [], 1, started
     for at, count in tracker.timeline or []:
@@ -768,9 +772,10 @@ def start_profile(path: str | None, pid: int) -> subprocess.Popen[bytes] | None:
     return spy
 
 
-def stop_profile(spy: subprocess.Popen[bytes] | None, path: str | None) -> None:
+def stop_profile(spy: subprocess.Popen[bytes] | None, path: str | None) -> dict[str, float]:
+    """Stops py-spy; the shares of its samples by row (`profile_shares`), empty for none or a flamegraph."""
     if spy is None:
-        return
+        return {}
     spy.send_signal(signal.SIGINT)
     try:
         spy.wait(30)
@@ -778,21 +783,72 @@ def stop_profile(spy: subprocess.Popen[bytes] | None, path: str | None) -> None:
         spy.kill()
         spy.wait()
     progress(f"profile: py-spy wrote {path}")
-    if path and not path.endswith(".svg"):
-        shares = profile_shares(Path(path))
-        if shares:
-            progress("profile: samples by where they ran: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
+    shares = profile_shares(Path(path)) if path and not path.endswith(".svg") else {}
+    if shares:
+        progress("profile: samples by where they ran: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
+    return shares
 
 
-#: Where a profile sample ran, by the file of its innermost Python frame (C code counts for its Python caller).
-#: py-spy names files relative to their site-packages or standard library directory.
-PROFILE_PLACES = (("core + river", ("fraudstream/core/", "river/")), ("stage wiring + codec", ("fraudstream/",)),
-                  ("faust / mode / aiokafka", ("faust/", "mode/", "aiokafka/", "kafka/")),
-                  ("asyncio + selectors", ("asyncio/", "selectors.py")))
+#: Where a profile sample's CPU went: the row of its nearest frame outside the standard library (asyncio and the
+#: like count for whoever awaited them; a stack of the event loop alone is the loop's hand-offs). The rows of
+#: docs/capacity.md's "Where a worker's CPU goes". py-spy names files relative to site-packages or the standard
+#: library; it does not see into C, so the functions that mostly call C are placed by what they call.
+PROFILE_STDLIB = ("asyncio/", "selectors.py", "_weakrefset.py", "typing.py", "enum.py", "collections/", "functools.py",
+                  "threading.py", "contextlib.py", "abc.py", "weakref.py", "logging/", "socket.py", "copy.py", "heapq.py",
+                  "<frozen", "queue.py", "dataclasses.py", "bisect.py", "struct.py", "inspect.py", "re/", "random.py")
+#: Functions whose own time is mostly a C call: the producer's produce, poll(0) and flush(0); the compiled features
+#: and state encoders (mypyc-compiled code has no Python frame of its own).
+PROFILE_C_CALLERS = {"Outputs._produce": "producer calls", "Outputs.poll": "producer calls",
+                     "ChangelogWriter.send": "producer calls", "Flusher.flush": "producer calls",
+                     "Flusher.deliver": "producer calls", "Flusher.write_tables": "producer calls",
+                     "FraudScorer.card_stage": "core", "FraudScorer.enrich_merchant": "core",
+                     "StateStore.flush": "tables + state"}
+PROFILE_ROWS = (("JSON codec", ("fraudstream/contracts.py",)),
+                ("tables + state", ("fraudstream/core/state.py", "fraudstream/core/maturity.py", "fraudstream/core/snapshot.py",
+                                    "fraudstream/stream/tables.py", "fraudstream/stream/maturity.py",
+                                    "fraudstream/stream/flushing.py", "faust/tables/", "faust/stores/")),
+                ("core", ("fraudstream/core/", "river/")),
+                ("metrics", ("fraudstream/stream/gauges.py", "fraudstream/stream/heap.py", "prometheus_client/",
+                             "socketserver.py", "http/")),
+                ("stage wiring", ("fraudstream/",)),
+                ("faust + aiokafka + asyncio, per message", ("faust/", "mode/", "aiokafka/", "kafka/")))
+
+
+_PY_SPY_FRAME = re.compile(r".* \(.+:\d+\)$")
+_PY_SPY_PROCESS = re.compile(r"process \d+:")
+
+
+def profile_row(stack: list[str]) -> str:
+    """The row of one sample, its frames ``name (file:line)`` from the outermost.
+
+    >>> profile_row(["run (asyncio/base_events.py:1)", "take (faust/streams.py:2)", "get (asyncio/queues.py:3)"])
+    'faust + aiokafka + asyncio, per message'
+    >>> profile_row(["Handle._run (asyncio/events.py:80)", "Outputs._produce (fraudstream/stream/outputs.py:108)"])
+    'producer calls'
+    >>> profile_row(["main (fraudstream/cli.py:1)", "Handle._run (asyncio/events.py:80)"])  # the loop itself
+    'faust + aiokafka + asyncio, per message'
+    """
+    frames = []
+    for frame in stack:
+        name, _, where = frame.rpartition(" (")
+        frames.append((name, where.rsplit(":", 1)[0]))
+    # From the event loop down: what called the loop (the CLI, mode's Worker) says nothing of the work.
+    cut = max((k for k, (name, _) in enumerate(frames) if name in ("Handle._run", "BaseEventLoop._run_once")), default=-1)
+    for name, path in reversed(frames[cut + 1:]):
+        if name in PROFILE_C_CALLERS:
+            return PROFILE_C_CALLERS[name]
+        if "to_bytes" in name or "from_bytes" in name:
+            return "tables + state"
+        row = next((row for row, marks in PROFILE_ROWS if path.startswith(marks)), None)
+        if row is not None:
+            return row
+        if not path.startswith(PROFILE_STDLIB) and path:
+            return "other"
+    return "faust + aiokafka + asyncio, per message"
 
 
 def profile_shares(path: Path) -> dict[str, float]:
-    """Share of the samples of a py-spy raw profile (``stack count`` lines) in each of `PROFILE_PLACES`."""
+    """Share of the samples of a py-spy raw profile (``frame;frame;... count`` lines) in each row (`profile_row`)."""
     counts: dict[str, int] = {}
     try:
         lines = path.read_text().splitlines()
@@ -802,9 +858,10 @@ def profile_shares(path: Path) -> dict[str, float]:
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit():
             continue
-        frame = stack.rsplit(";", 1)[-1]
-        place = next((name for name, marks in PROFILE_PLACES if any(m in frame for m in marks)), "other")
-        counts[place] = counts.get(place, 0) + int(n)
+        # With --threads (--subprocesses), py-spy starts a stack with "thread (id): name" ("process pid:..."): not frames.
+        frames = [f for f in stack.split(";") if _PY_SPY_FRAME.match(f) and not _PY_SPY_PROCESS.match(f)]
+        row = profile_row(frames)
+        counts[row] = counts.get(row, 0) + int(n)
     total = sum(counts.values()) or 1
     return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
 
