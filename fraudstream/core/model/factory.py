@@ -14,12 +14,14 @@ from river import compose, forest, linear_model, optim, preprocessing
 
 from fraudstream.core.model.linear import FastLogistic
 from fraudstream.core.model.squash import log_scale, squash  # earlier checkpoints' pickles name factory.squash
+from fraudstream.core.model.tails import LegitimateTails
 
 __all__ = ["make_model", "MODELS", "squash", "log_scale"]
 
 def _logistic() -> FastLogistic:
     return FastLogistic(compose.Pipeline(
         compose.FuncTransformer(squash),
+        LegitimateTails(),
         preprocessing.StandardScaler(),
         linear_model.LogisticRegression(optimizer=optim.SGD(0.005), l2=1e-4),  # README: how it was chosen
     ))

@@ -31,14 +31,16 @@ __all__ = ["FastLogistic"]
 
 
 class FastLogistic:
-    """``FuncTransformer(squash) | StandardScaler | LogisticRegression``, scored from folded weights."""
+    """``FuncTransformer(squash) | LegitimateTails | StandardScaler | LogisticRegression``, scored from folded weights
+    (earlier checkpoints: without ``LegitimateTails``)."""
 
     __slots__ = ("pipeline", "_terms", "_intercept", "_stale")
 
     # The default: a checkpoint written before __reduce__ is built empty, then given its pipeline (__setstate__).
     def __init__(self, pipeline: compose.Pipeline = None) -> None:  # type: ignore[assignment]
         self.pipeline = pipeline
-        self._terms: dict[str, tuple[float, float, float]] = {}  # feature -> (w / sd, mean, squash's log scale)
+        # feature -> (w / sd, mean, squash's log scale, its hinges: ((knot, w / sd, mean), ...))
+        self._terms: dict[str, tuple[float, float, float, tuple[tuple[float, float, float], ...]]] = {}
         self._intercept = 0.0
         self._stale = True
 
@@ -47,13 +49,22 @@ class FastLogistic:
         self._stale = True
 
     def _fold(self) -> None:
-        _, scaler, regression = self.pipeline.steps.values()
+        steps = list(self.pipeline.steps.values())
+        scaler, regression = steps[-2], steps[-1]
+        # LegitimateTails between squash and scaler (fraudstream.core.model.tails); absent in earlier checkpoints.
+        knots = steps[1].knots() if len(steps) == 4 else {}
         weights, means, variances = regression.weights, scaler.means, scaler.vars
-        terms = {}
-        for name, w in weights.items():
-            v = variances.get(name, 0.0)
+
+        def folded(name: str) -> tuple[float, float]:
+            w, v = weights.get(name, 0.0), variances.get(name, 0.0)
             # The scaler maps a feature of no variance to 0.0: it adds nothing, as a zero coefficient does.
-            terms[name] = (w / v**0.5 if v else 0.0, means.get(name, 0.0), log_scale(name))
+            return (w / v**0.5 if v else 0.0, means.get(name, 0.0))
+
+        terms: dict[str, tuple[float, float, float, tuple[tuple[float, float, float], ...]]] = {}
+        for name in {*weights, *knots}:
+            a, mean = folded(name)
+            hinges = tuple((knot, *folded(hinge)) for hinge, knot in knots.get(name, ()))
+            terms[name] = (a, mean, log_scale(name), hinges)
         self._terms = terms
         self._intercept = regression.intercept
         self._stale = False
@@ -68,12 +79,16 @@ class FastLogistic:
             term = terms.get(name)
             if term is None or value is None:
                 continue  # never learned (weight 0), or absent: squash drops it
-            a, mean, scale = term
+            a, mean, scale, hinges = term
             # A float, said so: compiled (fraudstream.core.native), the arithmetic is then native, not generic.
             v: float = value
             if scale and v > 0:
                 v = log1p(scale * v)
             z += a * (v - mean)
+            if hinges:  # how far beyond legitimate values it lies, on a log scale (LegitimateTails, on_log_scale)
+                h: float = v if scale else (log1p(v) if v > 0 else 0.0)
+                for knot, b, m in hinges:
+                    z += b * ((h - knot if h > knot else 0.0) - m)
         # river's sigmoid, clamps included.
         if z < -30:
             return 0.0
