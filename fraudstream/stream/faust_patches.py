@@ -11,6 +11,7 @@ Patched                                                faust behaviour it works 
 ``Consumer.perform_seek``                              reads stale read offsets; leaves never-committed partitions unsought
 ``Consumer.on_partitions_revoked``                     keeps committing a revoked partition's late acknowledgements
 ``Consumer._new_offset``                               commits past an unacknowledged head (off by one)
+``Consumer._add_gap``                                  counts the record after a gap into the gap (off by one)
 ``ThreadDelegateConsumer._seek``                       seeks from the main thread while the fetcher thread reads
 ``AIOKafkaConsumerThread._highwaters``                 trusts end offsets the embedded broker misreports (recovery)
 ``AIOKafkaConsumerThread._create_worker_consumer``     hard-codes a 1500 ms fetch wait, no setting
@@ -146,7 +147,7 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
         return
     guarded = set(topics)
     getmany, seek = Consumer.getmany, Consumer.seek
-    on_revoked, new_offset = Consumer.on_partitions_revoked, Consumer._new_offset
+    on_revoked, new_offset, add_gap = Consumer.on_partitions_revoked, Consumer._new_offset, Consumer._add_gap
 
     def positions(consumer: Any) -> _Positions:
         p = consumer.__dict__.get("_fraudstream_positions")
@@ -342,6 +343,14 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                         "thread", partition.topic, partition.partition, offset, SEEK_TIMEOUT_S)
             thread.seek(partition, offset)
 
+    async def guarded_add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        # faust notes a jump of its read offset as a gap that takes in the record after it too (offset_to + 1), so
+        # that record, once acknowledged, is counted twice and ends the run of offsets faust commits: under exactly
+        # once, at every transaction marker. Offsets stepped over as they should are made gaps by `skipped_as_gaps`,
+        # exactly; any other jump (offsets gone from the broker) is faust's to note.
+        if tp.topic not in guarded or _SKIPPED.end_of((tp.topic, tp.partition), offset_from) < offset_to:
+            await add_gap(self, tp, offset_from, offset_to)
+
     guarded_getmany._fraudstream_topics = guarded  # type: ignore[attr-defined]
     ThreadDelegateConsumer._seek = seek_in_consumer_thread  # type: ignore[method-assign]
     Consumer.getmany = guarded_getmany  # type: ignore[method-assign]
@@ -349,6 +358,7 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
     Consumer.perform_seek = guarded_perform_seek  # type: ignore[method-assign]
     Consumer.on_partitions_revoked = guarded_revoked  # type: ignore[method-assign]
     Consumer._new_offset = guarded_new_offset  # type: ignore[method-assign]
+    Consumer._add_gap = guarded_add_gap  # type: ignore[method-assign]
 
 
 def use_true_end_offsets(client: dict[str, Any], committed_only: bool = False) -> None:
@@ -535,7 +545,9 @@ def read_committed_records() -> None:
     produced in the transaction the restart aborted. Here a transactional batch is handed on only once the marker
     that ends its transaction (the producer's next control batch) is in the same fetch: left out if it says abort.
     A batch whose marker is not there yet (another producer's open transaction holds the stable offset before it)
-    and the ones after it are fetched again. On Apache Kafka this gives what the broker's list gives.
+    and the ones after it are fetched again. A commit marker of a later producer epoch does not commit them: their
+    transaction was abandoned (the embedded broker wrote no abort marker for it in a partition when the worker that
+    aborted it, restarting, was killed in the middle of that). On Apache Kafka this gives what the broker's list gives.
 
     The guarded topics' patches would take the offsets stepped over for holes (delivery module doc, 1 and 8), and
     faust notes them only once a later record of the partition reached it: they are noted here.
@@ -571,6 +583,8 @@ def read_committed_records() -> None:
                 ended = waiting.pop(producer, [])
                 if self._contains_abort_marker(batch):
                     aborted.update(ended)
+                else:  # a commit ends only its own epoch's transaction: older ones were abandoned, never committed
+                    aborted.update(j for j in ended if batches[j].producer_epoch < batch.producer_epoch)
             elif batch.is_transactional:
                 waiting.setdefault(producer, []).append(i)
         cut = min((i for ended in waiting.values() for i in ended), default=len(batches))
