@@ -111,6 +111,7 @@ class _Positions:
         self.waiting: dict[Any, tuple[int, float]] = {}  # head not acknowledged while later offsets are: since when
         self.behind: dict[Any, tuple[int, float]] = {}  # fetched past the next offset its agent waits for: since when
         self.gaps: dict[Any, int] = {}  # skipped offsets made faust's gaps up to here (exactly once)
+        self.unsought: set[Any] = set()  # records fetched before the seek to the committed offset: left out
 
     def forget(self, tp: Any) -> None:
         self.expected.pop(tp, None)
@@ -119,6 +120,7 @@ class _Positions:
         self.waiting.pop(tp, None)
         self.behind.pop(tp, None)
         self.gaps.pop(tp, None)
+        self.unsought.discard(tp)
 
 
 def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
@@ -129,7 +131,9 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
       records of the batch, and the partition is sought back to the expected offset: every message reaches its
       agent, in order.
     - After a rebalance, a partition without a committed offset is read from its beginning (the consumer's
-      ``auto.offset.reset`` is earliest), not from wherever the previous assignment had fetched to.
+      ``auto.offset.reset`` is earliest), not from wherever the previous assignment had fetched to. Records
+      fetched before that seek (faust resumes the partitions first) are left out: they would be processed, then read
+      again from the committed offset.
     - Nothing is committed while the first offset to commit is not acknowledged; if it still is not
       ``HEAD_WAIT_S`` after later offsets were (lost on its way to the agent, which faust can do around a
       rebalance), the partition is read again from it.
@@ -186,6 +190,12 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                 continue
             if tp in held:
                 continue
+            if tp not in pos.start:
+                # Assigned and not sought to its committed offset yet: faust resumes the stream partitions before
+                # it seeks them, so records fetched from wherever reading stood came in between; handed on, they
+                # were processed, then read again from the committed offset (twice, under exactly once too).
+                pos.unsought.add(tp)
+                continue
             nxt, offset = pos.expected.get(tp), message.offset
             if nxt is not None and offset > nxt:
                 nxt = _SKIPPED.end_of((tp.topic, tp.partition), nxt)  # a transaction's marker, say: not a hole
@@ -239,6 +249,11 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                 pos.expected[tp] = pos.start[tp] = _NEXT[(tp.topic, tp.partition)] = offset
                 _ASKED[(tp.topic, tp.partition)] = (offset, time.monotonic())
                 pos.seeks.pop(tp, None)
+        # Left out while the seek ran may be records fetched after it, from the committed offset: read them again,
+        # from the first not handed on (faust hands on its last read offset again: not from one before it).
+        for tp in [tp for tp in pos.unsought if tp in pos.start]:
+            pos.unsought.discard(tp)
+            await seek(self, tp, pos.expected.get(tp, pos.start[tp]))
 
     async def guarded_revoked(self: Any, revoked: Any) -> None:
         before = getattr(self.app, "fraudstream_before_revoke", None)
