@@ -451,4 +451,14 @@ def kill_when_busy(worker: Any, tap: TopicTap, rng: random.Random, n: int, progr
     return seen
 
 
+
+def kill_and_restart(start_worker: Callable[..., Any], settings: Settings, workers: list[Any], tap: TopicTap,
+                     rng: random.Random, n: int, progress: tuple[int, int], times: int, name: str,
+                     report: Callable[[], str] | None = None) -> None:
+    """``times`` over: SIGKILL the newest of ``workers`` mid-stream (:func:`kill_when_busy`), and start the next one,
+    ``{name}-{i}``, appended to ``workers``."""
+    for i in range(times):
+        kill_when_busy(workers[-1], tap, rng, n, progress, report=report)
+        workers.append(start_worker(settings, f"{name}-{i + 1}"))
+
 # --- tests ---------------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from .scenario import (
     assert_alerts_match,
     assert_all_scored_once_or_identically,
     assert_matches_reference,
+    kill_and_restart,
     kill_when_busy,
     missing_report,
     model_examples,
@@ -56,10 +57,8 @@ def test_sigkill_mid_stream_loses_and_changes_nothing(topics, start_worker, taps
     tap = taps(s, s.topic_scores)
     workers = [start_worker(s, "crash-0")]
     producer = PacedProducer(s, events, rate=220)
-    for i in range(3):
-        kill_when_busy(workers[-1], tap, rng, n, (250, 600),
-                       report=lambda: missing_report(s, tap, events[: producer.sent], workers))
-        workers.append(start_worker(s, f"crash-{i + 1}"))
+    kill_and_restart(start_worker, s, workers, tap, rng, n, (250, 600), 3, "crash",
+                     report=lambda: missing_report(s, tap, events[: producer.sent], workers))
     worker = workers[-1]
     wait_produced(producer, tap, report=lambda: missing_report(s, tap, events[: producer.sent], workers))
     wait_all_scored(s, tap, events, workers, "after 3 SIGKILLs")

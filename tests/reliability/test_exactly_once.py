@@ -29,7 +29,7 @@ from .scenario import (
     PacedProducer,
     aligned_events,
     assert_matches_reference,
-    kill_when_busy,
+    kill_and_restart,
     missing_report,
     reference,
     wait_all_scored,
@@ -85,10 +85,8 @@ def test_sigkill_mid_stream_gives_each_score_once(topics, start_worker, taps):
     tap = taps(s, s.topic_scores)  # progress only: it sees aborted transactions' records too
     workers = [start_worker(s, "eos-0")]
     producer = PacedProducer(s, events, rate=220)
-    for i in range(2):
-        kill_when_busy(workers[-1], tap, rng, n, (250, 500),
-                       report=lambda: missing_report(s, tap, events[: producer.sent], workers))
-        workers.append(start_worker(s, f"eos-{i + 1}"))
+    kill_and_restart(start_worker, s, workers, tap, rng, n, (250, 500), 2, "eos",
+                     report=lambda: missing_report(s, tap, events[: producer.sent], workers))
     wait_produced(producer, tap, report=lambda: missing_report(s, tap, events[: producer.sent], workers))
     wait_all_scored(s, tap, events, workers, "after 2 SIGKILLs")
     tap.settle(quiet=1.5)
