@@ -1,4 +1,4 @@
-"""A river logistic pipeline that scores without river's per-call machinery.
+"""A river logistic pipeline that scores without river's per-call machinery; two of them in one pass.
 
 river's ``Pipeline.predict_proba_one`` builds three dicts per call (the squashed features, the scaled ones, the
 probabilities) and walks the weights' ``VectorDict``: about 25 µs, a third of what an authorization costs. The
@@ -6,6 +6,17 @@ model changes only when it learns, a few percent of authorizations, so :class:`F
 the weights once per change (``a = w / sd``) and scores with one loop over the features: the same function,
 summed in another order, so equal to river's to far better than 1e-9. Learning is river's, untouched: river stays
 the learner, and the pipeline inside is what checkpoints hold.
+
+:class:`Blend` averages the probabilities of one or two of them (``OnlineModel``'s label streams, "separate") in
+the same single loop: the feature lookup, its log scale and its hinge value once, each model's sum apart. Each
+model's sum takes the same steps in the same order as its own :meth:`FastLogistic.proba_one`, so the blend is the
+average of their scores exactly, not to a tolerance. The folded terms are small compiled objects (mypyc:
+``fraudstream.core.native``) whose fields are native floats: the loop reads them without unboxing.
+
+Why one loop and not numpy over a batch: an authorization's features are a dict of 55 floats; turning a batch of
+them into a matrix costs about 2.5 µs an authorization (reading the values in the catalogue's order, then the
+array), more than this loop costs for both models, and a batch could only be scored at once between two model
+updates (the backtest learns every few dozen authorizations). Measured in issue 18's closing note.
 
 >>> from river import compose, linear_model, optim, preprocessing
 >>> from fraudstream.core.model.squash import squash
@@ -15,6 +26,8 @@ the learner, and the pipeline inside is what checkpoints hold.
 ...     model.learn_one({"amount": 900.0 if i % 2 else 10.0, "is_night": float(i % 3 == 0)}, bool(i % 2))
 >>> x = {"amount": 700.0, "is_night": 1.0}
 >>> abs(model.proba_one(x) - model.pipeline.predict_proba_one(x)[True]) < 1e-12
+True
+>>> Blend([model, model]).proba_one(x) == (model.proba_one(x) + model.proba_one(x)) / 2
 True
 """
 
@@ -27,20 +40,55 @@ from river import compose
 
 from fraudstream.core.model.squash import log_scale
 
-__all__ = ["FastLogistic"]
+__all__ = ["FastLogistic", "Blend"]
+
+
+class _Hinge:
+    """One hinge of a feature in one model: ``b · (max(0, h − knot) − mean)``, ``h`` the value on a log scale."""
+
+    __slots__ = ("knot", "b", "mean")
+
+    def __init__(self, knot: float, b: float, mean: float) -> None:
+        self.knot = knot
+        self.b = b
+        self.mean = mean
+
+
+class _Term:
+    """One feature's part of one model's sum: ``a · (v − mean)`` (``a = w / sd``), then its hinges."""
+
+    __slots__ = ("a", "mean", "hinges")
+
+    def __init__(self, a: float, mean: float, hinges: list[_Hinge]) -> None:
+        self.a = a
+        self.mean = mean
+        self.hinges = hinges
+
+
+class _Feature:
+    """One feature for the blend: squash's log scale, and its term in the first and the second model (None: never
+    learned there, weight 0)."""
+
+    __slots__ = ("scale", "first", "second", "hinged")
+
+    def __init__(self, scale: float, first: _Term | None, second: _Term | None) -> None:
+        self.scale = scale
+        self.first = first
+        self.second = second
+        self.hinged = bool((first is not None and first.hinges) or (second is not None and second.hinges))
 
 
 class FastLogistic:
     """``FuncTransformer(squash) | LegitimateTails | StandardScaler | LogisticRegression``, scored from folded weights
     (earlier checkpoints: without ``LegitimateTails``)."""
 
-    __slots__ = ("pipeline", "_terms", "_intercept", "_stale")
+    __slots__ = ("pipeline", "_terms", "_features", "_intercept", "_stale")
 
     # The default: a checkpoint written before __reduce__ is built empty, then given its pipeline (__setstate__).
     def __init__(self, pipeline: compose.Pipeline = None) -> None:  # type: ignore[assignment]
         self.pipeline = pipeline
-        # feature -> (w / sd, mean, squash's log scale, its hinges: ((knot, w / sd, mean), ...))
-        self._terms: dict[str, tuple[float, float, float, tuple[tuple[float, float, float], ...]]] = {}
+        self._terms: dict[str, _Term] = {}  # feature -> its term; a new dict at each fold (see Blend.fresh)
+        self._features: dict[str, _Feature] = {}  # the same, as a blend of this model alone scores them
         self._intercept = 0.0
         self._stale = True
 
@@ -48,7 +96,8 @@ class FastLogistic:
         self.pipeline.learn_one(x, y, w=w)
         self._stale = True
 
-    def _fold(self) -> None:
+    def fold(self) -> None:
+        """The folded terms, from the pipeline as it is now (done when scoring after a change)."""
         steps = list(self.pipeline.steps.values())
         scaler, regression = steps[-2], steps[-1]
         # LegitimateTails between squash and scaler (fraudstream.core.model.tails); absent in earlier checkpoints.
@@ -60,41 +109,24 @@ class FastLogistic:
             # The scaler maps a feature of no variance to 0.0: it adds nothing, as a zero coefficient does.
             return (w / v**0.5 if v else 0.0, means.get(name, 0.0))
 
-        terms: dict[str, tuple[float, float, float, tuple[tuple[float, float, float], ...]]] = {}
+        terms: dict[str, _Term] = {}
+        features: dict[str, _Feature] = {}
         for name in {*weights, *knots}:
             a, mean = folded(name)
-            hinges = tuple((knot, *folded(hinge)) for hinge, knot in knots.get(name, ()))
-            terms[name] = (a, mean, log_scale(name), hinges)
+            hinges = [_Hinge(knot, *folded(hinge)) for hinge, knot in knots.get(name, ())]
+            term = terms[name] = _Term(a, mean, hinges)
+            features[name] = _Feature(log_scale(name), term, None)
         self._terms = terms
+        self._features = features
         self._intercept = regression.intercept
         self._stale = False
 
     def proba_one(self, x: dict[str, Any]) -> float:
         """P(fraud): river's ``predict_proba_one(x)[True]`` for this pipeline."""
         if self._stale:
-            self._fold()
-        z = self._intercept
-        terms, log1p = self._terms, math.log1p
-        for name, value in x.items():
-            term = terms.get(name)
-            if term is None or value is None:
-                continue  # never learned (weight 0), or absent: squash drops it
-            a, mean, scale, hinges = term
-            # A float, said so: compiled (fraudstream.core.native), the arithmetic is then native, not generic.
-            v: float = value
-            if scale and v > 0:
-                v = log1p(scale * v)
-            z += a * (v - mean)
-            if hinges:  # how far beyond legitimate values it lies, on a log scale (LegitimateTails, on_log_scale)
-                h: float = v if scale else (log1p(v) if v > 0 else 0.0)
-                for knot, b, m in hinges:
-                    z += b * ((h - knot if h > knot else 0.0) - m)
-        # river's sigmoid, clamps included.
-        if z < -30:
-            return 0.0
-        if z > 30:
-            return 1.0
-        return 1 / (1 + math.exp(-z))
+            self.fold()
+        z, _ = _sums(self._features, x, self._intercept, 0.0)
+        return _sigmoid(z)
 
     def predict_proba_one(self, x: dict[str, Any]) -> dict[bool, float]:
         p = self.proba_one(x)
@@ -110,3 +142,90 @@ class FastLogistic:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["pipeline"])  # type: ignore[misc]  # a checkpoint written before __reduce__
+
+
+class Blend:
+    """The mean of the probabilities of ``models`` (one or two :class:`FastLogistic`, in this order), as
+    ``OnlineModel.score`` takes it: ``(0.0 + p1 + p2) / 2``, from one pass over the features.
+
+    It follows its models' learning: a model that learned is folded again at the next score, and the blend with it.
+    """
+
+    __slots__ = ("models", "_features", "_folds", "_intercepts")
+
+    def __init__(self, models: list[FastLogistic]) -> None:
+        if not 1 <= len(models) <= 2:
+            raise ValueError(f"a blend of one or two models, not {len(models)}")
+        self.models = models
+        self._features: dict[str, _Feature] = {}
+        self._folds: list[dict[str, _Term]] = []  # each model's terms the blend was built from
+        self._intercepts = (0.0, 0.0)
+
+    def fresh(self) -> bool:
+        """Whether the blend is built from its models' current folds (each fold makes a new terms dict)."""
+        if len(self._folds) != len(self.models):
+            return False
+        for model, terms in zip(self.models, self._folds, strict=True):
+            if model._stale or model._terms is not terms:
+                return False
+        return True
+
+    def _build(self) -> None:
+        for model in self.models:
+            if model._stale:
+                model.fold()
+        if len(self.models) == 1:
+            self._features = self.models[0]._features  # one model: its own features, as its proba_one scores them
+            self._intercepts = (self.models[0]._intercept, 0.0)
+        else:
+            first, second = self.models[0]._terms, self.models[1]._terms
+            self._features = {name: _Feature(log_scale(name), first.get(name), second.get(name)) for name in {*first, *second}}
+            self._intercepts = (self.models[0]._intercept, self.models[1]._intercept)
+        self._folds = [model._terms for model in self.models]
+
+    def proba_one(self, x: dict[str, Any]) -> float:
+        if not self.fresh():
+            self._build()
+        z1, z2 = _sums(self._features, x, self._intercepts[0], self._intercepts[1])
+        total = 0.0
+        total += _sigmoid(z1)
+        if len(self.models) == 2:
+            total += _sigmoid(z2)
+        return total / len(self.models)
+
+
+def _sums(features: dict[str, _Feature], x: dict[str, Any], z1: float, z2: float) -> tuple[float, float]:
+    """Each model's ``z`` from its intercept: per model, the steps :meth:`FastLogistic.proba_one` always took."""
+    log1p = math.log1p
+    for name, value in x.items():
+        feature = features.get(name)
+        if feature is None or value is None:
+            continue  # never learned (weight 0), or absent: squash drops it
+        # A float, said so: compiled (fraudstream.core.native), the arithmetic is then native, not generic.
+        v: float = value
+        scale = feature.scale
+        if scale and v > 0:
+            v = log1p(scale * v)
+        h = 0.0
+        if feature.hinged:  # how far beyond legitimate values it lies, on a log scale (LegitimateTails, on_log_scale)
+            h = v if scale else (log1p(v) if v > 0 else 0.0)
+        term = feature.first
+        if term is not None:
+            z1 += term.a * (v - term.mean)
+            for hinge in term.hinges:
+                z1 += hinge.b * ((h - hinge.knot if h > hinge.knot else 0.0) - hinge.mean)
+        term = feature.second
+        if term is not None:
+            z2 += term.a * (v - term.mean)
+            for hinge in term.hinges:
+                z2 += hinge.b * ((h - hinge.knot if h > hinge.knot else 0.0) - hinge.mean)
+    return z1, z2
+
+
+def _sigmoid(z: float) -> float:
+    """river's sigmoid, clamps included."""
+    if z < -30:
+        return 0.0
+    if z > 30:
+        return 1.0
+    return 1 / (1 + math.exp(-z))

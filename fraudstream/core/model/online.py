@@ -25,6 +25,7 @@ from typing import Any
 from river import stats
 
 from fraudstream.core.model.factory import make_model
+from fraudstream.core.model.linear import Blend, FastLogistic
 
 __all__ = ["OnlineModel", "TrainingExample", "FEEDBACK_SOURCES", "keep_legitimate", "Contribution", "cold_start_score"]
 
@@ -118,6 +119,17 @@ class OnlineModel:
         self.classes = {k: [0, 0] for k in self.models}
         self.examples = 0
         self.baseline: dict[str, stats.Mean] = {}
+        self._blend: tuple[int, Blend | None] | None = None  # (examples, the blend of the ready models): derived
+
+    # Checkpoints hold what learned; the blend is derived from it.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_blend", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._blend = None
 
     @property
     def version(self) -> str:
@@ -141,12 +153,29 @@ class OnlineModel:
 
     def score(self, features: Mapping[str, float]) -> float:
         x = features if isinstance(features, dict) else dict(features)
+        blend = self._ready_blend()
+        if blend is not None:
+            return blend.proba_one(x)  # the sum below, in one pass over the features
         total, n = 0.0, 0
         for key, model in self.models.items():
             if min(self.classes[key]) >= self.min_per_class:
                 total += model.predict_proba_one(x).get(True, 0.0)
                 n += 1
         return total / n if n else cold_start_score(x)
+
+    def _ready_blend(self) -> Blend | None:
+        """The ready models as one :class:`Blend` when they are all :class:`FastLogistic` (None: score each).
+        Which are ready changes only when one learns."""
+        cached = self._blend
+        if cached is not None and cached[0] == self.examples:
+            return cached[1]
+        ready = [model for key, model in self.models.items() if min(self.classes[key]) >= self.min_per_class]
+        blend = None if cached is None else cached[1]
+        if blend is None or len(blend.models) != len(ready) or any(a is not b for a, b in zip(blend.models, ready, strict=True)):
+            # Still the same models: the blend follows what they learned itself (Blend.fresh).
+            blend = Blend(ready) if ready and all(isinstance(m, FastLogistic) for m in ready) else None
+        self._blend = (self.examples, blend)
+        return blend
 
     @property
     def ready(self) -> bool:

@@ -1,13 +1,16 @@
-"""FastLogistic scores as river's own pipeline does, through learning, unseen and absent features, and pickling."""
+"""FastLogistic scores as river's own pipeline does, through learning, unseen and absent features, and pickling; a
+Blend of two, as the mean of theirs."""
 
 from __future__ import annotations
 
 import pickle
 import random
 
+import pytest
+
 from fraudstream.core.features.catalogue import FEATURE_NAMES
 from fraudstream.core.model.factory import make_model
-from fraudstream.core.model.linear import FastLogistic
+from fraudstream.core.model.linear import Blend, FastLogistic
 
 
 def random_features(rng: random.Random) -> dict[str, float | None]:
@@ -46,3 +49,31 @@ def test_a_checkpoint_holds_the_pipeline_and_scores_the_same_after_loading() -> 
     before = model.proba_one(x)
     loaded = pickle.loads(pickle.dumps(model))
     assert loaded.proba_one(x) == before and loaded.predict_proba_one(x) == {False: 1.0 - before, True: before}
+
+
+def test_a_blend_scores_the_mean_of_its_models_exactly_through_learning() -> None:
+    """Two models in one pass (OnlineModel's separate streams): each model's sum takes its own proba_one's steps, so
+    the blend is ``(0.0 + p1 + p2) / 2`` of their own scores exactly, and river's mean to 1e-9; one model alone is
+    its own score. A model that learns is folded again, and the blend with it."""
+    rng = random.Random(9)
+    first, second = make_model("logistic"), make_model("logistic")
+    both, alone = Blend([first, second]), Blend([second])
+    worst = 0.0
+    for i in range(600):
+        x = random_features(rng)
+        if i % 7 == 0:
+            x["seen_by_one_model_only"] = rng.random()
+        p1, p2 = first.proba_one(x), second.proba_one(x)
+        total = 0.0
+        total += p1
+        total += p2
+        assert both.proba_one(x) == total / 2
+        assert alone.proba_one(x) == p2
+        river = (first.pipeline.predict_proba_one(x)[True] + second.pipeline.predict_proba_one(x)[True]) / 2
+        worst = max(worst, abs(both.proba_one(x) - river))
+        # They learn apart (a feedback stream and a delayed one): sometimes one, sometimes the other.
+        if rng.random() < 0.3:
+            (first if rng.random() < 0.5 else second).learn_one(x, rng.random() < 0.3, w=rng.choice((1.0, 0.2)))
+    assert worst < 1e-9
+    with pytest.raises(ValueError):
+        Blend([])

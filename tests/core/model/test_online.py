@@ -116,6 +116,20 @@ def test_separate_streams_average_a_feedback_and_a_delayed_model() -> None:
     assert [separate.score(x) for x in PROBES] != [pooled.score(x) for x in PROBES]
 
 
+def test_the_ready_models_score_in_one_pass_exactly_as_each_alone() -> None:
+    """Scored in one pass over the features (linear.Blend): the same floats as each model's own score, averaged."""
+    m = trained("separate", seed=5)
+    rng = random.Random(5)
+    for i in range(300):
+        m.learn(example(rng, 3000 + i, i % 3 == 0, "analyst"))
+    for x in [*PROBES, {**PROBES[1], "unknown_feature": 3.0, "is_night": None}]:
+        total = 0.0
+        total += m.models["feedback"].predict_proba_one(x)[True]
+        total += m.models["delayed"].predict_proba_one(x)[True]
+        assert m.score(x) == total / 2
+    assert "_blend" not in m.__getstate__()  # derived: a checkpoint holds what learned
+
+
 def test_stream_of_each_source() -> None:
     assert FEEDBACK_SOURCES == {"analyst", "investigator"}
     m = OnlineModel("logistic", "separate")
