@@ -161,6 +161,10 @@ CATALOGUE: tuple[Feature, ...] = (
             "card testing floods one merchant with authorizations", "{value:.1f}× this merchant's usual daily volume",
             says="merchant volume"),
     *_mcc_group_features(),
+    # Appended 2026-12-07.
+    Feature("merchant_fraud_recency", "0.5 ^ (days since the newest authorization here later confirmed fraud / 7); 0 with none",
+            "30 days", "a terminal still compromised keeps getting fresh frauds; one whose compromise ended, only old ones",
+            "fresh confirmed fraud at this merchant (recency {value:.2f}: 1 today, 0.5 a week ago)", says="merchant fraud"),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in CATALOGUE)

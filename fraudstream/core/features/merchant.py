@@ -29,6 +29,8 @@ from fraudstream.core.features.windows import BucketRing
 __all__ = ["MerchantState", "merchant_features", "merchant_label", "MERCHANT_IDLE_MS"]
 
 MERCHANT_IDLE_MS: Final = 30 * DAY_MS
+#: Days for the weight of a confirmed fraud at a merchant to halve in ``merchant_fraud_recency``.
+FRAUD_RECENCY_HALF_LIFE_DAYS: Final = 7.0
 RECENT_CARDS: Final = 64
 _HEADER = struct.Struct("<qB")
 _COUNT, _SUM, _FRAUD = 0, 1, 2
@@ -124,6 +126,13 @@ def merchant_features(
         cpp = fraud / recent if recent else 0.0
     else:
         cpp = 0.0  # no card seen here was confirmed compromised
+    # How recent the newest confirmed fraud here is (by when it happened): a terminal still compromised keeps getting
+    # fresh ones, one whose compromise ended a fortnight ago only old ones, with the same 30-day rate.
+    recency = 0.0
+    if f30 > 0.5:
+        age = state.days.newest_age(ts, _FRAUD)
+        if age >= 0:
+            recency = 0.5 ** (age / FRAUD_RECENCY_HALF_LIFE_DAYS)
     return {
         "merchant_count_1d": c1, "merchant_amount_mean_1d": s1 / c1, "merchant_fraud_rate_1d": (0.0 if 0.0 > f1 else f1) / c1,
         "merchant_count_7d": c7, "merchant_amount_mean_7d": s7 / c7, "merchant_fraud_rate_7d": (0.0 if 0.0 > f7 else f7) / c7,
@@ -132,6 +141,7 @@ def merchant_features(
         # Against what came before this authorization (1 with no history).
         "merchant_amount_ratio_30d": amount * (c30 - 1.0) / (s30 - amount) if c30 > 1.0 and s30 > amount else 1.0,
         "merchant_count_vs_30d": 30.0 * c1 / c30,
+        "merchant_fraud_recency": recency,
     }
 
 

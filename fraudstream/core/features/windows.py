@@ -223,6 +223,26 @@ class BucketRing:
                     out[i] += data[base + i]
         return out
 
+    def newest_age(self, ts: int, field: int) -> int:
+        """Buckets from ``ts``'s bucket back to the newest one at or before it whose ``field`` holds more than 0.5
+        (an event count: a correction to 0 leaves at most rounding); -1 when no bucket in the ring does.
+
+        >>> days = BucketRing(n=30, width=86_400_000, fields=2)
+        >>> _ = days.add(3 * 86_400_000, (1.0, 1.0)); _ = days.add(9 * 86_400_000, (1.0, 0.0))
+        >>> days.newest_age(10 * 86_400_000, 1), days.newest_age(10 * 86_400_000, 0), days.newest_age(2 * 86_400_000, 1)
+        (7, 1, -1)
+        """
+        b = ts // self.width
+        data, size, used, f = self.data, self.n, self.used, self.fields
+        bucket = b if b < self.head else self.head
+        oldest = self.head - size + 1
+        while bucket >= oldest:
+            slot = bucket % size
+            if used >> slot & 1 and data[slot * f + field] > 0.5:
+                return b - bucket
+            bucket -= 1
+        return -1
+
     def _advance(self, b: int) -> None:
         data, f, size, sums, used = self.data, self.fields, self.n, self.sums, self.used
         old = self.head

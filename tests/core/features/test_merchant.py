@@ -233,6 +233,13 @@ class ReferenceMerchant:
                     before.remove(a.amount)  # what came before this authorization
                 mean = sum(before) / len(before) if before else 0.0
                 out["merchant_amount_ratio_30d"] = a.amount / mean if before and mean > 0 else 1.0
+                # The newest day (at or before this one) with a confirmed fraud, while the window holds any.
+                per_day: dict[int, int] = {}
+                for ts, d in self.labels[name]:
+                    if inside(ts):
+                        per_day[ts // width] = per_day.get(ts // width, 0) + d
+                newest = max((day for day, n in per_day.items() if n > 0), default=None)
+                out["merchant_fraud_recency"] = 0.5 ** ((b - newest) / 7) if fraud > 0 and newest is not None else 0.0
         out["merchant_count_vs_30d"] = 30 * out["merchant_count_1d"] / out["merchant_count_30d"]
         since = a.ts // MIN - 30 * 1440
         recent = [c for c, m in self.seen.items() if m > since]
@@ -247,7 +254,7 @@ def test_random_stream_matches_reference(seed: int) -> None:
     s, ref = MerchantState(), ReferenceMerchant(grace)
     clock = T0
     history: list[Authorization] = []
-    with_fraud = cpp = 0
+    with_fraud = cpp = recent_fraud = 0
     for i in range(300):
         r = rng.random()
         if r < 0.15:
@@ -263,13 +270,14 @@ def test_random_stream_matches_reference(seed: int) -> None:
         assert got == pytest.approx(want, rel=1e-9, abs=1e-9), a.tx_id
         with_fraud += got["merchant_fraud_rate_7d"] > 0
         cpp += got["merchant_cpp_share"] > 0
+        recent_fraud += 0 < got["merchant_fraud_recency"] < 1
         history.append(a)
         if rng.random() < 0.2:  # a label arrives about some earlier authorization
             old = rng.choice(history)
             delta = rng.choice((1, 1, 0, -1))
             merchant_label(s, old.card_id, old.ts, delta)
             ref.label(old.card_id, old.ts, delta)
-    assert with_fraud > 30 and cpp > 30  # the labels did reach the features
+    assert with_fraud > 30 and cpp > 30 and recent_fraud > 10  # the labels did reach the features
 
 
 # --- amounts in one currency ----------------------------------------------------------------
@@ -313,3 +321,22 @@ def test_an_unknown_currency_is_used_as_is_and_left_for_the_card_to_count() -> N
     merchant_features(s, auth("a", T0, 100.0), money=m)
     f = merchant_features(s, Authorization("b", "c2", "m1", 300.0, T0 + MIN, currency="XTS"), money=m)
     assert f["merchant_amount_mean_1d"] == 200.0 and m.unknown == {}  # counted once, by the card features
+
+
+def test_fraud_recency_halves_every_week_and_ends_with_the_window() -> None:
+    s = MerchantState()
+    merchant_features(s, auth("t0", T0, 10.0, card="c0"))
+    merchant_label(s, "c0", T0, +1)
+    recency = [merchant_features(s, auth(f"t{d}", T0 + d * DAY, 10.0))["merchant_fraud_recency"] for d in (0, 7, 14, 29, 30)]
+    assert recency == pytest.approx([1.0, 0.5, 0.25, 0.5 ** (29 / 7), 0.0])
+
+
+def test_fraud_recency_is_the_newest_fraud_and_forgets_a_contradicted_one() -> None:
+    s = MerchantState()
+    for d, card in ((0, "old"), (10, "new")):
+        merchant_features(s, auth(f"t{d}", T0 + d * DAY, 10.0, card=card))
+    merchant_label(s, "old", T0, +1)
+    merchant_label(s, "new", T0 + 10 * DAY, +1)
+    assert merchant_features(s, auth("a", T0 + 12 * DAY, 10.0), readonly=True)["merchant_fraud_recency"] == pytest.approx(0.5 ** (2 / 7))
+    merchant_label(s, "new", T0 + 10 * DAY, -1)  # the newer fraud was a mistake: the older one counts
+    assert merchant_features(s, auth("b", T0 + 12 * DAY, 10.0), readonly=True)["merchant_fraud_recency"] == pytest.approx(0.5 ** (12 / 7))
