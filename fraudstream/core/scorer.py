@@ -23,13 +23,14 @@ from fraudstream.core.features.money import Money
 from fraudstream.core.maturity import MaturityQueue, MemoryMaturityQueue, maturity_delays
 from fraudstream.core.model.online import FEEDBACK_SOURCES, OnlineModel, TrainingExample, keep_legitimate
 from fraudstream.core.reasons import say
-from fraudstream.core.rules import RuleSet, RuleStats
+from fraudstream.core.rules import RuleOutcome, RuleSet, RuleStats
 from fraudstream.core.snapshot import Snapshot
 from fraudstream.core.state import CardTransactions, StateStore
 
 __all__ = ["FraudScorer", "Scored", "CardStep", "LabelOutcome", "MerchantLabel", "DAY_MS", "blank_standing"]
 
 _EVENT_FIELDS = ("amount", "currency", "mcc", "country", "channel")
+_NO_RULES = RuleOutcome()  # what a rule set with no rule in force says of every authorization
 
 
 @dataclass(slots=True)
@@ -200,18 +201,19 @@ class FraudScorer:
         self.counts["late"] += late
         standing = self.standings.get(auth.card_id)
         score = self.model.score(feats)
-        outcome = self.rules.evaluate(_rule_fields(auth, feats) if self.rules.live else {})
+        rules = self.rules
+        outcome = rules.evaluate(_rule_fields(auth, feats)) if rules.live else _NO_RULES
         if outcome.score_delta:
             score = min(max(score + outcome.score_delta, 0.0), 1.0)
-        decision = self.policy(partition).decide(standing, auth.tx_id, auth.ts, score, tuple(outcome.alert_rules))
+        decision = self.policy(partition).decide(standing, auth.tx_id, auth.ts, score, outcome.alert_rules)
         self.standings.mark(auth.card_id)
-        for rule_id in (*outcome.active_hits, *outcome.shadow_hits):
+        hits = outcome.active_hits + outcome.shadow_hits
+        for rule_id in hits:
             # The snapshot keeps the hits until the label: nothing held per transaction here (see RuleStats).
             self.rule_stats.record_hit(rule_id, auth.tx_id, auth.ts, remember=False,
                                        alerted=decision.action != "none" and rule_id in outcome.alert_rules)
         reasons = self.reasons(feats, score, decision) if self.explain and decision.action != "none" else []
-        scored = Scored(auth, feats, score, self.model.version, decision, reasons, late=late,
-                        rule_hits=(*outcome.active_hits, *outcome.shadow_hits))
+        scored = Scored(auth, feats, score, self.model.version, decision, reasons, late, False, hits)
         self._snapshot(scored, decision_number)
         early = self.early_labels.pop(auth.tx_id, None)
         if early is not None:

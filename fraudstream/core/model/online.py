@@ -120,20 +120,27 @@ class OnlineModel:
         self.examples = 0
         self.baseline: dict[str, stats.Mean] = {}
         self._blend: tuple[int, Blend | None] | None = None  # (examples, the blend of the ready models): derived
+        self._version = (0, f"{name}-0")  # (examples, version): derived
 
-    # Checkpoints hold what learned; the blend is derived from it.
+    # Checkpoints hold what learned; the blend and the version are derived from it.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_blend", None)
+        state.pop("_version", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._blend = None
+        self._version = (self.examples, f"{self.name}-{self.examples}")
 
     @property
     def version(self) -> str:
-        return f"{self.name}-{self.examples}"
+        examples, version = self._version
+        if examples != self.examples:  # every score carries it: made once per example learned
+            version = f"{self.name}-{self.examples}"
+            self._version = (self.examples, version)
+        return version
 
     def _stream(self, source: str) -> str:
         if self.streams == "pooled":
