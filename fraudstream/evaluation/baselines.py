@@ -41,6 +41,7 @@ __all__ = [
     "baseline_features",
     "baseline_reports",
     "known_by_label",
+    "protocol_known_cards",
     "run_baselines",
 ]
 
@@ -259,6 +260,21 @@ def known_by_label(tx: Transactions, protocol: Protocol) -> dict[int, int]:
     cards, first = np.unique(tx.card[fraud], return_index=True)  # rows are in time order
     known_at = tx.ts[fraud[first]] + protocol.delay_days * DAY_MS
     return dict(zip(cards.tolist(), known_at.tolist(), strict=True))
+
+
+def protocol_known_cards(transactions: Any, test_start: DayLike = "2018-08-08") -> dict[Any, int]:
+    """Card id -> ms from which the Handbook protocol's test set counts it known compromised (:func:`known_by_label`).
+
+    To score any learner on the same test set as the batch baselines and the published figures: that set keeps the
+    cards a learner with faster labels already knows (a fraud counts as known only ``delay`` days after it happened).
+
+    >>> cols = {"card_id": ["a", "b"], "merchant_id": ["m", "m"], "amount": [1.0, 2.0], "is_fraud": [False, True],
+    ...         "ts": [_ms(dt.date(2018, 7, 26)), _ms(dt.date(2018, 7, 27))]}
+    >>> protocol_known_cards(cols) == {"b": _ms(dt.date(2018, 8, 3))}
+    True
+    """
+    tx = Transactions.of(transactions)
+    return {tx.cards[code].item(): at for code, at in known_by_label(tx, Protocol.ending(test_start)).items()}
 
 
 def baseline_reports(

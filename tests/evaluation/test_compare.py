@@ -19,6 +19,11 @@ def test_one_scenario_compares_fraudstream_the_reference_and_the_batch_baselines
     learners = [r.learner for r in result.week]
     assert learners[:2] == ["fraudstream", "reference learner (plain river LR)"]
     assert any(name.startswith("batch baseline: random forest") for name in learners)
+    # The online learners again, on the batch baselines' test set: it keeps cards their own labels made known.
+    protocol = {r.learner: r for r in result.week if r.learner.endswith(", protocol's test set")}
+    assert set(protocol) == {"fraudstream, protocol's test set", "reference learner (plain river LR), protocol's test set"}
+    own = {r.learner: r for r in result.week}
+    assert protocol["fraudstream, protocol's test set"].auc != own["fraudstream"].auc
     assert len(result.week_days) == 7 and result.authorizations == len(data.events)
     for row in result.whole:
         assert 0.5 < row.auc <= 1.0 and 0.0 < row.ap <= 1.0 and row.per_second > 0, row
