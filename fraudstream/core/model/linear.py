@@ -82,13 +82,14 @@ class FastLogistic:
     """``FuncTransformer(squash) | LegitimateTails | StandardScaler | LogisticRegression``, scored from folded weights
     (earlier checkpoints: without ``LegitimateTails``)."""
 
-    __slots__ = ("pipeline", "_terms", "_features", "_intercept", "_stale")
+    __slots__ = ("pipeline", "_terms", "_features", "_layout", "_intercept", "_stale")
 
     # The default: a checkpoint written before __reduce__ is built empty, then given its pipeline (__setstate__).
     def __init__(self, pipeline: compose.Pipeline = None) -> None:  # type: ignore[assignment]
         self.pipeline = pipeline
         self._terms: dict[str, _Term] = {}  # feature -> its term; a new dict at each fold (see Blend.fresh)
         self._features: dict[str, _Feature] = {}  # the same, as a blend of this model alone scores them
+        self._layout = _Layout()  # of the features scored last
         self._intercept = 0.0
         self._stale = True
 
@@ -118,6 +119,7 @@ class FastLogistic:
             features[name] = _Feature(log_scale(name), term, None)
         self._terms = terms
         self._features = features
+        self._layout = _Layout()
         self._intercept = regression.intercept
         self._stale = False
 
@@ -125,7 +127,7 @@ class FastLogistic:
         """P(fraud): river's ``predict_proba_one(x)[True]`` for this pipeline."""
         if self._stale:
             self.fold()
-        z, _ = _sums(self._features, x, self._intercept, 0.0)
+        z, _ = _sums(self._features, self._layout, x, self._intercept, 0.0)
         return _sigmoid(z)
 
     def predict_proba_one(self, x: dict[str, Any]) -> dict[bool, float]:
@@ -151,22 +153,25 @@ class Blend:
     It follows its models' learning: a model that learned is folded again at the next score, and the blend with it.
     """
 
-    __slots__ = ("models", "_features", "_folds", "_intercepts")
+    __slots__ = ("models", "_features", "_layout", "_folds", "_intercepts")
 
     def __init__(self, models: list[FastLogistic]) -> None:
         if not 1 <= len(models) <= 2:
             raise ValueError(f"a blend of one or two models, not {len(models)}")
         self.models = models
         self._features: dict[str, _Feature] = {}
+        self._layout = _Layout()
         self._folds: list[dict[str, _Term]] = []  # each model's terms the blend was built from
         self._intercepts = (0.0, 0.0)
 
     def fresh(self) -> bool:
         """Whether the blend is built from its models' current folds (each fold makes a new terms dict)."""
-        if len(self._folds) != len(self.models):
+        models, folds = self.models, self._folds
+        if len(folds) != len(models):
             return False
-        for model, terms in zip(self.models, self._folds, strict=True):
-            if model._stale or model._terms is not terms:
+        for i in range(len(models)):  # not zip: it would allocate, and this runs at every score
+            model = models[i]
+            if model._stale or model._terms is not folds[i]:
                 return False
         return True
 
@@ -181,12 +186,13 @@ class Blend:
             first, second = self.models[0]._terms, self.models[1]._terms
             self._features = {name: _Feature(log_scale(name), first.get(name), second.get(name)) for name in {*first, *second}}
             self._intercepts = (self.models[0]._intercept, self.models[1]._intercept)
+        self._layout = _Layout()
         self._folds = [model._terms for model in self.models]
 
     def proba_one(self, x: dict[str, Any]) -> float:
         if not self.fresh():
             self._build()
-        z1, z2 = _sums(self._features, x, self._intercepts[0], self._intercepts[1])
+        z1, z2 = _sums(self._features, self._layout, x, self._intercepts[0], self._intercepts[1])
         total = 0.0
         total += _sigmoid(z1)
         if len(self.models) == 2:
@@ -194,11 +200,38 @@ class Blend:
         return total / len(self.models)
 
 
-def _sums(features: dict[str, _Feature], x: dict[str, Any], z1: float, z2: float) -> tuple[float, float]:
+class _Layout:
+    """The names of the features scored last, in their order, each with its :class:`_Feature` (None: not learned).
+
+    Every authorization's features come in the same order, under the same name objects (the feature functions'
+    constants; orjson's key cache for decoded records): a name found at its place, the very same object, needs no
+    dict lookup. Any other name (another order, an equal string that is another object) is looked up, and takes
+    the place: one (name, feature) pair, stored in one step. Reset with every fold.
+    """
+
+    __slots__ = ("places",)
+
+    def __init__(self) -> None:
+        self.places: list[tuple[str, _Feature | None]] = []
+
+
+def _sums(features: dict[str, _Feature], layout: _Layout, x: dict[str, Any], z1: float, z2: float) -> tuple[float, float]:
     """Each model's ``z`` from its intercept: per model, the steps :meth:`FastLogistic.proba_one` always took."""
     log1p = math.log1p
+    places = layout.places
+    known = len(places)
+    i = 0
     for name, value in x.items():
-        feature = features.get(name)
+        if i < known and places[i][0] is name:
+            feature = places[i][1]
+        else:
+            feature = features.get(name)
+            if i < known:
+                places[i] = (name, feature)
+            else:
+                places.append((name, feature))
+                known += 1
+        i += 1
         if feature is None or value is None:
             continue  # never learned (weight 0), or absent: squash drops it
         # A float, said so: compiled (fraudstream.core.native), the arithmetic is then native, not generic.

@@ -77,3 +77,24 @@ def test_a_blend_scores_the_mean_of_its_models_exactly_through_learning() -> Non
     assert worst < 1e-9
     with pytest.raises(ValueError):
         Blend([])
+
+
+def test_features_in_another_order_or_under_other_name_objects_score_the_same() -> None:
+    """The blend knows each feature by its place in the last dict scored (linear._Layout): a dict in another order,
+    with names missing, or under equal names that are other string objects, is looked up again."""
+    rng = random.Random(10)
+    model = make_model("logistic")
+    for _ in range(300):
+        x = random_features(rng)
+        model.learn_one(x, rng.random() < 0.3)
+    x = {k: v for k, v in random_features(rng).items() if v is not None}
+    expected = model.pipeline.predict_proba_one(x)[True]
+    shuffled = list(x.items())
+    rng.shuffle(shuffled)
+    copies = {"".join(list(k)): v for k, v in x.items()}  # equal names, other objects
+    assert all(a is not b for a, b in zip(copies, x, strict=True))
+    for variant in (x, dict(shuffled), dict(shuffled[5:]), copies, x):
+        want = model.pipeline.predict_proba_one(variant)[True]
+        assert abs(model.proba_one(variant) - want) < 1e-12
+    assert model.proba_one(x) == model.proba_one(dict(x))
+    assert abs(model.proba_one(x) - expected) < 1e-12
