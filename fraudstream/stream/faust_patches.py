@@ -6,7 +6,8 @@ Each works around one faust behaviour; the long stories are in the docstrings be
 =====================================================  ==============================================================
 Patched                                                faust behaviour it works around
 =====================================================  ==============================================================
-``Consumer.getmany``                                   hands agents records past offsets it skipped after a rebalance
+``Consumer.getmany``                                   hands agents records past offsets it skipped after a rebalance,
+                                                      and its last read offset again after a seek
 ``Consumer.seek``                                      forgets where a sought partition must resume (for getmany)
 ``Consumer.perform_seek``                              reads stale read offsets; leaves never-committed partitions unsought
 ``Consumer.on_partitions_revoked``                     keeps committing a revoked partition's late acknowledgements
@@ -129,7 +130,8 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
 
     - A record past the next expected offset of its partition is held back, with the rest of that partition's
       records of the batch, and the partition is sought back to the expected offset: every message reaches its
-      agent, in order.
+      agent, in order. A record before it was handed on already since the last seek, and is left out: every
+      message reaches its agent once.
     - After a rebalance, a partition without a committed offset is read from its beginning (the consumer's
       ``auto.offset.reset`` is earliest), not from wherever the previous assignment had fetched to. Records
       fetched before that seek (faust resumes the partitions first) are left out: they would be processed, then read
@@ -197,6 +199,13 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                 pos.unsought.add(tp)
                 continue
             nxt, offset = pos.expected.get(tp), message.offset
+            if nxt is not None and offset < nxt:
+                # Handed on since its partition was last sought: records fetched just before a seek, still on their
+                # way through faust's getmany, went on after it, then the same offsets came again from the seek.
+                # faust drops what it has read but hands on its last read offset again (offset >= read offset):
+                # that record reached its agent twice, and the score stage answers a copy again (two committed
+                # scores of one authorization under exactly once).
+                continue
             if nxt is not None and offset > nxt:
                 nxt = _SKIPPED.end_of((tp.topic, tp.partition), nxt)  # a transaction's marker, say: not a hole
             if nxt is not None and offset > nxt:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import faust
 import pytest
+from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
 from fraudstream.stream import delivery
@@ -54,6 +55,56 @@ def test_other_topics_keep_faust_rules(consumer: faust.types.ConsumerT) -> None:
     tp = TP("test-delivery-cards-changelog", 0)  # compacted: offsets legitimately jump
     acknowledged(consumer, tp, list(range(957, 964)))
     assert consumer._new_offset(tp) == 964
+
+
+def test_records_fetched_before_a_seek_and_again_after_it_reach_the_agent_once(
+        consumer: faust.types.ConsumerT, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A restart: records of partition 0 fetched before the seek to its committed offset (458) are left out, and it is
+    # sought there again; records fetched from 458 just before that seek were still on their way through faust's
+    # getmany, so they are handed on after it, and the same offsets come again, fetched from the seek. faust hands on
+    # a record at its last read offset again (offset >= read offset): 473 reached the score stage twice, which answers
+    # a copy again, and both scores were committed under exactly once (tests/reliability/test_exactly_once.py).
+    tp, seeks = TP(TOPIC, 0), []
+    fetched: list[dict[TP, list[ConsumerRecord]]] = []
+
+    async def wait_next_records(timeout: float) -> tuple[dict[TP, list[ConsumerRecord]], None]:
+        return fetched.pop(0), None
+
+    async def seek_to_committed() -> dict[TP, int]:
+        return {tp: 458}
+
+    async def seek(partition: TP, offset: int) -> None:
+        seeks.append(offset)
+
+    monkeypatch.setattr(consumer, "_wait_next_records", wait_next_records)
+    monkeypatch.setattr(consumer, "seek_to_committed", seek_to_committed)
+    monkeypatch.setattr(consumer, "_seek", seek)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 474)
+    for shared in (delivery._NEXT, delivery._ASKED):  # set by the seek to the committed offset: undone after the test
+        monkeypatch.setitem(shared, (TOPIC, 0), None)
+
+    def records(first: int, end: int) -> dict[TP, list[ConsumerRecord]]:
+        return {tp: [ConsumerRecord(TOPIC, 0, o, 0, 0, b"c1", b"{}", None, 2, 2, ()) for o in range(first, end)]}
+
+    async def handed_on() -> list[int]:
+        """What faust's `_drain_messages` hands its agents of one fetch: each offset at or past its read offset."""
+        got = []
+        async for tp_, message in consumer.getmany(timeout=0.0):
+            read = consumer._read_offset.get(tp_)
+            if read is None or message.offset >= read:
+                got.append(message.offset)
+                consumer._read_offset[tp_] = message.offset
+        return got
+
+    async def restart() -> list[list[int]]:
+        fetched.extend([records(458, 462), records(458, 474), records(458, 474)])
+        before = await handed_on()  # fetched before the seek to the committed offset: left out
+        await consumer.perform_seek()
+        return [before, await handed_on(), await handed_on()]
+
+    assert asyncio.run(restart()) == [[], list(range(458, 474)), []]
+    assert seeks == [458]
 
 
 class Event:
