@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, Protocol, TypeVar
 
+from fraudstream.contracts import decode, encode
 from fraudstream.core.features.card import DAY_MS
 
 __all__ = ["StateStore", "Persistent", "CardTransactions"]
@@ -184,15 +185,15 @@ class CardTransactions:
     def _load(self, card_id: str) -> list[tuple[int, str]]:
         entries = self.live.get(card_id)
         if entries is None:
-            from fraudstream.contracts import decode
-
             raw = self.durable.get(card_id)
             entries = [] if raw is None else [(int(ts), str(tx)) for ts, tx in decode(raw)]
             self.live[card_id] = entries
         return entries
 
     def add(self, card_id: str, ts: int, tx_id: str) -> None:
-        entries = self._load(card_id)
+        entries = self.live.get(card_id)  # (once per authorization: the live list without a call)
+        if entries is None:
+            entries = self._load(card_id)
         entries.append((ts, tx_id))
         # Pruned in bulk, not per event: the oldest entries go once past the horizon or the cap.
         if len(entries) > self.cap or entries[0][0] < ts - 2 * self.horizon_ms:
@@ -204,8 +205,6 @@ class CardTransactions:
         return [e for e in self._load(card_id) if e[0] >= ts]
 
     def flush(self) -> int:
-        from fraudstream.contracts import encode
-
         for card_id in self.dirty:
             self.durable[card_id] = encode(self.live[card_id], keep=True)
         n = len(self.dirty)
