@@ -169,6 +169,10 @@ class FraudScorer:
 
     def card_stage(self, auth: Authorization) -> CardStep:
         """The card half of the features, where the card's authorizations arrive in order."""
+        return CardStep(*self._card_half(auth))
+
+    def _card_half(self, auth: Authorization) -> tuple[dict[str, float], bool, bool]:
+        """:meth:`card_stage`'s features, late and duplicate (:meth:`process` needs no record of them)."""
         card = self.cards.get(auth.card_id)
         duplicate = card.seen_tx(auth.tx_id)
         feats = card_features(card, auth, self.settings.grace_ms, self.settings.timezone_offset_h, readonly=duplicate,
@@ -178,7 +182,7 @@ class FraudScorer:
         if not duplicate:
             card.note_tx(auth.tx_id)
             self.cards.mark(auth.card_id)
-        return CardStep(feats, late, duplicate)
+        return feats, late, duplicate
 
     def enrich_merchant(self, auth: Authorization, duplicate: bool = False) -> dict[str, float]:
         """The merchant half, where the merchant's authorizations arrive."""
@@ -205,7 +209,8 @@ class FraudScorer:
         outcome = rules.evaluate(_rule_fields(auth, feats)) if rules.live else _NO_RULES
         if outcome.score_delta:
             score = min(max(score + outcome.score_delta, 0.0), 1.0)
-        decision = self.policy(partition).decide(standing, auth.tx_id, auth.ts, score, outcome.alert_rules)
+        policy = self.policies.get(partition) or self.policy(partition)
+        decision = policy.decide(standing, auth.tx_id, auth.ts, score, outcome.alert_rules)
         self.standings.mark(auth.card_id)
         hits = outcome.active_hits + outcome.shadow_hits
         for rule_id in hits:
@@ -223,10 +228,9 @@ class FraudScorer:
 
     def process(self, auth: Authorization, partition: int = 0) -> Scored:
         """All three stages in one place, for the backtest and tests: the worker's path, without Kafka."""
-        step = self.card_stage(auth)
-        feats = step.features
-        feats.update(self.enrich_merchant(auth, step.duplicate))
-        return self.score(auth, feats, step.late, partition)
+        feats, late, duplicate = self._card_half(auth)
+        feats.update(self.enrich_merchant(auth, duplicate))
+        return self.score(auth, feats, late, partition)
 
     def reasons(self, feats: dict[str, float], score: float, decision: Decision) -> list[str]:
         """Why, in an operator's words: the model's top contributions, then the rules."""
