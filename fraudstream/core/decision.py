@@ -26,7 +26,8 @@ from fraudstream.core.features.card import HOUR_MS, NO_TIME
 __all__ = ["AdaptiveThreshold", "CardStanding", "Decision", "DecisionPolicy", "ACTIONS"]
 
 ACTIONS = ("none", "alert", "update", "block")
-_BINS = 1000
+_BINS: Final = 1000
+_NO_SCORES = array("I", bytes(4 * _BINS))  # an hour of the histogram with no score in it
 
 
 class AdaptiveThreshold:
@@ -55,10 +56,14 @@ class AdaptiveThreshold:
             hist, total = self.hist, self.total
             for h in range(max(self.head + 1, hour - 23), hour + 1):
                 base = (h % 24) * _BINS
-                for b in range(_BINS):
-                    if hist[base + b]:
-                        total[b] -= hist[base + b]
-                        hist[base + b] = 0
+                # The hour leaving the day, as a list (one conversion in C, then native ints, not one Python int
+                # per bin from the array), then zeroed in one copy.
+                b = 0
+                for n in hist[base : base + _BINS].tolist():
+                    if n:
+                        total[b] -= n
+                    b += 1
+                hist[base : base + _BINS] = _NO_SCORES
             self.head = hour
             self._stale = 1 << 30
         elif hour <= self.head - 24:
@@ -81,7 +86,7 @@ class AdaptiveThreshold:
     def _scan(self) -> float:
         hours = min(24, self.head - self.first + 1)
         remaining = self.budget_per_day * hours / 24
-        total = self.total
+        total: list[int] = self.total.tolist()  # native ints below, not one Python int per bin from the array
         for b in range(_BINS - 1, -1, -1):
             remaining -= total[b]
             if remaining <= 0:
