@@ -259,6 +259,9 @@ class DecisionPolicy:
         self.cooldown_ms = cooldown_ms
         self.warmup = warmup
         self.threshold = AdaptiveThreshold(budget_per_day, floor, ceiling, warmup)
+        # Most authorizations get "none" at a threshold that moves every 64 scores at most: one shared, read-only
+        # Decision while it stands (an object less per authorization to allocate and for the collector to walk).
+        self._quiet = Decision("none", ceiling, None, ())
 
     def decide(self, card: CardStanding, tx_id: str, ts: int, score: float, alert_rules: tuple[str, ...] = ()) -> Decision:
         threshold = self.threshold.value(ts)
@@ -268,7 +271,10 @@ class DecisionPolicy:
             return Decision("block", threshold, alert_id_for(tx_id), alert_rules)
         self.threshold.observe(ts, score)
         if score < threshold and not alert_rules:
-            return Decision("none", threshold, None, alert_rules)
+            quiet = self._quiet
+            if quiet.threshold != threshold:
+                quiet = self._quiet = Decision("none", threshold, None, ())
+            return quiet
         if card.open_alert_id is not None and ts < card.open_alert_until:
             return Decision("update", threshold, card.open_alert_id, alert_rules)
         alert_id = alert_id_for(tx_id)
