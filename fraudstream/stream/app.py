@@ -356,6 +356,12 @@ class FraudApp:
             self.metrics.held.set(0)
             self.score.forget()
 
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust's stubs want (sender, *args, signal=)
+        async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+            # Every merchant stage of the group forgot its orders (`on_revoked`) before this assignment was handed
+            # out: announce every card partition's progress again, even what did not change (`announce_again`).
+            self.intake.announce_again()
+
     def _define_timers(self) -> None:
         app = self.app
 

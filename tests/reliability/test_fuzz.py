@@ -372,8 +372,7 @@ def run_merchant(app: Any, events: list[Event]) -> None:
     """The events, then every card partition announced idle on every merchant partition, as intake does when it
     has nothing more: everything the merchant stage holds for event-time order is released in the same batch."""
     n, topic = app.settings.partitions, app.settings.topic_by_merchant
-    idle = [Event(Msg(topic, p, next(_offsets), None, orjson.dumps({"source": source, "idle": True})))
-            for p in range(n) for source in range(n)]
+    idle = [Event(Msg(topic, p, next(_offsets), None, orjson.dumps({"idle": list(range(n))}))) for p in range(n)]
     app.merchant.batch(events + idle)
     app.merchant.commit()
 

@@ -66,7 +66,7 @@ def test_a_simulated_day_replays_exactly_as_live(broker, tmp_path):
         schema = json.loads((Path(__file__).parents[2] / "topics" / f"{name}.json").read_text())["value_schema"]
         records = read_topic(s, topic, idle=2.0)
         assert len(records) >= len(events)
-        kinds = {("mark" in v, "idle" in v, "auth" in v) for _, v in records}
+        kinds = {("marks" in v, "idle" in v, "auth" in v) for _, v in records}
         if topic == s.topic_by_merchant:
             assert (True, False, False) in kinds and (False, False, True) in kinds  # progress marks and authorizations
         validator = jsonschema.Draft202012Validator(schema)

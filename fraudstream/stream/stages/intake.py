@@ -2,8 +2,10 @@
 
 Here a card's authorizations arrive in order (fraud.authorizations is keyed by card). Each goes on to
 fraud.authorizations-by-merchant with its card features; after each batch, every merchant partition is told how
-far each card partition of the batch has got, so the merchant stage can keep event-time order
-(``fraudstream.core.features.ordering.EventTimeOrder``).
+far the card partitions of the batch have got, and, by a timer, which have gone quiet, so the merchant stage can
+keep event-time order (``fraudstream.core.features.ordering.EventTimeOrder``). Only what changed is said, in one
+record per merchant partition: every record there costs the broker (the embedded one keeps them all), and an
+idle worker would otherwise repeat itself at every tick of its idle timer (see :meth:`IntakeStage.announce_again`).
 
 Crash safety: outputs first, then state. The card's state is written (by :meth:`IntakeStage.commit`, once the
 batch's outputs are on the broker) tagged with the offset of the newest authorization it includes; a redelivered
@@ -28,8 +30,14 @@ authorization at or before that offset is skipped, its output exists.
 >>> intake.batch([Message(s.topic_authorizations, 1, 40, b"c1", auth), Message(s.topic_authorizations, 1, 41, b"c1", b"?")])
 >>> [(topic.split(".")[-1], key, partition) for topic, key, partition in out]
 [('authorizations-by-merchant', b'm1', None), ('dead-letter', None, None), ('authorizations-by-merchant', None, 0), ('authorizations-by-merchant', None, 1)]
->>> intake.card_offset("c1"), intake.source_marks
-(40, {1: 1700000000000})
+>>> intake.card_offset("c1"), intake.source_marks, intake.announced
+(40, {1: 1700000000000}, {1: 1700000000000})
+
+Card partition 1's progress went to both merchant partitions; a batch that does not move it on says no more:
+
+>>> del out[:]; intake.batch([Message(s.topic_authorizations, 1, 42, b"c1", auth.replace(b"t1", b"t2"))])
+>>> [(topic.split(".")[-1], key, partition) for topic, key, partition in out]
+[('authorizations-by-merchant', b'm1', None)]
 """
 
 from __future__ import annotations
@@ -43,7 +51,11 @@ from fraudstream.core.scorer import FraudScorer
 from fraudstream.metrics import Metrics
 from fraudstream.stream.stages.base import DeadLetters, Sink, Stage, arrival_ms
 
-__all__ = ["IntakeStage"]
+__all__ = ["ANNOUNCE_AGAIN_S", "IntakeStage"]
+
+#: What was announced is announced again this often (wall clock), changed or not: a safety net only (see
+#: `IntakeStage.announce_again`). An idle worker then writes a record per merchant partition this often, not 4 a second.
+ANNOUNCE_AGAIN_S = 30.0
 
 
 class IntakeStage(Stage):
@@ -64,18 +76,30 @@ class IntakeStage(Stage):
         # Event-time order at the merchant stage: what intake has handed on per card partition.
         self.source_marks: dict[int, int] = {}
         self.source_seen: dict[int, float] = {}  # card partition -> wall clock of its last authorization
+        # What every merchant partition was last told of each card partition: its mark, or None (idle). Only a
+        # change is announced; `announce_again` forgets it all, so that everything is announced afresh.
+        self.announced: dict[int, int | None] = {}
+        self.announced_since = time.monotonic()
         self._batch_sources: set[int] = set()
 
     def batch(self, messages: list[Any]) -> None:
         """Validate, then the card's features: here the card's authorizations arrive in order. Then tell every
-        merchant partition how far each card partition of the batch has got (see `EventTimeOrder`)."""
+        merchant partition how far the card partitions of the batch have got (see `EventTimeOrder`): those whose
+        mark is not what was last announced (it advanced, or the partition was announced idle, or nothing was
+        announced since `announce_again`)."""
         self.metrics.consumed.inc(len(messages))
         self._batch_sources = set()
         self.each(messages, self._one)
         now = time.monotonic()
-        for source in self._batch_sources:
+        marks = []
+        for source in sorted(self._batch_sources):
             self.source_seen[source] = now
-            self.broadcast({"source": source, "mark": self.source_marks[source]})
+            mark = self.source_marks[source]
+            if self.announced.get(source) != mark:
+                marks.append([source, mark])
+                self.announced[source] = mark
+        if marks:
+            self.broadcast({"marks": marks})
         self.outputs.poll()
 
     def broadcast(self, record: dict[str, Any]) -> None:
@@ -85,7 +109,9 @@ class IntakeStage(Stage):
             self.outputs.produce(self.settings.topic_by_merchant, value, partition=partition)
 
     def announce_idle(self, consumer: Any) -> None:
-        """Card partitions of this worker that are caught up and quiet: merchant partitions stop waiting for them.
+        """Card partitions of this worker that are caught up and quiet (for ``source_idle_s``), announced once, when
+        they become so: merchant partitions stop waiting for them. Called often (a timer), so a quiet partition
+        releases what waits for it ``source_idle_s`` after its last authorization, give or take a tick.
         ``consumer``: faust's, for the partitions assigned, their high-water marks and its read offsets."""
         topic = self.settings.topic_authorizations
         try:
@@ -93,17 +119,43 @@ class IntakeStage(Stage):
         except Exception:  # not yet started
             return
         now, quiet = time.monotonic(), self.settings.source_idle_s
+        if now - self.announced_since >= ANNOUNCE_AGAIN_S:
+            self.announce_again()
+        idle = []
         for tp in assignment:
             if tp.topic != topic or now - self.source_seen.get(tp.partition, 0.0) < quiet:
                 continue
+            if tp.partition in self.announced and self.announced[tp.partition] is None:
+                continue  # announced idle already, and nothing came since
             hw = consumer.highwater(tp)
             # Where reading resumes: after the last authorization handled here, or, for a partition this worker has
             # handled nothing of since it was assigned, faust's read offset (its committed offset after the seek).
             done = max(self.positions.get((topic, tp.partition), -1) + 1, consumer._read_offset.get(tp) or 0)
             if hw is None or done < hw:
                 continue  # behind, or not fetched yet: it is not idle, it is late
-            self.broadcast({"source": tp.partition, "idle": True})
+            idle.append(tp.partition)
+            self.announced[tp.partition] = None
+        if idle:
+            self.broadcast({"idle": sorted(idle)})
         self.outputs.poll()
+
+    def announce_again(self) -> None:
+        """Forget what was announced: each card partition's progress goes to every merchant partition again, with
+        its next batch, or at the next `announce_idle` if it is idle.
+
+        Only changes are announced, but a merchant stage that forgets its orders (``MerchantStage.forget``, at a
+        rebalance) or starts afresh (a restarted worker) must hear from every card partition again before it
+        releases anything; what it heard before lies behind the offsets committed. The worker calls this when it
+        is assigned partitions (``fraudstream.stream.app``): under faust's eager rebalancing every member's
+        partitions are all revoked (each merchant stage forgets) before the new assignment is handed to any member,
+        and a restarted worker joins its group, a rebalance too, so what is announced after an assignment reaches
+        every merchant stage after it forgot. `announce_idle` also calls it every ``ANNOUNCE_AGAIN_S`` as a safety
+        net for whatever that misses (a revoked partition's late acknowledgements committed past an announcement,
+        static group membership, where a restart is no rebalance): held authorizations would otherwise wait for a
+        quiet card partition for good; this bounds the wait, at one record per merchant partition that often.
+        """
+        self.announced.clear()
+        self.announced_since = time.monotonic()
 
     def commit(self) -> None:
         """After the batch's outputs are on the broker: the cards' state, tagged with the offsets it includes."""

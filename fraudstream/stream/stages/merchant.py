@@ -28,7 +28,7 @@ from fraudstream.metrics import Metrics
 from fraudstream.stream.delivery import hold
 from fraudstream.stream.stages.base import DeadLetters, Sink, Stage
 
-__all__ = ["MerchantStage"]
+__all__ = ["MerchantStage", "card_progress"]
 
 
 class MerchantStage(Stage):
@@ -75,11 +75,12 @@ class MerchantStage(Stage):
         if order is None:
             order = self.orders[msg.partition] = EventTimeOrder(self.settings.partitions)
         touched.add(msg.partition)
-        if "source" in d:
-            if d.get("idle"):
-                order.go_idle(d["source"])
-            else:
-                order.advance(d["source"], d["mark"])
+        if "auth" not in d:  # card partitions' progress (`IntakeStage`): only what changed since it last said
+            marks, idle = card_progress(d, self.settings.partitions)
+            for source, mark in marks:
+                order.advance(source, mark)
+            for source in idle:
+                order.go_idle(source)
             return
         a = d["auth"]
         # Copies re-sent by a restarted intake share their source offset; a redelivery by the platform does not.
@@ -165,6 +166,36 @@ class MerchantStage(Stage):
         self.scorer.apply_merchant_label(MerchantLabel(d["merchant_id"], d["card_id"], d["tx_ts"], d["fraud_delta"], d["ts"]))
 
     def forget(self) -> None:
-        """Partitions revoked: what they held comes again to their next owner; tags read back from the tables."""
+        """Partitions revoked: what they held comes again to their next owner; tags read back from the tables.
+        Every card partition's progress is announced afresh after the rebalance (``IntakeStage.announce_again``)."""
         self.applied.clear()
         self.orders.clear()
+
+
+def card_progress(d: dict[str, Any], sources: int) -> tuple[list[tuple[int, int]], list[int]]:
+    """A progress record's card partitions that moved on (``marks``: partition, newest ts) and went ``idle``.
+
+    Anything else raises ValueError (the record is dead-lettered): a card partition that is not one would count
+    as one heard from, and release what waits for the real ones.
+
+    >>> card_progress({"marks": [[0, 1700000000000]]}, 2), card_progress({"idle": [1]}, 2)
+    (([(0, 1700000000000)], []), ([], [1]))
+    >>> card_progress({"source": 1, "idle": True}, 2)  # as earlier versions wrote it, one card partition a record
+    ([], [1])
+    >>> card_progress({"features": {}}, 2)
+    Traceback (most recent call last):
+    ValueError: not a progress record: ['features']
+    """
+    if set(d) == {"source", "mark"}:  # earlier versions' forms (still in the topic at an upgrade)
+        d = {"marks": [[d["source"], d["mark"]]]}
+    elif set(d) == {"source", "idle"} and d["idle"] is True:
+        d = {"idle": [d["source"]]}
+    if not d or not set(d) <= {"marks", "idle"}:
+        raise ValueError(f"not a progress record: {sorted(d)}")
+    marks, idle = d.get("marks", []), d.get("idle", [])
+    if not (isinstance(marks, list) and isinstance(idle, list)
+            and all(isinstance(m, list) and len(m) == 2 and all(type(v) is int for v in m) for m in marks)
+            and all(type(s) is int for s in idle)
+            and all(0 <= s < sources for s in [m[0] for m in marks] + idle)):
+        raise ValueError(f"malformed progress record: {d!r}"[:200])
+    return [(s, ts) for s, ts in marks], idle

@@ -1,7 +1,9 @@
-"""Stand-ins for what a stage writes to, without faust or a broker: the sink, and tables that keep routes."""
+"""Stand-ins for what a stage writes to, without faust or a broker: the sink, tables that keep routes, and the
+consumer intake's idle timer asks (`FakeConsumer`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -49,6 +51,28 @@ class FakeTable(dict):
 
     def send_pending(self) -> None:
         self.sent_pending += 1
+
+
+@dataclass(frozen=True)
+class TP:
+    topic: str
+    partition: int
+
+
+class FakeConsumer:
+    """faust's consumer as `IntakeStage.announce_idle` asks it: the partitions assigned, their high-water marks (all
+    read here: the stage's positions reach them) and its read offsets."""
+
+    def __init__(self, topic: str, partitions: range, highwaters: dict[int, int] | None = None) -> None:
+        self.tps = {TP(topic, p) for p in partitions}
+        self.highwaters = highwaters or {}
+        self._read_offset: dict[TP, int] = {}
+
+    def assignment(self) -> set[TP]:
+        return self.tps
+
+    def highwater(self, tp: TP) -> int:
+        return self.highwaters.get(tp.partition, 0)
 
 
 def harness(partitions: int = 2) -> tuple[Settings, Metrics, FakeOutputs, DeadLetters]:
