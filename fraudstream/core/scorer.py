@@ -272,10 +272,15 @@ class FraudScorer:
             since = label.since if label.since is not None else NO_TIME
             # The first authorization at or after T is the one the customer reported: a confirmed fraud.
             # The ones after it may be the customer's own: learned as fraud with a lower weight, and
-            # not counted in merchants' fraud rates.
-            for i, (_, tx_id) in enumerate(self.card_index.since(label.card_id, since)):
-                sub = self._label_tx(tx_id, True, label, weight=1.0 if i == 0 else self.settings.card_report_weight,
-                                     count_at_merchant=i == 0)
+            # not counted in merchants' fraud rates. The first whose snapshot is still held: the index may still
+            # list matured ones (the live lists until pruned, never the ones rebuilt from the snapshots).
+            first = True
+            for _, tx_id in self.card_index.since(label.card_id, since):
+                sub = self._label_tx(tx_id, True, label, weight=1.0 if first else self.settings.card_report_weight,
+                                     count_at_merchant=first)
+                if sub.status == "unknown_tx":
+                    continue
+                first = False
                 out.examples += sub.examples
                 out.merchant_updates += sub.merchant_updates
                 if sub.found is not None:

@@ -45,6 +45,7 @@ from fraudstream.core.snapshot import EncodedSnapshots
 from fraudstream.core.state import StateStore
 from fraudstream.metrics import Metrics
 from fraudstream.stream import faust_patches
+from fraudstream.stream.card_index import DerivedCardIndex
 from fraudstream.stream.delivery import batches, fresh, let_go
 from fraudstream.stream.flushing import Flusher
 from fraudstream.stream.gauges import Gauges
@@ -136,7 +137,7 @@ class FraudApp:
         self.changelog = ChangelogWriter(self.producer, self.tables, self._on_changelog_error,
                                          free=(self.card_table, self.merchant_table))
         phases = ((self.card_table, self.merchant_table, self.snapshot_table, self.maturity_table),
-                  (self.standing_table, self.index_table, self.early_label_table), (self.threshold_table,))
+                  (self.standing_table, self.early_label_table), (self.threshold_table,))
         self.flusher = Flusher(self.outputs, self.changelog, phases, self.stall, self.metrics)
         self.transactions: Transactions | None = None
         if s.exactly_once:
@@ -172,18 +173,19 @@ class FraudApp:
             snapshots=EncodedSnapshots(self.snapshot_table),
             pending=TableMaturityQueue(self.maturity_table, self.owned_score_partitions, home=self.snapshot_table.stored_partition,
                                        feedback_ms=feedback_ms, maturity_ms=maturity_ms),
-            card_index=self.index_table,
+            card_index=self.card_index,
             early_labels=self.early_label_table,
             learn_inline=False,
         )
         # A card's recent (ts, tx_id) list holds up to 512 entries (tens of KB as objects): a tenth as many stay live.
         self.scorer.card_index.capacity = max(1, live // 10)
+        self.card_index.follow(self.app, self.scorer.card_index)  # rebuilt from the snapshots at each recovery
         # The stages: plain classes, a batch in, outputs out (fraudstream.stream.stages). They share one sink, one
         # dead-letter writer and one record of the offsets reached (for the lag gauges).
         m, out = self.metrics, self.outputs
         self.positions: dict[tuple[str, int], int] = {}
         self.dead_letters = DeadLetters(s, m, out)
-        card_tables = CardTables(self.standing_table, self.index_table, self.snapshot_table, self.early_label_table,
+        card_tables = CardTables(self.standing_table, self.card_index, self.snapshot_table, self.early_label_table,
                                  self.threshold_table, self.maturity_table)
         self.label_outcomes = LabelOutcomes(s, m, out)
         self.intake = IntakeStage(s, m, out, self.dead_letters, self.scorer, self.card_table, self.card_durable, self.positions)
@@ -229,12 +231,13 @@ class FraudApp:
         self.snapshot_table = TableMapping(app.Table("snapshots", **kw))
         # The snapshots in event-time order, until they mature (fraudstream.stream.maturity).
         self.maturity_table = TableMapping(app.Table("maturity", **kw))
-        self.index_table = TableMapping(app.Table("card-transactions", **kw))
+        # Each card's recent (ts, tx_id): derived from the snapshots, no changelog (fraudstream.stream.card_index).
+        self.card_index = DerivedCardIndex(self.snapshot_table)
         self.early_label_table = TableMapping(app.Table("early-labels", **kw))
         # str(partition) -> the decision policy (adaptive threshold) of that partition of the enriched topic
         self.threshold_table = TableMapping(app.Table("thresholds", **kw))
         self.tables = (self.card_table, self.standing_table, self.merchant_table, self.snapshot_table,
-                       self.maturity_table, self.index_table, self.early_label_table, self.threshold_table)
+                       self.maturity_table, self.early_label_table, self.threshold_table)
 
     def _define_agents(self) -> None:
         s, app = self.settings, self.app

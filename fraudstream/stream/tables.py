@@ -137,6 +137,25 @@ class TableMapping(MutableMapping[str, bytes]):
         del self[key]
         return value
 
+    def values_of(self, partitions: set[int]) -> Iterator[tuple[int, bytes]]:
+        """(partition, value) of every key stored in ``partitions``, as the store holds them now (memory store: what
+        recovery applied and what was written since; RocksDB: the local database, what recovery added included)."""
+        rocks = self.rocksdb()
+        if rocks is None:
+            store = self.table.data
+            data = store.data
+            for k, partition in list(store._key_partition.items()):
+                if partition in partitions:
+                    value = data.get(k)
+                    if value is not None:
+                        yield partition, value
+            return
+        for partition in sorted(partitions):
+            db = rocks._dbs.get(partition)
+            if db is not None:
+                for _, value in rocks._visible_items(db):  # (faust's offset key left out)
+                    yield partition, value
+
     def __iter__(self) -> Iterator[str]:
         for k in list(self.table.data.keys()):
             yield k.decode() if isinstance(k, bytes) else k

@@ -395,6 +395,8 @@ def test_card_level_labels_skip_matured_transactions() -> None:
     scorer.mature(T0 + 2 * DAY)  # t1 matured as legitimate, its snapshot is gone
     out = scorer.label(label("c1", T0 + 2 * DAY + HOUR, since=T0, source="customer_report"))
     assert [e.tx_id for e in out.examples] == ["t2"]
+    # The first still held is the reported one, as it is in an index rebuilt from the snapshots (which lacks t1).
+    assert [e.weight for e in out.examples] == [1.0] and [m.fraud_delta for m in out.merchant_updates] == [1]
 
 
 # --- maturity ----------------------------------------------------------------------------

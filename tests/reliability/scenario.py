@@ -30,6 +30,8 @@ from fraudstream.simulate import HandbookSimulator
 from ..conftest import read_topic, wait_for
 
 SEED = 20261124
+#: The worker's log line when it has rebuilt the card index of the partitions it recovered (fraudstream.stream.card_index).
+REBUILT = re.compile(r"card index of partitions \[[\d, ]*\] rebuilt from their snapshots: (\d+) entries")
 
 
 # --- helpers shared with test_rebalance.py and test_stall.py ----------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 from fraudstream.simulate import HandbookSimulator, LabelDelays
 
 from .scenario import (
+    REBUILT,
     RELIABILITY_TIMEOUT_S,
     SEED,
     PacedProducer,
@@ -125,6 +126,9 @@ def test_model_resumes_after_sigkill(topics, start_worker, taps):
                                   worker.log_path.stat().st_size, tap.distinct()),  # noqa: B023
                          f"model-{i + 1}: caught up with {learned_before} examples",
                          report=lambda: worker_report(worker))  # noqa: B023
+        # The card index (what card-level labels label) is not on the broker: rebuilt from the recovered snapshots.
+        rebuilt = REBUILT.findall(worker.log_path.read_text())
+        assert rebuilt and int(rebuilt[0]) > 0, f"restart {i + 1}: no card index rebuilt from the snapshots"
     wait_produced(producer, tap, report=lambda: missing_report(s, tap, events[: producer.sent], workers))
     wait_all_scored(s, tap, events, workers, "after 2 SIGKILLs with labels")
     tap.settle(quiet=1.0)

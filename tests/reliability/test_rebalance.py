@@ -16,6 +16,7 @@ import pytest
 from fraudstream.simulate import HandbookSimulator
 
 from .scenario import (
+    REBUILT,
     RELIABILITY_TIMEOUT_S,
     SEED,
     PacedProducer,
@@ -73,6 +74,9 @@ def test_partitions_move_with_their_state(topics, start_worker, taps, tmp_path):
     before = scored_by(first)
     wait_growing(tap.distinct, int(n * 0.6) - 50, "scores with the first member alone", report=report)
     assert scored_by(first) > before
+    # The card index of the partitions taken over (not on the broker) was rebuilt from their recovered snapshots.
+    rebuilt = REBUILT.findall(first.log_path.read_text())
+    assert len(rebuilt) >= 2 and int(rebuilt[-1]) > 0, rebuilt
 
     third = member("third")
     workers.append(third)

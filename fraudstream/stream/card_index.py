@@ -1,0 +1,168 @@
+"""The card index of the worker: each card's recent ``(ts, tx_id)``, derived from the snapshot table, no changelog.
+
+The score stage appends to each card's live list as it scores (``FraudScorer.card_index``, a
+``fraudstream.core.state.CardTransactions``: a bounded cache of lists). Behind that cache, :class:`DerivedCardIndex`
+holds every card's list as bytes, per partition, in this process only: nothing goes to the broker. Everything in
+it is in the snapshot table already (a snapshot per authorization scored, with its card, ts and decision number,
+kept until maturity: the index's horizon too), and the snapshots are written in the score stage's first changelog
+phase, before any score is produced. So when faust has recovered the snapshot table's partitions (a start, a restart
+after a crash, a rebalance bringing partitions here; memory store or RocksDB), the index of each partition new here
+is rebuilt from its snapshots (``fraudstream.core.card_index.derive_card_lists``), and the index of each partition
+gone elsewhere is dropped. This reads the store once recovery has completed rather than following the changelog
+records recovery applies: RocksDB keeps its local data across restarts and recovery replays only the changelog's
+tail, so the records applied are not all the snapshots a partition holds, while the store itself is.
+
+Partitions that stay with this worker through a rebalance keep their index: the worker wrote both their snapshots
+and their lists, and recovery applies to them only those same writes again.
+
+Memory: the lists as bytes (≈ 25 bytes an entry, one entry per snapshot held) for every card of the partitions
+held, instead of the ``card-transactions`` table's store (the same bytes with the memory store, on disk with
+RocksDB), plus the live lists (``FRAUDSTREAM_LIVE_STATES_MAX`` / 10 cards) as before.
+
+Earlier releases wrote the lists to a changelogged table, ``card-transactions``: its changelog topic is not read any
+more (a rolling upgrade ignores it; it can be deleted once every worker runs this release).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from fraudstream.contracts import encode
+from fraudstream.core.card_index import derive_card_lists, index_entry
+from fraudstream.core.state import CardTransactions
+from fraudstream.stream.tables import TableMapping
+
+__all__ = ["DerivedCardIndex"]
+
+log = logging.getLogger("fraudstream.worker")
+
+
+class DerivedCardIndex(MutableMapping[str, bytes]):
+    """Each card's ``(ts, tx_id)`` list as bytes (``CardTransactions``' durable mapping), per partition of the
+    snapshot table ``snapshots``, in this process only; rebuilt from ``snapshots`` (:meth:`rebuild`).
+
+    Written where the card's list is, else to the partition the card is routed to (``route``, as the score stage does
+    for its tables: ``fraudstream.stream.stages.tables.CardTables``), else to that of the event being processed.
+
+    >>> index = DerivedCardIndex(snapshots=None)
+    >>> index.partition = 3
+    >>> index["c1"] = b'[[5,"t1"]]'
+    >>> index.route("c2", 1); index["c2"] = b'[[6,"t2"]]'
+    >>> sorted(index.by_partition), index["c1"], index.get("c9")
+    ([1, 3], b'[[5,"t1"]]', None)
+    >>> index.keep_only({1}, CardTransactions()); sorted(index)
+    ['c2']
+    """
+
+    def __init__(self, snapshots: TableMapping | None) -> None:
+        self.snapshots = snapshots
+        self.by_partition: dict[int, dict[str, bytes]] = {}
+        self.partition = 0  # partition of the event being processed
+        self.partition_of: dict[str, int] = {}  # cards routed in the batch
+
+    # --- the CardTables interface ------------------------------------------------
+    def route(self, key: str, partition: int) -> None:
+        self.partition_of[key] = partition
+
+    def clear_routes(self) -> None:
+        self.partition_of.clear()
+
+    # --- the mapping -------------------------------------------------------------
+    def _holder(self, key: str) -> dict[str, bytes] | None:
+        routed = self.by_partition.get(self.partition_of.get(key, self.partition))
+        if routed is not None and key in routed:
+            return routed
+        for lists in self.by_partition.values():
+            if key in lists:
+                return lists
+        return None
+
+    def __getitem__(self, key: str) -> bytes:
+        holder = self._holder(key)
+        if holder is None:
+            raise KeyError(key)
+        return holder[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        holder = self._holder(key)
+        return default if holder is None else holder[key]
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        holder = self._holder(key)
+        if holder is None:
+            holder = self.by_partition.setdefault(self.partition_of.get(key, self.partition), {})
+        holder[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        holder = self._holder(key)
+        if holder is None:
+            raise KeyError(key)
+        del holder[key]
+
+    def __iter__(self) -> Iterator[str]:
+        for lists in list(self.by_partition.values()):
+            yield from list(lists)
+
+    def __len__(self) -> int:
+        return sum(len(lists) for lists in self.by_partition.values())
+
+    # --- derived from the snapshots ----------------------------------------------
+    def rebuild(self, partitions: set[int], cache: CardTransactions) -> int:
+        """The lists of ``partitions``, from the snapshots the store holds for them now (recovered); their cards'
+        live lists in ``cache`` are forgotten (they read back from here). Returns the entries listed."""
+        if not partitions or self.snapshots is None:
+            return 0
+        started = time.perf_counter()
+        entries: dict[int, list[tuple[str, int, str, int | None]]] = {p: [] for p in partitions}
+        unreadable = 0
+        for partition, raw in self.snapshots.values_of(partitions):
+            try:
+                entries[partition].append(index_entry(raw))
+            except (ValueError, KeyError, TypeError):
+                unreadable += 1
+        listed = 0
+        for partition, found in entries.items():
+            lists = derive_card_lists(found, cache.cap)
+            self.by_partition[partition] = {card: encode(txs, keep=True) for card, txs in lists.items()}
+            for card, txs in lists.items():
+                cache.live.pop(card, None)
+                cache.dirty.discard(card)
+                listed += len(txs)
+        if unreadable:
+            log.warning("card index: %d snapshots unreadable, left out of their cards' lists", unreadable)
+        log.info("card index of partitions %s rebuilt from their snapshots: %d entries in %.2fs", sorted(partitions),
+                 listed, time.perf_counter() - started)
+        return listed
+
+    def keep_only(self, partitions: set[int], cache: CardTransactions) -> None:
+        """Drop the lists of every partition but ``partitions`` (gone elsewhere), and their cards' live lists."""
+        for partition in [p for p in self.by_partition if p not in partitions]:
+            for card in self.by_partition.pop(partition):
+                cache.live.pop(card, None)
+                cache.dirty.discard(card)
+
+    def follow(self, app: Any, cache: CardTransactions) -> None:
+        """Keep the index in step with the partitions faust assigns ``app``: a partition no longer assigned is
+        dropped at once; one newly assigned is rebuilt once faust has recovered the snapshot table (its
+        ``on_recover`` callbacks run after every table's recovery, before the agents resume)."""
+        snapshots = self.snapshots
+        assert snapshots is not None
+        topic = snapshots.changelog_topic
+
+        def actives() -> set[int]:
+            return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust's stubs want (sender, *args, signal=)
+        async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+            # Gone now, even if it comes back before recovery completes: another worker may have written it meanwhile.
+            self.keep_only(actives(), cache)
+
+        async def on_recovered() -> None:
+            held = actives()
+            self.keep_only(held, cache)
+            self.rebuild(held - set(self.by_partition), cache)
+
+        snapshots.table.on_recover(on_recovered)
