@@ -30,6 +30,7 @@ import atexit
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -232,7 +233,7 @@ class FraudApp:
         # The snapshots in event-time order, until they mature (fraudstream.stream.maturity).
         self.maturity_table = TableMapping(app.Table("maturity", **kw))
         # Each card's recent (ts, tx_id): derived from the snapshots, no changelog (fraudstream.stream.card_index).
-        self.card_index = DerivedCardIndex(self.snapshot_table)
+        self.card_index = DerivedCardIndex(self.snapshot_table, self.rocksdb_memory, Path(self.settings.state_dir) / "card-index")
         self.early_label_table = TableMapping(app.Table("early-labels", **kw))
         # str(partition) -> the decision policy (adaptive threshold) of that partition of the enriched topic
         self.threshold_table = TableMapping(app.Table("thresholds", **kw))

@@ -15,9 +15,13 @@ tail, so the records applied are not all the snapshots a partition holds, while 
 Partitions that stay with this worker through a rebalance keep their index: the worker wrote both their snapshots
 and their lists, and recovery applies to them only those same writes again.
 
-Memory: the lists as bytes (≈ 25 bytes an entry, one entry per snapshot held) for every card of the partitions
-held, instead of the ``card-transactions`` table's store (the same bytes with the memory store, on disk with
-RocksDB), plus the live lists (``FRAUDSTREAM_LIVE_STATES_MAX`` / 10 cards) as before.
+Where the lists are kept follows the store: with the memory store, a dict per partition (≈ 25 bytes an entry, one
+entry per snapshot held: the bytes the ``card-transactions`` table's memory store held); with RocksDB, a local
+RocksDB database per partition under the state directory (``card-index/``), on the worker's one RocksDB memory bound
+(``fraudstream.stream.tables.RocksDBMemory``), never changelogged and rebuilt whenever its partition is recovered
+(a restart included: wiped when the worker starts). In front of either, the live lists stay bounded as before
+(``FRAUDSTREAM_LIVE_STATES_MAX`` / 10 cards). A rebuild reads every snapshot of the partitions recovered: with
+RocksDB a restart reads its local snapshots once more, where the table read only its changelog's tail.
 
 Earlier releases wrote the lists to a changelogged table, ``card-transactions``: its changelog topic is not read any
 more (a rolling upgrade ignores it; it can be deleted once every worker runs this release).
@@ -26,23 +30,27 @@ more (a rolling upgrade ignores it; it can be deleted once every worker runs thi
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from fraudstream.contracts import encode
 from fraudstream.core.card_index import derive_card_lists, index_entry
 from fraudstream.core.state import CardTransactions
-from fraudstream.stream.tables import TableMapping
+from fraudstream.stream.tables import RocksDBMemory, TableMapping
 
-__all__ = ["DerivedCardIndex"]
+__all__ = ["DerivedCardIndex", "LocalLists"]
 
 log = logging.getLogger("fraudstream.worker")
 
 
 class DerivedCardIndex(MutableMapping[str, bytes]):
     """Each card's ``(ts, tx_id)`` list as bytes (``CardTransactions``' durable mapping), per partition of the
-    snapshot table ``snapshots``, in this process only; rebuilt from ``snapshots`` (:meth:`rebuild`).
+    snapshot table ``snapshots``, in this process only; rebuilt from ``snapshots`` (:meth:`rebuild`). With
+    ``rocksdb`` (the worker's memory bound) each partition's lists are a local RocksDB database under ``directory``,
+    else a dict.
 
     Written where the card's list is, else to the partition the card is routed to (``route``, as the score stage does
     for its tables: ``fraudstream.stream.stages.tables.CardTables``), else to that of the event being processed.
@@ -57,11 +65,34 @@ class DerivedCardIndex(MutableMapping[str, bytes]):
     ['c2']
     """
 
-    def __init__(self, snapshots: TableMapping | None) -> None:
+    def __init__(self, snapshots: TableMapping | None, rocksdb: RocksDBMemory | None = None,
+                 directory: Path | None = None) -> None:
         self.snapshots = snapshots
-        self.by_partition: dict[int, dict[str, bytes]] = {}
+        self.by_partition: dict[int, MutableMapping[str, bytes]] = {}
         self.partition = 0  # partition of the event being processed
         self.partition_of: dict[str, int] = {}  # cards routed in the batch
+        self.rocksdb = rocksdb
+        self.directory = directory
+        if rocksdb is not None:
+            assert directory is not None, "a local RocksDB index needs a directory"
+            shutil.rmtree(directory, ignore_errors=True)  # an earlier run's: rebuilt as partitions are recovered
+
+    def _new_lists(self, partition: int) -> MutableMapping[str, bytes]:
+        if self.rocksdb is None or self.directory is None:
+            return {}
+        return LocalLists(self.directory / f"partition-{partition}", self.rocksdb)
+
+    def _lists_of(self, partition: int) -> MutableMapping[str, bytes]:
+        lists = self.by_partition.get(partition)
+        if lists is None:
+            lists = self.by_partition[partition] = self._new_lists(partition)
+        return lists
+
+    def _drop(self, partition: int) -> MutableMapping[str, bytes] | None:
+        lists = self.by_partition.pop(partition, None)
+        if isinstance(lists, LocalLists):
+            lists.destroy()
+        return lists
 
     # --- the CardTables interface ------------------------------------------------
     def route(self, key: str, partition: int) -> None:
@@ -71,33 +102,38 @@ class DerivedCardIndex(MutableMapping[str, bytes]):
         self.partition_of.clear()
 
     # --- the mapping -------------------------------------------------------------
-    def _holder(self, key: str) -> dict[str, bytes] | None:
+    def _lookup(self, key: str) -> tuple[MutableMapping[str, bytes] | None, bytes | None]:
+        """Which partition's lists hold ``key``, and its value (None, None if none)."""
         routed = self.by_partition.get(self.partition_of.get(key, self.partition))
-        if routed is not None and key in routed:
-            return routed
+        if routed is not None:
+            value = routed.get(key)
+            if value is not None:
+                return routed, value
         for lists in self.by_partition.values():
-            if key in lists:
-                return lists
-        return None
+            if lists is not routed:
+                value = lists.get(key)
+                if value is not None:
+                    return lists, value
+        return None, None
 
     def __getitem__(self, key: str) -> bytes:
-        holder = self._holder(key)
-        if holder is None:
+        value = self._lookup(key)[1]
+        if value is None:
             raise KeyError(key)
-        return holder[key]
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        holder = self._holder(key)
-        return default if holder is None else holder[key]
+        value = self._lookup(key)[1]
+        return default if value is None else value
 
     def __setitem__(self, key: str, value: bytes) -> None:
-        holder = self._holder(key)
+        holder = self._lookup(key)[0]
         if holder is None:
-            holder = self.by_partition.setdefault(self.partition_of.get(key, self.partition), {})
+            holder = self._lists_of(self.partition_of.get(key, self.partition))
         holder[key] = value
 
     def __delitem__(self, key: str) -> None:
-        holder = self._holder(key)
+        holder = self._lookup(key)[0]
         if holder is None:
             raise KeyError(key)
         del holder[key]
@@ -126,7 +162,12 @@ class DerivedCardIndex(MutableMapping[str, bytes]):
         listed = 0
         for partition, found in entries.items():
             lists = derive_card_lists(found, cache.cap)
-            self.by_partition[partition] = {card: encode(txs, keep=True) for card, txs in lists.items()}
+            self._drop(partition)
+            held = self._lists_of(partition)
+            if isinstance(held, LocalLists):
+                held.write({card: encode(txs) for card, txs in lists.items()})
+            else:
+                held.update({card: encode(txs, keep=True) for card, txs in lists.items()})
             for card, txs in lists.items():
                 cache.live.pop(card, None)
                 cache.dirty.discard(card)
@@ -140,9 +181,10 @@ class DerivedCardIndex(MutableMapping[str, bytes]):
     def keep_only(self, partitions: set[int], cache: CardTransactions) -> None:
         """Drop the lists of every partition but ``partitions`` (gone elsewhere), and their cards' live lists."""
         for partition in [p for p in self.by_partition if p not in partitions]:
-            for card in self.by_partition.pop(partition):
+            for card in self.by_partition[partition]:
                 cache.live.pop(card, None)
                 cache.dirty.discard(card)
+            self._drop(partition)
 
     def follow(self, app: Any, cache: CardTransactions) -> None:
         """Keep the index in step with the partitions faust assigns ``app``: a partition no longer assigned is
@@ -166,3 +208,56 @@ class DerivedCardIndex(MutableMapping[str, bytes]):
             self.rebuild(held - set(self.by_partition), cache)
 
         snapshots.table.on_recover(on_recovered)
+
+
+class LocalLists(MutableMapping[str, bytes]):
+    """One partition's lists in a local RocksDB database at ``path`` (created empty), on the worker's shared RocksDB
+    memory bound: what faust's RocksDB tables use, without a changelog."""
+
+    def __init__(self, path: Path, memory: RocksDBMemory) -> None:
+        from faust.stores.rocksdb import RocksDBOptions
+
+        shutil.rmtree(path, ignore_errors=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = RocksDBOptions(**memory.table_options(), use_rocksdict=True).open(path)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.db.get(key.encode())
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> bytes:
+        value: bytes | None = self.db.get(key.encode())
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.db.put(key.encode(), value)
+
+    def __delitem__(self, key: str) -> None:
+        k = key.encode()
+        if self.db.get(k) is None:
+            raise KeyError(key)
+        self.db.delete(k)
+
+    def __iter__(self) -> Iterator[str]:
+        for k in self.db.keys():
+            yield k.decode()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.db.keys())
+
+    def write(self, lists: dict[str, bytes]) -> None:
+        """Many lists in one write."""
+        import rocksdict
+
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for card, raw in lists.items():
+            batch.put(card.encode(), raw)
+        self.db.write(batch)
+
+    def destroy(self) -> None:
+        """Closed, and gone from the disk."""
+        self.db.close()
+        shutil.rmtree(self.path, ignore_errors=True)

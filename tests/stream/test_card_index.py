@@ -21,7 +21,7 @@ from fraudstream.contracts import Authorization, Label
 from fraudstream.core.scorer import FraudScorer
 from fraudstream.core.snapshot import EncodedSnapshots
 from fraudstream.stream.card_index import DerivedCardIndex
-from fraudstream.stream.tables import TableMapping
+from fraudstream.stream.tables import RocksDBMemory, TableMapping
 
 DAY = 86_400_000
 T0 = 1_700_438_400_000
@@ -37,10 +37,10 @@ def snapshot_table(store: str, datadir: Path, app_id: str = "cards-test") -> Tab
     return TableMapping(app.Table("snapshots", partitions=PARTITIONS, key_type=bytes, value_type=bytes, default=None))
 
 
-def worker_scorer(snapshots: TableMapping, **overrides: object) -> tuple[FraudScorer, DerivedCardIndex]:
-    settings = Settings.load(env={}).with_overrides(partitions=PARTITIONS, legit_sample_rate=0.0, maturity_days=2.0,
-                                                    **overrides)
-    index = DerivedCardIndex(snapshots)
+def worker_scorer(snapshots: TableMapping, local: Path | None = None) -> tuple[FraudScorer, DerivedCardIndex]:
+    """The score stage's scorer over ``snapshots``; with ``local``, its card index in local RocksDB databases there."""
+    settings = Settings.load(env={}).with_overrides(partitions=PARTITIONS, legit_sample_rate=0.0, maturity_days=2.0)
+    index = DerivedCardIndex(snapshots, RocksDBMemory(8 << 20), local) if local is not None else DerivedCardIndex(snapshots)
     scorer = FraudScorer(settings, snapshots=EncodedSnapshots(snapshots), card_index=index, learn_inline=False)
     scorer.card_index.capacity = 2  # most cards' lists read back from the index, not the live cache
     return scorer, index
@@ -49,9 +49,9 @@ def worker_scorer(snapshots: TableMapping, **overrides: object) -> tuple[FraudSc
 class Worker:
     """The score stage's writes, without Kafka: each authorization on its card's partition, a batch at a time."""
 
-    def __init__(self, snapshots: TableMapping, **overrides: object) -> None:
+    def __init__(self, snapshots: TableMapping, local: Path | None = None) -> None:
         self.snapshots = snapshots
-        self.scorer, self.index = worker_scorer(snapshots, **overrides)
+        self.scorer, self.index = worker_scorer(snapshots, local)
         self.changelog: list[Record] = []
         self.numbers = {p: count(1) for p in range(PARTITIONS)}
 
@@ -96,8 +96,8 @@ def recover(snapshots: TableMapping, records: list[Record], chunk: int = 50) -> 
         table.apply_changelog_batch(events[i : i + chunk])
 
 
-def rebuilt(snapshots: TableMapping, partitions: set[int], **overrides: object) -> tuple[FraudScorer, DerivedCardIndex]:
-    scorer, index = worker_scorer(snapshots, **overrides)
+def rebuilt(snapshots: TableMapping, partitions: set[int], local: Path | None = None) -> tuple[FraudScorer, DerivedCardIndex]:
+    scorer, index = worker_scorer(snapshots, local)
     index.rebuild(partitions, scorer.card_index)
     return scorer, index
 
@@ -140,7 +140,7 @@ def test_a_card_level_label_labels_the_same_authorizations_live_and_after_recove
 
 
 def test_rocksdb_keeps_its_local_data_across_a_restart_and_replays_only_the_tail(tmp_path: Path) -> None:
-    live = Worker(snapshot_table("rocksdb://", tmp_path / "live"))
+    live = Worker(snapshot_table("rocksdb://", tmp_path / "live"), local=tmp_path / "live-index")
     live.run(days=3)
     head = len(live.changelog)
     # The local databases as they are now: what a restart finds, with the changelog offsets persisted up to here.
@@ -160,5 +160,12 @@ def test_rocksdb_keeps_its_local_data_across_a_restart_and_replays_only_the_tail
     for p in range(PARTITIONS):
         table.rocksdb()._db_for_partition(p)  # faust opens the assigned partitions' databases
     recover(table, tail)
-    scorer, _ = rebuilt(table, set(range(PARTITIONS)))
+    # The index in local RocksDB databases too (the worker's with RocksDB tables); an earlier run's are wiped.
+    stale = tmp_path / "index" / "partition-1"
+    stale.mkdir(parents=True)
+    scorer, index = rebuilt(table, set(range(PARTITIONS)), local=tmp_path / "index")
     assert since(scorer) == expected
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["partition-0", "partition-1", "partition-2"]
+    index.keep_only({0, 2}, scorer.card_index)  # partition 1 went elsewhere: its database with it
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["partition-0", "partition-2"]
+    assert {c for c in CARDS if scorer.card_index.since(c, 0)} == {c for c in CARDS if CARDS.index(c) % PARTITIONS != 1}
