@@ -2,7 +2,7 @@
 
 The score stage appends to each card's live list as it scores (``FraudScorer.card_index``, a
 ``fraudstream.core.state.CardTransactions``: a bounded cache of lists). Behind that cache, :class:`DerivedCardIndex`
-holds every card's list as bytes, per partition, in this process only: nothing goes to the broker. Everything in
+holds every card's list as bytes, per partition, in this worker only: nothing goes to the broker. Everything in
 it is in the snapshot table already (a snapshot per authorization scored, with its card, ts and decision number,
 kept until maturity: the index's horizon too), and the snapshots are written in the score stage's first changelog
 phase, before any score is produced. So when faust has recovered the snapshot table's partitions (a start, a restart
@@ -15,7 +15,7 @@ tail, so the records applied are not all the snapshots a partition holds, while 
 Partitions that stay with this worker through a rebalance keep their index: the worker wrote both their snapshots
 and their lists, and recovery applies to them only those same writes again.
 
-Where the lists are kept follows the store: with the memory store, a dict per partition (≈ 25 bytes an entry, one
+Where the lists are kept follows the store: with the memory store, a dict per partition (≈ 30 bytes an entry, one
 entry per snapshot held: the bytes the ``card-transactions`` table's memory store held); with RocksDB, a local
 RocksDB database per partition under the state directory (``card-index/``), on the worker's one RocksDB memory bound
 (``fraudstream.stream.tables.RocksDBMemory``), never changelogged and rebuilt whenever its partition is recovered
@@ -23,8 +23,10 @@ RocksDB database per partition under the state directory (``card-index/``), on t
 (``FRAUDSTREAM_LIVE_STATES_MAX`` / 10 cards). A rebuild reads every snapshot of the partitions recovered: with
 RocksDB a restart reads its local snapshots once more, where the table read only its changelog's tail.
 
-Earlier releases wrote the lists to a changelogged table, ``card-transactions``: its changelog topic is not read any
-more (a rolling upgrade ignores it; it can be deleted once every worker runs this release).
+Earlier releases wrote the lists to a changelogged table, ``card-transactions``: this release neither reads nor
+writes its changelog topic, so a rolling upgrade just ignores it (delete it once every worker runs this release).
+While both releases run, a partition an earlier-release worker takes over from this one lacks, in that worker's
+table, the authorizations this one scored: its card-level labels miss them until the upgrade is done.
 """
 
 from __future__ import annotations
