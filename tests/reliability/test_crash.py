@@ -128,7 +128,7 @@ def test_model_resumes_after_sigkill(topics, start_worker, taps):
                          report=lambda: worker_report(worker))  # noqa: B023
         # The card index (what card-level labels label) is not on the broker: rebuilt from the recovered snapshots.
         rebuilt = REBUILT.findall(worker.log_path.read_text())
-        assert rebuilt and int(rebuilt[0]) > 0, f"restart {i + 1}: no card index rebuilt from the snapshots"
+        assert any(int(n) > 0 for n in rebuilt), f"restart {i + 1}: no card index rebuilt from the snapshots: {rebuilt}"
     wait_produced(producer, tap, report=lambda: missing_report(s, tap, events[: producer.sent], workers))
     wait_all_scored(s, tap, events, workers, "after 2 SIGKILLs with labels")
     tap.settle(quiet=1.0)
