@@ -4,8 +4,8 @@ An authorization with no label the feedback delay (2 days by default) after its 
 now; one with no fraud label at maturity (61 days) is legitimate for good, and its snapshot goes. The scorer needs
 them back in event-time order at both points. At 1,000 authorizations a second that is five billion of them: the
 queue that orders them must be able to live on disk, so the scorer sees it through this small interface.
-:class:`MemoryMaturityQueue` keeps it in memory, for the backtest; the worker's lives in a RocksDB table
-(``fraudstream.stream.maturity``).
+:class:`MemoryMaturityQueue` keeps it in memory, for the backtest; the worker's is derived from its snapshot
+table, in a local RocksDB database per partition (``fraudstream.stream.maturity``).
 
 Each authorization is one entry, by its ``ts``, from scoring to maturity, read at two points of event time:
 

@@ -165,15 +165,13 @@ class FraudApp:
         cards = StateStore(CardState, CardState.from_bytes, self.card_durable, capacity=live)
         standings = StateStore(CardStanding, CardStanding.from_bytes, self.standing_table, capacity=live, blank=blank_standing)
         merchants = StateStore(MerchantState, MerchantState.from_bytes, self.merchant_durable, capacity=live)
-        feedback_ms, maturity_ms = maturity_delays(s)
         self.scorer = FraudScorer(
             s,
             cards=cards,
             standings=standings,
             merchants=merchants,
             snapshots=EncodedSnapshots(self.snapshot_table),
-            pending=TableMaturityQueue(self.maturity_table, self.owned_score_partitions, home=self.snapshot_table.stored_partition,
-                                       feedback_ms=feedback_ms, maturity_ms=maturity_ms),
+            pending=self.maturity_queue,
             card_index=self.card_index,
             early_labels=self.early_label_table,
             learn_inline=False,
@@ -181,6 +179,7 @@ class FraudApp:
         # A card's recent (ts, tx_id) list holds up to 512 entries (tens of KB as objects): a tenth as many stay live.
         self.scorer.card_index.capacity = max(1, live // 10)
         self.card_index.follow(self.app, self.scorer.card_index)  # rebuilt from the snapshots at each recovery
+        self.maturity_queue.follow(self.app)  # its entries too
         # The stages: plain classes, a batch in, outputs out (fraudstream.stream.stages). They share one sink, one
         # dead-letter writer and one record of the offsets reached (for the lag gauges).
         m, out = self.metrics, self.outputs
@@ -230,10 +229,16 @@ class FraudApp:
         self.standing_table = TableMapping(app.Table("card-standings", **kw))
         self.merchant_table = TableMapping(app.Table("merchants", **kw))
         self.snapshot_table = TableMapping(app.Table("snapshots", **kw))
-        # The snapshots in event-time order, until they mature (fraudstream.stream.maturity).
+        # Where learning stands per partition (fraudstream.stream.maturity).
         self.maturity_table = TableMapping(app.Table("maturity", **kw))
         # Each card's recent (ts, tx_id): derived from the snapshots, no changelog (fraudstream.stream.card_index).
         self.card_index = DerivedCardIndex(self.snapshot_table, self.rocksdb_memory, Path(self.settings.state_dir) / "card-index")
+        # The maturity queue: its entries derived from the snapshots too; where learning stands in `maturity`.
+        feedback_ms, maturity_ms = maturity_delays(self.settings)
+        self.maturity_queue = TableMaturityQueue(
+            self.maturity_table, self.owned_score_partitions, home=self.snapshot_table.stored_partition,
+            feedback_ms=feedback_ms, maturity_ms=maturity_ms, snapshots=self.snapshot_table,
+            rocksdb=self.rocksdb_memory, directory=Path(self.settings.state_dir) / "maturity-index")
         self.early_label_table = TableMapping(app.Table("early-labels", **kw))
         # str(partition) -> the decision policy (adaptive threshold) of that partition of the enriched topic
         self.threshold_table = TableMapping(app.Table("thresholds", **kw))

@@ -32,6 +32,8 @@ from ..conftest import read_topic, wait_for
 SEED = 20261124
 #: The worker's log line when it has rebuilt the card index of the partitions it recovered (fraudstream.stream.card_index).
 REBUILT = re.compile(r"card index of partitions \[[\d, ]*\] rebuilt from their snapshots: (\d+) entries")
+#: ... and the maturity queue's entries of those partitions (fraudstream.stream.maturity).
+MATURITY_REBUILT = re.compile(r"maturity queue of partitions \[[\d, ]*\] rebuilt from their snapshots: (\d+) entries")
 
 
 # --- helpers shared with test_rebalance.py and test_stall.py ----------------------------------------------------

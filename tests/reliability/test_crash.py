@@ -21,6 +21,7 @@ import pytest
 from fraudstream.simulate import HandbookSimulator, LabelDelays
 
 from .scenario import (
+    MATURITY_REBUILT,
     REBUILT,
     RELIABILITY_TIMEOUT_S,
     SEED,
@@ -129,6 +130,9 @@ def test_model_resumes_after_sigkill(topics, start_worker, taps):
         # The card index (what card-level labels label) is not on the broker: rebuilt from the recovered snapshots.
         rebuilt = REBUILT.findall(worker.log_path.read_text())
         assert any(int(n) > 0 for n in rebuilt), f"restart {i + 1}: no card index rebuilt from the snapshots: {rebuilt}"
+        # So is the maturity queue (what is learned as legitimate for now, and when snapshots go).
+        queued = MATURITY_REBUILT.findall(worker.log_path.read_text())
+        assert any(int(n) > 0 for n in queued), f"restart {i + 1}: no maturity queue rebuilt from the snapshots: {queued}"
     wait_produced(producer, tap, report=lambda: missing_report(s, tap, events[: producer.sent], workers))
     wait_all_scored(s, tap, events, workers, "after 2 SIGKILLs with labels")
     tap.settle(quiet=1.0)

@@ -16,6 +16,7 @@ import pytest
 from fraudstream.simulate import HandbookSimulator
 
 from .scenario import (
+    MATURITY_REBUILT,
     REBUILT,
     RELIABILITY_TIMEOUT_S,
     SEED,
@@ -77,6 +78,8 @@ def test_partitions_move_with_their_state(topics, start_worker, taps, tmp_path):
     # The card index of the partitions taken over (not on the broker) was rebuilt from their recovered snapshots.
     rebuilt = REBUILT.findall(first.log_path.read_text())
     assert len(rebuilt) >= 2 and int(rebuilt[-1]) > 0, rebuilt
+    queued = MATURITY_REBUILT.findall(first.log_path.read_text())  # and the maturity queue's entries
+    assert len(queued) >= 2 and int(queued[-1]) > 0, queued
 
     third = member("third")
     workers.append(third)
