@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from fraudstream.core.card_index import derive_card_lists, index_entry
 from fraudstream.core.state import CardTransactions
 from fraudstream.stream.tables import RocksDBMemory, TableMapping
 
-__all__ = ["DerivedCardIndex", "LocalLists"]
+__all__ = ["DerivedCardIndex", "LocalLists", "follow_snapshot_partitions"]
 
 log = logging.getLogger("fraudstream.worker")
 
@@ -189,27 +189,34 @@ class DerivedCardIndex(MutableMapping[str, bytes]):
             self._drop(partition)
 
     def follow(self, app: Any, cache: CardTransactions) -> None:
-        """Keep the index in step with the partitions faust assigns ``app``: a partition no longer assigned is
-        dropped at once; one newly assigned is rebuilt once faust has recovered the snapshot table (its
-        ``on_recover`` callbacks run after every table's recovery, before the agents resume)."""
-        snapshots = self.snapshots
-        assert snapshots is not None
-        topic = snapshots.changelog_topic
+        """Keep the index in step with the partitions faust assigns ``app`` (:func:`follow_snapshot_partitions`)."""
+        assert self.snapshots is not None
+        follow_snapshot_partitions(app, self.snapshots, lambda held: self.keep_only(held, cache),
+                                   lambda new: self.rebuild(new, cache), lambda: self.by_partition)
 
-        def actives() -> set[int]:
-            return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
 
-        @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust's stubs want (sender, *args, signal=)
-        async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
-            # Gone now, even if it comes back before recovery completes: another worker may have written it meanwhile.
-            self.keep_only(actives(), cache)
+def follow_snapshot_partitions(app: Any, snapshots: TableMapping, keep_only: Callable[[set[int]], None],
+                               rebuild: Callable[[set[int]], object], built: Callable[[], Iterable[int]]) -> None:
+    """Keep a view derived from the snapshot table in step with the partitions faust assigns ``app``: a partition no
+    longer assigned is dropped at once (``keep_only``); one newly assigned (not among ``built()``) is rebuilt once faust
+    has recovered the tables (its ``on_recover`` callbacks run after every table's recovery, before the agents
+    resume)."""
+    topic = snapshots.changelog_topic
 
-        async def on_recovered() -> None:
-            held = actives()
-            self.keep_only(held, cache)
-            self.rebuild(held - set(self.by_partition), cache)
+    def actives() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
 
-        snapshots.table.on_recover(on_recovered)
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust's stubs want (sender, *args, signal=)
+    async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+        # Gone now, even if it comes back before recovery completes: another worker may have written it meanwhile.
+        keep_only(actives())
+
+    async def on_recovered() -> None:
+        held = actives()
+        keep_only(held)
+        rebuild(held - set(built()))
+
+    snapshots.table.on_recover(on_recovered)
 
 
 class LocalLists(MutableMapping[str, bytes]):

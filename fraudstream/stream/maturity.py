@@ -58,7 +58,7 @@ from typing import Any
 
 from fraudstream.core.card_index import index_entry
 from fraudstream.core.maturity import NOTHING_LEARNED, Due
-from fraudstream.stream.card_index import LocalLists
+from fraudstream.stream.card_index import LocalLists, follow_snapshot_partitions
 from fraudstream.stream.tables import RocksDBMemory, TableMapping
 
 __all__ = ["TableMaturityQueue", "entry_key", "legacy_key", "learned_key"]
@@ -92,6 +92,26 @@ def _tx_id(key: str) -> str:
     return key[key.index(":") + 1 :]
 
 
+def _between(keys: list[str], start: str, limit: str, first: bool = False) -> list[str]:
+    """The keys of a sorted list from ``start`` (included) to ``limit`` (excluded); only the first with ``first``."""
+    i = bisect.bisect_left(keys, start)
+    j = i + 1 if first else bisect.bisect_left(keys, limit, lo=i)
+    return [k for k in keys[i:j] if k < limit]
+
+
+def _db_between(db: Any, start: str, limit: str, first: bool = False) -> list[str]:
+    """:func:`_between` over a RocksDB database's keys (rocksdict: bytes, in order)."""
+    out: list[str] = []
+    stop = limit.encode()
+    for k in db.keys(from_key=start.encode()):
+        if k >= stop:
+            break
+        out.append(k.decode())
+        if first:
+            break
+    return out
+
+
 class _SortedKeys:
     """One partition's entry keys, in order: a sorted list (the memory store).
 
@@ -113,14 +133,7 @@ class _SortedKeys:
         del self.keys[i : i + len(taken)]
 
     def range(self, start: str, limit: str, first: bool = False) -> list[str]:
-        keys, out = self.keys, []
-        for i in range(bisect.bisect_left(keys, start), len(keys)):
-            if keys[i] >= limit:
-                break
-            out.append(keys[i])
-            if first:
-                break
-        return out
+        return _between(self.keys, start, limit, first)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -145,15 +158,7 @@ class _LocalKeys:
             self.local.db.delete(key.encode())
 
     def range(self, start: str, limit: str, first: bool = False) -> list[str]:
-        out: list[str] = []
-        stop = limit.encode()
-        for k in self.local.db.keys(from_key=start.encode()):
-            if k >= stop:
-                break
-            out.append(k.decode())
-            if first:
-                break
-        return out
+        return _db_between(self.local.db, start, limit, first)
 
     def __len__(self) -> int:
         return int(self.local.db.property_int_value("rocksdb.estimate-num-keys") or 0)
@@ -329,26 +334,9 @@ class TableMaturityQueue:
             self._drop(partition)
 
     def follow(self, app: Any) -> None:
-        """Keep the entries in step with the partitions faust assigns ``app`` (as ``DerivedCardIndex.follow``): a
-        partition no longer assigned is dropped at once; one newly assigned is rebuilt once faust has recovered the
-        tables."""
-        snapshots = self.snapshots
-        assert snapshots is not None
-        topic = snapshots.changelog_topic
-
-        def actives() -> set[int]:
-            return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
-
-        @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust's stubs want (sender, *args, signal=)
-        async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
-            self.keep_only(actives())
-
-        async def on_recovered() -> None:
-            held = actives()
-            self.keep_only(held)
-            self.rebuild(held - set(self._entries))
-
-        snapshots.table.on_recover(on_recovered)
+        """Keep the entries in step with the partitions faust assigns ``app`` (as ``DerivedCardIndex.follow``)."""
+        assert self.snapshots is not None
+        follow_snapshot_partitions(app, self.snapshots, self.keep_only, self.rebuild, lambda: self._entries)
 
     # --- one partition ----------------------------------------------------------
     def _new_keys(self, partition: int, keys: Iterable[str] = ()) -> _SortedKeys | _LocalKeys:
@@ -432,27 +420,10 @@ class TableMaturityQueue:
     def _legacy(self, partition: int, part: _Partition, start: str, limit: str, first: bool = False) -> list[str]:
         """The partition's ``{due}`` keys in the table from ``start`` (included) to ``limit`` (excluded), in order;
         the first one only if ``first``."""
-        out: list[str] = []
         if start >= limit:
-            return out
+            return []
         rocks = self.table.rocksdb()
         if rocks is None:
-            keys = part.legacy
-            for i in range(bisect.bisect_left(keys, start), len(keys)):
-                if keys[i] >= limit:
-                    break
-                out.append(keys[i])
-                if first:
-                    break
-            return out
+            return _between(part.legacy, start, limit, first)
         db = rocks._dbs.get(partition)
-        if db is None:
-            return out
-        stop = limit.encode()
-        for k in db.keys(from_key=start.encode()):
-            if k >= stop:
-                break
-            out.append(k.decode())
-            if first:
-                break
-        return out
+        return [] if db is None else _db_between(db, start, limit, first)
