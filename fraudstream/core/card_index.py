@@ -5,7 +5,7 @@ stage keeps, per card, the ``(ts, tx_id)`` of the authorizations it scored (``fr
 the order they were scored). Every one of them has a snapshot until it matures (``Snapshot``: its card, its ts and
 the number of its decision in its partition), so the lists are derived from the snapshots, never stored on their
 own: the worker rebuilds a partition's lists from its snapshot table when it recovers it
-(``fraudstream.stream.card_index``).
+(``fraudstream.stream.card_index``, rebuilt with the other views of the snapshots: ``fraudstream.stream.snapshot_views``).
 
 Derived, a card's list holds its snapshots' entries in the order they were scored (their decision numbers; the ts
 for snapshots written before decisions were numbered, which came first), at most the newest ``cap``: what the live
@@ -30,10 +30,13 @@ from collections.abc import Iterable
 
 from fraudstream.contracts import decode
 
-__all__ = ["derive_card_lists", "index_entry"]
+__all__ = ["IndexEntry", "derive_card_lists", "index_entry"]
+
+#: A snapshot as the views derived from the snapshots read it: its card, ts, tx_id and decision number (None if unnumbered).
+IndexEntry = tuple[str, int, str, int | None]
 
 
-def index_entry(raw: bytes) -> tuple[str, int, str, int | None]:
+def index_entry(raw: bytes) -> IndexEntry:
     """A snapshot's bytes (``Snapshot.to_bytes``) -> its card, ts, tx_id and decision number (None if unnumbered).
 
     >>> index_entry(b'{"a":{"tx_id":"t1","card_id":"c1","ts":5},"n":3}')
@@ -44,7 +47,7 @@ def index_entry(raw: bytes) -> tuple[str, int, str, int | None]:
     return a["card_id"], a["ts"], a["tx_id"], d.get("n")
 
 
-def derive_card_lists(entries: Iterable[tuple[str, int, str, int | None]], cap: int) -> dict[str, list[tuple[int, str]]]:
+def derive_card_lists(entries: Iterable[IndexEntry], cap: int) -> dict[str, list[tuple[int, str]]]:
     """Each card's ``(ts, tx_id)`` list, in the order scored, the newest ``cap`` (``CardTransactions.cap``), from its
     snapshots' :func:`index_entry` (in any order)."""
     per_card: dict[str, list[tuple[tuple[int, int, int], int, str]]] = {}

@@ -54,6 +54,7 @@ from fraudstream.stream.heap import release_free_heap
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
 from fraudstream.stream.outputs import Output, Outputs
+from fraudstream.stream.snapshot_views import SnapshotViews
 from fraudstream.stream.stages import (
     CardEventStage,
     CardTables,
@@ -178,8 +179,9 @@ class FraudApp:
         )
         # A card's recent (ts, tx_id) list holds up to 512 entries (tens of KB as objects): a tenth as many stay live.
         self.scorer.card_index.capacity = max(1, live // 10)
-        self.card_index.follow(self.app, self.scorer.card_index)  # rebuilt from the snapshots at each recovery
-        self.maturity_queue.follow(self.app)  # its entries too
+        # Both rebuilt from one read of the snapshots at each recovery, dropped with their partitions.
+        SnapshotViews(self.snapshot_table, [self.card_index.view(self.scorer.card_index),
+                                            self.maturity_queue.view()]).follow(self.app)
         # The stages: plain classes, a batch in, outputs out (fraudstream.stream.stages). They share one sink, one
         # dead-letter writer and one record of the offsets reached (for the lag gauges).
         m, out = self.metrics, self.outputs

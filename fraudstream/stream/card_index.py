@@ -8,12 +8,8 @@ kept until maturity: the index's horizon too), and the snapshots are written in 
 phase, before any score is produced. So when faust has recovered the snapshot table's partitions (a start, a restart
 after a crash, a rebalance bringing partitions here; memory store or RocksDB), the index of each partition new here
 is rebuilt from its snapshots (``fraudstream.core.card_index.derive_card_lists``), and the index of each partition
-gone elsewhere is dropped. This reads the store once recovery has completed rather than following the changelog
-records recovery applies: RocksDB keeps its local data across restarts and recovery replays only the changelog's
-tail, so the records applied are not all the snapshots a partition holds, while the store itself is.
-
-Partitions that stay with this worker through a rebalance keep their index: the worker wrote both their snapshots
-and their lists, and recovery applies to them only those same writes again.
+gone elsewhere is dropped: with the maturity queue's entries, from one read of the store
+(``fraudstream.stream.snapshot_views``, which says why the store is read and not the changelog).
 
 Where the lists are kept follows the store: with the memory store, a dict per partition (≈ 30 bytes an entry, one
 entry per snapshot held: the bytes the ``card-transactions`` table's memory store held); with RocksDB, a local
@@ -34,16 +30,17 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 from fraudstream.contracts import encode
-from fraudstream.core.card_index import derive_card_lists, index_entry
+from fraudstream.core.card_index import IndexEntry, derive_card_lists
 from fraudstream.core.state import CardTransactions
+from fraudstream.stream.snapshot_views import LocalLists, SnapshotView, read_snapshots
 from fraudstream.stream.tables import RocksDBMemory, TableMapping
 
-__all__ = ["DerivedCardIndex", "LocalLists", "follow_snapshot_partitions"]
+__all__ = ["DerivedCardIndex"]
 
 log = logging.getLogger("fraudstream.worker")
 
@@ -148,22 +145,26 @@ class DerivedCardIndex(MutableMapping[str, bytes]):
         return sum(len(lists) for lists in self.by_partition.values())
 
     # --- derived from the snapshots ----------------------------------------------
+    def view(self, cache: CardTransactions) -> SnapshotView:
+        """This index as a view of the snapshots (``SnapshotViews`` rebuilds it), ``cache`` the live lists in front."""
+        return SnapshotView("card index", lambda: self.by_partition, lambda held: self.keep_only(held, cache),
+                            lambda found: self.derive(found, cache))
+
     def rebuild(self, partitions: set[int], cache: CardTransactions) -> int:
-        """The lists of ``partitions``, from the snapshots the store holds for them now (recovered); their cards'
-        live lists in ``cache`` are forgotten (they read back from here). Returns the entries listed."""
+        """The lists of ``partitions`` from the snapshots the store holds for them now (recovered): this view alone.
+        The worker rebuilds every view of the snapshots from one read (``SnapshotViews``)."""
         if not partitions or self.snapshots is None:
             return 0
+        return self.derive(read_snapshots(self.snapshots, partitions), cache)
+
+    def derive(self, found: dict[int, list[IndexEntry]], cache: CardTransactions) -> int:
+        """The lists of each partition of ``found`` (``read_snapshots``: its snapshots' entries), replacing what it
+        held; their cards' live lists in ``cache`` are forgotten (they read back from here). Returns the entries
+        listed."""
         started = time.perf_counter()
-        entries: dict[int, list[tuple[str, int, str, int | None]]] = {p: [] for p in partitions}
-        unreadable = 0
-        for partition, raw in self.snapshots.values_of(partitions):
-            try:
-                entries[partition].append(index_entry(raw))
-            except (ValueError, KeyError, TypeError):
-                unreadable += 1
         listed = 0
-        for partition, found in entries.items():
-            lists = derive_card_lists(found, cache.cap)
+        for partition, entries in found.items():
+            lists = derive_card_lists(entries, cache.cap)
             self._drop(partition)
             held = self._lists_of(partition)
             if isinstance(held, LocalLists):
@@ -174,9 +175,7 @@ class DerivedCardIndex(MutableMapping[str, bytes]):
                 cache.live.pop(card, None)
                 cache.dirty.discard(card)
                 listed += len(txs)
-        if unreadable:
-            log.warning("card index: %d snapshots unreadable, left out of their cards' lists", unreadable)
-        log.info("card index of partitions %s rebuilt from their snapshots: %d entries in %.2fs", sorted(partitions),
+        log.info("card index of partitions %s rebuilt from their snapshots: %d entries in %.2fs", sorted(found),
                  listed, time.perf_counter() - started)
         return listed
 
@@ -187,86 +186,3 @@ class DerivedCardIndex(MutableMapping[str, bytes]):
                 cache.live.pop(card, None)
                 cache.dirty.discard(card)
             self._drop(partition)
-
-    def follow(self, app: Any, cache: CardTransactions) -> None:
-        """Keep the index in step with the partitions faust assigns ``app`` (:func:`follow_snapshot_partitions`)."""
-        assert self.snapshots is not None
-        follow_snapshot_partitions(app, self.snapshots, lambda held: self.keep_only(held, cache),
-                                   lambda new: self.rebuild(new, cache), lambda: self.by_partition)
-
-
-def follow_snapshot_partitions(app: Any, snapshots: TableMapping, keep_only: Callable[[set[int]], None],
-                               rebuild: Callable[[set[int]], object], built: Callable[[], Iterable[int]]) -> None:
-    """Keep a view derived from the snapshot table in step with the partitions faust assigns ``app``: a partition no
-    longer assigned is dropped at once (``keep_only``); one newly assigned (not among ``built()``) is rebuilt once faust
-    has recovered the tables (its ``on_recover`` callbacks run after every table's recovery, before the agents
-    resume)."""
-    topic = snapshots.changelog_topic
-
-    def actives() -> set[int]:
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust's stubs want (sender, *args, signal=)
-    async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
-        # Gone now, even if it comes back before recovery completes: another worker may have written it meanwhile.
-        keep_only(actives())
-
-    async def on_recovered() -> None:
-        held = actives()
-        keep_only(held)
-        rebuild(held - set(built()))
-
-    snapshots.table.on_recover(on_recovered)
-
-
-class LocalLists(MutableMapping[str, bytes]):
-    """One partition's lists in a local RocksDB database at ``path`` (created empty), on the worker's shared RocksDB
-    memory bound: what faust's RocksDB tables use, without a changelog."""
-
-    def __init__(self, path: Path, memory: RocksDBMemory) -> None:
-        from faust.stores.rocksdb import RocksDBOptions
-
-        shutil.rmtree(path, ignore_errors=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.db = RocksDBOptions(**memory.table_options(), use_rocksdict=True).open(path)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.db.get(key.encode())
-        return default if value is None else value
-
-    def __getitem__(self, key: str) -> bytes:
-        value: bytes | None = self.db.get(key.encode())
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key: str, value: bytes) -> None:
-        self.db.put(key.encode(), value)
-
-    def __delitem__(self, key: str) -> None:
-        k = key.encode()
-        if self.db.get(k) is None:
-            raise KeyError(key)
-        self.db.delete(k)
-
-    def __iter__(self) -> Iterator[str]:
-        for k in self.db.keys():
-            yield k.decode()
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self.db.keys())
-
-    def write(self, lists: dict[str, bytes]) -> None:
-        """Many lists in one write."""
-        import rocksdict
-
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for card, raw in lists.items():
-            batch.put(card.encode(), raw)
-        self.db.write(batch)
-
-    def destroy(self) -> None:
-        """Closed, and gone from the disk."""
-        self.db.close()
-        shutil.rmtree(self.path, ignore_errors=True)

@@ -8,10 +8,10 @@ written when it is scored and deleted at maturity), so the entries are derived, 
   maturity, when the scorer deletes its snapshot (the snapshot's tombstone is the only record maturity writes);
 - **at recovery** (a start, a restart after a crash, a rebalance bringing partitions here; memory store or
   RocksDB), the keys of each partition new here are rebuilt from the snapshots the store holds for it, once faust
-  has recovered the tables (``Table.on_recover``, as ``fraudstream.stream.card_index`` does); those of partitions
-  gone elsewhere are dropped when the assignment changes. Snapshots and entries are written in the same changelog
-  phase (``FraudApp`` ``phases``: the first), so a snapshot is on the broker no later than its entry was when the
-  entry was a record of its own.
+  has recovered the tables, from the same read of the store as the card index
+  (``fraudstream.stream.snapshot_views``); those of partitions gone elsewhere are dropped when the assignment
+  changes. Snapshots and entries are written in the same changelog phase (``FraudApp`` ``phases``: the first), so
+  a snapshot is on the broker no later than its entry was when the entry was a record of its own.
 
 Where the keys are kept follows the store: with the memory store, a sorted list per partition (one key per
 snapshot held); with RocksDB, a local RocksDB database per partition under the state directory
@@ -56,9 +56,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from fraudstream.core.card_index import index_entry
+from fraudstream.core.card_index import IndexEntry
 from fraudstream.core.maturity import NOTHING_LEARNED, Due
-from fraudstream.stream.card_index import LocalLists, follow_snapshot_partitions
+from fraudstream.stream.snapshot_views import LocalLists, SnapshotView, read_snapshots
 from fraudstream.stream.tables import RocksDBMemory, TableMapping
 
 __all__ = ["TableMaturityQueue", "entry_key", "legacy_key", "learned_key"]
@@ -298,33 +298,33 @@ class TableMaturityQueue:
             len(p.legacy) for p in self._parts.values())
 
     # --- derived from the snapshots ----------------------------------------------
+    def view(self) -> SnapshotView:
+        """The entries as a view of the snapshots (``SnapshotViews`` rebuilds it, with the card index)."""
+        return SnapshotView("maturity queue", lambda: self._entries, self.keep_only, self.derive)
+
     def rebuild(self, partitions: set[int]) -> int:
-        """The entries of ``partitions``, from the snapshots the store holds for them now (recovered), but those an
-        earlier release keyed by their due time in the table. Returns the entries derived."""
+        """The entries of ``partitions`` from the snapshots the store holds for them now (recovered): this view alone.
+        The worker rebuilds every view of the snapshots from one read (``SnapshotViews``)."""
         if not partitions or self.snapshots is None:
             return 0
+        return self.derive(read_snapshots(self.snapshots, partitions))
+
+    def derive(self, found: dict[int, list[IndexEntry]]) -> int:
+        """The entries of each partition of ``found`` (``read_snapshots``: its snapshots' entries), replacing what it
+        held, but those an earlier release keyed by their due time in the table. Returns the entries derived."""
         started = time.perf_counter()
-        stored, legacy_tx = self._table_entries(partitions)
-        found: dict[int, list[str]] = {p: [] for p in partitions}
-        unreadable = 0
-        for partition, raw in self.snapshots.values_of(partitions):
-            try:
-                _, ts, tx_id, _ = index_entry(raw)
-            except (ValueError, KeyError, TypeError):
-                unreadable += 1
-                continue
-            if tx_id not in legacy_tx.get(partition, ()):
-                found[partition].append(entry_key(ts, tx_id))
-        for partition, keys in found.items():
+        stored, legacy_tx = self._table_entries(set(found))
+        derived = 0
+        for partition, entries in found.items():
+            legacy = legacy_tx.get(partition, ())
+            keys = [entry_key(ts, tx_id) for _, ts, tx_id, _ in entries if tx_id not in legacy]
             self._drop(partition)
             self._entries[partition] = self._new_keys(partition, keys)
             self._stored[partition] = stored.get(partition, set())
             self._parts.pop(partition, None)
+            derived += len(keys)
         self._scanned = None
-        if unreadable:
-            log.warning("maturity queue: %d snapshots unreadable, left out", unreadable)
-        derived = sum(len(keys) for keys in found.values())
-        log.info("maturity queue of partitions %s rebuilt from their snapshots: %d entries in %.2fs", sorted(partitions),
+        log.info("maturity queue of partitions %s rebuilt from their snapshots: %d entries in %.2fs", sorted(found),
                  derived, time.perf_counter() - started)
         return derived
 
@@ -332,11 +332,6 @@ class TableMaturityQueue:
         """Drop the entries of every partition but ``partitions`` (gone elsewhere)."""
         for partition in [p for p in self._entries if p not in partitions]:
             self._drop(partition)
-
-    def follow(self, app: Any) -> None:
-        """Keep the entries in step with the partitions faust assigns ``app`` (as ``DerivedCardIndex.follow``)."""
-        assert self.snapshots is not None
-        follow_snapshot_partitions(app, self.snapshots, self.keep_only, self.rebuild, lambda: self._entries)
 
     # --- one partition ----------------------------------------------------------
     def _new_keys(self, partition: int, keys: Iterable[str] = ()) -> _SortedKeys | _LocalKeys:
