@@ -70,7 +70,20 @@ class SnapshotView:
 
 
 class SnapshotViews:
-    """The views derived from ``snapshots``, kept in step with the worker's partitions (:meth:`follow`)."""
+    """The views derived from ``snapshots``, kept in step with the worker's partitions (:meth:`follow`).
+
+    >>> class Snapshots:  # stands for the snapshot table: what ``TableMapping.values_of`` hands out
+    ...     def values_of(self, partitions):
+    ...         stored = [(0, b'{"a":{"tx_id":"t1","card_id":"c1","ts":5}}'), (1, b'{"a":{"tx_id":"t2","card_id":"c2","ts":6}}')]
+    ...         return [(p, raw) for p, raw in stored if p in partitions]
+    >>> held = {"cards": {}, "due": {1: ["kept"]}}
+    >>> def view(name):
+    ...     return SnapshotView(name, lambda: held[name], lambda keep: None, lambda found: held[name].update(found) or 0)
+    >>> SnapshotViews(Snapshots(), [view("cards"), view("due")]).recovered({0, 1})  # one read, each decoded once
+    2
+    >>> held["cards"], held["due"]  # "due" held partition 1 already: only 0 is derived for it
+    ({0: [('c1', 5, 't1', None)], 1: [('c2', 6, 't2', None)]}, {1: ['kept'], 0: [('c1', 5, 't1', None)]})
+    """
 
     def __init__(self, snapshots: TableMapping, views: Iterable[SnapshotView]) -> None:
         self.snapshots = snapshots
