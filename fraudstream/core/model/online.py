@@ -24,6 +24,8 @@ from typing import Any
 
 from river import stats
 
+from fraudstream.core.model.bands import FEATURE as AMOUNT_BAND
+from fraudstream.core.model.bands import AmountBandOdds
 from fraudstream.core.model.factory import make_model
 from fraudstream.core.model.linear import Blend, FastLogistic
 
@@ -118,6 +120,8 @@ class OnlineModel:
         # (delayed labels before anything matured are all fraud) must not score yet.
         self.classes = {k: [0, 0] for k in self.models}
         self.examples = 0
+        # Shared by both streams' models: the band odds of every example learned (fraudstream.core.model.bands).
+        self.amount_bands = AmountBandOdds()
         self.baseline: dict[str, stats.Mean] = {}
         self._blend: tuple[int, Blend | None] | None = None  # (examples, the blend of the ready models): derived
         self._version = (0, f"{name}-0")  # (examples, version): derived
@@ -131,6 +135,8 @@ class OnlineModel:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "amount_bands" not in state:  # a checkpoint from before the band odds: they are learned from now on
+            self.amount_bands = AmountBandOdds()
         self._blend = None
         self._version = (self.examples, f"{self.name}-{self.examples}")
 
@@ -149,7 +155,9 @@ class OnlineModel:
 
     def learn(self, example: TrainingExample) -> None:
         key = self._stream(example.source)
-        self.models[key].learn_one(dict(example.features), example.is_fraud, w=example.weight)  # Pipeline passes w on
+        x = self.model_input(example.features)  # the band's odds before this example counts in them (ordered)
+        self.models[key].learn_one(x, example.is_fraud, w=example.weight)  # Pipeline passes w on
+        self.amount_bands.learn(example.features.get("amount"), example.is_fraud, example.weight)
         self.learned[key] += 1
         self.classes[key][example.is_fraud] += 1
         self.examples += 1
@@ -158,8 +166,15 @@ class OnlineModel:
         for k, v in example.features.items():
             self.baseline.setdefault(k, stats.Mean()).update(v)
 
+    def model_input(self, features: Mapping[str, float]) -> dict[str, float]:
+        """What the river models see: the authorization's features and its amount band's fraud odds (a copy: the
+        caller's features, kept in the snapshot, stay as they were)."""
+        x = dict(features)
+        x[AMOUNT_BAND] = self.amount_bands.value(features.get("amount"))
+        return x
+
     def score(self, features: Mapping[str, float]) -> float:
-        x = features if isinstance(features, dict) else dict(features)
+        x = self.model_input(features)
         blend = self._ready_blend()
         if blend is not None:
             return blend.proba_one(x)  # the sum below, in one pass over the features

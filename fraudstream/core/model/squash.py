@@ -17,6 +17,8 @@ __all__ = ["squash", "log_scale"]
 
 #: Heavy-tailed features: on a log scale a linear model sees their shape.
 _LOG_SCALED = ("amount", "_sum_", "_mean_", "_std_", "_count_", "seconds")
+#: Names with a log-scaled tag that are ratios, z-scores or log-odds already.
+_ALREADY_SCALED = ("ratio", "zscore", "logodds")
 #: Rates and shares in [0, 1], mostly 0.
 _RATES = ("fraud_rate", "cpp_share")
 
@@ -29,7 +31,7 @@ def log_scale(name: str) -> float:
     if s is None:
         if any(tag in name for tag in _RATES):
             s = 100.0
-        elif any(tag in name for tag in _LOG_SCALED) and "ratio" not in name and "zscore" not in name:
+        elif any(tag in name for tag in _LOG_SCALED) and not any(tag in name for tag in _ALREADY_SCALED):
             s = 1.0
         else:
             s = 0.0

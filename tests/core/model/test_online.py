@@ -110,8 +110,8 @@ def test_separate_streams_average_a_feedback_and_a_delayed_model() -> None:
         pooled.learn(ex)
     assert separate.learned == {"feedback": 200, "delayed": 200} and pooled.learned == {"pooled": 400}
     for x in PROBES:
-        fb = separate.models["feedback"].predict_proba_one(x)[True]
-        dl = separate.models["delayed"].predict_proba_one(x)[True]
+        fb = separate.models["feedback"].predict_proba_one(separate.model_input(x))[True]
+        dl = separate.models["delayed"].predict_proba_one(separate.model_input(x))[True]
         assert separate.score(x) == pytest.approx((fb + dl) / 2, abs=1e-12)
     assert [separate.score(x) for x in PROBES] != [pooled.score(x) for x in PROBES]
 
@@ -124,8 +124,8 @@ def test_the_ready_models_score_in_one_pass_exactly_as_each_alone() -> None:
         m.learn(example(rng, 3000 + i, i % 3 == 0, "analyst"))
     for x in [*PROBES, {**PROBES[1], "unknown_feature": 3.0, "is_night": None}]:
         total = 0.0
-        total += m.models["feedback"].predict_proba_one(x)[True]
-        total += m.models["delayed"].predict_proba_one(x)[True]
+        total += m.models["feedback"].predict_proba_one(m.model_input(x))[True]
+        total += m.models["delayed"].predict_proba_one(m.model_input(x))[True]
         assert m.score(x) == total / 2
     assert "_blend" not in m.__getstate__()  # derived: a checkpoint holds what learned
 
@@ -154,7 +154,7 @@ def test_cold_start_until_both_classes_are_seen() -> None:
     assert not m.ready and m.score(PROBES[1]) == cold_start_score(PROBES[1])
     m.learn(example(rng, 200, False))  # the fifth legitimate example
     assert m.ready
-    assert m.score(PROBES[1]) == m.models["pooled"].predict_proba_one(PROBES[1])[True]
+    assert m.score(PROBES[1]) == m.models["pooled"].predict_proba_one(m.model_input(PROBES[1]))[True]
     assert m.score(PROBES[1]) != cold_start_score(PROBES[1])
 
 
@@ -166,7 +166,7 @@ def test_with_separate_streams_the_ready_one_scores_alone() -> None:
     for i in range(10):
         m.learn(example(rng, 100 + i, True, "chargeback"))  # delayed: fraud only, not ready
     x = PROBES[2]
-    assert m.score(x) == m.models["feedback"].predict_proba_one(x)[True]
+    assert m.score(x) == m.models["feedback"].predict_proba_one(m.model_input(x))[True]
 
 
 def test_cold_start_score_ranks_unusual_authorizations_higher() -> None:
