@@ -81,6 +81,14 @@ class Settings:
     topic_models: str = _env("TOPIC_MODELS", "Internal: model checkpoints (compacted).", "fraud.models")
     topic_audit: str = _env("TOPIC_AUDIT", "Who labelled, reported, reissued or changed a rule from the console, and when.", "fraud.audit")
     partitions: int = _env("PARTITIONS", "Partitions of the keyed topics when fraudstream creates them.", 3)
+    source_linger_ms: int = _env(
+        "SOURCE_LINGER_MS",
+        "How long the traffic sources that come with fraudstream (the simulator and its investigator, `make soak`) "
+        "wait to fill a produce batch: fewer, fuller batches (the embedded broker's fetches cost in proportion to the "
+        "batches a partition holds), for up to this much latency. Commands that send and wait (labels, rules, the "
+        "console) send at once.",
+        250,
+    )
     replication_factor: int = _env("REPLICATION_FACTOR", "Replication of created topics (3 in production).", 1)
 
     # --- worker -----------------------------------------------------------
@@ -112,6 +120,21 @@ class Settings:
     )
     batch_size: int = _env("BATCH_SIZE", "Authorizations scored per batch.", 1000)
     batch_window_s: float = _env("BATCH_WINDOW_S", "Longest wait to fill a batch.", 0.02)
+    batch_fill: int = _env(
+        "BATCH_FILL",
+        "While traffic is slow, a worker's batches are spaced this many authorizations apart (at most "
+        "`FRAUDSTREAM_BATCH_WINDOW_MAX_S`; `fraudstream/stream/pacing.py`): fewer, fuller produce batches, which the "
+        "embedded broker needs (its fetches cost in proportion to the batches a partition holds), for up to "
+        "`FRAUDSTREAM_BATCH_WINDOW_MAX_S` more latency per hop (three hops). 1: the window alone.",
+        50,
+    )
+    batch_window_max_s: float = _env(
+        "BATCH_WINDOW_MAX_S",
+        "Longest a worker's batches are spaced apart while traffic is slow (see `FRAUDSTREAM_BATCH_FILL`): at 200 "
+        "authorizations/s, batches of 50 every 250 ms; from 2,500/s on, `FRAUDSTREAM_BATCH_WINDOW_S` alone. The "
+        "worker's producer lingers as long: a batch's outputs go together when its flush sends them.",
+        0.25,
+    )
     fetch_wait_ms: int = _env(
         "FETCH_WAIT_MS",
         "Longest a worker's fetch waits for data while data flows (faust's is 1500, and the embedded broker answers "
@@ -172,6 +195,11 @@ class Settings:
 
     # --- helpers ----------------------------------------------------------
     def __post_init__(self) -> None:
+        if self.batch_fill < 1:
+            raise ConfigError(f"{ENV_PREFIX}BATCH_FILL must be at least 1, got {self.batch_fill}")
+        if self.batch_window_max_s < self.batch_window_s:
+            raise ConfigError(f"{ENV_PREFIX}BATCH_WINDOW_MAX_S ({self.batch_window_max_s}) must be at least "
+                              f"{ENV_PREFIX}BATCH_WINDOW_S ({self.batch_window_s})")
         if self.processing_guarantee not in PROCESSING_GUARANTEES:
             raise ConfigError(f"{ENV_PREFIX}PROCESSING_GUARANTEE must be one of {', '.join(PROCESSING_GUARANTEES)}, "
                               f"got {self.processing_guarantee!r}")

@@ -199,7 +199,8 @@ def produce(
         if err is not None:
             counts.delivery_errors += 1
 
-    producer = Producer(settings.producer_config(**{"queue.buffering.max.messages": 500_000, "on_delivery": delivered}))
+    producer = Producer(settings.producer_config(**{"queue.buffering.max.messages": 500_000, "on_delivery": delivered,
+                                                    "linger.ms": settings.source_linger_ms}))
     send = _sender(producer)
     halt = threading.Event()
     reissues = Reissues(reissue_after_days)
@@ -393,7 +394,7 @@ class _InvestigatorLoop(threading.Thread):
                 "session.timeout.ms": 6000,
             }
         )
-        producer = Producer(self.settings.producer_config(on_delivery=delivered))
+        producer = Producer(self.settings.producer_config(**{"on_delivery": delivered, "linger.ms": self.settings.source_linger_ms}))
         try:
             consumer.subscribe([self.settings.topic_alerts], on_assign=lambda _c, _p: self.assigned.set())
             while not self.halt.is_set():

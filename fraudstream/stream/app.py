@@ -54,6 +54,7 @@ from fraudstream.stream.heap import release_free_heap
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
 from fraudstream.stream.outputs import Output, Outputs
+from fraudstream.stream.pacing import BatchPacing
 from fraudstream.stream.snapshot_views import SnapshotViews
 from fraudstream.stream.stages import (
     CardEventStage,
@@ -121,11 +122,15 @@ class FraudApp:
         # in which the stages produced (the merchant stage relies on it to recognise re-sent authorizations).
         # Outputs that fail are produced again, never dropped (fraudstream.stream.outputs): `flush` waits for them.
         # Exactly once: the producer is transactional, with an id stable across restarts of this worker.
+        # A batch's outputs go when its flush sends them (`Flusher`: flush(0) ignores the linger), in one produce batch
+        # per partition: a shorter linger sent a stage's outputs in pieces while it was still producing them (at
+        # 200/s, 2.5 produce batches per partition and batch), and the embedded broker's cost follows its batches.
         transactional: dict[str, Any] = {}
         if s.exactly_once:
             tid, self._transactional_lock = transactional_id(s.app_id, s.state_dir)
             transactional = {"transactional.id": tid, "transaction.timeout.ms": 10_000}
-        self.outputs = Outputs(connected.producer_config(**{"linger.ms": 2, "max.in.flight.requests.per.connection": 1,
+        linger_ms = max(2, round(1000 * s.batch_window_max_s))
+        self.outputs = Outputs(connected.producer_config(**{"linger.ms": linger_ms, "max.in.flight.requests.per.connection": 1,
                                                             "error_cb": self._on_producer_error, **transactional}),
                                on_failed=self._on_output_failed, on_rejected=self._on_output_rejected)
         self.producer = self.outputs.producer
@@ -208,6 +213,11 @@ class FraudApp:
         self._define_timers()
 
     # --- wiring -------------------------------------------------------------
+    def pacing(self) -> BatchPacing:
+        """One agent's batch pacing: fuller batches while traffic is slow (``FRAUDSTREAM_BATCH_FILL``)."""
+        s = self.settings
+        return BatchPacing(s.batch_window_s, s.batch_fill, s.batch_window_max_s)
+
     def _define_topics(self) -> None:
         s, app = self.settings, self.app
         # Topics are created by `fraudstream topics create` from topics/; faust only reads them.
@@ -263,7 +273,7 @@ class FraudApp:
         # `batches`: a batch cut short (an agent cancelled at shutdown while it waits for the broker) is not committed.
         @app.agent(self.t_auth, name="intake")
         async def intake(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
                 self._busy += 1
                 try:
                     async with self.gate.batch():
@@ -275,7 +285,7 @@ class FraudApp:
 
         @app.agent(self.t_by_merchant, name="merchant-features")
         async def merchant_stage(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
                 self._busy += 1
                 try:
                     async with self.gate.batch():
@@ -292,7 +302,7 @@ class FraudApp:
 
         @app.agent(self.t_enriched, name="score")
         async def score_stage(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
                 # Not before the model is restored and has caught up: a restart must not score with an older one.
                 while not self.model_follower.ready:
                     await asyncio.sleep(0.05)
@@ -311,21 +321,21 @@ class FraudApp:
 
         @app.agent(self.t_labels, name="labels")
         async def label_intake(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
                 async with self.gate.batch():
                     self.card_events.intake([event.message for event in events], "label")
                     await self.flusher.flush()
 
         @app.agent(self.t_reissues, name="card-reissues")
         async def reissue_intake(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
                 async with self.gate.batch():
                     self.card_events.intake([event.message for event in events], "reissue")
                     await self.flusher.flush()
 
         @app.agent(self.t_card_events, name="card-events")
         async def card_event_stage(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
                 async with self.gate.batch():
                     self.card_events.batch([event.message for event in events])
                     await self.flusher.flush()
@@ -333,7 +343,7 @@ class FraudApp:
 
         @app.agent(self.t_merchant_labels, name="merchant-labels")
         async def merchant_label_stage(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s):
+            async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
                 # Not while a merchant batch waits for its outputs: its state must not be written before them.
                 async with self.gate.batch(), self._merchant_lock:
                     self.merchant.label_batch([event.message for event in events])

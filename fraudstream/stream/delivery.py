@@ -60,11 +60,14 @@ they never reached fraud.scores, and their offsets were committed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+
+from fraudstream.stream.pacing import BatchPacing
 
 __all__ = ["SkippedOffsets", "batches", "fresh", "hold", "in_order", "let_go"]
 
@@ -249,7 +252,7 @@ async def _read_again(consumer: Any, again: dict[Any, int]) -> None:
             log.info("%s[%d]: not read again from %d: %s", tp.topic, tp.partition, offset, exc)
 
 
-async def batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
+async def batches(stream: Any, max_: int, within: float, pacing: BatchPacing | None = None) -> AsyncIterator[list[Any]]:
     """``stream.take_events(max_, within)``, except that:
 
     - a batch the agent does not finish (it raised, or it was cancelled) is never committed: its events are marked
@@ -257,8 +260,11 @@ async def batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[A
       partition's next reader gets them again;
     - events fetched before their partition was revoked are left out (:func:`fresh`);
     - so are events past an offset that never reached the agent, and their partition is read again from that offset
-      (:func:`in_order`)."""
+      (:func:`in_order`);
+    - with ``pacing``, after a batch it finished the agent waits as long as ``pacing`` says before taking the next
+      (slow traffic: fewer, fuller batches; :mod:`fraudstream.stream.pacing`)."""
     async for events in stream.take_events(max_, within=within):
+        taken_at = time.monotonic()
         kept, again = in_order(fresh(events))
         if again:
             await _read_again(stream.app.consumer, again)
@@ -283,3 +289,8 @@ async def batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[A
                     expected = _NEXT.get(key)
                     if expected is not None and message.offset < expected:
                         _NEXT[key] = message.offset
+        if pacing is not None:
+            # The batch is finished (not acknowledged to faust yet: take_events does that when we ask for the next).
+            pause = pacing.pause_after(len(events), taken_at, time.monotonic())
+            if pause > 0:
+                await asyncio.sleep(pause)

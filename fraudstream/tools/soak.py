@@ -14,7 +14,11 @@ Every ``--report-every`` seconds it prints:
 
 - the worker's resident memory (``VmRSS`` of ``/proc/PID/status``),
 - throughput: authorizations scored per second (``fraudstream_authorizations_scored_total`` of its /metrics),
-- p50/p99 end-to-end latency: a consumer of ``fraud.scores`` takes receive time − ``ts`` of every record,
+- p50/p99 end-to-end latency: a consumer of ``fraud.scores`` takes receive time − ``ts`` of every record, so it
+  includes the traffic's own batching: the soak's producer waits up to ``FRAUDSTREAM_SOURCE_LINGER_MS`` (250 ms) to
+  fill a produce batch, as the simulator does, and below 2,500/s each of the worker's three hops spaces its batches
+  up to ``FRAUDSTREAM_BATCH_WINDOW_MAX_S`` (250 ms) apart (``fraudstream.stream.pacing``): fewer, fuller batches,
+  which the embedded broker needs (below), for up to about a second of latency at 200/s,
 - consumer lag (the sum of ``fraudstream_consumer_lag``), alerts and dead letters;
 - the CPU the worker used (in cores) and the machine's load average: on a shared machine a slow worker may be a starved one.
 
@@ -236,7 +240,8 @@ class Producer(threading.Thread):
                 self.delivery_errors += 1
 
         s, rate = self.settings, self.cfg.rate
-        p = KafkaProducer(s.producer_config(**{"queue.buffering.max.messages": 1_000_000, "on_delivery": delivered}))
+        p = KafkaProducer(s.producer_config(**{"queue.buffering.max.messages": 1_000_000, "on_delivery": delivered,
+                                               "linger.ms": s.source_linger_ms}))
         dumps, wall = orjson.dumps, time.time
         try:
             t0 = time.monotonic()
@@ -581,12 +586,15 @@ def summary(run: Run) -> list[str]:
         if len(later) >= 2 and later[-1].elapsed > later[0].elapsed:
             w, d = run.warm, run.drained
             drained = None
-            if w and d and None not in (w.alloc_in_use_kib, w.rocksdb_kib, d.alloc_in_use_kib, d.rocksdb_kib, d.rss_kib,
-                                        later[-1].alloc_in_use_kib):
-                drained = ((w.alloc_in_use_kib - w.rocksdb_kib) / MIB, (d.alloc_in_use_kib - d.rocksdb_kib) / MIB)
-                out.append(f"  drained ({d.elapsed:.0f}s): worker RSS {d.rss_kib / MIB:.1f} MiB, RocksDB {d.rocksdb_kib / MIB:.1f}, "
+            wa, wr = (w.alloc_in_use_kib, w.rocksdb_kib) if w else (None, None)
+            da, dr, drss = (d.alloc_in_use_kib, d.rocksdb_kib, d.rss_kib) if d else (None, None, None)
+            la, lr = later[-1].alloc_in_use_kib, later[-1].rocksdb_kib
+            if (d and wa is not None and wr is not None and da is not None and dr is not None and drss is not None
+                    and la is not None and lr is not None):
+                drained = ((wa - wr) / MIB, (da - dr) / MIB)
+                out.append(f"  drained ({d.elapsed:.0f}s): worker RSS {drss / MIB:.1f} MiB, RocksDB {dr / MIB:.1f}, "
                            f"malloc in use outside RocksDB {drained[1]:.1f} (after the warm-up {drained[0]:.1f}, at the end of "
-                           f"the traffic {(later[-1].alloc_in_use_kib - later[-1].rocksdb_kib) / MIB:.1f})")
+                           f"the traffic {(la - lr) / MIB:.1f})")
             out.extend(memory_breakdown(later, drained))
             first, last = later[0], later[-1]
             if first.live_cards is not None and last.live_cards is not None:

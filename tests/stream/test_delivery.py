@@ -211,3 +211,37 @@ def test_a_batch_the_agent_did_not_finish_is_waited_for_again() -> None:
 def test_offsets_gone_from_the_broker_are_not_waited_for() -> None:
     delivery._GONE[(TOPIC, 0)] = (748, 900)  # retention: the consumer's getmany stepped over them
     assert asyncio.run(handed(Stream(offsets(0, 900, 901)))) == [[900, 901]]
+
+
+class Pacing:
+    """Tells `batches` to pause 0.2 s after every batch, and remembers the sizes it was told."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def pause_after(self, size: int, taken_at: float, now: float) -> float:
+        self.sizes.append(size)
+        return 0.2
+
+
+@pytest.mark.usefixtures("reading_from_748")
+def test_the_agent_pauses_after_each_batch_it_finished_as_its_pacing_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(delivery.asyncio, "sleep", sleep)
+    pacing = Pacing()
+
+    async def agent(stream: Stream) -> list[list[int]]:
+        got = []
+        async for batch in delivery.batches(stream, 100, 0.1, pacing):  # type: ignore[arg-type]
+            got.append([e.message.offset for e in batch])
+            if len(got) == 2:
+                raise RuntimeError("the agent crashed")  # no pause after a batch it did not finish
+        return got
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(agent(Stream(offsets(0, 748, 749, 750), offsets(0, 751))))
+    assert pacing.sizes == [3] and slept == [0.2]
