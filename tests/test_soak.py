@@ -1,8 +1,10 @@
-"""The soak's report: what it says about memory after the warm-up."""
+"""The soak: its report (what it says about memory after the warm-up), and its traffic."""
 
 from __future__ import annotations
 
-from fraudstream.tools.soak import Run, Sample, SoakConfig, main, slope_per_hour, summary
+import random
+
+from fraudstream.tools.soak import Run, Sample, SoakConfig, Traffic, main, slope_per_hour, summary
 
 MIB = 1024
 
@@ -121,3 +123,19 @@ def test_the_summary_judges_the_latency_goal_over_the_pooled_latencies_of_each_w
     assert "of minutes 3-5 100 ms: 1.50x (goal <= 2x) met" in "\n".join(summary(run))
     run.latencies = run.latencies[:6]  # 6 minutes: the two windows overlap, no verdict
     assert "latency goal" not in "\n".join(summary(run))
+
+
+def test_the_card_population_follows_the_rate_so_cards_keep_a_realistic_pace() -> None:
+    # Two authorizations an hour per card: R-VELOCITY-1H (8 in an hour) stays the exception it is at an issuer.
+    assert SoakConfig(rate=200).cards == 360_000 and SoakConfig(rate=200).live_states_max == 20_000
+    assert SoakConfig(rate=5).cards == 20_000 and SoakConfig(rate=5, cards=99).cards == 99
+
+
+def test_the_share_of_fraud_does_not_depend_on_the_card_population() -> None:
+    shares = []
+    for cards in (2_000, 200_000):
+        traffic = Traffic(SoakConfig(rate=200, cards=cards, merchants=50), random.Random(7))
+        for n in range(20_000):
+            traffic.authorization(n, 1_700_000_000_000 + n * 5)
+        shares.append(traffic.frauds / 20_000)
+    assert 0.01 < shares[0] < 0.03 and abs(shares[0] - shares[1]) < 0.005

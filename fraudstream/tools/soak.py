@@ -35,9 +35,10 @@ else 0. Ctrl-C stops the traffic, the worker, the consumer and the broker, in th
 
 What "flat after warm-up" can mean: a worker's heap holds at most ``FRAUDSTREAM_LIVE_STATES_MAX`` states of each
 kind, and all its RocksDB databases together at most ``FRAUDSTREAM_ROCKSDB_MEMORY_MB``. In production the cards outnumber
-the bound, which is reached within minutes; with the soak's 20,000 cards, a bound of 50,000 would never be, and the
-heap would grow until every card had been seen (most of half an hour at 50/s). So the soak bounds the live states
-at a quarter of its cards (``--live-states``), reached within the warm-up, as production's is. Likewise RocksDB's
+the bound, which is reached within minutes; with the soak's cards (1,800 per authorization a second: 360,000 at
+200/s, each making two authorizations an hour, more than an issuer's cards do), a bound of 50,000 would take longer
+than the warm-up. So the soak bounds the live states at a quarter of its cards, at most 20,000 (``--live-states``),
+reached within the warm-up, as production's is. Likewise RocksDB's
 memtables and block cache fill with traffic, up to 128 MB by default, which 50/s takes hours to reach: the soak
 gives them 16 MB (``--rocksdb-mb``), reached within its warm-up.
 
@@ -88,14 +89,23 @@ __all__ = ["main", "SoakConfig", "Traffic", "memory_breakdown", "memory_verdict"
 MIB = 1024.0
 
 
+#: Cards per authorization a second: each card makes two authorizations an hour on average (1 in 1,000 reaches the 8
+#: of R-VELOCITY-1H). With fewer (20,000 cards at 200/s made 36 an hour each), every card passed it within minutes,
+#: and from minute 15 nearly every authorization raised an alert or an update to one: a flood no issuer's traffic
+#: makes, and records the embedded broker keeps.
+CARD_HOURS_PER_AUTHORIZATION_PER_S = 1_800
+#: The most live states of each kind the soak gives the worker by default: reached within the warm-up.
+LIVE_STATES_MAX = 20_000
+
+
 @dataclass
 class SoakConfig:
     minutes: float = 30.0
     rate: float = 50.0
     report_every: float = 60.0
-    cards: int = 20_000
+    cards: int = 0  # 0: CARD_HOURS_PER_AUTHORIZATION_PER_S per authorization a second (at least 20,000)
     merchants: int = 2_000
-    compromise_per_hour: float = 0.1  # share of cards compromised per hour of run
+    compromise_per_authorization: float = 0.0028  # an authorization starts a compromise: about 2% of traffic fraud
     legit_label_share: float = 0.01  # legitimate authorizations an analyst happens to confirm
     label_delay_s: tuple[float, float] = (5.0, 60.0)
     reissue_after_s: float = 30.0
@@ -107,9 +117,13 @@ class SoakConfig:
     worker_env: dict[str, str] = field(default_factory=dict)  # added to the worker's environment only
     rules: str | None = str(ROOT / "rules" / "examples.json")  # applied before the traffic starts; None: no rules
 
+    def __post_init__(self) -> None:
+        if not self.cards:
+            self.cards = max(20_000, round(self.rate * CARD_HOURS_PER_AUTHORIZATION_PER_S))
+
     @property
     def live_states_max(self) -> int:
-        return self.live_states if self.live_states is not None else max(1, self.cards // 4)
+        return self.live_states if self.live_states is not None else max(1, min(self.cards // 4, LIVE_STATES_MAX))
 
     @property
     def seconds(self) -> float:
@@ -170,8 +184,8 @@ class Traffic:
 
     def authorization(self, n: int, now_ms: int) -> tuple[bytes, dict[str, Any]]:
         rng, cfg = self.rng, self.cfg
-        # Compromise cards at the configured rate (per authorization: rate / events per hour).
-        if rng.random() < cfg.compromise_per_hour * cfg.cards / 3600.0 / max(cfg.rate, 1e-9):
+        # Compromise cards at the configured rate per authorization, whatever the population.
+        if rng.random() < cfg.compromise_per_authorization:
             self.compromised.setdefault(rng.randrange(cfg.cards), rng.randint(3, 12))
         fraud = False
         if self.compromised and rng.random() < 0.02:  # a burst: the thief uses the card within seconds
@@ -813,7 +827,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="authorizations per second (default 50: the embedded "
                         "broker slows as it fills, see the README)")
     parser.add_argument("--report-every", type=float, default=60.0, help="seconds between report lines (default 60)")
-    parser.add_argument("--cards", type=int, default=20_000, help="card population (default 20000)")
+    parser.add_argument("--cards", type=int, default=0, help="card population (default: 1,800 per authorization a "
+                        "second, at least 20,000: each card two authorizations an hour)")
     parser.add_argument("--merchants", type=int, default=2_000, help="merchant population (default 2000)")
     parser.add_argument("--live-states", type=int, default=None, help="the worker's FRAUDSTREAM_LIVE_STATES_MAX "
                         "(default: a quarter of the cards, so that the bound is reached within the warm-up)")
@@ -828,8 +843,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the traffic starts (default rules/examples.json; '' for none)")
     parser.add_argument("--log-dir", default="var/log", help="where the worker's and the broker's logs go (default var/log)")
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or args.rate <= 0 or args.report_every <= 0 or args.cards <= 0 or args.merchants <= 0:
-        parser.error("--minutes, --rate, --report-every, --cards and --merchants must be positive")
+    if args.minutes <= 0 or args.rate <= 0 or args.report_every <= 0 or args.cards < 0 or args.merchants <= 0:
+        parser.error("--minutes, --rate, --report-every and --merchants must be positive, --cards too if given")
     if args.live_states is not None and args.live_states <= 0:
         parser.error("--live-states must be positive")
     if args.rocksdb_mb < 8:
