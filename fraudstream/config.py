@@ -87,7 +87,7 @@ class Settings:
         "wait to fill a produce batch: fewer, fuller batches (the embedded broker's fetches cost in proportion to the "
         "batches a partition holds), for up to this much latency. Commands that send and wait (labels, rules, the "
         "console) send at once.",
-        250,
+        300,
     )
     replication_factor: int = _env("REPLICATION_FACTOR", "Replication of created topics (3 in production).", 1)
 
@@ -122,18 +122,19 @@ class Settings:
     batch_window_s: float = _env("BATCH_WINDOW_S", "Longest wait to fill a batch.", 0.02)
     batch_fill: int = _env(
         "BATCH_FILL",
-        "While traffic is slow, a worker's batches are spaced this many authorizations apart (at most "
-        "`FRAUDSTREAM_BATCH_WINDOW_MAX_S`; `fraudstream/stream/pacing.py`): fewer, fuller produce batches, which the "
-        "embedded broker needs (its fetches cost in proportion to the batches a partition holds), for up to "
-        "`FRAUDSTREAM_BATCH_WINDOW_MAX_S` more latency per hop (three hops). 1: the window alone.",
-        50,
+        "While traffic is slow, a worker's intake spaces its batches this many authorizations apart (at most "
+        "`FRAUDSTREAM_BATCH_WINDOW_MAX_S`; `fraudstream/stream/pacing.py`), and the hops after it take the bursts that "
+        "makes: fewer, fuller produce batches, which the embedded broker needs (its fetches cost in proportion to the "
+        "batches a partition holds), for up to `FRAUDSTREAM_BATCH_WINDOW_MAX_S` more latency. 1: the window alone "
+        "(lowest latency; Apache Kafka does not need the pacing).",
+        100,
     )
     batch_window_max_s: float = _env(
         "BATCH_WINDOW_MAX_S",
-        "Longest a worker's batches are spaced apart while traffic is slow (see `FRAUDSTREAM_BATCH_FILL`): at 200 "
-        "authorizations/s, batches of 50 every 250 ms; from 2,500/s on, `FRAUDSTREAM_BATCH_WINDOW_S` alone. The "
-        "worker's producer lingers as long: a batch's outputs go together when its flush sends them.",
-        0.25,
+        "Longest the intake's batches are spaced apart while traffic is slow (see `FRAUDSTREAM_BATCH_FILL`): at 200 "
+        "authorizations/s, batches of 100 every 0.5 s; above that rate less, with its square (41 ms at 700/s), and "
+        "from 1,000/s on `FRAUDSTREAM_BATCH_WINDOW_S` alone.",
+        0.5,
     )
     fetch_wait_ms: int = _env(
         "FETCH_WAIT_MS",

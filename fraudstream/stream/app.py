@@ -84,6 +84,8 @@ log = logging.getLogger("fraudstream.worker")
 EVICT_EVERY_MS = DAY_MS
 #: Free heap goes back to the system this often (wall clock): a few milliseconds each time.
 HEAP_RELEASE_EVERY_S = 30.0
+#: How long the worker's producer waits to fill a produce batch, at most (see where it is built).
+OUTPUTS_LINGER_MS = 10
 
 
 class FraudApp:
@@ -122,15 +124,16 @@ class FraudApp:
         # in which the stages produced (the merchant stage relies on it to recognise re-sent authorizations).
         # Outputs that fail are produced again, never dropped (fraudstream.stream.outputs): `flush` waits for them.
         # Exactly once: the producer is transactional, with an id stable across restarts of this worker.
-        # A batch's outputs go when its flush sends them (`Flusher`: flush(0) ignores the linger), in one produce batch
-        # per partition: a shorter linger sent a stage's outputs in pieces while it was still producing them (at
+        # A batch's outputs go when its flush sends them (`Flusher`), in one produce batch per partition if the linger
+        # outlasts their production: with 2 ms a stage's outputs went in pieces while it was still producing them (at
         # 200/s, 2.5 produce batches per partition and batch), and the embedded broker's cost follows its batches.
+        # Not longer: flush(0) does not always make librdkafka send at once (its broker thread may wake after the
+        # call), and a linger of 500 ms put 130-250 ms into each hop at 700/s (bench --quick --rate 700).
         transactional: dict[str, Any] = {}
         if s.exactly_once:
             tid, self._transactional_lock = transactional_id(s.app_id, s.state_dir)
             transactional = {"transactional.id": tid, "transaction.timeout.ms": 10_000}
-        linger_ms = max(2, round(1000 * s.batch_window_max_s))
-        self.outputs = Outputs(connected.producer_config(**{"linger.ms": linger_ms, "max.in.flight.requests.per.connection": 1,
+        self.outputs = Outputs(connected.producer_config(**{"linger.ms": OUTPUTS_LINGER_MS, "max.in.flight.requests.per.connection": 1,
                                                             "error_cb": self._on_producer_error, **transactional}),
                                on_failed=self._on_output_failed, on_rejected=self._on_output_rejected)
         self.producer = self.outputs.producer
@@ -214,7 +217,10 @@ class FraudApp:
 
     # --- wiring -------------------------------------------------------------
     def pacing(self) -> BatchPacing:
-        """One agent's batch pacing: fuller batches while traffic is slow (``FRAUDSTREAM_BATCH_FILL``)."""
+        """One agent's batch pacing: fuller batches while traffic is slow (``FRAUDSTREAM_BATCH_FILL``). For the agents
+        of what comes from outside (authorizations, labels, reissues) and of the low-rate internal topics; not for the
+        merchant and score stages: their input comes in the bursts the intake's pacing makes, one per intake batch,
+        so their batches (and the produce batches they write) are as few without their waiting again."""
         s = self.settings
         return BatchPacing(s.batch_window_s, s.batch_fill, s.batch_window_max_s)
 
@@ -285,7 +291,7 @@ class FraudApp:
 
         @app.agent(self.t_by_merchant, name="merchant-features")
         async def merchant_stage(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
+            async for events in batches(stream, s.batch_size, s.batch_window_s):
                 self._busy += 1
                 try:
                     async with self.gate.batch():
@@ -302,7 +308,7 @@ class FraudApp:
 
         @app.agent(self.t_enriched, name="score")
         async def score_stage(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
+            async for events in batches(stream, s.batch_size, s.batch_window_s):
                 # Not before the model is restored and has caught up: a restart must not score with an older one.
                 while not self.model_follower.ready:
                     await asyncio.sleep(0.05)

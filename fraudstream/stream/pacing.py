@@ -5,25 +5,30 @@ A worker's batch closes ``FRAUDSTREAM_BATCH_WINDOW_S`` (20 ms) after the previou
 200 authorizations a second that is 4 authorizations a batch, over 3 partitions: each hop then writes about one
 produce batch per record, and the embedded broker's fetch costs CPU in proportion to the record batches a partition
 holds (it keeps them all: no retention), so a steady 200/s brought it to a full core within minutes (docs/capacity.md,
-The soak at 200/s). :class:`BatchPacing` estimates the rate an agent's batches arrive at, and spaces its batches
-``FRAUDSTREAM_BATCH_FILL / rate`` seconds apart, between the window and ``FRAUDSTREAM_BATCH_WINDOW_MAX_S``: at 200/s
-batches of 50, 250 ms apart; from 2,500/s on, the window alone. The price is latency: up to the longest window per
-hop, at low rates only.
+The soak at 200/s). :class:`BatchPacing` estimates the rate an agent's batches arrive at and, while it is slow
+(at most ``FRAUDSTREAM_BATCH_FILL / FRAUDSTREAM_BATCH_WINDOW_MAX_S``, 200/s by default), spaces its batches
+``FRAUDSTREAM_BATCH_WINDOW_MAX_S`` apart: at 200/s, batches of 100 every 0.5 s. Above that the spacing falls with the
+square of the rate (125 ms at 400/s, 41 ms at 700/s), down to the window from 1,000/s on: the latency it costs is
+paid where the embedded broker needs it, by slow traffic that runs for hours, not by fast traffic, which the
+embedded broker does not hold for long anyway and which fills its batches by itself.
 
 The agent keeps its batch window; it only pauses after a batch it finished (:func:`fraudstream.stream.delivery
-.batches`), and what arrives meanwhile waits in faust's stream buffer for the next batch.
+.batches`), and what arrives meanwhile waits in faust's stream buffer for the next batch. Only the agents of what
+comes from outside (authorizations, labels, reissues) and of the low-rate internal topics pause: the merchant and
+score stages get their input in the bursts the intake's batches make, so they take one batch per burst without
+waiting, and a hop adds a window's latency, not a spacing's.
 
->>> pacing = BatchPacing(window_s=0.02, fill=50, longest_s=0.25)
+>>> pacing = BatchPacing(window_s=0.02, fill=100, longest_s=0.5)
 >>> pacing.pause_after(4, taken_at=10.0, now=10.01)  # the first batch: no rate known yet
 0.0
->>> round(pacing.pause_after(4, taken_at=10.02, now=10.03), 3)  # 200/s: batches 250 ms apart, 20 ms of it the window
-0.22
->>> round(pacing.pause_after(50, taken_at=10.27, now=10.28), 3)  # 50 in 250 ms: still 200/s
-0.22
->>> pacing.pause_after(1000, taken_at=10.30, now=10.31)  # full: the traffic is fast, no pause
+>>> round(pacing.pause_after(4, taken_at=10.02, now=10.03), 3)  # 200/s: batches 0.5 s apart, 20 ms of it the window
+0.47
+>>> round(pacing.pause_after(100, taken_at=10.52, now=10.55), 3)  # 100 in 0.5 s: still 200/s
+0.45
+>>> pacing.pause_after(1000, taken_at=10.6, now=10.7)  # full: the traffic is fast, no pause
 0.0
->>> round(pacing.pause_after(25, taken_at=10.34, now=10.36), 3)  # 25 in 40 ms, 625/s: 80 ms apart
-0.04
+>>> round(pacing.pause_after(40, taken_at=10.75, now=10.76), 3)  # 40 in 150 ms, 267/s: 281 ms apart
+0.251
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ __all__ = ["BatchPacing"]
 
 
 class BatchPacing:
-    """Spaces one agent's batches ``fill / rate`` seconds apart, within [``window_s``, ``longest_s``], the rate being
-    the last batch's size over the time since the batch before it was taken."""
+    """Spaces one agent's batches ``longest_s`` apart while its traffic is slower than ``fill / longest_s`` per second,
+    less above, down to ``window_s`` (see :meth:`spacing`), the rate being the last batch's size over the time since
+    the batch before it was taken."""
 
     def __init__(self, window_s: float, fill: int, longest_s: float) -> None:
         if fill < 1:
@@ -46,18 +52,25 @@ class BatchPacing:
         self._last_taken: float | None = None
 
     def spacing(self, size: int, since_last_s: float) -> float:
-        """Seconds from one batch to the next, after a batch of ``size`` that arrived in ``since_last_s``.
+        """Seconds from one batch to the next, after a batch of ``size`` that arrived in ``since_last_s``: the
+        longest up to the slow rate (``fill / longest_s``), then falling with the square of the rate, down to the
+        window: batches of ``fill`` at the slow rate, fewer above it, so that a rate a few times faster pays almost
+        nothing for the pacing (at 700/s, 41 ms with the defaults; the embedded broker does not hold such rates for
+        long anyway).
 
-        >>> pacing = BatchPacing(window_s=0.02, fill=50, longest_s=0.25)
-        >>> pacing.spacing(4, 0.02), pacing.spacing(10, 0.04), pacing.spacing(100, 0.02), pacing.spacing(0, 1.0)
-        (0.25, 0.2, 0.02, 0.25)
+        >>> pacing = BatchPacing(window_s=0.02, fill=100, longest_s=0.5)  # the slow rate: 200/s
+        >>> [round(pacing.spacing(n, 1.0), 3) for n in (0, 50, 200, 400, 700, 1400)]
+        [0.5, 0.5, 0.5, 0.125, 0.041, 0.02]
         """
         if self.fill == 1:  # a batch of one is full: never wait for more
             return self.window_s
         if size <= 0:
             return self.longest_s
-        wanted = self.fill * since_last_s / size  # fill / rate
-        return min(max(wanted, self.window_s), self.longest_s)
+        slow = self.fill / self.longest_s
+        rate = size / since_last_s
+        if rate <= slow:
+            return self.longest_s
+        return max(self.window_s, self.longest_s * (slow / rate) ** 2)
 
     def pause_after(self, size: int, taken_at: float, now: float) -> float:
         """How long to wait, at ``now`` (monotonic seconds), before taking the next batch, after one of ``size``

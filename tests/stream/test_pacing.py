@@ -7,7 +7,7 @@ import pytest
 from fraudstream.config import ConfigError, Settings
 from fraudstream.stream.pacing import BatchPacing
 
-WINDOW, FILL, LONGEST = 0.02, 50, 0.25
+WINDOW, FILL, LONGEST = 0.02, 100, 0.5  # slow up to 200/s
 
 
 def steady_spacing(rate: float, work_s: float = 0.005, batches: int = 40, max_: int = 1000) -> tuple[float, int]:
@@ -25,11 +25,12 @@ def steady_spacing(rate: float, work_s: float = 0.005, batches: int = 40, max_: 
     return taken - previous, size
 
 
-@pytest.mark.parametrize(("rate", "spacing"), [(200, 0.25), (1_000, 0.05), (5_000, 0.025), (20, 0.25)])
-def test_batches_are_spaced_fill_over_rate_apart_within_the_window_and_the_longest(rate: float, spacing: float) -> None:
-    # At 5,000/s the window and the work (25 ms) already take longer than fill / rate (10 ms): no pause.
+@pytest.mark.parametrize(("rate", "spacing"), [(20, 0.5), (200, 0.5), (400, 0.125), (700, 0.041), (5_000, 0.025)])
+def test_batches_are_spaced_the_longest_while_slow_then_less_with_the_square_of_the_rate(rate: float,
+                                                                                      spacing: float) -> None:
+    # At 5,000/s the window and the work (25 ms) take longer than the spacing: no pause.
     got, size = steady_spacing(rate)
-    assert got == pytest.approx(spacing, abs=0.002)
+    assert got == pytest.approx(spacing, abs=0.003)
     assert size == pytest.approx(rate * spacing, rel=0.1)
 
 
@@ -41,8 +42,8 @@ def test_at_200_per_second_batches_hold_the_fill() -> None:
 def test_a_burst_after_quiet_traffic_is_taken_without_pausing() -> None:
     pacing = BatchPacing(WINDOW, FILL, LONGEST)
     assert pacing.pause_after(2, taken_at=10.0, now=10.001) == 0.0  # nothing known yet
-    assert pacing.pause_after(2, taken_at=10.5, now=10.501) == pytest.approx(0.229)  # 4/s: the longest spacing
-    assert pacing.pause_after(1000, taken_at=10.75, now=10.8) == 0.0  # then a full batch: no pause after it
+    assert pacing.pause_after(2, taken_at=10.5, now=10.501) == pytest.approx(0.479)  # 4/s: the longest spacing
+    assert pacing.pause_after(1000, taken_at=11.0, now=11.05) == 0.0  # then a full batch: no pause after it
 
 
 def test_work_longer_than_the_spacing_leaves_no_pause() -> None:
