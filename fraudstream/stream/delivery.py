@@ -252,6 +252,14 @@ async def _read_again(consumer: Any, again: dict[Any, int]) -> None:
             log.info("%s[%d]: not read again from %d: %s", tp.topic, tp.partition, offset, exc)
 
 
+def _produced_over(events: list[Any]) -> float | None:
+    """How long ``events`` took to be produced, by their message timestamps: the spread of n timestamps, times
+    n / (n - 1), so that traffic at a steady rate gives the time it took (None: fewer than two timestamps)."""
+    stamps = [t for t in (getattr(event.message, "timestamp", None) for event in events) if isinstance(t, (int, float))]
+    n = len(stamps)
+    return (max(stamps) - min(stamps)) * n / (n - 1) if n > 1 else None
+
+
 async def batches(stream: Any, max_: int, within: float, pacing: BatchPacing | None = None) -> AsyncIterator[list[Any]]:
     """``stream.take_events(max_, within)``, except that:
 
@@ -291,6 +299,6 @@ async def batches(stream: Any, max_: int, within: float, pacing: BatchPacing | N
                         _NEXT[key] = message.offset
         if pacing is not None:
             # The batch is finished (not acknowledged to faust yet: take_events does that when we ask for the next).
-            pause = pacing.pause_after(len(events), taken_at, time.monotonic())
+            pause = pacing.pause_after(len(events), taken_at, time.monotonic(), _produced_over(events))
             if pause > 0:
                 await asyncio.sleep(pause)

@@ -72,11 +72,27 @@ class BatchPacing:
             return self.longest_s
         return max(self.window_s, self.longest_s * (slow / rate) ** 2)
 
-    def pause_after(self, size: int, taken_at: float, now: float) -> float:
+    def pause_after(self, size: int, taken_at: float, now: float, produced_over_s: float | None = None) -> float:
         """How long to wait, at ``now`` (monotonic seconds), before taking the next batch, after one of ``size``
-        events taken at ``taken_at`` was finished. Taking it closes a window later, so the window is deducted."""
+        events taken at ``taken_at`` was finished. Taking it closes a window later, so the window is deducted.
+
+        ``produced_over_s``: how long the batch's events took to be produced (their newest timestamp minus their
+        oldest), if known. After a quiet spell the time since the previous batch says nothing of the traffic's rate:
+        traffic starting at 700/s would be taken for a trickle, and paused for the longest spacing.
+
+        >>> pacing = BatchPacing(window_s=0.02, fill=100, longest_s=0.5)
+        >>> pacing.pause_after(1, taken_at=0.0, now=0.0)
+        0.0
+        >>> round(pacing.pause_after(14, taken_at=60.0, now=60.01, produced_over_s=0.02), 3)  # 700/s after quiet
+        0.011
+        >>> round(pacing.pause_after(14, taken_at=60.1, now=60.11, produced_over_s=0.1), 3)  # not quiet: 140/s
+        0.47
+        """
         last, self._last_taken = self._last_taken, taken_at
         if last is None or taken_at <= last:
             return 0.0
-        spacing = self.spacing(size, taken_at - last)
+        since = taken_at - last
+        if produced_over_s is not None:
+            since = min(since, max(produced_over_s, self.window_s))
+        spacing = self.spacing(size, since)
         return max(0.0, taken_at + spacing - self.window_s - now)

@@ -214,13 +214,13 @@ def test_offsets_gone_from_the_broker_are_not_waited_for() -> None:
 
 
 class Pacing:
-    """Tells `batches` to pause 0.2 s after every batch, and remembers the sizes it was told."""
+    """Tells `batches` to pause 0.2 s after every batch, and remembers what it was told."""
 
     def __init__(self) -> None:
-        self.sizes: list[int] = []
+        self.told: list[tuple[int, float | None]] = []
 
-    def pause_after(self, size: int, taken_at: float, now: float) -> float:
-        self.sizes.append(size)
+    def pause_after(self, size: int, taken_at: float, now: float, produced_over_s: float | None = None) -> float:
+        self.told.append((size, produced_over_s))
         return 0.2
 
 
@@ -242,6 +242,10 @@ def test_the_agent_pauses_after_each_batch_it_finished_as_its_pacing_says(monkey
                 raise RuntimeError("the agent crashed")  # no pause after a batch it did not finish
         return got
 
+    first = offsets(0, 748, 749, 750)
+    for e, produced_at in zip(first, (100.0, 100.25, 100.5), strict=True):
+        e.message.timestamp = produced_at
     with pytest.raises(RuntimeError):
-        asyncio.run(agent(Stream(offsets(0, 748, 749, 750), offsets(0, 751))))
-    assert pacing.sizes == [3] and slept == [0.2]
+        asyncio.run(agent(Stream(first, offsets(0, 751))))
+    # told the batch's size and how long its authorizations took to be produced: 3 at 4/s, 0.75 s
+    assert pacing.told == [(3, 0.75)] and slept == [0.2]

@@ -46,6 +46,17 @@ def test_a_burst_after_quiet_traffic_is_taken_without_pausing() -> None:
     assert pacing.pause_after(1000, taken_at=11.0, now=11.05) == 0.0  # then a full batch: no pause after it
 
 
+def test_traffic_starting_after_a_quiet_spell_is_not_taken_for_a_trickle() -> None:
+    pacing = BatchPacing(WINDOW, FILL, LONGEST)
+    pacing.pause_after(1, taken_at=0.0, now=0.0)
+    # a minute later, 14 authorizations produced within 20 ms: 700/s, not 14 a minute
+    assert pacing.pause_after(14, taken_at=60.0, now=60.001, produced_over_s=0.02) == pytest.approx(0.02, abs=0.001)
+    # without their timestamps it would pause the longest, as for a trickle
+    pacing = BatchPacing(WINDOW, FILL, LONGEST)
+    pacing.pause_after(1, taken_at=0.0, now=0.0)
+    assert pacing.pause_after(14, taken_at=60.0, now=60.001) == pytest.approx(LONGEST - WINDOW - 0.001)
+
+
 def test_work_longer_than_the_spacing_leaves_no_pause() -> None:
     pacing = BatchPacing(WINDOW, FILL, LONGEST)
     pacing.pause_after(10, taken_at=1.0, now=1.01)
