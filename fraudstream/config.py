@@ -28,6 +28,9 @@ __all__ = ["Settings", "ConfigError", "ENV_PREFIX", "PROCESSING_GUARANTEES"]
 ENV_PREFIX = "FRAUDSTREAM_"
 #: The values of ``FRAUDSTREAM_PROCESSING_GUARANTEE``, the default first.
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+#: The batch pacing of runs on the embedded broker (``Settings.with_embedded_broker``): it keeps every record batch
+#: and its fetches cost in proportion to them (docs/capacity.md, the soak at 200/s, paced). Apache Kafka needs none.
+EMBEDDED_BATCH_FILL = 100
 
 
 class ConfigError(ValueError):
@@ -125,9 +128,10 @@ class Settings:
         "While traffic is slow, a worker's intake spaces its batches this many authorizations apart (at most "
         "`FRAUDSTREAM_BATCH_WINDOW_MAX_S`; `fraudstream/stream/pacing.py`), and the hops after it take the bursts that "
         "makes: fewer, fuller produce batches, which the embedded broker needs (its fetches cost in proportion to the "
-        "batches a partition holds), for up to `FRAUDSTREAM_BATCH_WINDOW_MAX_S` more latency. 1: the window alone "
-        "(lowest latency; Apache Kafka does not need the pacing).",
-        100,
+        "batches a partition holds), for up to `FRAUDSTREAM_BATCH_WINDOW_MAX_S` more latency. 0 (the default): "
+        "none, the window alone (lowest latency; Apache Kafka needs no pacing), except where fraudstream starts the "
+        "embedded broker (`make run`, `make soak`): 100 there.",
+        0,
     )
     batch_window_max_s: float = _env(
         "BATCH_WINDOW_MAX_S",
@@ -196,8 +200,8 @@ class Settings:
 
     # --- helpers ----------------------------------------------------------
     def __post_init__(self) -> None:
-        if self.batch_fill < 1:
-            raise ConfigError(f"{ENV_PREFIX}BATCH_FILL must be at least 1, got {self.batch_fill}")
+        if self.batch_fill < 0:
+            raise ConfigError(f"{ENV_PREFIX}BATCH_FILL must be 0 (no pacing) or more, got {self.batch_fill}")
         if self.batch_window_max_s < self.batch_window_s:
             raise ConfigError(f"{ENV_PREFIX}BATCH_WINDOW_MAX_S ({self.batch_window_max_s}) must be at least "
                               f"{ENV_PREFIX}BATCH_WINDOW_S ({self.batch_window_s})")
@@ -232,6 +236,16 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **{k: _coerce(type(self), k, v) for k, v in changes.items()})
+
+    def with_embedded_broker(self, url: str) -> Settings:
+        """These settings on the embedded broker fraudstream started at ``url``, with its batch pacing
+        (:data:`EMBEDDED_BATCH_FILL`) unless ``FRAUDSTREAM_BATCH_FILL`` sets one.
+
+        >>> s = Settings.load(env={}).with_embedded_broker("kafka://127.0.0.1:9092")
+        >>> s.broker, s.batch_fill
+        ('kafka://127.0.0.1:9092', 100)
+        """
+        return self.with_overrides(broker=url, batch_fill=self.batch_fill or EMBEDDED_BATCH_FILL)
 
     @property
     def exactly_once(self) -> bool:

@@ -65,7 +65,7 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> int:
         if embedded:
             broker = stack.enter_context(EmbeddedBroker(settings.embedded_port, log_path=logs / "broker.log"))
             log_files.append(logs / "broker.log")
-            settings = settings.with_overrides(broker=broker.url)
+            settings = settings.with_embedded_broker(broker.url)
             print(f"embedded broker on {broker.bootstrap_servers}  (FRAUDSTREAM_BROKER={broker.url})")
         run_id = time.strftime("%Y%m%d-%H%M%S")
         settings = settings.with_overrides(metrics_port=_worker_metrics_port(settings),

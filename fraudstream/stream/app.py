@@ -222,7 +222,7 @@ class FraudApp:
         merchant and score stages: their input comes in the bursts the intake's pacing makes, one per intake batch,
         so their batches (and the produce batches they write) are as few without their waiting again."""
         s = self.settings
-        return BatchPacing(s.batch_window_s, s.batch_fill, s.batch_window_max_s)
+        return BatchPacing(s.batch_window_s, max(1, s.batch_fill), s.batch_window_max_s)  # 0: none (a batch of 1 is full)
 
     def _define_topics(self) -> None:
         s, app = self.settings, self.app

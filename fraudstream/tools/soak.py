@@ -670,7 +670,7 @@ def soak(cfg: SoakConfig) -> int:
     try:
         broker.start()
         base = Settings.load()
-        settings = base.with_overrides(broker=broker.url, app_id=f"soak-{stamp}", state_dir=str(state), metrics_port=free_port(),
+        settings = base.with_embedded_broker(broker.url).with_overrides(app_id=f"soak-{stamp}", state_dir=str(state), metrics_port=free_port(),
                                        store=cfg.store, live_states_max=cfg.live_states_max,
                                        rocksdb_memory_mb=cfg.rocksdb_mb)
         create_topics(settings)

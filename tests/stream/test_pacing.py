@@ -77,4 +77,4 @@ def test_bad_settings_are_refused() -> None:
     with pytest.raises(ConfigError, match="BATCH_WINDOW_MAX_S"):
         Settings.load(env={"FRAUDSTREAM_BATCH_WINDOW_MAX_S": "0.01"})
     with pytest.raises(ConfigError, match="BATCH_FILL"):
-        Settings.load(env={"FRAUDSTREAM_BATCH_FILL": "0"})
+        Settings.load(env={"FRAUDSTREAM_BATCH_FILL": "-1"})
