@@ -216,13 +216,16 @@ class FraudApp:
         self._define_timers()
 
     # --- wiring -------------------------------------------------------------
-    def pacing(self) -> BatchPacing:
-        """One agent's batch pacing: fuller batches while traffic is slow (``FRAUDSTREAM_BATCH_FILL``). For the agents
-        of what comes from outside (authorizations, labels, reissues) and of the low-rate internal topics; not for the
-        merchant and score stages: their input comes in the bursts the intake's pacing makes, one per intake batch,
-        so their batches (and the produce batches they write) are as few without their waiting again."""
+    def pacing(self) -> BatchPacing | None:
+        """One agent's batch pacing: fuller batches while traffic is slow (``FRAUDSTREAM_BATCH_FILL``; None, the
+        default, with Apache Kafka: no pacing, and no per-batch work for it). For the agents of what comes from outside
+        (authorizations, labels, reissues) and of the low-rate internal topics; not for the merchant and score stages:
+        their input comes in the bursts the intake's pacing makes, one per intake batch, so their batches (and the
+        produce batches they write) are as few without their waiting again."""
         s = self.settings
-        return BatchPacing(s.batch_window_s, max(1, s.batch_fill), s.batch_window_max_s)  # 0: none (a batch of 1 is full)
+        if not s.batch_fill:
+            return None
+        return BatchPacing(s.batch_window_s, s.batch_fill, s.batch_window_max_s)
 
     def _define_topics(self) -> None:
         s, app = self.settings, self.app

@@ -66,9 +66,10 @@ class AmountBandOdds:
         """Count one learned example in its band (after the model learned it with :meth:`value`)."""
         if amount is None or amount <= 0:
             return
-        counts = self.bands.get(self.band(amount))
+        band = self.band(amount)
+        counts = self.bands.get(band)
         if counts is None:
-            counts = self.bands[self.band(amount)] = [0.0, 0.0]
+            counts = self.bands[band] = [0.0, 0.0]
         counts[is_fraud] += weight
         if is_fraud:
             self.fraud += weight
