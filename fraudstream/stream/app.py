@@ -15,8 +15,11 @@ Every worker reads all of fraud.training-examples in order (see
 
 Faust does what it is for here: group membership, partition assignment,
 tables and their changelogs (patched where it falls short:
-:mod:`fraudstream.stream.faust_patches`). Each agent takes batches from its
-stream and hands their messages to a stage, a plain class; the stages
+:mod:`fraudstream.stream.faust_patches`). The three hops of every
+authorization take whole batches of records straight from the consumer's
+fetch (:mod:`fraudstream.stream.lanes`), not through faust streams; the
+labels, reissues and card events, a few per authorization, come through faust
+agents. Each loop hands its messages to a stage, a plain class; the stages
 produce with one confluent-kafka producer, flushed before the batch is
 acknowledged, so an offset is never committed before its outputs exist.
 This module decides when: outputs, then state (intake, merchant), or state,
@@ -30,6 +33,7 @@ import atexit
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,7 @@ from fraudstream.stream.delivery import batches, fresh, let_go
 from fraudstream.stream.flushing import Flusher
 from fraudstream.stream.gauges import Gauges
 from fraudstream.stream.heap import release_free_heap
+from fraudstream.stream.lanes import LANES, Lane, acknowledge, lane_batches
 from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
 from fraudstream.stream.outputs import Output, Outputs
@@ -84,6 +89,8 @@ log = logging.getLogger("fraudstream.worker")
 EVICT_EVERY_MS = DAY_MS
 #: Free heap goes back to the system this often (wall clock): a few milliseconds each time.
 HEAP_RELEASE_EVERY_S = 30.0
+#: Records fetched and waiting for their stage, per lane, at most (faust's stream buffer held as many).
+LANE_LIMIT = 4096
 #: How long the worker's producer waits to fill a produce batch, at most (see where it is built).
 OUTPUTS_LINGER_MS = 10
 
@@ -233,6 +240,13 @@ class FraudApp:
         self.t_auth = app.topic(s.topic_authorizations, partitions=s.partitions)
         self.t_by_merchant = app.topic(s.topic_by_merchant, partitions=s.partitions)
         self.t_enriched = app.topic(s.topic_enriched, partitions=s.partitions)
+        # Subscribed (faust assigns their partitions, commits their offsets), each record put in its lane by the
+        # consumer's fetch, never handed to a faust stream (fraudstream.stream.lanes).
+        self.lanes = {t.get_topic_name(): Lane(t.get_topic_name(), max(LANE_LIMIT, 2 * s.batch_size))
+                      for t in (self.t_auth, self.t_by_merchant, self.t_enriched)}
+        LANES.update(self.lanes)
+        for t in (self.t_auth, self.t_by_merchant, self.t_enriched):
+            app.topics.add(t.clone(is_iterator=True))  # type: ignore[arg-type]  # a Topic, as faust adds it itself
         self.t_labels = app.topic(s.topic_labels, partitions=s.partitions)
         self.t_merchant_labels = app.topic(s.topic_merchant_labels, partitions=s.partitions)
         self.t_reissues = app.topic(s.topic_card_reissues, partitions=s.partitions)
@@ -280,53 +294,60 @@ class FraudApp:
         #   before any score or alert is produced, so a redelivered authorization is answered from its snapshot;
         #   a snapshot whose threshold and standing updates did not reach their changelogs is replayed into them.
         # `batches`: a batch cut short (an agent cancelled at shutdown while it waits for the broker) is not committed.
-        @app.agent(self.t_auth, name="intake")
-        async def intake(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
+        # The three hops of every authorization take whole batches from their lanes (fraudstream.stream.lanes), not
+        # from faust streams: faust's per-message hand-off cost more than the rest of the worker.
+        lanes = self.lanes
+
+        async def intake() -> None:
+            async for messages in lane_batches(lanes[s.topic_authorizations], self._consumer, s.batch_size,
+                                               s.batch_window_s, self.pacing()):
                 self._busy += 1
                 try:
                     async with self.gate.batch():
-                        self.intake.batch([event.message for event in events])
+                        self.intake.batch(messages)
                         await self.flusher.flush()
                         self.intake.commit()
                 finally:
                     self._busy -= 1
 
-        @app.agent(self.t_by_merchant, name="merchant-features")
-        async def merchant_stage(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s):
+        async def merchant_stage() -> None:
+            async for messages in lane_batches(lanes[s.topic_by_merchant], self._consumer, s.batch_size,
+                                               s.batch_window_s):
                 self._busy += 1
                 try:
                     async with self.gate.batch():
                         async with self._merchant_lock:
-                            released = self.merchant.batch(events)
+                            released = self.merchant.batch(messages)
                             await self.flusher.flush()
                             self.merchant.commit()
                         # Held authorizations were kept from being committed (`MerchantStage`): now they may be.
-                        for event in released:
-                            let_go(event.message)
-                            await stream.ack(event)
+                        for message in released:
+                            let_go(message)
+                        acknowledge(self.app.consumer, released)
                 finally:
                     self._busy -= 1
 
-        @app.agent(self.t_enriched, name="score")
-        async def score_stage(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s):
+        async def score_stage() -> None:
+            async for messages in lane_batches(lanes[s.topic_enriched], self._consumer, s.batch_size,
+                                               s.batch_window_s):
                 # Not before the model is restored and has caught up: a restart must not score with an older one.
                 while not self.model_follower.ready:
                     await asyncio.sleep(0.05)
-                events = fresh(events)  # the partitions may have been revoked meanwhile
-                if not events:
+                messages = fresh(messages)  # the partitions may have been revoked meanwhile
+                if not messages:
                     continue
                 self._busy += 1
                 try:
                     async with self.gate.batch():
-                        self.score.batch([event.message for event in events])
+                        self.score.batch(messages)
                         await self.flusher.durable()
                         self.score.send()
                         await self.flusher.flush()
                 finally:
                     self._busy -= 1
+
+        for name, loop in (("intake", intake), ("merchant-features", merchant_stage), ("score", score_stage)):
+            app.task(_restarting(name, loop))
 
         @app.agent(self.t_labels, name="labels")
         async def label_intake(stream: Any) -> None:
@@ -357,7 +378,7 @@ class FraudApp:
                 async with self.gate.batch(), self._merchant_lock:
                     self.merchant.label_batch([event.message for event in events])
 
-        self.agents = (intake, merchant_stage, score_stage, label_intake, reissue_intake, card_event_stage, merchant_label_stage)
+        self.agents = (label_intake, reissue_intake, card_event_stage, merchant_label_stage)
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's stubs want (sender, *args, signal=)
         async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
@@ -436,6 +457,9 @@ class FraudApp:
         async def on_shutdown(app: Any, **kwargs: Any) -> None:
             self.changelog.send()  # delivered by the checkpoint's flush
             self.model_follower.checkpoint_on_shutdown()
+
+    def _consumer(self) -> Any:
+        return self.app.consumer
 
     # --- the producer's callbacks -------------------------------------------------
     def _on_producer_error(self, err: Any) -> None:
@@ -519,6 +543,22 @@ class FraudApp:
             self._evicting = True
             self.metrics.evicted.inc(evicted)
             log.info("evicted %d idle card, standing and merchant states (event time %d)", evicted, now)
+
+def _restarting(name: str, loop: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``loop`` run again whenever it fails, as faust restarts a crashed agent (its unfinished batch is read again)."""
+    async def run() -> None:
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the %s loop failed; starting it again", name)
+                await asyncio.sleep(1.0)
+
+    run.__name__ = run.__qualname__ = name.replace("-", "_")
+    return run
+
 
 def _guarded(fn: Any) -> None:
     try:

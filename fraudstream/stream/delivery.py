@@ -64,7 +64,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fraudstream.stream.pacing import BatchPacing
@@ -180,41 +181,37 @@ def let_go(message: Any) -> None:
     _HELD.discard((message.topic, message.partition, message.offset))
 
 
-def fresh(events: list[Any]) -> list[Any]:
-    """``events`` without those fetched before their partition was last revoked (module doc, 6). Those are marked
-    acknowledged already, so faust's acknowledgement at the end of the batch does not count them either."""
+def fresh(messages: list[Any]) -> list[Any]:
+    """``messages`` without those fetched before their partition was last revoked (module doc, 6). Those are marked
+    acknowledged already, so that no acknowledgement counts them."""
     kept = []
-    for event in events:
-        message = event.message
+    for message in messages:
         generation = message.generation_id
         if generation is not None and generation <= _REVOKED.get((message.topic, message.partition), -1):
             message.acked = True
         else:
-            kept.append(event)
+            kept.append(message)
     return kept
 
 
-def in_order(events: list[Any]) -> tuple[list[Any], dict[Any, int]]:
-    """``events`` without those past a hole in their partition's offsets (module doc, 8), and, per partition with
+def in_order(messages: list[Any]) -> tuple[list[Any], dict[Any, int]]:
+    """``messages`` without those past a hole in their partition's offsets (module doc, 8), and, per partition with
     such a hole, as ``{tp: offset}``, the offset it must be read again from. An offset at or before the next one
     expected (a partition read again) is kept: the stages recognise what they have done already.
 
     >>> class Message:
     ...     def __init__(self, offset): self.topic, self.partition, self.tp, self.offset, self.acked = "t", 0, "t0", offset, False
-    >>> class Event:
-    ...     def __init__(self, offset): self.message = Message(offset)
     >>> _NEXT[("t", 0)] = 748  # where reading started: the committed offset
-    >>> kept, again = in_order([Event(749), Event(750)])  # 748 never reached the agent
+    >>> kept, again = in_order([Message(749), Message(750)])  # 748 never reached the agent
     >>> kept, again, _NEXT[("t", 0)]
     ([], {'t0': 748}, 748)
-    >>> kept, again = in_order([Event(748), Event(749), Event(748)])
-    >>> [e.message.offset for e in kept], again, _NEXT[("t", 0)]
+    >>> kept, again = in_order([Message(748), Message(749), Message(748)])
+    >>> [m.offset for m in kept], again, _NEXT[("t", 0)]
     ([748, 749, 748], {}, 750)
     >>> del _NEXT[("t", 0)]
     """
     kept, again = [], {}
-    for event in events:
-        message = event.message
+    for message in messages:
         key = (message.topic, message.partition)
         expected = _NEXT.get(key)
         gone = _GONE.get(key)
@@ -224,9 +221,9 @@ def in_order(events: list[Any]) -> tuple[list[Any], dict[Any, int]]:
             expected = _SKIPPED.end_of(key, expected)  # a transaction's marker, say: nothing to wait for there
         offset = message.offset
         if expected is None:  # not a guarded topic, or not sought yet since its assignment: nothing known
-            kept.append(event)
+            kept.append(message)
         elif offset <= expected:
-            kept.append(event)
+            kept.append(message)
             _NEXT[key] = max(expected, offset + 1)
         else:
             message.acked = True  # not counted by faust's acknowledgement: it comes again, after the hole
@@ -252,12 +249,46 @@ async def _read_again(consumer: Any, again: dict[Any, int]) -> None:
             log.info("%s[%d]: not read again from %d: %s", tp.topic, tp.partition, offset, exc)
 
 
-def _produced_over(events: list[Any]) -> float | None:
-    """How long ``events`` took to be produced, by their message timestamps: the spread of n timestamps, times
+def _produced_over(messages: list[Any]) -> float | None:
+    """How long ``messages`` took to be produced, by their timestamps: the spread of n timestamps, times
     n / (n - 1), so that traffic at a steady rate gives the time it took (None: fewer than two timestamps)."""
-    stamps = [t for t in (getattr(event.message, "timestamp", None) for event in events) if isinstance(t, (int, float))]
+    stamps = [t for t in (getattr(message, "timestamp", None) for message in messages) if isinstance(t, (int, float))]
     n = len(stamps)
     return (max(stamps) - min(stamps)) * n / (n - 1) if n > 1 else None
+
+
+@contextmanager
+def _processing(topic: str, kept: list[Any], release: bool = True) -> Iterator[None]:
+    """Around an agent's batch of ``kept`` messages: if it does not finish, nothing of it is committed, and its
+    partitions expect its offsets again (module doc, 3 and 8). Once finished, with ``release``, each message's own
+    reference (taken when it was fetched, module doc 7) is given up; without, the caller acknowledges it."""
+    _BUSY[topic] = _BUSY.get(topic, 0) + 1
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        _BUSY[topic] -= 1
+        for message in kept:
+            if finished:
+                if release:
+                    message.decref()
+            else:
+                message.acked = True
+                # Read again, so expected again: later offsets wait for it (module doc, 8).
+                key = (message.topic, message.partition)
+                expected = _NEXT.get(key)
+                if expected is not None and message.offset < expected:
+                    _NEXT[key] = message.offset
+
+
+async def _checked(consumer: Any, messages: list[Any]) -> list[Any]:
+    """``messages`` that are fresh and in order (:func:`fresh`, :func:`in_order`); their partitions read again from
+    any hole."""
+    kept, again = in_order(fresh(messages))
+    if again:
+        await _read_again(consumer, again)
+    return kept
 
 
 async def batches(stream: Any, max_: int, within: float, pacing: BatchPacing | None = None) -> AsyncIterator[list[Any]]:
@@ -273,32 +304,16 @@ async def batches(stream: Any, max_: int, within: float, pacing: BatchPacing | N
       (slow traffic: fewer, fuller batches; :mod:`fraudstream.stream.pacing`)."""
     async for events in stream.take_events(max_, within=within):
         taken_at = time.monotonic()
-        kept, again = in_order(fresh(events))
-        if again:
-            await _read_again(stream.app.consumer, again)
-        if not kept:
+        messages = [event.message for event in events]
+        kept_messages = await _checked(stream.app.consumer, messages)
+        if not kept_messages:
             continue
-        topic = kept[0].message.topic
-        _BUSY[topic] = _BUSY.get(topic, 0) + 1
-        finished = False
-        try:
+        kept_ids = {id(message) for message in kept_messages}
+        kept = [event for event in events if id(event.message) in kept_ids]
+        with _processing(kept_messages[0].topic, kept_messages):
             yield kept
-            finished = True
-        finally:
-            _BUSY[topic] -= 1
-            for event in kept:
-                message = event.message
-                if finished:
-                    message.decref()  # the reference taken when it was fetched (module doc, 7)
-                else:
-                    message.acked = True
-                    # Read again, so expected again: later offsets wait for it (module doc, 8).
-                    key = (message.topic, message.partition)
-                    expected = _NEXT.get(key)
-                    if expected is not None and message.offset < expected:
-                        _NEXT[key] = message.offset
         if pacing is not None:
             # The batch is finished (not acknowledged to faust yet: take_events does that when we ask for the next).
-            pause = pacing.pause_after(len(events), taken_at, time.monotonic(), _produced_over(events))
+            pause = pacing.pause_after(len(events), taken_at, time.monotonic(), _produced_over(messages))
             if pause > 0:
                 await asyncio.sleep(pause)

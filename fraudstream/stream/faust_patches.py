@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from fraudstream.stream.delivery import _ASKED, _BUSY, _GONE, _HELD, _NEXT, _REVOKED, _SKIPPED
+from fraudstream.stream.lanes import LANES
 
 if TYPE_CHECKING:
     from fraudstream.stream.tables import RocksDBMemory
@@ -227,6 +228,16 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                 pos.seeks.pop(tp, None)
                 pos.expected[tp] = offset + 1
                 message.incref()  # released by `batches` once its agent has finished the batch (module doc, 7)
+            lane = LANES.get(tp.topic)
+            if lane is not None:
+                # Straight to its stage (fraudstream.stream.lanes), as faust's fetcher would hand it on: what it has
+                # read already is dropped, a jump in its read offset is a gap.
+                if read is None or offset >= read:
+                    if read and offset - read > 1:
+                        await self._add_gap(tp, read + 1, offset)
+                    self._read_offset[tp] = offset
+                    await lane.put(message, self.suspend_flow)
+                continue
             yield tp, message
 
     async def guarded_seek(self: Any, partition: Any, offset: int) -> None:
@@ -273,6 +284,8 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             pos.forget(tp)
         gone = {(tp.topic, tp.partition) for tp in revoked}
         _HELD.difference_update([h for h in _HELD if h[:2] in gone])
+        for lane in LANES.values():  # fetched, not taken yet: their partitions' next owner reads them again
+            lane.drop(gone)
         for key in gone:  # where its agent resumes is known again at the next seek to the committed offsets
             _NEXT.pop(key, None)
             _ASKED.pop(key, None)

@@ -373,7 +373,7 @@ def run_merchant(app: Any, events: list[Event]) -> None:
     has nothing more: everything the merchant stage holds for event-time order is released in the same batch."""
     n, topic = app.settings.partitions, app.settings.topic_by_merchant
     idle = [Event(Msg(topic, p, next(_offsets), None, orjson.dumps({"idle": list(range(n))}))) for p in range(n)]
-    app.merchant.batch(events + idle)
+    app.merchant.batch(messages(events + idle))
     app.merchant.commit()
 
 

@@ -107,26 +107,29 @@ def test_records_fetched_before_a_seek_and_again_after_it_reach_the_agent_once(
     assert seeks == [458]
 
 
+def message(partition: int, offset: int, generation: int | None) -> faust.types.Message:
+    return faust.types.Message(TOPIC, partition, offset, 0.0, 0, None, None, b"{}", None, generation_id=generation)
+
+
 class Event:
-    """The part of a faust event that `fresh` reads."""
+    """The part of a faust event that `batches` reads."""
 
     def __init__(self, message: faust.types.Message) -> None:
         self.message = message
 
 
 def event(partition: int, offset: int, generation: int | None) -> Event:
-    return Event(faust.types.Message(TOPIC, partition, offset, 0.0, 0, None, None, b"{}", None,
-                                     generation_id=generation))
+    return Event(message(partition, offset, generation))
 
 
-def test_events_fetched_before_their_partition_was_revoked_are_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_messages_fetched_before_their_partition_was_revoked_are_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
     # Generation 3's assignment of partition 0 was revoked; partition 1 was last revoked in generation 1.
     monkeypatch.setattr(delivery, "_REVOKED", {(TOPIC, 0): 3, (TOPIC, 1): 1})
-    stale = [event(0, 957, 3), event(0, 958, 2), event(1, 40, 1)]
-    kept = [event(0, 900, 4), event(1, 41, 3), event(2, 7, 0), event(0, 901, None)]
+    stale = [message(0, 957, 3), message(0, 958, 2), message(1, 40, 1)]
+    kept = [message(0, 900, 4), message(1, 41, 3), message(2, 7, 0), message(0, 901, None)]
     assert delivery.fresh([*stale, *kept]) == kept
     # faust acknowledges every event of a batch at its end: the stale ones must not count (nor be committed)
-    assert all(e.message.acked for e in stale) and not any(e.message.acked for e in kept)
+    assert all(m.acked for m in stale) and not any(m.acked for m in kept)
 
 
 class Consumer:

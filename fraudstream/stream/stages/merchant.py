@@ -12,8 +12,7 @@ a copy of one it includes is skipped, its output exists. A held authorization is
 (``fraudstream.stream.delivery.hold``) until it is released and its outputs and state are written: a crash or a
 rebalance brings it back.
 
-The stage takes faust's events (anything with a ``message``), not only messages, since it hands back those it
-held, for its agent to acknowledge.
+The stage hands back the messages it held, once released, for its loop to acknowledge.
 """
 
 from __future__ import annotations
@@ -49,26 +48,25 @@ class MerchantStage(Stage):
         # Per merchant partition, the authorizations held until every card partition has passed them.
         self.orders: dict[int, EventTimeOrder] = {}
 
-    def batch(self, events: list[Any]) -> list[Any]:
+    def batch(self, messages: list[Any]) -> list[Any]:
         """The merchant's features in event-time order, then back to the card's partition for the decision.
 
         Returns the held authorizations released now: they are acknowledged (may be committed) only once their
         outputs and their merchants' state are written."""
         touched: set[int] = set()
-        for ev in events:
-            msg = ev.message
+        for msg in messages:
             self.positions[(msg.topic, msg.partition)] = msg.offset
-            self.guarded(msg, lambda: self._arrival(ev, msg, touched))  # noqa: B023
+            self.guarded(msg, lambda: self._arrival(msg, touched))  # noqa: B023
         released = []
         for partition in sorted(touched):
-            for evs, d in self.orders[partition].release():
-                self.guarded(evs[0].message, lambda: self._one(d, partition))  # noqa: B023
-                released.extend(evs)
+            for msgs, d in self.orders[partition].release():
+                self.guarded(msgs[0], lambda: self._one(d, partition))  # noqa: B023
+                released.extend(msgs)
         self.metrics.held.set(sum(len(o) for o in self.orders.values()))
         self.outputs.poll()
         return released
 
-    def _arrival(self, ev: Any, msg: Any, touched: set[int]) -> None:
+    def _arrival(self, msg: Any, touched: set[int]) -> None:
         """A card partition's progress, or an authorization: held for event-time order, or (out of order) now."""
         d = decode(msg.value)
         order = self.orders.get(msg.partition)
@@ -90,8 +88,8 @@ class MerchantStage(Stage):
             # The same authorization again (re-sent, or read again after a seek back) while it is held: settled with
             # it, and not committed before it either.
             hold(msg)
-            held[0].append(ev)
-        elif order.offer(a["ts"], key, ([ev], d)):
+            held[0].append(msg)
+        elif order.offer(a["ts"], key, ([msg], d)):
             hold(msg)  # not committed while held: a crash or rebalance brings it back (see the merchant agent)
         else:
             self.metrics.out_of_order.inc()

@@ -24,11 +24,6 @@ class HeldMessage(Message):
         self.refs += 1
 
 
-@dataclass
-class Event:
-    message: HeldMessage
-
-
 class TaggedTable(FakeTable):
     def tag(self, key: str) -> bytes | None:
         return None
@@ -40,9 +35,9 @@ def merchant_stage(partitions: int = 2) -> tuple[MerchantStage, Any]:
     return MerchantStage(s, metrics, out, dead, FraudScorer(s), table, table), out
 
 
-def by_merchant(s: Any, offset: int, value: dict[str, Any], partition: int = 0) -> Event:
+def by_merchant(s: Any, offset: int, value: dict[str, Any], partition: int = 0) -> HeldMessage:
     m = message(s.topic_by_merchant, partition, offset, value)
-    return Event(HeldMessage(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp))
+    return HeldMessage(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
 
 
 def forwarded(a: dict[str, Any], source: int, offset: int) -> dict[str, Any]:
@@ -61,8 +56,8 @@ def test_authorizations_are_applied_in_event_time_once_every_card_partition_has_
     # authorization of the same ts could still come).
     released = stage.batch([by_merchant(s, 2, forwarded(early, 1, 70)), by_merchant(s, 3, {"marks": [[1, late["ts"] + 1]]}),
                             by_merchant(s, 4, {"marks": [[0, late["ts"] + 1]]})])
-    assert [e.message.offset for e in released] == [2, 0], "handed back in the order applied, to be acknowledged"
-    assert all(e.message.refs == 1 for e in released), "each was held (not committed) until now"
+    assert [e.offset for e in released] == [2, 0], "handed back in the order applied, to be acknowledged"
+    assert all(e.refs == 1 for e in released), "each was held (not committed) until now"
     enriched = out.to(s.topic_enriched)
     assert [(d["auth"]["tx_id"], k) for d, k, _p in enriched] == [("tx-2", b"card-b"), ("tx-5", b"card-a")]
     core = FraudScorer(s)
@@ -72,7 +67,7 @@ def test_authorizations_are_applied_in_event_time_once_every_card_partition_has_
     assert stage.progress("m-1") == {"f": [late["ts"], "tx-5"], "s": {"0": 50, "1": 70}}
     assert stage.merchant_table.sent_pending == 1
     for e in released:
-        delivery.let_go(e.message)
+        delivery.let_go(e)
 
 
 def test_a_copy_of_what_the_state_includes_is_skipped() -> None:
@@ -93,7 +88,7 @@ def test_progress_as_earlier_versions_wrote_it_still_counts() -> None:
     a = authorization(1)
     released = stage.batch([by_merchant(s, 0, forwarded(a, 0, 5)), by_merchant(s, 1, {"source": 0, "mark": a["ts"] + 1}),
                             by_merchant(s, 2, {"source": 1, "idle": True})])
-    assert [e.message.offset for e in released] == [0]
+    assert [e.offset for e in released] == [0]
     assert [d["auth"]["tx_id"] for d, _k, _p in out.to(s.topic_enriched)] == ["tx-1"]
 
 
@@ -105,9 +100,9 @@ def test_after_a_rebalance_what_was_held_is_released_once_intake_announces_again
     intake = IntakeStage(s, metrics, out, dead, FraudScorer(s), cards, cards)
     stage, merchant_out = merchant_stage(2)
     consumer = FakeConsumer(s.topic_authorizations, range(2))
-    log: list[Event] = []  # merchant partition 0 of fraud.authorizations-by-merchant
+    log: list[HeldMessage] = []  # merchant partition 0 of fraud.authorizations-by-merchant
 
-    def deliver() -> list[Event]:
+    def deliver() -> list[HeldMessage]:
         """What intake wrote to merchant partition 0 (every authorization goes there here), to the merchant stage."""
         values = [decode(v) for t, v, _k, p in out.sent if t == s.topic_by_merchant and p in (None, 0)]
         events = [by_merchant(s, len(log) + i, value) for i, value in enumerate(values)]
@@ -124,9 +119,9 @@ def test_after_a_rebalance_what_was_held_is_released_once_intake_announces_again
     # offset (it was not committed), with what came after it, not the idle announcement before it.
     stage.forget()
     intake.announce_again()  # the worker's on_partitions_assigned
-    assert stage.batch([by_merchant(s, e.message.offset, decode(e.message.value)) for e in log[1:]]) == []
+    assert stage.batch([by_merchant(s, e.offset, decode(e.value)) for e in log[1:]]) == []
     intake.source_seen[0] -= s.source_idle_s  # card partition 0 goes quiet
     intake.announce_idle(consumer)
     released = deliver()
-    assert [e.message.offset for e in released] == [1], "card partition 1's idleness said again: nothing holds it back"
+    assert [e.offset for e in released] == [1], "card partition 1's idleness said again: nothing holds it back"
     assert [d["auth"]["tx_id"] for d, _k, _p in merchant_out.to(s.topic_enriched)] == [a["tx_id"]]
