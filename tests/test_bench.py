@@ -49,7 +49,7 @@ ROWS = {
 }
 
 #: Rows that carry a goal, so a ✓ or ✗.
-GOALS = ("end to end / ceiling", "broker records per authorization", "offered: scored (achieved)", "offered: latency p99 ", "core: FraudScorer.process",
+GOALS = ("end to end / ceiling", "broker records per authorization", "offered: scored (achieved)", "(50% of saturation): latency p99 ", "core: FraudScorer.process",
          "core: features (card + merchant", "memory: CardState.to_bytes")
 
 

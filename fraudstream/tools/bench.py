@@ -59,7 +59,9 @@ __all__ = ["main", "BenchConfig"]
 
 # Goals (the ratios the table checks).
 GOAL_E2E_SHARE = 0.25
-GOAL_P99_MS = 50.0
+GOAL_P99_MS = 100.0  # at half of the saturation rate (issue 18)
+#: The share of the saturation rate the p99 goal is judged at.
+GOAL_P99_SHARE = 0.5
 GOAL_CORE_US = 30.0
 GOAL_FEATURES_US = 20.0
 GOAL_CARD_BYTES = 2048
@@ -901,7 +903,17 @@ def measure_end_to_end(broker: EmbeddedBroker, events: Events, cfg: BenchConfig,
             settle(worker)
             lat2 = measure_latency(settings, events, f"l{k + 2}", sustained, cfg.seconds, 0, reader, worker, producer, sat["rate"], cpu)
             lat2["label"] = label
+            lat2["share"] = share if label.endswith("of saturation") else None
             results["latency"].append(lat2)
+        # The goal's own run: half of the saturation rate, whether or not a faster rate was sustained.
+        if not worker.stalled and not any(lat.get("share") == GOAL_P99_SHARE for lat in results["latency"]):
+            half = GOAL_P99_SHARE * sat["rate"]
+            progress(f"latency at {GOAL_P99_SHARE:.0%} of saturation: {half:,.0f}/s")
+            if drain(results["latency"][-1], reader, worker, sat["rate"]):
+                settle(worker)
+                lat2 = measure_latency(settings, events, "lh", half, cfg.seconds, 0, reader, worker, producer, sat["rate"], cpu)
+                lat2["label"], lat2["share"] = f"{GOAL_P99_SHARE:.0%} of saturation", GOAL_P99_SHARE
+                results["latency"].append(lat2)
         if cfg.second_worker and not worker.stalled:
             results["saturation_2"] = measure_two_workers(settings, events, cfg, tmp, reader, worker, producer, broker)
         if cfg.exactly_once_events and not worker.stalled:
@@ -1236,7 +1248,7 @@ def render(results: dict[str, Any], cfg: BenchConfig) -> str:
         rows.append((f"{name}: produced", f"{lat['offered']:,.0f} events/s", "", ""))
         rows.append((f"{name}: scored (achieved)", f"{lat['achieved']:,.0f} events/s", "keeps up", mark(lat["kept_up"])))
         rows.append((f"{name}: latency p50", f"{lat['p50']:,.1f} ms", "", ""))
-        goal_p99 = i == 0
+        goal_p99 = lat.get("share") == GOAL_P99_SHARE
         rows.append((f"{name}: latency p99", f"{lat['p99']:,.1f} ms", f"≤ {GOAL_P99_MS:.0f} ms" if goal_p99 else "",
                      mark(lat["p99"] <= GOAL_P99_MS) if goal_p99 else ""))
         rows.append((f"{name}: latency p99.9", f"{lat['p999']:,.1f} ms", "", ""))
