@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics", "LATENCY_BUCKETS", "DETECTION_BUCKETS", "FOUND", "quantile"]
+__all__ = ["Metrics", "LATENCY_BUCKETS", "DETECTION_BUCKETS", "FOUND", "observe_all", "quantile"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _DELAY_BUCKETS = tuple(h * 3600.0 for h in (0.5, 1, 3, 6, 12, 24, 48, 96, 168, 336, 720, 1440))
@@ -85,6 +89,24 @@ class Metrics:
             self.compromised_cards.labels(found)
         for outcome in ("prevented", "missed"):
             self.fraud_amount.labels(outcome)
+
+
+def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe`` of each of ``values``, a batch at once: one increment per bucket touched. A score and a
+    latency per authorization, each observed alone, took a lock per value and one per bucket (≈ 5 % of a worker's
+    CPU in ``bench --profile``). prometheus-client has no bulk observe: this adds to its bucket and sum values.
+
+    >>> h = Histogram("h", "", buckets=(0.1, 0.5), registry=CollectorRegistry())
+    >>> observe_all(h, [0.05, 0.1, 0.3, 0.7, 0.7])
+    >>> [(s.labels["le"], s.value) for s in h.collect()[0].samples if s.name == "h_bucket"]
+    [('0.1', 2.0), ('0.5', 3.0), ('+Inf', 5.0)]
+    """
+    if not values:
+        return
+    bounds, buckets = histogram._upper_bounds, histogram._buckets  # the buckets `observe` adds to (amount <= bound)
+    for i, n in Tally(bisect_left(bounds, v) for v in values).items():
+        buckets[i].inc(n)
+    histogram._sum.inc(sum(values))
 
 
 def quantile(q: float, buckets: dict[float, float]) -> float | None:

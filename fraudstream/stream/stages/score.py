@@ -12,7 +12,7 @@ standing did not, before a crash, is replayed into them (:meth:`ScoreStage.repla
 >>> from prometheus_client import CollectorRegistry
 >>> from fraudstream.config import Settings
 >>> from fraudstream.core.scorer import FraudScorer
->>> from fraudstream.metrics import Metrics
+>>> from fraudstream.metrics import Metrics, observe_all
 >>> from fraudstream.stream.stages.base import DeadLetters, Message
 >>> from fraudstream.stream.stages.labels import CardStage, LabelOutcomes
 >>> from fraudstream.stream.stages.tables import CardTables
@@ -47,7 +47,7 @@ from fraudstream.contracts import Authorization, decode, encode
 from fraudstream.core.decision import DecisionPolicy
 from fraudstream.core.features.card import HOUR_MS
 from fraudstream.core.scorer import FraudScorer
-from fraudstream.metrics import Metrics
+from fraudstream.metrics import Metrics, observe_all
 from fraudstream.stream.stages.base import DeadLetters, Sink, arrival_ms
 from fraudstream.stream.stages.labels import CardStage, LabelOutcomes
 from fraudstream.stream.stages.tables import CardTables
@@ -72,6 +72,8 @@ class ScoreStage(CardStage):
         self._touched: set[int] = set()
         self._newest = 0
         self._arrivals: list[int] = []  # ms: when each authorization of the batch reached fraud.authorizations
+        self._scores: list[float] = []  # the batch's scores, observed together
+        self._late = self._duplicates = 0  # the batch's, counted together
 
     def batch(self, messages: list[Any]) -> None:
         """Scores into the outbox: sent by `send` once the batch's state is on its changelogs."""
@@ -82,6 +84,11 @@ class ScoreStage(CardStage):
         self._arrivals.clear()
         self.each(messages, self._one)
         m.scored.inc(len(messages))
+        observe_all(m.score, self._scores)
+        self._scores.clear()
+        m.late.inc(self._late)
+        m.duplicates.inc(self._duplicates)
+        self._late = self._duplicates = 0
         newest = self._newest
         if newest:
             m.last_event_ts.set(newest / 1000.0)
@@ -114,9 +121,8 @@ class ScoreStage(CardStage):
         # End-to-end latency: from each authorization's arrival on fraud.authorizations to its score produced. Not
         # from its event time: an authorization's own ts can be hours old (a terminal offline, a replay) while the
         # pipeline keeps up; how far event time is behind shows in fraudstream_last_authorization_timestamp_seconds.
-        now, observe = time.time(), self.metrics.latency.observe
-        for arrived in self._arrivals:
-            observe(max(0.0, now - arrived / 1000.0))
+        now = time.time()
+        observe_all(self.metrics.latency, [max(0.0, now - arrived / 1000.0) for arrived in self._arrivals])
         self._arrivals.clear()
 
     def restore_policy(self, partition: int) -> None:
@@ -186,9 +192,9 @@ class ScoreStage(CardStage):
             modes = scorer.rules.modes
             for rule_id in scored.rule_hits:
                 m.rule_hits.labels(rule_id, modes.get(rule_id, "unknown")).inc()
-        m.score.observe(scored.score)
-        m.late.inc(scored.late)
-        m.duplicates.inc(scored.duplicate)
+        self._scores.append(scored.score)  # observed with the batch's
+        self._late += scored.late
+        self._duplicates += scored.duplicate
         if auth.ts > self._newest:
             self._newest = auth.ts
         arrived = d.get("arr")
