@@ -23,14 +23,13 @@ from fraudstream.core.features.money import Money
 from fraudstream.core.maturity import MaturityQueue, MemoryMaturityQueue, maturity_delays
 from fraudstream.core.model.online import FEEDBACK_SOURCES, OnlineModel, TrainingExample, keep_legitimate
 from fraudstream.core.reasons import say
-from fraudstream.core.rules import RuleOutcome, RuleSet, RuleStats
+from fraudstream.core.rules import RuleSet, RuleStats
 from fraudstream.core.snapshot import Snapshot
 from fraudstream.core.state import CardTransactions, StateStore
 
 __all__ = ["FraudScorer", "Scored", "CardStep", "LabelOutcome", "MerchantLabel", "DAY_MS", "blank_standing"]
 
 _EVENT_FIELDS = ("amount", "currency", "mcc", "country", "channel")
-_NO_RULES = RuleOutcome()  # what a rule set with no rule in force says of every authorization
 
 
 @dataclass(slots=True)
@@ -196,34 +195,42 @@ class FraudScorer:
               decision_number: int | None = None) -> Scored:
         """Score, rules and decision, where the card's alerts are decided. ``decision_number``: the worker's number
         of this decision in its partition, kept in the snapshot (``Snapshot.decision_number``)."""
-        seen = self.snapshots.get(auth.tx_id)
+        tx_id = auth.tx_id
+        seen = self.snapshots.get(tx_id)
         if seen is not None:
             # A redelivered authorization: the same answer again.
             self.counts["duplicate"] += 1
             return Scored(seen.auth, dict(seen.features), seen.score, seen.model_version, seen.decision,
                           seen.reasons, late=seen.late, duplicate=True, rule_hits=seen.rule_hits)
-        self.counts["late"] += late
-        standing = self.standings.get(auth.card_id)
-        score = self.model.score(feats)
+        if late:
+            self.counts["late"] += 1
+        card_id = auth.card_id
+        standing = self.standings.get(card_id)
+        model = self.model
+        score = model.score(feats, copy=False)  # feats are this authorization's own, kept as they are
         rules = self.rules
-        outcome = rules.evaluate(_rule_fields(auth, feats)) if rules.live else _NO_RULES
-        if outcome.score_delta:
-            score = min(max(score + outcome.score_delta, 0.0), 1.0)
+        if rules.live:
+            outcome = rules.evaluate(_rule_fields(auth, feats))
+            if outcome.score_delta:
+                score = min(max(score + outcome.score_delta, 0.0), 1.0)
+            alert_rules = outcome.alert_rules
+            hits = outcome.active_hits + outcome.shadow_hits
+        else:
+            alert_rules = hits = ()
         policy = self.policies.get(partition) or self.policy(partition)
-        decision = policy.decide(standing, auth.tx_id, auth.ts, score, outcome.alert_rules)
-        self.standings.mark(auth.card_id)
-        hits = outcome.active_hits + outcome.shadow_hits
+        decision = policy.decide(standing, tx_id, auth.ts, score, alert_rules)
+        self.standings.mark(card_id)
+        alerted = decision.action != "none"
         for rule_id in hits:
             # The snapshot keeps the hits until the label: nothing held per transaction here (see RuleStats).
-            self.rule_stats.record_hit(rule_id, auth.tx_id, auth.ts, remember=False,
-                                       alerted=decision.action != "none" and rule_id in outcome.alert_rules)
-        reasons = self.reasons(feats, score, decision) if self.explain and decision.action != "none" else []
-        scored = Scored(auth, feats, score, self.model.version, decision, reasons, late, False, hits)
+            self.rule_stats.record_hit(rule_id, tx_id, auth.ts, remember=False, alerted=alerted and rule_id in alert_rules)
+        reasons = self.reasons(feats, score, decision) if alerted and self.explain else []
+        scored = Scored(auth, feats, score, model.version, decision, reasons, late, False, hits)
         self._snapshot(scored, decision_number)
-        early = self.early_labels.pop(auth.tx_id, None)
+        early = self.early_labels.pop(tx_id, None)
         if early is not None:
             label = Label(**decode(early))
-            scored.label_outcome = self._label_tx(auth.tx_id, label.is_fraud, label)
+            scored.label_outcome = self._label_tx(tx_id, label.is_fraud, label)
         return scored
 
     def process(self, auth: Authorization, partition: int = 0) -> Scored:

@@ -39,12 +39,15 @@ PRIOR_EXAMPLES: Final = 10.0
 class AmountBandOdds:
     """Fraud and legitimate examples learned, weighted, per band of ``log(amount)``."""
 
-    __slots__ = ("bands", "legitimate", "fraud")
+    __slots__ = ("bands", "legitimate", "fraud", "_values")
 
     def __init__(self) -> None:
         self.bands: dict[int, list[float]] = {}  # band -> [legitimate weight, fraud weight]
         self.legitimate = 0.0
         self.fraud = 0.0
+        # Every authorization scored asks for its band's value, which changes only when an example is learned:
+        # each band's, as last computed, until then (derived, not saved).
+        self._values: dict[int, float] = {}
 
     @staticmethod
     def band(amount: float) -> int:
@@ -55,7 +58,14 @@ class AmountBandOdds:
         """The band's log-odds of fraud against all examples' (0.0 for no amount, or a band never seen)."""
         if amount is None or amount <= 0:
             return 0.0
-        counts = self.bands.get(self.band(amount))
+        band = math.floor(math.log(amount) * BANDS_PER_LOG_UNIT)  # self.band(amount), without the call
+        value = self._values.get(band)
+        if value is None:
+            value = self._values[band] = self._odds(band)
+        return value
+
+    def _odds(self, band: int) -> float:
+        counts = self.bands.get(band)
         if counts is None:
             return 0.0
         p = (self.fraud + 1.0) / (self.legitimate + self.fraud + 2.0)  # overall rate, never 0 or 1
@@ -66,6 +76,7 @@ class AmountBandOdds:
         """Count one learned example in its band (after the model learned it with :meth:`value`)."""
         if amount is None or amount <= 0:
             return
+        self._values.clear()  # every band's odds are relative to the overall rate, which this changes
         band = self.band(amount)
         counts = self.bands.get(band)
         if counts is None:
@@ -83,3 +94,4 @@ class AmountBandOdds:
         self.bands = state["bands"]  # type: ignore[assignment]
         self.legitimate = state["legitimate"]  # type: ignore[assignment]
         self.fraud = state["fraud"]  # type: ignore[assignment]
+        self._values = {}

@@ -173,8 +173,19 @@ class OnlineModel:
         x[AMOUNT_BAND] = self.amount_bands.value(features.get("amount"))
         return x
 
-    def score(self, features: Mapping[str, float]) -> float:
-        x = self.model_input(features)
+    def score(self, features: Mapping[str, float], copy: bool = True) -> float:
+        """The probability of fraud. ``copy=False``, for a dict of features the caller owns and nothing iterates
+        meanwhile (the scorer's, once per authorization): the band's feature is added to it for the call, then
+        removed, instead of copying the authorization's features; the dict ends as it was, in the same order."""
+        if copy or not isinstance(features, dict) or AMOUNT_BAND in features:
+            return self._score(self.model_input(features))
+        features[AMOUNT_BAND] = self.amount_bands.value(features.get("amount"))
+        try:
+            return self._score(features)
+        finally:
+            del features[AMOUNT_BAND]
+
+    def _score(self, x: dict[str, float]) -> float:
         blend = self._ready_blend()
         if blend is not None:
             return blend.proba_one(x)  # the sum below, in one pass over the features
@@ -214,16 +225,21 @@ class OnlineModel:
         if not self.ready:
             terms = sorted(_cold_start_terms(features).items(), key=lambda kv: -kv[1])
             return [Contribution(k, float(features.get(k, 0.0)), v) for k, v in terms[:top] if v > 0]
-        x = dict(features)
-        base = self.score(x)
+        # One model input, each feature in turn set to its usual value and back (not a copy per feature).
+        x = self.model_input(features)
+        band = x[AMOUNT_BAND]
+        base = self._score(x)
         effects = []
-        for name, value in x.items():
+        for name, value in features.items():
             usual = self.baseline.get(name)
             if usual is None or usual.n == 0:
                 continue
             x[name] = usual.get()
-            effects.append(Contribution(name, value, base - self.score(x)))
+            if name == "amount" or name == AMOUNT_BAND:  # the band is derived from the amount (model_input)
+                x[AMOUNT_BAND] = self.amount_bands.value(x.get("amount"))
+            effects.append(Contribution(name, value, base - self._score(x)))
             x[name] = value
+            x[AMOUNT_BAND] = band
         effects.sort(key=lambda c: -c.effect)
         return [c for c in effects[:top] if c.effect > 0]
 

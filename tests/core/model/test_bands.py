@@ -105,3 +105,14 @@ def test_checkpoints_keep_the_bands_and_older_ones_start_them_empty() -> None:
     older = OnlineModel.__new__(OnlineModel)
     older.__setstate__(pickle.loads(pickle.dumps(state)))
     assert older.amount_bands.bands == {} and older.model_input({"amount": 9_000.0})[FEATURE] == 0.0
+
+
+def test_a_bands_value_follows_every_example_learned() -> None:
+    """Values are kept between examples (every authorization asks): each one learned changes them all."""
+    odds, fresh = AmountBandOdds(), AmountBandOdds()
+    for i in range(40):
+        fraud = i % 4 == 0
+        for o in (odds, fresh):
+            o.learn(100.0 if fraud else 3_000.0, fraud, 1.0)
+        assert odds.value(100.0) == pickle.loads(pickle.dumps(fresh)).value(100.0)  # a checkpoint keeps no values
+        assert odds.value(3_000.0) == pickle.loads(pickle.dumps(fresh)).value(3_000.0)

@@ -245,3 +245,31 @@ def test_the_forest_model_learns_and_checkpoints() -> None:
     assert m.version == "forest-120" and m.ready
     assert m.score(PROBES[1]) > m.score(PROBES[0])
     assert OnlineModel.from_bytes(m.to_bytes()).score(PROBES[1]) == m.score(PROBES[1])
+
+
+def test_scoring_the_callers_own_dict_gives_the_same_float_and_leaves_it_as_it_was() -> None:
+    """``copy=False`` (the scorer's path): the band's feature added for the call only, the dict unchanged after."""
+    m = trained("separate", seed=7)
+    rng = random.Random(7)
+    for i in range(300):
+        m.learn(example(rng, 3000 + i, i % 3 == 0, "analyst"))
+    for x in [*PROBES, {**PROBES[1], "unknown_feature": 3.0}, {"is_night": 1.0}]:
+        own = {**x, "late": 0.0}
+        del own["late"]  # a dict with a deleted entry, as the scorer's (card_features' "late" removed)
+        before = list(own.items())
+        assert m.score(own, copy=False) == m.score(own)
+        assert list(own.items()) == before
+
+
+def test_explain_occludes_each_feature_as_scoring_a_copy_would() -> None:
+    """Each effect is the score's drop with that feature at its usual value, the amount's band following the amount."""
+    m = trained("separate", seed=9)
+    for x in PROBES:
+        base = m.score(x)
+        expected = {}
+        for name in x:
+            usual = m.usual(name)
+            if usual is not None:
+                expected[name] = base - m.score({**x, name: usual})
+        got = {c.feature: c.effect for c in m.explain(x, top=len(x))}
+        assert got == {k: v for k, v in expected.items() if v > 0}
