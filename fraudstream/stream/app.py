@@ -293,7 +293,8 @@ class FraudApp:
         # - score stage: state first, then outputs. Snapshots, standings and thresholds are on their changelogs
         #   before any score or alert is produced, so a redelivered authorization is answered from its snapshot;
         #   a snapshot whose threshold and standing updates did not reach their changelogs is replayed into them.
-        # `batches`: a batch cut short (an agent cancelled at shutdown while it waits for the broker) is not committed.
+        # `lane_batches` and `batches`: a batch cut short (a loop cancelled at shutdown while it waits for the broker) is
+        # not committed.
         # The three hops of every authorization take whole batches from their lanes (fraudstream.stream.lanes), not
         # from faust streams: faust's per-message hand-off cost more than the rest of the worker.
         lanes = self.lanes

@@ -39,7 +39,8 @@ they never reached fraud.scores, and their offsets were committed.
    went past authorizations that never reached their agent (traced in test_rebalance.py, the member that leaves).
    Each message of a guarded topic is fetched with a reference of ours, which :func:`batches` gives up only once its
    agent has finished the batch that holds it: whatever else acknowledges it, its offset is not committed before
-   then. Guarded topics must therefore be consumed through :func:`batches`.
+   then. Guarded topics must therefore be consumed through :func:`batches`, or a lane
+   (:mod:`fraudstream.stream.lanes`).
 
 8. Events dropped on the way to the agent. faust's stream skips (and acknowledges) an event that reaches it while
    flow control is off or after its generation ended, and hands the agent the next ones: the consumer's offsets were

@@ -7,7 +7,10 @@ Each works around one faust behaviour; the long stories are in the docstrings be
 Patched                                                faust behaviour it works around
 =====================================================  ==============================================================
 ``Consumer.getmany``                                   hands agents records past offsets it skipped after a rebalance,
-                                                      and its last read offset again after a seek
+                                                      and its last read offset again after a seek; and hands each
+                                                      record on one at a time (``Event``, lock, queue, task switch):
+                                                      the authorization hops' records go to their lanes instead
+                                                      (:mod:`fraudstream.stream.lanes`)
 ``Consumer.seek``                                      forgets where a sought partition must resume (for getmany)
 ``Consumer.perform_seek``                              reads stale read offsets; leaves never-committed partitions unsought
 ``Consumer.on_partitions_revoked``                     keeps committing a revoked partition's late acknowledgements
