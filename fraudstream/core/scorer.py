@@ -173,20 +173,20 @@ class FraudScorer:
     def _card_half(self, auth: Authorization) -> tuple[dict[str, float], bool, bool]:
         """:meth:`card_stage`'s features, late and duplicate (:meth:`process` needs no record of them)."""
         card = self.cards.get(auth.card_id)
-        duplicate = card.seen_tx(auth.tx_id)
+        # Noted at once when new (the features do not read the card's recent tx_ids): one hash of the tx_id.
+        duplicate = not card.note_if_new(auth.tx_id)
         feats = card_features(card, auth, self.settings.grace_ms, self.settings.timezone_offset_h, readonly=duplicate,
                               money=self.money)
         late = feats.pop("late") == 1.0
         feats.update(mcc_features(auth.mcc))
         if not duplicate:
-            card.note_tx(auth.tx_id)
             self.cards.mark(auth.card_id)
         return feats, late, duplicate
 
-    def enrich_merchant(self, auth: Authorization, duplicate: bool = False) -> dict[str, float]:
-        """The merchant half, where the merchant's authorizations arrive."""
+    def enrich_merchant(self, auth: Authorization, duplicate: bool = False, into: dict[str, float] | None = None) -> dict[str, float]:
+        """The merchant half, where the merchant's authorizations arrive: a dict of its own, or added to ``into``."""
         state = self.merchants.get(auth.merchant_id)
-        feats = merchant_features(state, auth, self.settings.grace_ms, readonly=duplicate, money=self.money)
+        feats = merchant_features(state, auth, self.settings.grace_ms, readonly=duplicate, money=self.money, into=into)
         if not duplicate:
             self.merchants.mark(auth.merchant_id)
         return feats
@@ -236,7 +236,7 @@ class FraudScorer:
     def process(self, auth: Authorization, partition: int = 0) -> Scored:
         """All three stages in one place, for the backtest and tests: the worker's path, without Kafka."""
         feats, late, duplicate = self._card_half(auth)
-        feats.update(self.enrich_merchant(auth, duplicate))
+        self.enrich_merchant(auth, duplicate, into=feats)
         return self.score(auth, feats, late, partition)
 
     def reasons(self, feats: dict[str, float], score: float, decision: Decision) -> list[str]:

@@ -56,7 +56,7 @@ _crc32 = zlib.crc32
 _U32 = struct.Struct("I").pack  # a key as it sits in an array("I"): native order and size
 
 
-def find_key(keys: array, packed: bytes) -> int:
+def find_key(keys: array[int], packed: bytes) -> int:
     """The index of a key in ``keys``, given as its ``packed`` bytes, or -1.
 
     A byte search: ``key in keys`` or ``keys.index`` make a Python int of every element on the way.
@@ -94,13 +94,14 @@ class CardState:
         # Collisions are negligible at this scale: two of a card's 16 remembered merchants share a hash with
         # probability about 16 * 15 / 2 / 2**32 (3e-8), and a new tx_id matches one of the 8 remembered with
         # probability 8 / 2**32 (2e-9) per authorization.
-        self.merchants = array("I")  # stable hashes of the most recent merchants
-        self.merchant_seen = array("i")  # minute of last use, same order
-        self.countries = array("I")
-        self.country_seen = array("i")
+        # Typed (array[int]): compiled, an element read is a native int, not an object compared generically.
+        self.merchants: array[int] = array("I")  # stable hashes of the most recent merchants
+        self.merchant_seen: array[int] = array("i")  # minute of last use, same order
+        self.countries: array[int] = array("I")
+        self.country_seen: array[int] = array("i")
         # The last few tx_ids (hashed): a redelivered authorization is counted once.
-        self.recent_tx = array("I")
-        self.channel_seen = array("i", [_NEVER] * len(_CHANNELS))  # minute of each channel's last use
+        self.recent_tx: array[int] = array("I")
+        self.channel_seen: array[int] = array("i", [_NEVER] * len(_CHANNELS))  # minute of each channel's last use
 
     # --- persistence --------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -135,9 +136,25 @@ class CardState:
         return find_key(self.recent_tx, _U32(stable_hash(tx_id))) >= 0  # a byte search: `in` makes an int of each
 
     def note_tx(self, tx_id: str) -> None:
+        self._note_key(stable_hash(tx_id))
+
+    def note_if_new(self, tx_id: str) -> bool:
+        """:meth:`seen_tx`, then :meth:`note_tx` when it was not seen, with one hash: whether ``tx_id`` is new.
+
+        >>> s = CardState()
+        >>> s.note_if_new("t1"), s.note_if_new("t1"), s.seen_tx("t1")
+        (True, False, True)
+        """
+        key = stable_hash(tx_id)
+        if find_key(self.recent_tx, _U32(key)) >= 0:
+            return False
+        self._note_key(key)
+        return True
+
+    def _note_key(self, key: int) -> None:
         if len(self.recent_tx) >= RECENT_TX:
             del self.recent_tx[0]
-        self.recent_tx.append(stable_hash(tx_id))
+        self.recent_tx.append(key)
 
 
 #: The size of a state written before the hour ring counted probes and ATM use (2026-12), less its arrays:
@@ -167,7 +184,7 @@ def _from_v1(s: CardState, view: memoryview, nm: int, nc: int, nt: int) -> CardS
     return s
 
 
-def _remember(keys: array, seen: array, key: int, minute: int, cap: int) -> tuple[bool, int]:
+def _remember(keys: array[int], seen: array[int], key: int, minute: int, cap: int) -> tuple[bool, int]:
     """Note ``key`` as used at ``minute``; return (was it new, distinct within 24 h).
 
     Keeps at most ``cap`` keys, dropping the least recently used, so a card
@@ -198,7 +215,7 @@ def _remember(keys: array, seen: array, key: int, minute: int, cap: int) -> tupl
     return new, _distinct_24h(seen, i, minute)
 
 
-def _distinct_24h(seen: array, own: int, minute: int) -> int:
+def _distinct_24h(seen: array[int], own: int, minute: int) -> int:
     """This authorization's key (at index ``own`` of the keys, -1 when absent) and the other keys last used
     in the 24 h up to ``minute`` (keys are unique)."""
     since = minute - 24 * 60

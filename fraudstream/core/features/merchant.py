@@ -47,9 +47,9 @@ class MerchantState:
         self.clock = NO_TIME
         self.hours = BucketRing(24, HOUR_MS, 3)  # count, amount sum, confirmed frauds
         self.days = BucketRing(30, DAY_MS, 3, spans=(7, 30))
-        self.cards = array("q")  # stable hashes of the most recent cards
-        self.card_seen = array("q")  # minute last seen
-        self.card_compromised = array("b")
+        self.cards: array[int] = array("q")  # stable hashes of the most recent cards
+        self.card_seen: array[int] = array("q")  # minute last seen
+        self.card_compromised: array[int] = array("b")
 
     def to_bytes(self) -> bytes:
         return b"".join(
@@ -90,12 +90,14 @@ def _note_card(state: MerchantState, card: int, minute: int) -> None:
 
 
 def merchant_features(
-    state: MerchantState, auth: Authorization, grace_ms: int = 300_000, readonly: bool = False, *, money: Money = DEFAULT
+    state: MerchantState, auth: Authorization, grace_ms: int = 300_000, readonly: bool = False, *, money: Money = DEFAULT,
+    into: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """The merchant's features for ``auth``; adds it to the state unless it is late or ``readonly``.
 
     Amounts are in ``money``'s base currency, as the card's (an unknown currency is used as is, and left for
-    :func:`~fraudstream.core.features.card.card_features` to count: once per authorization).
+    :func:`~fraudstream.core.features.card.card_features` to count: once per authorization). Returned in a new dict,
+    or added to ``into`` (the card's features, when both halves are computed in one place: no dict to merge).
     """
     # Typed, for native arithmetic in the compiled module (see card_features).
     ts: int = auth.ts
@@ -133,16 +135,22 @@ def merchant_features(
         age = state.days.newest_age(ts, _FRAUD)
         if age >= 0:
             recency = 0.5 ** (age / FRAUD_RECENCY_HALF_LIFE_DAYS)
-    return {
-        "merchant_count_1d": c1, "merchant_amount_mean_1d": s1 / c1, "merchant_fraud_rate_1d": (0.0 if 0.0 > f1 else f1) / c1,
-        "merchant_count_7d": c7, "merchant_amount_mean_7d": s7 / c7, "merchant_fraud_rate_7d": (0.0 if 0.0 > f7 else f7) / c7,
-        "merchant_count_30d": c30, "merchant_amount_mean_30d": s30 / c30, "merchant_fraud_rate_30d": (0.0 if 0.0 > f30 else f30) / c30,
-        "merchant_cpp_share": cpp,
-        # Against what came before this authorization (1 with no history).
-        "merchant_amount_ratio_30d": amount * (c30 - 1.0) / (s30 - amount) if c30 > 1.0 and s30 > amount else 1.0,
-        "merchant_count_vs_30d": 30.0 * c1 / c30,
-        "merchant_fraud_recency": recency,
-    }
+    out: dict[str, float] = {} if into is None else into
+    out["merchant_count_1d"] = c1
+    out["merchant_amount_mean_1d"] = s1 / c1
+    out["merchant_fraud_rate_1d"] = (0.0 if 0.0 > f1 else f1) / c1
+    out["merchant_count_7d"] = c7
+    out["merchant_amount_mean_7d"] = s7 / c7
+    out["merchant_fraud_rate_7d"] = (0.0 if 0.0 > f7 else f7) / c7
+    out["merchant_count_30d"] = c30
+    out["merchant_amount_mean_30d"] = s30 / c30
+    out["merchant_fraud_rate_30d"] = (0.0 if 0.0 > f30 else f30) / c30
+    out["merchant_cpp_share"] = cpp
+    # Against what came before this authorization (1 with no history).
+    out["merchant_amount_ratio_30d"] = amount * (c30 - 1.0) / (s30 - amount) if c30 > 1.0 and s30 > amount else 1.0
+    out["merchant_count_vs_30d"] = 30.0 * c1 / c30
+    out["merchant_fraud_recency"] = recency
+    return out
 
 
 def merchant_label(state: MerchantState, card_id: str, tx_ts: int, fraud_delta: int) -> None:

@@ -33,10 +33,10 @@ from collections.abc import Sequence
 
 __all__ = ["BucketRing"]
 
-_ZEROS: dict[int, array] = {}  # zeroed arrays by length, copied over a ring that starts afresh
+_ZEROS: dict[int, array[float]] = {}  # zeroed arrays by length, copied over a ring that starts afresh
 
 
-def _zeros(length: int) -> array:
+def _zeros(length: int) -> array[float]:
     z = _ZEROS.get(length)
     if z is None:
         z = _ZEROS[length] = array("d", bytes(8 * length))
@@ -78,8 +78,9 @@ class BucketRing:
         self.spans = tuple(spans) or (n,)
         self.counts = tuple(counts)
         self.head = -1  # index (ts // width) of the newest bucket; -1 while empty
-        self.data = array("d", _zeros(n * fields))
-        self.sums = array("d", _zeros(len(self.spans) * fields))  # running totals, span-major
+        # Typed: compiled, an element read is a native double, not a float object added generically.
+        self.data: array[float] = array("d", _zeros(n * fields))
+        self.sums: array[float] = array("d", _zeros(len(self.spans) * fields))  # running totals, span-major
         _zeros(fields)  # one bucket's worth, for clearing a slot
         self.layout = _layout(n, self.spans, fields)
         # Bit j clear: every field of slot j is 0.0, so expiry skips it (subtracting 0.0 changes no total,
@@ -116,14 +117,14 @@ class BucketRing:
         self.used |= 1 << slot
         i = slot * f
         for v in values:
-            data[i] += v
+            data[i] = data[i] + v
             i += 1
         off = 0
         for span in self.spans:
             if b > head - span:
                 i = off
                 for v in values:
-                    sums[i] += v
+                    sums[i] = sums[i] + v
                     i += 1
             off += f
 
@@ -166,30 +167,32 @@ class BucketRing:
                     self.used = used | 1 << slot
                 i = slot * f
                 # Into the bucket, then into every span's total (the newest bucket is inside each).
-                # Spelled out for 2 and 3 values, the common cases: a loop costs as much again.
+                # Spelled out for 2 and 3 values, the common cases: a loop costs as much again. ``x = x + v``, not
+                # ``x += v``: compiled, an array's element is then read as a native double and added natively,
+                # where ``+=`` boxes ``v`` and adds two objects generically (same sum, bit for bit).
                 k = len(values)
                 if k == 3:
                     v0, v1, v2 = values
-                    data[i] += v0
-                    data[i + 1] += v1
-                    data[i + 2] += v2
+                    data[i] = data[i] + v0
+                    data[i + 1] = data[i + 1] + v1
+                    data[i + 2] = data[i + 2] + v2
                     for off in range(0, len(sums), f):
-                        sums[off] += v0
-                        sums[off + 1] += v1
-                        sums[off + 2] += v2
+                        sums[off] = sums[off] + v0
+                        sums[off + 1] = sums[off + 1] + v1
+                        sums[off + 2] = sums[off + 2] + v2
                 elif k == 2:
                     v0, v1 = values
-                    data[i] += v0
-                    data[i + 1] += v1
+                    data[i] = data[i] + v0
+                    data[i + 1] = data[i + 1] + v1
                     for off in range(0, len(sums), f):
-                        sums[off] += v0
-                        sums[off + 1] += v1
+                        sums[off] = sums[off] + v0
+                        sums[off + 1] = sums[off + 1] + v1
                 else:
                     for j, v in enumerate(values, i):
-                        data[j] += v
+                        data[j] = data[j] + v
                     for off in range(0, len(sums), f):
                         for j, v in enumerate(values, off):
-                            sums[j] += v
+                            sums[j] = sums[j] + v
                 return sums.tolist()
             if b > head - self.n:
                 self._add(b, values)
@@ -266,7 +269,7 @@ class BucketRing:
                 if used >> slot & 1:
                     base = slot * f
                     for i in range(f):
-                        sums[off + i] -= data[base + i]
+                        sums[off + i] = sums[off + i] - data[base + i]
         # The slots the clock passes over (buckets old+1..b) held buckets now out of range: they leave
         # the whole ring's total and are cleared. Only the used ones, in bucket order: the slots from
         # ``first`` to the end of the ring, then (when the range wraps) those from slot 0.
@@ -284,7 +287,7 @@ class BucketRing:
                 base = (low_slot + lowest.bit_length() - 1) * f
                 if whole >= 0:
                     for i in range(f):
-                        sums[whole + i] -= data[base + i]
+                        sums[whole + i] = sums[whole + i] - data[base + i]
                 data[base : base + f] = _ZEROS[f]
 
     # --- persistence --------------------------------------------------------
