@@ -12,7 +12,7 @@ standing did not, before a crash, is replayed into them (:meth:`ScoreStage.repla
 >>> from prometheus_client import CollectorRegistry
 >>> from fraudstream.config import Settings
 >>> from fraudstream.core.scorer import FraudScorer
->>> from fraudstream.metrics import Metrics, observe_all
+>>> from fraudstream.metrics import Metrics
 >>> from fraudstream.stream.stages.base import DeadLetters, Message
 >>> from fraudstream.stream.stages.labels import CardStage, LabelOutcomes
 >>> from fraudstream.stream.stages.tables import CardTables
