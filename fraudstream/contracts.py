@@ -14,8 +14,10 @@ that names the reason, so the worker can dead-letter it and keep going.
 from __future__ import annotations
 
 import math
+import struct
 import time
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -33,6 +35,10 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "encode",
     "decode",
+    "decode_forwarded",
+    "with_features",
+    "encode_progress",
+    "decode_progress",
     "decode_authorization",
     "decode_label",
     "decode_card_reissue",
@@ -83,6 +89,107 @@ def encode(record: Any, keep: bool = False) -> bytes:
 def decode(raw: bytes | str) -> Any:
     """The one decoder; raises ``orjson.JSONDecodeError`` (a ValueError)."""
     return orjson.loads(raw)
+
+
+# --- what the stages hand on ----------------------------------------------------
+
+_FEATURES_LAST = b',"features":'
+
+
+def decode_forwarded(raw: bytes) -> Any:
+    """A record of fraud.authorizations-by-merchant decoded, but for its ``features`` when they come last (as intake
+    writes them): those stay bytes, their JSON text, which the merchant stage passes on unread (`with_features`).
+    Written by earlier versions, in the middle, they are decoded with the rest; so is a progress record.
+
+    >>> decode_forwarded(b'{"auth":{"ts":5},"src":[0,7],"features":{"card_count_1h":1.0}}')
+    {'auth': {'ts': 5}, 'src': [0, 7], 'features': b'{"card_count_1h":1.0}'}
+    >>> decode_forwarded(b'{"auth":{"ts":5},"features":{"card_count_1h":1.0},"src":[0,7]}')["features"]
+    {'card_count_1h': 1.0}
+
+    Only an object's own field can be last with ``}}`` after it: a string cannot hold ``,"features":`` unescaped.
+    """
+    if raw[-2:] == b"}}":
+        at = raw.rfind(_FEATURES_LAST)
+        if at > 0:
+            record = orjson.loads(raw[:at] + b"}")
+            if type(record) is dict:
+                record["features"] = raw[at + len(_FEATURES_LAST) : -1]
+                return record
+    return orjson.loads(raw)
+
+
+def with_features(features: dict[str, Any] | bytes, more: dict[str, Any]) -> Any:
+    """``features`` with ``more`` added (a key of both takes ``more``'s value, in ``features``' place), to encode:
+    as a dict, or, for features left encoded (`decode_forwarded`), their JSON text joined with ``more``'s.
+
+    >>> encode({"features": with_features(b'{"a":1.0,"b":2.0}', {"b": 3.0, "m": 4.0})})
+    b'{"features":{"a":1.0,"b":2.0,"b":3.0,"m":4.0}}'
+    >>> decode(_) == {"features": with_features({"a": 1.0, "b": 2.0}, {"b": 3.0, "m": 4.0})}
+    True
+    """
+    if isinstance(features, dict):
+        features.update(more)
+        return features
+    extra = orjson.dumps(more)
+    if len(extra) == 2:  # {}
+        return orjson.Fragment(features)
+    if len(features) == 2:
+        return orjson.Fragment(extra)
+    return orjson.Fragment(features[:-1] + b"," + extra[1:])
+
+
+# A merchant state's tag (``fraudstream.stream.stages.merchant.MerchantStage.progress``): version, card partitions,
+# ts of the newest authorization applied; then (partition, offset) per card partition; then that one's tx_id.
+_PROGRESS = struct.Struct("<BHq")
+_PROGRESS_VERSION = 1
+_SOURCES: dict[int, struct.Struct] = {}
+
+
+def _sources(n: int) -> struct.Struct:
+    layout = _SOURCES.get(n)
+    if layout is None:
+        layout = _SOURCES[n] = struct.Struct("<" + "q" * (2 * n))
+    return layout
+
+
+def encode_progress(newest: tuple[int, str] | None, sources: dict[int, int]) -> bytes:
+    """Which authorizations a merchant's state includes, as its tag: ``newest``, ``(ts, tx_id)`` of the newest applied
+    in event-time order (None: none yet); ``sources``, per partition of fraud.authorizations, the newest offset
+    applied from it. Packed, not JSON: it is written with every merchant state, and read back with it.
+
+    >>> decode_progress(encode_progress((1700000000000, "t1"), {3: 41, 0: 7}))
+    ((1700000000000, 't1'), {3: 41, 0: 7})
+    >>> decode_progress(encode_progress(None, {})), decode_progress(b"")
+    ((None, {}), (None, {}))
+    """
+    ts, tx_id = (0, b"") if newest is None else (newest[0], newest[1].encode())
+    return b"".join((_PROGRESS.pack(_PROGRESS_VERSION, len(sources), ts),
+                     _sources(len(sources)).pack(*chain.from_iterable(sources.items())), tx_id))
+
+
+def decode_progress(raw: bytes) -> tuple[tuple[int, str] | None, dict[int, int]]:
+    """`encode_progress`'s ``(newest, sources)`` back, from its bytes or from the JSON earlier versions wrote.
+
+    >>> decode_progress(b'{"f":[1700000000000,"t1"],"s":{"3":41,"-1":7}}')
+    ((1700000000000, 't1'), {3: 41, -1: 7})
+    >>> decode_progress(b'{"f":null,"s":{}}'), decode_progress(b'{"offset":5}')  # the latter before event-time order
+    ((None, {}), (None, {}))
+    """
+    if not raw:
+        return None, {}
+    if raw[:1] == b"{":
+        d = orjson.loads(raw)
+        if "f" not in d:
+            return None, {}
+        f = d["f"]
+        return (None if f is None else (int(f[0]), str(f[1]))), {int(k): int(v) for k, v in d["s"].items()}
+    version, n, ts = _PROGRESS.unpack_from(raw)
+    if version != _PROGRESS_VERSION:
+        raise ValueError(f"a merchant progress tag of version {version}, not {_PROGRESS_VERSION}")
+    layout = _sources(n)
+    flat = layout.unpack_from(raw, _PROGRESS.size)
+    tx_id = raw[_PROGRESS.size + layout.size :]
+    return (None if not tx_id else (ts, tx_id.decode())), dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 @dataclass(frozen=True, slots=True)

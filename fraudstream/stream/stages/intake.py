@@ -186,8 +186,9 @@ class IntakeStage(Stage):
             return  # redelivered after a crash: in the card's state already, and its output was sent before that
         self.card_table.route(card_id, msg.partition)
         step = self.scorer.card_stage(auth)
-        value = encode({"auth": auth.as_dict(), "features": step.features, "late": step.late, "duplicate": step.duplicate,
-                        "src": [msg.partition, msg.offset], "arr": arrival_ms(msg)})
+        # The features last: the merchant stage passes them on without decoding them (`contracts.decode_forwarded`).
+        value = encode({"auth": auth.as_dict(), "late": step.late, "duplicate": step.duplicate, "src": [msg.partition, msg.offset],
+                        "arr": arrival_ms(msg), "features": step.features})
         self.outputs.produce(self.settings.topic_by_merchant, value, auth.merchant_id.encode())
         self.card_offsets[card_id] = msg.offset
         self.scorer.cards.mark(card_id)  # the offset is written with the state, even when the state did not change

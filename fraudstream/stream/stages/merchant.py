@@ -20,14 +20,32 @@ from __future__ import annotations
 from typing import Any
 
 from fraudstream.config import Settings
-from fraudstream.contracts import Authorization, decode, encode
+from fraudstream.contracts import Authorization, decode, decode_forwarded, decode_progress, encode, encode_progress, with_features
 from fraudstream.core.features.ordering import EventTimeOrder
 from fraudstream.core.scorer import FraudScorer, MerchantLabel
 from fraudstream.metrics import Metrics
 from fraudstream.stream.delivery import hold
 from fraudstream.stream.stages.base import DeadLetters, Sink, Stage
 
-__all__ = ["MerchantStage", "card_progress"]
+__all__ = ["Applied", "MerchantStage", "card_progress"]
+
+
+class Applied:
+    """Which authorizations a merchant's state includes (its tag, `MerchantStage.progress`): ``newest``, the newest
+    applied in event-time order, ``(ts, tx_id)``; ``sources``, per partition of fraud.authorizations, the newest
+    offset applied from it."""
+
+    __slots__ = ("newest", "sources")
+
+    def __init__(self, newest: tuple[int, str] | None = None, sources: dict[int, int] | None = None) -> None:
+        self.newest = newest
+        self.sources: dict[int, int] = {} if sources is None else sources
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Applied) and (self.newest, self.sources) == (other.newest, other.sources)
+
+    def __repr__(self) -> str:
+        return f"Applied({self.newest!r}, {self.sources!r})"
 
 
 class MerchantStage(Stage):
@@ -43,8 +61,10 @@ class MerchantStage(Stage):
         self.scorer = scorer
         self.merchant_table = merchant_table
         self.merchant_durable = merchant_durable
-        # Crash safety: each merchant's state carries which authorizations it includes (see `progress`).
-        self.applied: dict[str, dict[str, Any]] = {}
+        # Crash safety: each merchant's state carries which authorizations it includes (see `progress`), in the tag
+        # this stage writes with it.
+        merchant_durable.tag_of = self.tag
+        self.applied: dict[str, Applied] = {}
         # Per merchant partition, the authorizations held until every card partition has passed them.
         self.orders: dict[int, EventTimeOrder] = {}
 
@@ -68,7 +88,7 @@ class MerchantStage(Stage):
 
     def _arrival(self, msg: Any, touched: set[int]) -> None:
         """A card partition's progress, or an authorization: held for event-time order, or (out of order) now."""
-        d = decode(msg.value)
+        d = decode_forwarded(msg.value)  # the card's features stay encoded: passed on unread
         order = self.orders.get(msg.partition)
         if order is None:
             order = self.orders[msg.partition] = EventTimeOrder(self.settings.partitions)
@@ -103,25 +123,27 @@ class MerchantStage(Stage):
         self.merchant_table.clear_routes()
         self.merchant_table.send_pending()
 
-    def progress(self, merchant_id: str) -> dict[str, Any]:
-        """Which authorizations the merchant's state includes: ``f``, the newest applied in event-time order,
-        ``[ts, tx_id]``; ``s``, per partition of fraud.authorizations, the newest offset applied from it."""
+    def progress(self, merchant_id: str) -> Applied:
+        """Which authorizations the merchant's state includes (read from its tag the first time)."""
         applied = self.applied.get(merchant_id)
         if applied is None:
             tag = self.merchant_durable.tag(merchant_id)
-            applied = decode(tag) if tag else {}
-            if "f" not in applied:  # nothing yet, or written before event-time order
-                applied = {"f": None, "s": {}}
-            self.applied[merchant_id] = applied
+            applied = self.applied[merchant_id] = Applied(*decode_progress(tag)) if tag else Applied()
         return applied
 
+    def tag(self, merchant_id: str) -> bytes:
+        """The tag written with the merchant's state: its `progress`."""
+        applied = self.progress(merchant_id)
+        return encode_progress(applied.newest, applied.sources)
+
     def _one(self, d: dict[str, Any], partition: int, in_order: bool = True) -> None:
-        auth = Authorization(**d["auth"])
+        a = d["auth"]
+        auth = Authorization(**a)
         merchant_id = auth.merchant_id
         duplicate = d["duplicate"]
         source, offset = d.get("src") or (-1, -1)
         applied = self.progress(merchant_id)
-        key = [auth.ts, auth.tx_id]
+        key = (auth.ts, auth.tx_id)
         if not duplicate:
             # A copy of what the state includes already (redelivered after a crash, or re-sent by an intake that
             # crashed): skipped, its output was sent before the state was written. Each card partition's
@@ -131,23 +153,20 @@ class MerchantStage(Stage):
             # merely older than what the merchant has seen, released in order after a rebalance reset the order,
             # has a newer offset: it is new. (A redelivery by the platform is a new message, marked duplicate,
             # and answered again.)
-            if (in_order and applied["f"] is not None and key <= applied["f"]
-                    and offset <= applied["s"].get(str(source), -1)):
-                return
-            if not in_order and offset <= applied["s"].get(str(source), -1):
+            newest, included = applied.newest, applied.sources.get(source, -1)
+            if offset <= included and (not in_order or (newest is not None and key <= newest)):
                 return
         self.merchant_table.route(merchant_id, partition)
-        feats = d["features"]
-        feats.update(self.scorer.enrich_merchant(auth, duplicate))
+        feats = with_features(d["features"], self.scorer.enrich_merchant(auth, duplicate))
         if not duplicate:
             # The newest applied, in order or not: after a rebalance order starts afresh and can go back in time,
             # and a copy of one applied out of order may then come in order.
-            if applied["f"] is None or key > applied["f"]:
-                applied["f"] = key
-            if offset > applied["s"].get(str(source), -1):
-                applied["s"][str(source)] = offset
+            if applied.newest is None or key > applied.newest:
+                applied.newest = key
+            if offset > included:
+                applied.sources[source] = offset
             self.scorer.merchants.mark(merchant_id)  # written with the state
-        self.outputs.produce(self.settings.topic_enriched, encode({"auth": d["auth"], "features": feats, "late": d["late"],
+        self.outputs.produce(self.settings.topic_enriched, encode({"auth": a, "features": feats, "late": d["late"],
                                                                    "arr": d.get("arr")}), auth.card_id.encode())
 
     def label_batch(self, messages: list[Any]) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fraudstream.contracts import Authorization, decode
+from fraudstream.contracts import Authorization, decode, decode_progress, encode
 from fraudstream.core.scorer import FraudScorer
 from fraudstream.stream import delivery
 from fraudstream.stream.stages import IntakeStage, MerchantStage, Message
+from fraudstream.stream.stages.merchant import Applied
 
 from .fakes import FakeConsumer, FakeTable, authorization, harness, message
 
@@ -25,8 +26,14 @@ class HeldMessage(Message):
 
 
 class TaggedTable(FakeTable):
+    """The merchant table seen through its tags (``TaggedMapping.tag``): what each merchant's state includes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: dict[str, bytes] = {}
+
     def tag(self, key: str) -> bytes | None:
-        return None
+        return self.tags.get(key)
 
 
 def merchant_stage(partitions: int = 2) -> tuple[MerchantStage, Any]:
@@ -64,7 +71,7 @@ def test_authorizations_are_applied_in_event_time_once_every_card_partition_has_
     expected = [core.enrich_merchant(Authorization(**a), False) for a in (early, late)]
     assert [d["features"] for d, _k, _p in enriched] == expected, "the core's merchant features, in event-time order"
     stage.commit()
-    assert stage.progress("m-1") == {"f": [late["ts"], "tx-5"], "s": {"0": 50, "1": 70}}
+    assert stage.progress("m-1") == Applied((late["ts"], "tx-5"), {0: 50, 1: 70})
     assert stage.merchant_table.sent_pending == 1
     for e in released:
         delivery.let_go(e)
@@ -79,6 +86,31 @@ def test_a_copy_of_what_the_state_includes_is_skipped() -> None:
     # Intake crashed before its cards' state was written: it sends the same authorization again (same source offset).
     stage.batch([by_merchant(s, 2, forwarded(a, 0, 12)), by_merchant(s, 3, {"idle": [0]})])
     assert [d["auth"]["tx_id"] for d, _k, _p in out.to(s.topic_enriched)] == ["tx-3"], "its output exists already"
+
+
+def test_a_tag_as_earlier_versions_wrote_it_still_counts_and_is_written_back_packed() -> None:
+    """A rolling upgrade: a merchant state whose tag an earlier version wrote as JSON (string partitions)."""
+    stage, out = merchant_stage(partitions=1)
+    s = stage.settings
+    done, new = authorization(3), authorization(4)
+    stage.merchant_durable.tags["m-1"] = encode({"f": [done["ts"], "tx-3"], "s": {"0": 12}})
+    stage.batch([by_merchant(s, 0, forwarded(done, 0, 12)), by_merchant(s, 1, forwarded(new, 0, 13)),
+                 by_merchant(s, 2, {"idle": [0]})])
+    assert [d["auth"]["tx_id"] for d, _k, _p in out.to(s.topic_enriched)] == ["tx-4"], "tx-3 is in the state already"
+    assert decode_progress(stage.tag("m-1")) == ((new["ts"], "tx-4"), {0: 13})
+    assert stage.merchant_durable.tag_of == stage.tag, "the stage writes its merchants' tags"
+
+
+def test_the_card_features_are_passed_on_as_intake_wrote_them() -> None:
+    """Intake writes the card's features last; the merchant stage adds the merchant's without decoding them."""
+    stage, out = merchant_stage(partitions=1)
+    s = stage.settings
+    a = authorization(1)
+    card = {"card_count_1h": 1.0, "card_amount_sum_1h": 20.5}
+    record = {"auth": a, "late": False, "duplicate": False, "src": [0, 5], "arr": 1, "features": card}
+    stage.batch([by_merchant(s, 0, record), by_merchant(s, 1, {"idle": [0]})])
+    [(enriched, _key, _partition)] = out.to(s.topic_enriched)
+    assert enriched["features"] == {**card, **FraudScorer(s).enrich_merchant(Authorization(**a), False)}
 
 
 def test_progress_as_earlier_versions_wrote_it_still_counts() -> None:
