@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fraudstream.contracts import Authorization, decode, decode_progress, encode
+from fraudstream.contracts import Authorization, decode, encode
 from fraudstream.core.scorer import FraudScorer
 from fraudstream.stream import delivery
 from fraudstream.stream.stages import IntakeStage, MerchantStage, Message
@@ -88,8 +88,8 @@ def test_a_copy_of_what_the_state_includes_is_skipped() -> None:
     assert [d["auth"]["tx_id"] for d, _k, _p in out.to(s.topic_enriched)] == ["tx-3"], "its output exists already"
 
 
-def test_a_tag_as_earlier_versions_wrote_it_still_counts_and_is_written_back_packed() -> None:
-    """A rolling upgrade: a merchant state whose tag an earlier version wrote as JSON (string partitions)."""
+def test_a_tag_as_earlier_versions_wrote_it_still_counts_and_is_written_back_alike() -> None:
+    """A rolling upgrade: a merchant state whose tag an earlier version wrote; written back as it would write it."""
     stage, out = merchant_stage(partitions=1)
     s = stage.settings
     done, new = authorization(3), authorization(4)
@@ -97,7 +97,7 @@ def test_a_tag_as_earlier_versions_wrote_it_still_counts_and_is_written_back_pac
     stage.batch([by_merchant(s, 0, forwarded(done, 0, 12)), by_merchant(s, 1, forwarded(new, 0, 13)),
                  by_merchant(s, 2, {"idle": [0]})])
     assert [d["auth"]["tx_id"] for d, _k, _p in out.to(s.topic_enriched)] == ["tx-4"], "tx-3 is in the state already"
-    assert decode_progress(stage.tag("m-1")) == ((new["ts"], "tx-4"), {0: 13})
+    assert decode(stage.tag("m-1")) == {"f": [new["ts"], "tx-4"], "s": {"0": 13}}
     assert stage.merchant_durable.tag_of == stage.tag, "the stage writes its merchants' tags"
 
 
