@@ -71,7 +71,7 @@ from typing import Any
 
 from fraudstream.stream.pacing import BatchPacing
 
-__all__ = ["SkippedOffsets", "batches", "fresh", "hold", "in_order", "let_go"]
+__all__ = ["SkippedOffsets", "batches", "checked", "fresh", "hold", "in_order", "let_go", "processing", "produced_over"]
 
 log = logging.getLogger("fraudstream.worker")
 
@@ -250,7 +250,7 @@ async def _read_again(consumer: Any, again: dict[Any, int]) -> None:
             log.info("%s[%d]: not read again from %d: %s", tp.topic, tp.partition, offset, exc)
 
 
-def _produced_over(messages: list[Any]) -> float | None:
+def produced_over(messages: list[Any]) -> float | None:
     """How long ``messages`` took to be produced, by their timestamps: the spread of n timestamps, times
     n / (n - 1), so that traffic at a steady rate gives the time it took (None: fewer than two timestamps)."""
     stamps = [t for t in (getattr(message, "timestamp", None) for message in messages) if isinstance(t, (int, float))]
@@ -259,7 +259,7 @@ def _produced_over(messages: list[Any]) -> float | None:
 
 
 @contextmanager
-def _processing(topic: str, kept: list[Any], release: bool = True) -> Iterator[None]:
+def processing(topic: str, kept: list[Any], release: bool = True) -> Iterator[None]:
     """Around an agent's batch of ``kept`` messages: if it does not finish, nothing of it is committed, and its
     partitions expect its offsets again (module doc, 3 and 8). Once finished, with ``release``, each message's own
     reference (taken when it was fetched, module doc 7) is given up; without, the caller acknowledges it."""
@@ -283,7 +283,7 @@ def _processing(topic: str, kept: list[Any], release: bool = True) -> Iterator[N
                     _NEXT[key] = message.offset
 
 
-async def _checked(consumer: Any, messages: list[Any]) -> list[Any]:
+async def checked(consumer: Any, messages: list[Any]) -> list[Any]:
     """``messages`` that are fresh and in order (:func:`fresh`, :func:`in_order`); their partitions read again from
     any hole."""
     kept, again = in_order(fresh(messages))
@@ -306,15 +306,15 @@ async def batches(stream: Any, max_: int, within: float, pacing: BatchPacing | N
     async for events in stream.take_events(max_, within=within):
         taken_at = time.monotonic()
         messages = [event.message for event in events]
-        kept_messages = await _checked(stream.app.consumer, messages)
+        kept_messages = await checked(stream.app.consumer, messages)
         if not kept_messages:
             continue
         kept_ids = {id(message) for message in kept_messages}
         kept = [event for event in events if id(event.message) in kept_ids]
-        with _processing(kept_messages[0].topic, kept_messages):
+        with processing(kept_messages[0].topic, kept_messages):
             yield kept
         if pacing is not None:
             # The batch is finished (not acknowledged to faust yet: take_events does that when we ask for the next).
-            pause = pacing.pause_after(len(events), taken_at, time.monotonic(), _produced_over(messages))
+            pause = pacing.pause_after(len(events), taken_at, time.monotonic(), produced_over(messages))
             if pause > 0:
                 await asyncio.sleep(pause)

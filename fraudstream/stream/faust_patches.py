@@ -7,10 +7,12 @@ Each works around one faust behaviour; the long stories are in the docstrings be
 Patched                                                faust behaviour it works around
 =====================================================  ==============================================================
 ``Consumer.getmany``                                   hands agents records past offsets it skipped after a rebalance,
-                                                      and its last read offset again after a seek; and hands each
-                                                      record on one at a time (``Event``, lock, queue, task switch):
-                                                      the authorization hops' records go to their lanes instead
-                                                      (:mod:`fraudstream.stream.lanes`)
+                                                      and its last read offset again after a seek
+``Consumer._wait_next_records``                        makes a ``Message`` of every record and hands each on one at a
+                                                      time (``Event``, lock, queue, task switch): the authorization
+                                                      hops' records go to their lanes instead, a fetch at a time
+                                                      (:mod:`fraudstream.stream.lanes`; acknowledged a batch at a
+                                                      time by :func:`acknowledge_offsets`)
 ``Consumer.seek``                                      forgets where a sought partition must resume (for getmany)
 ``Consumer.perform_seek``                              reads stale read offsets; leaves never-committed partitions unsought
 ``Consumer.on_partitions_revoked``                     keeps committing a revoked partition's late acknowledgements
@@ -44,13 +46,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from fraudstream.stream.delivery import _ASKED, _BUSY, _GONE, _HELD, _NEXT, _REVOKED, _SKIPPED
-from fraudstream.stream.lanes import LANES
 
 if TYPE_CHECKING:
     from fraudstream.stream.tables import RocksDBMemory
     from fraudstream.stream.transactions import Transactions
 
-__all__ = ["apply", "commit_in_transactions", "flush_with_faust", "keep_stream_offsets_contiguous", "read_committed_records",
+__all__ = ["acknowledge_offsets", "apply", "commit_in_transactions", "flush_with_faust", "keep_stream_offsets_contiguous", "read_committed_records",
            "read_committed", "share_rocksdb_memory", "use_fetch_wait", "use_true_end_offsets"]
 
 log = logging.getLogger("fraudstream.worker")
@@ -151,12 +152,14 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
     """
     from faust.transport.consumer import Consumer, ThreadDelegateConsumer, ensure_TP
 
+    from fraudstream.stream.lanes import LANES, LaneRecord  # imported here: the lanes call acknowledge_offsets
+
     existing = getattr(Consumer.getmany, "_fraudstream_topics", None)
     if existing is not None:
         existing.update(topics)
         return
     guarded = set(topics)
-    getmany, seek = Consumer.getmany, Consumer.seek
+    getmany, seek, wait_next_records = Consumer.getmany, Consumer.seek, Consumer._wait_next_records
     on_revoked, new_offset, add_gap = Consumer.on_partitions_revoked, Consumer._new_offset, Consumer._add_gap
 
     def positions(consumer: Any) -> _Positions:
@@ -231,17 +234,68 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                 pos.seeks.pop(tp, None)
                 pos.expected[tp] = offset + 1
                 message.incref()  # released by `batches` once its agent has finished the batch (module doc, 7)
-            lane = LANES.get(tp.topic)
-            if lane is not None:
-                # Straight to its stage (fraudstream.stream.lanes), as faust's fetcher would hand it on: what it has
-                # read already is dropped, a jump in its read offset is a gap.
-                if read is None or offset >= read:
-                    if read and offset - read > 1:
-                        await self._add_gap(tp, read + 1, offset)
-                    self._read_offset[tp] = offset
-                    await lane.put(message, self.suspend_flow)
-                continue
             yield tp, message
+
+    async def to_lane(self: Any, pos: _Positions, tp: Any, records: list[Any], generation: int | None) -> None:
+        # A fetch's records of one partition of a lane's topic, checked as `guarded_getmany` checks a stream's (see
+        # there), then appended to the lane as faust's fetcher would hand them on: what it has read already is
+        # dropped, a jump in its read offset is a gap.
+        if tp not in pos.start:
+            pos.unsought.add(tp)
+            return
+        key = (tp.topic, tp.partition)
+        taken = []
+        read = self._read_offset.get(tp)
+        for record in records:
+            nxt, offset = pos.expected.get(tp), record.offset
+            if nxt is not None and offset < nxt:
+                continue
+            if nxt is not None and offset > nxt:
+                nxt = _SKIPPED.end_of(key, nxt)
+            if nxt is not None and offset > nxt:
+                last, n = pos.seeks.get(tp, (None, 0))
+                n = n + 1 if last == nxt else 1
+                if n <= MAX_SEEKS_BACK:
+                    pos.seeks[tp] = (nxt, n)
+                    log.info("%s[%d]: offset %d came where %d was next; reading again from %d", tp.topic, tp.partition,
+                             offset, nxt, nxt)
+                    _ASKED[key] = (nxt, time.monotonic())
+                    await seek(self, tp, nxt)
+                    break  # the partition's later records of this fetch come again, after the seek
+                log.error("%s[%d]: offsets %d..%d are gone from the broker; carrying on from %d", tp.topic,
+                          tp.partition, nxt, offset - 1, offset)
+                _GONE[key] = (nxt, offset)
+            if read is None or offset >= read:
+                pos.seeks.pop(tp, None)
+                pos.expected[tp] = offset + 1
+                if read and offset - read > 1:
+                    await self._add_gap(tp, read + 1, offset)
+                read = self._read_offset[tp] = offset
+                stamp = record.timestamp
+                # With the fetch's reference (LaneRecord.refcount), given up once its batch is finished (module doc, 7).
+                taken.append(LaneRecord(record.topic, record.partition, offset, record.key, record.headers,
+                                        record.value, None if stamp is None else stamp / 1000.0, tp, generation))
+        if taken:
+            await LANES[tp.topic].put_all(taken, self.suspend_flow)
+
+    async def guarded_wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:
+        # The lanes' records leave the fetch here, before faust's getmany makes a Message of each.
+        records, active_partitions = await wait_next_records(self, timeout)
+        if not records or not any(tp.topic in LANES for tp in records):
+            return records, active_partitions
+        rest = {tp: rs for tp, rs in records.items() if tp.topic not in LANES}
+        if not self.flow_active or self.should_stop:
+            return rest, active_partitions  # faust drops a fetch that comes then (and seeks back): so do the lanes
+        pos = positions(self)
+        generation = self.app.consumer_generation_id
+        for tp, laned in records.items():
+            if tp.topic not in LANES or not laned:
+                continue
+            if active_partitions is not None and tp not in active_partitions and tp not in self._buffered_partitions:
+                continue
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            await to_lane(self, pos, tp, laned, generation)
+        return rest, active_partitions
 
     async def guarded_seek(self: Any, partition: Any, offset: int) -> None:
         await seek(self, partition, offset)
@@ -394,11 +448,35 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
     guarded_getmany._fraudstream_topics = guarded  # type: ignore[attr-defined]
     ThreadDelegateConsumer._seek = seek_in_consumer_thread  # type: ignore[method-assign]
     Consumer.getmany = guarded_getmany  # type: ignore[method-assign]
+    Consumer._wait_next_records = guarded_wait_next_records  # type: ignore[method-assign]
     Consumer.seek = guarded_seek  # type: ignore[method-assign]
     Consumer.perform_seek = guarded_perform_seek  # type: ignore[method-assign]
     Consumer.on_partitions_revoked = guarded_revoked  # type: ignore[method-assign]
     Consumer._new_offset = guarded_new_offset  # type: ignore[method-assign]
     Consumer._add_gap = guarded_add_gap  # type: ignore[method-assign]
+
+
+def acknowledge_offsets(consumer: Any, offsets: dict[Any, list[int]]) -> None:
+    """Acknowledge ``offsets`` (per partition) to faust's ``consumer`` at once, as its ``Consumer.ack`` does a
+    message at a time: they may be committed. The lanes' records are no faust messages (:mod:`fraudstream.stream
+    .lanes`): this is faust's bookkeeping of acknowledged offsets, done once per batch."""
+    from faust.types.tuples import ack_lock
+    from mode.utils.futures import notify
+
+    with ack_lock:  # as in Consumer.ack: the index, the lists and the count change together
+        n = 0
+        for tp, tp_offsets in offsets.items():
+            if not consumer.app.topics.acks_enabled_for(tp.topic):
+                continue
+            committed = consumer._committed_offset[tp]
+            index, acked = consumer._acked_index[tp], consumer._acked[tp]
+            for offset in tp_offsets:
+                if (committed is None or offset >= committed) and offset not in index:
+                    index.add(offset)
+                    acked.append(offset)
+                    n += 1
+        consumer._n_acked += n
+    notify(consumer._waiting_for_ack)
 
 
 def use_true_end_offsets(client: dict[str, Any], committed_only: bool = False) -> None:
