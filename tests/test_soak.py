@@ -107,6 +107,17 @@ def test_memory_in_flight_that_goes_when_the_worker_drains_is_not_a_leak() -> No
     assert "  verdict: A LEAK (in use outside RocksDB: 60.7 MiB after the warm-up, 70.0 drained)" in "\n".join(summary(run))
 
 
+def test_memory_in_use_that_fills_and_levels_off_is_not_a_leak() -> None:
+    """In use rose 8 MiB over the run, most of it in the first half (caches filling to their bound), and stayed after
+    draining: filling, not leaking. The same rise at an even pace would be a leak."""
+    samples = [sample(t, 200 + 8 * (1 - 0.5 ** (t / 300)), 16, 5000, 76 + 8 * (1 - 0.5 ** (t / 300)), 5)
+               for t in range(120, 1921, 60)]
+    run = Run(SoakConfig(minutes=32, cards=20_000), samples=samples)
+    run.rss_warm, run.rss_last, run.rss_peak = (120, samples[0].rss_kib), (1920, samples[-1].rss_kib), samples[-1].rss_kib
+    run.warm, run.drained = samples[0], sample(1990, 208, 16, 4000, 84.0, 5)
+    assert "  verdict: no leak, filling and levelling off (in use outside RocksDB: " in "\n".join(summary(run))
+
+
 def test_the_summary_judges_the_latency_goal_over_the_pooled_latencies_of_each_window() -> None:
     """Issue 18's goal: the p99 of the last 5 minutes within 2x of minutes 3-5, each over every latency of its report
     intervals (not the largest of their per-minute p99s)."""
