@@ -215,7 +215,7 @@ def simulate(cfg: BenchConfig) -> Events:
 def create_plain_topics(settings: Settings, names: list[str], partitions: int) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient(settings.kafka_client_config())
+    admin = AdminClient(dict(settings.kafka_client_config()))
     new = [NewTopic(n, partitions, settings.replication_factor, config={"cleanup.policy": "delete"}) for n in names]
     for fut in admin.create_topics(new, request_timeout=15).values():
         fut.result(15)
@@ -481,15 +481,15 @@ def create_times(settings: Settings, start: dict[tuple[str, int], int], phase: s
             for m in c.consume(10_000, 0.5):
                 if m.error() is not None:
                     continue
-                tp = (m.topic(), m.partition())
-                if m.offset() + 1 >= end[tp]:
+                topic, offset, v = m.topic() or "", m.offset() or 0, m.value() or b""
+                tp = (topic, m.partition() or 0)
+                if offset + 1 >= end[tp]:
                     todo.discard(tp)
-                v = m.value()
                 at = v.find(b'"tx_id":"')
                 if at < 0 or v[at + 9 : at + 9 + n] != prefix:
                     continue
                 j = int(v[at + 9 + n : v.index(b'"', at + 9)])
-                out[m.topic()].setdefault(j, m.timestamp()[1])
+                out[topic].setdefault(j, m.timestamp()[1])
     finally:
         c.close()
     return out
@@ -692,7 +692,7 @@ def measure_latency(settings: Settings, events: Events, phase: str, rate: float,
     growing = late > 1.5 * early + 50
     lat = sorted(by_order)
     kept_up = complete and achieved >= 0.9 * offered and not growing
-    out = {"rate": rate, "offered": offered, "achieved": achieved, "kept_up": kept_up, "complete": complete,
+    out: dict[str, Any] = {"rate": rate, "offered": offered, "achieved": achieved, "kept_up": kept_up, "complete": complete,
            "p50": pct(lat, 50), "p99": pct(lat, 99), "p999": pct(lat, 99.9), "max": lat[-1] if lat else float("nan"),
            "n": len(lat), "p50_first_third": early, "p50_last_third": late}
     out["cpu"] = cpu_use
@@ -985,7 +985,7 @@ def measure_broker_growth(stored: tuple[int, ...], probes: int = 200) -> list[tu
     with tempfile.TemporaryDirectory(prefix="fraudstream-bench-broker-") as tmp, \
             EmbeddedBroker(port=0, log_path=Path(tmp) / "tansu.log") as broker:
         assert broker.process is not None
-        client = {"bootstrap.servers": broker.bootstrap_servers}
+        client: dict[str, Any] = {"bootstrap.servers": broker.bootstrap_servers}
         admin = AdminClient(client)
         admin.create_topics([NewTopic("growth", 1, 1, config={"retention.ms": "-1"})])["growth"].result(30)
         producer = Producer({**client, "linger.ms": 0})
@@ -1136,8 +1136,8 @@ def measure_core(events: Events, cfg: BenchConfig) -> dict[str, Any]:
         return timed_call
 
     patched = {"card_features": scorer_module.card_features, "merchant_features": scorer_module.merchant_features}
-    scorer_module.card_features = timing("card", patched["card_features"])  # type: ignore[assignment]
-    scorer_module.merchant_features = timing("merchant", patched["merchant_features"])  # type: ignore[assignment]
+    scorer_module.card_features = timing("card", patched["card_features"])  # type: ignore[assignment,arg-type]
+    scorer_module.merchant_features = timing("merchant", patched["merchant_features"])  # type: ignore[assignment,arg-type]
     timed.model.score = timing("model", timed.model.score)  # type: ignore[method-assign]
     gc.collect()
     gc.freeze()
