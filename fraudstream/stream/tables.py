@@ -36,6 +36,12 @@ class TableMapping(MutableMapping[str, bytes]):
         self.writer: ChangelogWriter | None = None  # set by the ChangelogWriter that produces this table's records
         self.topic: str | None = None  # the changelog topic's name, once produced to
         self._rocks: bool | None = None  # whether the store is RocksDB; known once the store exists
+        # Known with it, as faust creates a table's store once (`Collection.data`, a property): the store, and for
+        # the memory store its own dicts of values and of keys' partitions, read and written here directly (its
+        # Mapping.get raises and catches a KeyError for every missing key).
+        self._store: Any = None
+        self._plain: dict[bytes, bytes] | None = None
+        self._key_partition: Any = None
 
     def route(self, key: str, partition: int) -> None:
         self.partition_of[key] = partition
@@ -49,16 +55,23 @@ class TableMapping(MutableMapping[str, bytes]):
         if self._rocks is None:
             from faust.stores.rocksdb import Store as RocksDBStore
 
-            self._rocks = isinstance(self.table.data, RocksDBStore)
-        return self.table.data if self._rocks else None
+            store = self._store = self.table.data
+            self._rocks = isinstance(store, RocksDBStore)
+            if self._rocks:
+                self._key_partition = store._key_index
+            else:
+                plain = getattr(store, "data", None)
+                self._plain = plain if type(plain) is dict else None
+                self._key_partition = store._key_partition
+        return self._store if self._rocks else None
 
     def _read(self, k: bytes) -> bytes | None:
+        plain = self._plain
+        if plain is not None:
+            return plain.get(k)
         rocks = self.rocksdb()
         if rocks is None:
-            store = self.table.data
-            # The memory store's own dict: its Mapping.get raises and catches a KeyError for every missing key.
-            plain = getattr(store, "data", None)
-            value: bytes | None = (plain if type(plain) is dict else store).get(k)
+            value: bytes | None = (self._plain if self._plain is not None else self._store).get(k)  # (known now)
             return value
         found = rocks._get_bucket_for_key(k)  # the key's partition if known, else each open partition
         return None if found is None else found.value
@@ -91,20 +104,26 @@ class TableMapping(MutableMapping[str, bytes]):
     def __setitem__(self, key: str, value: bytes) -> None:
         k = key.encode()
         partition = self.partition_of.get(key)
-        rocks = self.rocksdb()
+        if self._rocks is None:
+            self.rocksdb()  # (the store, known from now on)
+        rocks = self._store if self._rocks else None
         if partition is None:
             # A key already stored is rewritten where it is (a snapshot rewritten as its time passes, outside the
             # batch of its own partition), a new one goes to the partition of the event being processed.
-            known = (self.table.data._key_partition if rocks is None else rocks._key_index).get(k)
-            partition = self.partition if known is None else known
-        if rocks is None:
-            # The memory store learns keys' partitions only from recovery; it then drops those of revoked partitions.
-            self.table.data._key_partition[k] = partition
-            self.table.data[k] = value
-        else:
-            rocks._key_index[k] = partition
+            partition = self._key_partition.get(k)
+            if partition is None:
+                partition = self.partition
+        # The memory store learns keys' partitions only from recovery; it then drops those of revoked partitions.
+        self._key_partition[k] = partition
+        if rocks is not None:
             rocks._db_for_partition(partition).put(k, value)
-        self._send(partition, k)
+        elif self._plain is not None:
+            self._plain[k] = value
+        else:
+            self._store[k] = value
+        # The key's value is to reach its changelog partition: with the next `ChangelogWriter.send`, once however
+        # many times the key is written before then.
+        self.pending[(partition, k)] = None
 
     def __delitem__(self, key: str) -> None:
         k = key.encode()
@@ -278,35 +297,32 @@ class TaggedMapping(MutableMapping[str, bytes]):
     """A :class:`TableMapping` whose every value carries a tag after it, so that both reach the changelog in one
     record: a state and the offsets it includes can never be restored one without the other.
 
-    The core sees the values without their tags; ``tag_of(key)`` gives the tag to write with a key's value.
+    The core sees the values without their tags; ``tag_of(key)`` gives the tag to write with a key's value (a
+    stage may set it: ``MerchantStage`` writes its merchants' tags). Stored: the value, the tag, then the tag's
+    length (4 bytes, little-endian).
     """
 
     def __init__(self, inner: TableMapping, tag_of: Callable[[str], bytes]) -> None:
         self.inner = inner
         self.tag_of = tag_of
 
-    @staticmethod
-    def _split(raw: bytes) -> tuple[bytes, bytes]:
-        n = int.from_bytes(raw[-4:], "little")
-        return raw[: -4 - n], raw[-4 - n : -4]
-
     def tag(self, key: str) -> bytes | None:
-        raw = self.inner.get(key)
-        return None if raw is None else self._split(raw)[1]
+        raw = self.inner._read(key.encode())
+        return None if raw is None else raw[-4 - int.from_bytes(raw[-4:], "little") : -4]
 
     def get(self, key: str, default: Any = None) -> Any:
-        raw = self.inner.get(key)
-        return default if raw is None else self._split(raw)[0]
+        raw = self.inner._read(key.encode())
+        return default if raw is None else raw[: -4 - int.from_bytes(raw[-4:], "little")]
 
     def __getitem__(self, key: str) -> bytes:
-        raw = self.inner.get(key)
+        raw = self.inner._read(key.encode())
         if raw is None:
             raise KeyError(key)
-        return self._split(raw)[0]
+        return raw[: -4 - int.from_bytes(raw[-4:], "little")]
 
     def __setitem__(self, key: str, value: bytes) -> None:
         tag = self.tag_of(key)
-        self.inner[key] = value + tag + len(tag).to_bytes(4, "little")
+        self.inner[key] = b"".join((value, tag, len(tag).to_bytes(4, "little")))
 
     def __delitem__(self, key: str) -> None:
         del self.inner[key]
