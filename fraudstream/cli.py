@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fraudstream.broker import BrokerError
-from fraudstream.config import ConfigError, Settings
+from fraudstream.config import EMBEDDED_BATCH_FILL, ConfigError, Settings
 from fraudstream.contracts import LABEL_SOURCES
 
 __all__ = ["main"]
@@ -76,6 +76,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
     broker = EmbeddedBroker(port=args.port if args.port is not None else s.embedded_port).start()
     print(f"embedded broker listening on {broker.bootstrap_servers}", flush=True)
     print(f"  export FRAUDSTREAM_BROKER={broker.url}", flush=True)
+    # Workers started apart from the broker cannot tell it is the embedded one, which slows as its partitions fill
+    # with small batches: they pace their batches (as `fraudstream run` has them do) only if told so.
+    print(f"  export FRAUDSTREAM_BATCH_FILL={s.batch_fill or EMBEDDED_BATCH_FILL}   (workers: fewer, fuller batches "
+          "on this broker)", flush=True)
     if args.create_topics:
         create_topics(s, broker.bootstrap_servers)
         print("  topics created from topics/", flush=True)

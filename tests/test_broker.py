@@ -33,3 +33,25 @@ def test_a_port_given_and_taken_is_refused() -> None:
         squatter.listen()
         with pytest.raises(BrokerError, match="already in use"):
             EmbeddedBroker(port=squatter.getsockname()[1]).start()
+
+
+def test_the_broker_command_says_what_workers_started_apart_from_it_must_set(tmp_path: Path) -> None:
+    """`fraudstream broker` prints its address and the batch pacing a worker needs on it (the worker cannot tell)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FRAUDSTREAM_STATE_DIR": str(tmp_path)}
+    env.pop("FRAUDSTREAM_BATCH_FILL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "fraudstream", "broker", "--port", str(free_port())], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert lines[0].startswith("embedded broker listening on 127.0.0.1:")
+    assert lines[1].startswith("  export FRAUDSTREAM_BROKER=kafka://127.0.0.1:")
+    assert lines[2].startswith("  export FRAUDSTREAM_BATCH_FILL=100 ")
