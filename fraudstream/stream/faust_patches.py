@@ -291,6 +291,8 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
         for tp, laned in records.items():
             if tp.topic not in LANES or not laned:
                 continue
+            if self.app.consumer_generation_id != generation:
+                break  # a rebalance began meanwhile: faust's getmany drops the rest too (read again after the seek)
             if active_partitions is not None and tp not in active_partitions and tp not in self._buffered_partitions:
                 continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
