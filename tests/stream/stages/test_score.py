@@ -3,14 +3,18 @@ state, bad input is dead-lettered, and a crash between a snapshot and its thresh
 
 from __future__ import annotations
 
+import random
+import zlib
 from typing import Any
 
 from fraudstream.contracts import Authorization, decode, encode
+from fraudstream.core.features.card import HOUR_MS
 from fraudstream.core.scorer import FraudScorer
 from fraudstream.core.snapshot import EncodedSnapshots
 from fraudstream.stream.stages import CardTables, LabelOutcomes, Message, ScoreStage
+from fraudstream.stream.stages.score import pack_policy, unpack_policy
 
-from .fakes import FakeTable, authorization, harness, message
+from .fakes import T0, FakeTable, authorization, harness, message
 
 
 def enriched(n: int, partitions: int = 2, every: int = 1) -> list[Message]:
@@ -111,3 +115,20 @@ def _decoded_record(record: dict[str, Any]) -> dict[str, Any]:
     from fraudstream.contracts import decode
 
     return decode(encode(record))
+
+
+def test_a_threshold_packed_from_its_kept_pieces_is_the_one_packed_whole() -> None:
+    """`pack_policy` compresses again only the rows of the histogram that changed: the same bytes once decompressed,
+    read back to the same threshold, by every version's `unpack_policy` (zlib)."""
+    s = harness()[0]
+    policy, kept = FraudScorer(s).policy(0), []
+    rng = random.Random(7)
+    for n in range(1, 40):
+        for _ in range(rng.choice((1, 5, 50))):  # batches of decisions over a few days of event time
+            policy.threshold.observe(T0 + n * HOUR_MS * 3 + rng.randrange(HOUR_MS), rng.random() ** 3)
+        pieces, whole = pack_policy(policy, n, kept), pack_policy(policy, n)
+        assert zlib.decompress(pieces) == zlib.decompress(whole)
+        restored = FraudScorer(s).policy(0)
+        assert unpack_policy(restored, pieces) == n
+        assert restored.threshold.to_bytes() == policy.threshold.to_bytes()
+        assert (restored.threshold._cached, restored.threshold._stale) == (policy.threshold._cached, policy.threshold._stale)
