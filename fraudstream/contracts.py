@@ -329,6 +329,12 @@ def decode_authorization(raw: bytes | None, key: bytes | None, *, check_key: boo
     obj = _parse_object(raw)
     if isinstance(obj, Rejection):
         return obj
+    valid = _valid_authorization(obj, key, check_key)
+    return valid if valid is not None else _checked_authorization(obj, key, check_key)
+
+
+def _checked_authorization(obj: dict[str, Any], key: bytes | None, check_key: bool) -> Authorization | Rejection:
+    """`decode_authorization`'s checks one at a time, the first that fails giving its reason."""
     fields: dict[str, Any] = {}
     for name in ("tx_id", "card_id", "merchant_id"):
         v = _identifier(obj, name)
@@ -369,6 +375,34 @@ def decode_authorization(raw: bytes | None, key: bytes | None, *, check_key: boo
         channel=channel,
         **fields,
     )
+
+
+def _valid_authorization(obj: dict[str, Any], key: bytes | None, check_key: bool) -> Authorization | None:
+    """The authorization, if ``obj`` passes every check of `decode_authorization`, in the same order; None otherwise,
+    for `decode_authorization` to find what is wrong. The checks of one that passes, at once (on what orjson decodes:
+    exact types), instead of one at a time with a reason ready for each.
+
+    >>> _valid_authorization({"tx_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 5, "ts": MIN_TS_MS}, b"c1", True)
+    Authorization(tx_id='t1', card_id='c1', merchant_id='m1', amount=5.0, ts=946684800000, currency='JPY', mcc=None, country=None, channel=None)
+    >>> _valid_authorization({"tx_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": True, "ts": MIN_TS_MS}, b"c1", True)
+    """
+    tx_id, card_id, merchant_id = obj.get("tx_id"), obj.get("card_id"), obj.get("merchant_id")
+    amount, ts, channel = obj.get("amount"), obj.get("ts"), obj.get("channel")
+    currency, mcc, country = obj.get("currency"), obj.get("mcc"), obj.get("country")
+    if not (type(tx_id) is str and 0 < len(tx_id) <= MAX_ID_LENGTH and tx_id.isprintable()
+            and type(card_id) is str and 0 < len(card_id) <= MAX_ID_LENGTH and card_id.isprintable()
+            and type(merchant_id) is str and 0 < len(merchant_id) <= MAX_ID_LENGTH and merchant_id.isprintable()
+            and (type(amount) is float or type(amount) is int) and math.isfinite(amount) and 0 < amount <= MAX_AMOUNT
+            and type(ts) is int and MIN_TS_MS <= ts <= time.time() * 1000 + MAX_FUTURE_MS
+            and (currency is None or (type(currency) is str and len(currency) == 3 and currency.isascii()
+                                      and currency.isupper() and currency.isalpha()))
+            and (mcc is None or (type(mcc) is str and len(mcc) == 4 and mcc.isdigit()))
+            and (country is None or (type(country) is str and len(country) == 2 and country.isascii()
+                                     and country.isupper() and country.isalpha()))
+            and (channel is None or (type(channel) is str and channel in CHANNELS))
+            and (not check_key or (key is not None and key == card_id.encode()))):
+        return None
+    return Authorization(tx_id, card_id, merchant_id, float(amount), ts, currency or "JPY", mcc, country, channel)
 
 
 def decode_label(raw: bytes | None, key: bytes | None, *, check_key: bool = True) -> Label | Rejection:
