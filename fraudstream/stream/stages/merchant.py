@@ -17,6 +17,7 @@ The stage hands back the messages it held, once released, for its loop to acknow
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from fraudstream.config import Settings
@@ -30,22 +31,14 @@ from fraudstream.stream.stages.base import DeadLetters, Sink, Stage
 __all__ = ["Applied", "MerchantStage", "card_progress"]
 
 
+@dataclass(slots=True)
 class Applied:
     """Which authorizations a merchant's state includes (its tag, `MerchantStage.progress`): ``newest``, the newest
     applied in event-time order, ``(ts, tx_id)``; ``sources``, per partition of fraud.authorizations, the newest
     offset applied from it."""
 
-    __slots__ = ("newest", "sources")
-
-    def __init__(self, newest: tuple[int, str] | None = None, sources: dict[int, int] | None = None) -> None:
-        self.newest = newest
-        self.sources: dict[int, int] = {} if sources is None else sources
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Applied) and (self.newest, self.sources) == (other.newest, other.sources)
-
-    def __repr__(self) -> str:
-        return f"Applied({self.newest!r}, {self.sources!r})"
+    newest: tuple[int, str] | None = None
+    sources: dict[int, int] = field(default_factory=dict)
 
 
 class MerchantStage(Stage):
