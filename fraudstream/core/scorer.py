@@ -16,9 +16,15 @@ from typing import Any
 from fraudstream.config import Settings
 from fraudstream.contracts import Authorization, CardReissue, Label, decode, encode
 from fraudstream.core.decision import CardStanding, Decision, DecisionPolicy
-from fraudstream.core.features.card import CARD_IDLE_MS, DAY_MS, NO_TIME, CardState, card_features
-from fraudstream.core.features.mcc import mcc_features
-from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
+from fraudstream.core.features.card import CARD_FEATURES, CARD_IDLE_MS, DAY_MS, NO_TIME, CardState, card_features
+from fraudstream.core.features.mcc import MCC_GROUPS, mcc_group
+from fraudstream.core.features.merchant import (
+    MERCHANT_FEATURES,
+    MERCHANT_IDLE_MS,
+    MerchantState,
+    merchant_features,
+    merchant_label,
+)
 from fraudstream.core.features.money import Money
 from fraudstream.core.maturity import MaturityQueue, MemoryMaturityQueue, maturity_delays
 from fraudstream.core.model.online import FEEDBACK_SOURCES, OnlineModel, TrainingExample, keep_legitimate
@@ -30,6 +36,11 @@ from fraudstream.core.state import CardTransactions, StateStore
 __all__ = ["FraudScorer", "Scored", "CardStep", "LabelOutcome", "MerchantLabel", "DAY_MS", "blank_standing"]
 
 _EVENT_FIELDS = ("amount", "currency", "mcc", "country", "channel")
+#: An authorization's features, keyed in the order their values come before any is known: the card's (with its
+#: "late", removed once read), the MCC groups', then (in `process`) the merchant's. Each authorization's dict is a
+#: copy, its values written in place: one allocation, where growing it key by key took three and a rehash.
+_CARD_KEYS = dict.fromkeys((*CARD_FEATURES, "late", *MCC_GROUPS), 0.0)
+_ALL_KEYS = dict.fromkeys((*_CARD_KEYS, *MERCHANT_FEATURES), 0.0)
 
 
 @dataclass(slots=True)
@@ -168,25 +179,33 @@ class FraudScorer:
 
     def card_stage(self, auth: Authorization) -> CardStep:
         """The card half of the features, where the card's authorizations arrive in order."""
-        return CardStep(*self._card_half(auth))
+        feats = _CARD_KEYS.copy()
+        return CardStep(feats, *self._card_half(auth, feats))
 
-    def _card_half(self, auth: Authorization) -> tuple[dict[str, float], bool, bool]:
-        """:meth:`card_stage`'s features, late and duplicate (:meth:`process` needs no record of them)."""
+    def _card_half(self, auth: Authorization, feats: dict[str, float]) -> tuple[bool, bool]:
+        """:meth:`card_stage`'s features, written into ``feats`` (keyed as ``_CARD_KEYS``); late and duplicate
+        (:meth:`process` needs no record of them)."""
         card = self.cards.get(auth.card_id)
         # Noted at once when new (the features do not read the card's recent tx_ids): one hash of the tx_id.
         duplicate = not card.note_if_new(auth.tx_id)
-        feats = card_features(card, auth, self.settings.grace_ms, self.settings.timezone_offset_h, readonly=duplicate,
-                              money=self.money)
+        card_features(card, auth, self.settings.grace_ms, self.settings.timezone_offset_h, readonly=duplicate,
+                      money=self.money, into=feats)
         late = feats.pop("late") == 1.0
-        feats.update(mcc_features(auth.mcc))
+        # The MCC groups' features (mcc_features): each 0.0 as keyed, the authorization's own group, if any, 1.0.
+        group = mcc_group(auth.mcc)
+        if group is not None:
+            feats[group] = 1.0
         if not duplicate:
             self.cards.mark(auth.card_id)
-        return feats, late, duplicate
+        return late, duplicate
 
-    def enrich_merchant(self, auth: Authorization, duplicate: bool = False, into: dict[str, float] | None = None) -> dict[str, float]:
-        """The merchant half, where the merchant's authorizations arrive: a dict of its own, or added to ``into``."""
+    def enrich_merchant(self, auth: Authorization, duplicate: bool = False, into: dict[str, float] | None = None,
+                        base_amount: float | None = None) -> dict[str, float]:
+        """The merchant half, where the merchant's authorizations arrive: a dict of its own, or added to ``into``.
+        ``base_amount``: the amount in the base currency, when the caller has it (the card's "amount" feature)."""
         state = self.merchants.get(auth.merchant_id)
-        feats = merchant_features(state, auth, self.settings.grace_ms, readonly=duplicate, money=self.money, into=into)
+        feats = merchant_features(state, auth, self.settings.grace_ms, readonly=duplicate, money=self.money, into=into,
+                                  base_amount=base_amount)
         if not duplicate:
             self.merchants.mark(auth.merchant_id)
         return feats
@@ -225,8 +244,15 @@ class FraudScorer:
             # The snapshot keeps the hits until the label: nothing held per transaction here (see RuleStats).
             self.rule_stats.record_hit(rule_id, tx_id, auth.ts, remember=False, alerted=alerted and rule_id in alert_rules)
         reasons = self.reasons(feats, score, decision) if alerted and self.explain else []
-        scored = Scored(auth, feats, score, model.version, decision, reasons, late, False, hits)
-        self._snapshot(scored, decision_number)
+        version = model.version
+        scored = Scored(auth, feats, score, version, decision, reasons, late, False, hits)
+        # The snapshot, kept until the label or maturity; handed out at the feedback delay, then at maturity (`mature`):
+        # one entry from scoring to maturity.
+        ts = auth.ts
+        self.snapshots[tx_id] = Snapshot(auth, feats, score, version, decision, reasons, hits, late,
+                                         decision_number=decision_number)
+        self.pending.add(ts, tx_id)
+        self.card_index.add(card_id, ts, tx_id)
         early = self.early_labels.pop(tx_id, None)
         if early is not None:
             label = Label(**decode(early))
@@ -235,8 +261,10 @@ class FraudScorer:
 
     def process(self, auth: Authorization, partition: int = 0) -> Scored:
         """All three stages in one place, for the backtest and tests: the worker's path, without Kafka."""
-        feats, late, duplicate = self._card_half(auth)
-        self.enrich_merchant(auth, duplicate, into=feats)
+        feats = _ALL_KEYS.copy()
+        late, duplicate = self._card_half(auth, feats)
+        # The merchant's features in their places; the amount converted to the base currency once, for both halves.
+        self.enrich_merchant(auth, duplicate, into=feats, base_amount=feats["amount"])
         return self.score(auth, feats, late, partition)
 
     def reasons(self, feats: dict[str, float], score: float, decision: Decision) -> list[str]:
@@ -251,15 +279,6 @@ class FraudScorer:
             out.append(f"rule {rule_id}: {rule.description}" if rule is not None else f"rule {rule_id}")
         out.append(f"model score {score:.2f} (alert threshold {decision.threshold:.2f})")
         return out
-
-    # --- snapshots ----------------------------------------------------------
-    def _snapshot(self, s: Scored, decision_number: int | None = None) -> None:
-        a = s.auth
-        self.snapshots[a.tx_id] = Snapshot(a, s.features, s.score, s.model_version, s.decision, s.reasons, s.rule_hits, s.late,
-                                           decision_number=decision_number)
-        # Handed out at the feedback delay, then at maturity (`mature`): one entry from scoring to maturity.
-        self.pending.add(a.ts, a.tx_id)
-        self.card_index.add(a.card_id, a.ts, a.tx_id)
 
     # --- labels -------------------------------------------------------------
     def label(self, label: Label) -> LabelOutcome:

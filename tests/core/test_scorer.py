@@ -534,3 +534,18 @@ def test_a_blank_standing_is_not_stored_and_an_unchanged_one_not_again() -> None
     assert standings.flush() == 0  # the same bytes as stored
     assert scorer.process(auth("t2", "c1", T0 + 2 * HOUR)).decision.action == "block"
     assert standings.flush() == 1  # its clock moved
+
+
+def test_process_gives_the_features_of_the_worker_s_three_stages_in_their_order() -> None:
+    """process() fills one dict keyed ahead; the worker merges the card's and the merchant's: the same dict."""
+    whole, staged = FraudScorer(settings()), FraudScorer(settings())
+    events = [auth(f"t{i}", f"c{i % 3}", T0 + i * MIN, 20.0 + i, merchant=f"m{i % 2}", channel=("pos", "ecom", "atm")[i % 3])
+              for i in range(12)]
+    events.append(Authorization("t-usd", "c1", "m1", 12.5, T0 + HOUR, currency="USD", mcc="5732"))
+    for a in events:
+        got = whole.process(a).features
+        step = staged.card_stage(a)
+        want = dict(step.features)
+        want.update(staged.enrich_merchant(a, step.duplicate))
+        assert got == want and list(got) == list(want), a.tx_id
+        assert "late" not in got and got["mcc_electronics"] == (1.0 if a.mcc == "5732" else 0.0)

@@ -22,13 +22,13 @@ import math
 import struct
 import zlib
 from array import array
-from typing import Final
+from typing import Any, Final
 
 from fraudstream.contracts import CARD_NOT_PRESENT, CHANNELS, Authorization
 from fraudstream.core.features.money import DEFAULT, Money
 from fraudstream.core.features.windows import BucketRing
 
-__all__ = ["CardState", "card_features", "calendar_features", "stable_hash", "MAX_GAP_S", "CARD_IDLE_MS"]
+__all__ = ["CardState", "card_features", "CARD_FEATURES", "calendar_features", "stable_hash", "MAX_GAP_S", "CARD_IDLE_MS"]
 
 # Final: the compiled modules (fraudstream.core.native) use their values, not a lookup of the module's globals.
 MINUTE_MS: Final = 60_000
@@ -54,6 +54,40 @@ _CHANNEL_INDEX = {c: i for i, c in enumerate(_CHANNELS)}
 _NEVER = -(2**31)  # a channel's minute of last use before it was ever used
 _crc32 = zlib.crc32
 _U32 = struct.Struct("I").pack  # a key as it sits in an array("I"): native order and size
+
+#: The card's features, in the order :func:`card_features` gives them (and ``"late"`` after them).
+CARD_FEATURES: Final = (
+    "amount", "card_count_1h", "card_amount_sum_1h", "card_amount_mean_1h", "card_amount_std_1h", "card_count_24h",
+    "card_amount_sum_24h", "card_amount_mean_24h", "card_amount_std_24h", "card_count_7d", "card_amount_sum_7d",
+    "card_amount_mean_7d", "card_amount_std_7d", "card_count_30d", "card_amount_sum_30d", "card_amount_mean_30d",
+    "card_amount_std_30d", "card_first_at_merchant", "card_distinct_merchants_24h", "card_distinct_countries_24h",
+    "card_amount_ratio_30d", "card_amount_zscore_30d", "card_cnp_share_24h", "card_seconds_since_prev", "is_night",
+    "is_weekend", "is_card_not_present", "is_atm", "card_first_country", "card_first_channel",
+    "card_distinct_channels_24h", "card_small_count_24h", "card_atm_count_24h", "card_count_vs_30d",
+    "card_spend_vs_30d",
+)
+#: The whole numbers most counts, flags and empty shares are, as shared objects (:func:`shared`).
+_WHOLE: Final[list[Any]] = [float(i) for i in range(256)]
+_ZERO: Final[Any] = _WHOLE[0]
+_ONE: Final[Any] = _WHOLE[1]
+#: A dict keyed as :func:`card_features` fills it, copied for each authorization: its keys' places made in one step.
+_BLANK: Final = dict.fromkeys((*CARD_FEATURES, "late"), 0.0)
+
+
+def shared(v: float) -> Any:
+    """``v``, as one shared object when it is a whole number from 0 to 255 (``-0.0`` excepted, which stays itself).
+
+    Compiled (``fraudstream.core.native``), every float stored in a dict is a new object, 24 bytes; most feature values
+    are counts, flags and empty shares, and every snapshot keeps its features to the maturity period.
+
+    >>> shared(3.0) is shared(6.0 / 2), shared(0.5), shared(-0.0)
+    (True, 0.5, -0.0)
+    """
+    if 0.0 <= v < 256.0:
+        i = int(v)
+        if float(i) == v and (i or math.copysign(1.0, v) > 0.0):
+            return _WHOLE[i]
+    return v
 
 
 def find_key(keys: array[int], packed: bytes) -> int:
@@ -240,14 +274,15 @@ def calendar_features(ts: int, tz_offset_h: int = 0) -> tuple[float, float]:
 
 def card_features(
     state: CardState, auth: Authorization, grace_ms: int = 300_000, tz_offset_h: int = 0, readonly: bool = False,
-    *, money: Money = DEFAULT,
+    *, money: Money = DEFAULT, into: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """The card's features for ``auth``; adds ``auth`` to the state unless it is late or ``readonly``.
 
     Windows include this authorization. Every amount (the ``amount`` feature, windows, ratios) is in ``money``'s
     base currency: ``auth``'s amount converted from its own currency (an unknown one is counted in
     ``money.unknown`` and used as is). Returns the features with one extra key, ``"late"`` (1.0 or 0.0), which the
-    caller removes before scoring.
+    caller removes before scoring: in a new dict, or written into ``into`` (a dict already keyed in their order,
+    with other keys after them: the scorer's, which then needs no growing as the other features come).
     """
     # Typed: mypyc compiles this module alone (setup.py), so what comes from an uncompiled one (the authorization,
     # money) would be Any to it, and every sum below generic Python arithmetic instead of native.
@@ -351,31 +386,44 @@ def card_features(
         state.clock = ts
 
     local = ts + tz_offset_h * HOUR_MS
-    return {
-        "amount": amount,
-        "card_count_1h": c1, "card_amount_sum_1h": s1, "card_amount_mean_1h": m1, "card_amount_std_1h": d1,
-        "card_count_24h": c24, "card_amount_sum_24h": s24, "card_amount_mean_24h": m24, "card_amount_std_24h": d24,
-        "card_count_7d": c7, "card_amount_sum_7d": s7, "card_amount_mean_7d": m7, "card_amount_std_7d": d7,
-        "card_count_30d": c30, "card_amount_sum_30d": s30, "card_amount_mean_30d": m30, "card_amount_std_30d": d30,
-        "card_first_at_merchant": 1.0 if new else 0.0,
-        "card_distinct_merchants_24h": float(merchants),
-        "card_distinct_countries_24h": float(countries),
-        "card_amount_ratio_30d": ratio,
-        "card_amount_zscore_30d": zscore,
-        "card_cnp_share_24h": cnp24 / c24,
-        "card_seconds_since_prev": gap,
-        # The calendar_features arithmetic, inline.
-        "is_night": 1.0 if (local // HOUR_MS) % 24 <= 6 else 0.0,
-        "is_weekend": 1.0 if (local // DAY_MS + 3) % 7 >= 5 else 0.0,
-        "is_card_not_present": 1.0 if cnp else 0.0,
-        "is_atm": atm,
-        "card_first_country": 1.0 if first_country else 0.0,
-        "card_first_channel": first_channel if clock != NO_TIME else 0.0,
-        "card_distinct_channels_24h": float(channels),
-        "card_small_count_24h": small24,
-        "card_atm_count_24h": atm24,
-        # Today against the card's own 30-day pace: 1 when today is a usual day, up to 30 for a burst.
-        "card_count_vs_30d": 30.0 * c24 / c30,
-        "card_spend_vs_30d": 30.0 * s24 / s30,
-        "late": 1.0 if late else 0.0,
-    }
+    # Counts, flags and shares as shared objects when they are whole numbers (`shared`), as most are.
+    out: dict[str, float] = _BLANK.copy() if into is None else into
+    out["amount"] = amount
+    out["card_count_1h"] = shared(c1)
+    out["card_amount_sum_1h"] = s1
+    out["card_amount_mean_1h"] = m1
+    out["card_amount_std_1h"] = shared(d1)
+    out["card_count_24h"] = shared(c24)
+    out["card_amount_sum_24h"] = s24
+    out["card_amount_mean_24h"] = m24
+    out["card_amount_std_24h"] = shared(d24)
+    out["card_count_7d"] = shared(c7)
+    out["card_amount_sum_7d"] = s7
+    out["card_amount_mean_7d"] = m7
+    out["card_amount_std_7d"] = shared(d7)
+    out["card_count_30d"] = shared(c30)
+    out["card_amount_sum_30d"] = s30
+    out["card_amount_mean_30d"] = m30
+    out["card_amount_std_30d"] = shared(d30)
+    out["card_first_at_merchant"] = _ONE if new else _ZERO
+    out["card_distinct_merchants_24h"] = shared(float(merchants))
+    out["card_distinct_countries_24h"] = shared(float(countries))
+    out["card_amount_ratio_30d"] = ratio
+    out["card_amount_zscore_30d"] = zscore
+    out["card_cnp_share_24h"] = shared(cnp24 / c24)
+    out["card_seconds_since_prev"] = gap
+    # The calendar_features arithmetic, inline.
+    out["is_night"] = _ONE if (local // HOUR_MS) % 24 <= 6 else _ZERO
+    out["is_weekend"] = _ONE if (local // DAY_MS + 3) % 7 >= 5 else _ZERO
+    out["is_card_not_present"] = _ONE if cnp else _ZERO
+    out["is_atm"] = _ONE if atm else _ZERO
+    out["card_first_country"] = _ONE if first_country else _ZERO
+    out["card_first_channel"] = _ONE if first_channel and clock != NO_TIME else _ZERO
+    out["card_distinct_channels_24h"] = shared(float(channels))
+    out["card_small_count_24h"] = shared(small24)
+    out["card_atm_count_24h"] = shared(atm24)
+    # Today against the card's own 30-day pace: 1 when today is a usual day, up to 30 for a burst.
+    out["card_count_vs_30d"] = 30.0 * c24 / c30
+    out["card_spend_vs_30d"] = 30.0 * s24 / s30
+    out["late"] = _ONE if late else _ZERO
+    return out

@@ -34,17 +34,24 @@ MCC_GROUPS: dict[str, tuple[tuple[int, int], ...]] = {
 _NONE = dict.fromkeys(MCC_GROUPS, 0.0)
 _BY_GROUP = {group: {**_NONE, group: 1.0} for group in MCC_GROUPS}
 _CACHE: dict[str | None, dict[str, float]] = {}
+_GROUP_OF: dict[str | None, str | None] = {}
+#: MCCs are a few hundred; a flood of made-up codes must not grow memory.
+_CACHED = 10_000
 
 
 def mcc_group(mcc: str | None) -> str | None:
     """The group of a four-digit MCC, or None."""
-    if not mcc or not mcc.isdigit():
-        return None
-    code = int(mcc)
-    for group, ranges in MCC_GROUPS.items():
-        if any(lo <= code <= hi for lo, hi in ranges):
-            return group
-    return None
+    try:
+        return _GROUP_OF[mcc]  # every authorization asks
+    except KeyError:
+        pass
+    group = None
+    if mcc and mcc.isdigit():
+        code = int(mcc)
+        group = next((g for g, ranges in MCC_GROUPS.items() if any(lo <= code <= hi for lo, hi in ranges)), None)
+    if len(_GROUP_OF) < _CACHED:
+        _GROUP_OF[mcc] = group
+    return group
 
 
 def mcc_features(mcc: str | None) -> dict[str, float]:
@@ -53,6 +60,6 @@ def mcc_features(mcc: str | None) -> dict[str, float]:
     if out is None:
         group = mcc_group(mcc)
         out = _BY_GROUP[group] if group is not None else _NONE
-        if len(_CACHE) < 10_000:  # MCCs are a few hundred; a flood of made-up codes must not grow memory
+        if len(_CACHE) < _CACHED:
             _CACHE[mcc] = out
     return out

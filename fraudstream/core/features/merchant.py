@@ -22,11 +22,11 @@ from array import array
 from typing import Final
 
 from fraudstream.contracts import Authorization
-from fraudstream.core.features.card import DAY_MS, HOUR_MS, MINUTE_MS, NO_TIME, find_key, stable_hash
+from fraudstream.core.features.card import DAY_MS, HOUR_MS, MINUTE_MS, NO_TIME, find_key, shared, stable_hash
 from fraudstream.core.features.money import DEFAULT, Money
 from fraudstream.core.features.windows import BucketRing
 
-__all__ = ["MerchantState", "merchant_features", "merchant_label", "MERCHANT_IDLE_MS"]
+__all__ = ["MerchantState", "merchant_features", "MERCHANT_FEATURES", "merchant_label", "MERCHANT_IDLE_MS"]
 
 MERCHANT_IDLE_MS: Final = 30 * DAY_MS
 #: Days for the weight of a confirmed fraud at a merchant to halve in ``merchant_fraud_recency``.
@@ -36,6 +36,14 @@ _HEADER = struct.Struct("<qB")
 _COUNT, _SUM, _FRAUD = 0, 1, 2
 _I64 = struct.Struct("q").pack  # a card's hash as it sits in array("q")
 _crc32 = zlib.crc32
+#: The merchant's features, in the order :func:`merchant_features` gives them.
+MERCHANT_FEATURES: Final = (
+    "merchant_count_1d", "merchant_amount_mean_1d", "merchant_fraud_rate_1d", "merchant_count_7d", "merchant_amount_mean_7d",
+    "merchant_fraud_rate_7d", "merchant_count_30d", "merchant_amount_mean_30d", "merchant_fraud_rate_30d",
+    "merchant_cpp_share", "merchant_amount_ratio_30d", "merchant_count_vs_30d", "merchant_fraud_recency",
+)
+#: A dict keyed as :func:`merchant_features` fills it, copied when it fills a new one (no growing on the way).
+_BLANK: Final = dict.fromkeys(MERCHANT_FEATURES, 0.0)
 
 
 class MerchantState:
@@ -91,18 +99,21 @@ def _note_card(state: MerchantState, card: int, minute: int) -> None:
 
 def merchant_features(
     state: MerchantState, auth: Authorization, grace_ms: int = 300_000, readonly: bool = False, *, money: Money = DEFAULT,
-    into: dict[str, float] | None = None,
+    into: dict[str, float] | None = None, base_amount: float | None = None,
 ) -> dict[str, float]:
     """The merchant's features for ``auth``; adds it to the state unless it is late or ``readonly``.
 
     Amounts are in ``money``'s base currency, as the card's (an unknown currency is used as is, and left for
-    :func:`~fraudstream.core.features.card.card_features` to count: once per authorization). Returned in a new dict,
-    or added to ``into`` (the card's features, when both halves are computed in one place: no dict to merge).
+    :func:`~fraudstream.core.features.card.card_features` to count: once per authorization); ``base_amount``, when
+    the caller has it already (the card's ``"amount"`` feature), is not converted again. Returned in a new dict, or
+    written into ``into`` (the card's features, when both halves are computed in one place: no dict to merge).
     """
     # Typed, for native arithmetic in the compiled module (see card_features).
     ts: int = auth.ts
     amount: float = auth.amount
-    if auth.currency != money.base:  # the common case costs this one comparison
+    if base_amount is not None:
+        amount = base_amount
+    elif auth.currency != money.base:  # the common case costs this one comparison
         amount = money.to_base(amount, auth.currency, count=False)
     clock = state.clock
     store = not (readonly or (clock != NO_TIME and ts < clock - grace_ms))
@@ -135,21 +146,22 @@ def merchant_features(
         age = state.days.newest_age(ts, _FRAUD)
         if age >= 0:
             recency = 0.5 ** (age / FRAUD_RECENCY_HALF_LIFE_DAYS)
-    out: dict[str, float] = {} if into is None else into
-    out["merchant_count_1d"] = c1
+    # Counts, rates and shares as shared objects when they are whole numbers, as most are (card.shared).
+    out: dict[str, float] = _BLANK.copy() if into is None else into
+    out["merchant_count_1d"] = shared(c1)
     out["merchant_amount_mean_1d"] = s1 / c1
-    out["merchant_fraud_rate_1d"] = (0.0 if 0.0 > f1 else f1) / c1
-    out["merchant_count_7d"] = c7
+    out["merchant_fraud_rate_1d"] = shared((0.0 if 0.0 > f1 else f1) / c1)
+    out["merchant_count_7d"] = shared(c7)
     out["merchant_amount_mean_7d"] = s7 / c7
-    out["merchant_fraud_rate_7d"] = (0.0 if 0.0 > f7 else f7) / c7
-    out["merchant_count_30d"] = c30
+    out["merchant_fraud_rate_7d"] = shared((0.0 if 0.0 > f7 else f7) / c7)
+    out["merchant_count_30d"] = shared(c30)
     out["merchant_amount_mean_30d"] = s30 / c30
-    out["merchant_fraud_rate_30d"] = (0.0 if 0.0 > f30 else f30) / c30
-    out["merchant_cpp_share"] = cpp
+    out["merchant_fraud_rate_30d"] = shared((0.0 if 0.0 > f30 else f30) / c30)
+    out["merchant_cpp_share"] = shared(cpp)
     # Against what came before this authorization (1 with no history).
     out["merchant_amount_ratio_30d"] = amount * (c30 - 1.0) / (s30 - amount) if c30 > 1.0 and s30 > amount else 1.0
     out["merchant_count_vs_30d"] = 30.0 * c1 / c30
-    out["merchant_fraud_recency"] = recency
+    out["merchant_fraud_recency"] = shared(recency)
     return out
 
 

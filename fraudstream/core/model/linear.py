@@ -42,6 +42,10 @@ from fraudstream.core.model.squash import log_scale
 
 __all__ = ["FastLogistic", "Blend"]
 
+#: ``log1p`` of the whole numbers below 1024, each computed once: counts are whole numbers, mostly small, and a call
+#: to math.log1p costs compiled code a boxed float each way (mypyc has no native log1p).
+_LOG1P = [math.log1p(float(i)) for i in range(1024)]
+
 
 class _Hinge:
     """One hinge of a feature in one model: ``b · (max(0, h − knot) − mean)``, ``h`` the value on a log scale."""
@@ -238,7 +242,10 @@ def _sums(features: dict[str, _Feature], layout: _Layout, x: dict[str, Any], z1:
         v: float = value
         scale = feature.scale
         if scale and v > 0:
-            v = log1p(scale * v)
+            if scale == 1.0 and v < 1024.0 and float(int(v)) == v:  # a whole number at scale 1 (a count)
+                v = _LOG1P[int(v)]  # log1p(1.0 * v): the same double
+            else:
+                v = log1p(scale * v)
         h = 0.0
         if feature.hinged:  # how far beyond legitimate values it lies, on a log scale (LegitimateTails, on_log_scale)
             h = v if scale else (log1p(v) if v > 0 else 0.0)

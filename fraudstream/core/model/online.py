@@ -186,7 +186,8 @@ class OnlineModel:
             del features[AMOUNT_BAND]
 
     def _score(self, x: dict[str, float]) -> float:
-        blend = self._ready_blend()
+        cached = self._blend  # `_ready_blend`'s answer while nothing learned, without the call: read at every score
+        blend = cached[1] if cached is not None and cached[0] == self.examples else self._ready_blend()
         if blend is not None:
             return blend.proba_one(x)  # the sum below, in one pass over the features
         total, n = 0.0, 0

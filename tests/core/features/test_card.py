@@ -11,7 +11,17 @@ import pytest
 
 from fraudstream.contracts import Authorization
 from fraudstream.core.features import money
-from fraudstream.core.features.card import CARD_IDLE_MS, MAX_GAP_S, NO_TIME, RECENT_TX, CardState, calendar_features, card_features
+from fraudstream.core.features.card import (
+    CARD_FEATURES,
+    CARD_IDLE_MS,
+    MAX_GAP_S,
+    NO_TIME,
+    RECENT_TX,
+    CardState,
+    calendar_features,
+    card_features,
+    shared,
+)
 from fraudstream.core.features.money import UNITS_PER_EUR
 from fraudstream.core.state import StateStore
 
@@ -592,3 +602,38 @@ def test_an_unknown_currency_is_used_as_is_and_counted_once() -> None:
     assert f["amount"] == 500.0 and m.unknown == {"XTS": 1}
     card_features(s, Authorization("t2", "c1", "m1", 500.0, T0 + MIN, currency="JPY"), money=m)
     assert m.unknown_total == 1
+
+
+# --- the dict the features come in -----------------------------------------------------------
+
+
+def test_the_features_come_in_the_order_of_card_features_then_late() -> None:
+    state = CardState()
+    f = card_features(state, auth("t1", T0, 50.0))
+    assert list(f) == [*CARD_FEATURES, "late"]
+    # Into an empty dict: the same keys in the same order, so every key is written, each once.
+    into: dict[str, float] = {}
+    assert card_features(CardState(), auth("t1", T0, 50.0), into=into) is into and into == f and list(into) == list(f)
+
+
+def test_written_into_a_dict_already_keyed_each_key_keeps_its_place() -> None:
+    keyed = dict.fromkeys([*CARD_FEATURES, "late", "merchant_count_1d"], -1.0)
+    card_features(CardState(), auth("t1", T0, 50.0), into=keyed)
+    assert list(keyed) == [*CARD_FEATURES, "late", "merchant_count_1d"]
+    assert keyed == {**card_features(CardState(), auth("t1", T0, 50.0)), "merchant_count_1d": -1.0}
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 7.0, 255.0, 256.0, 1e9, 0.5, 2.25, -1.0, -0.0, math.inf, 1e-300])
+def test_a_shared_value_is_the_same_double(value: float) -> None:
+    out = shared(value)
+    assert out == value and math.copysign(1.0, out) == math.copysign(1.0, value)
+    whole = value in (0.0, 1.0, 7.0, 255.0) and math.copysign(1.0, value) > 0
+    assert (out is shared(float(str(value)))) == whole  # an equal float of its own: the same object only when shared
+    assert math.isnan(shared(math.nan))
+
+
+def test_flags_and_counts_are_shared_objects() -> None:
+    state = CardState()
+    first, second = (card_features(state, auth(f"t{i}", T0 + i * MIN, 50.0)) for i in range(2))
+    assert first["card_first_at_merchant"] == 1.0 and second["card_first_at_merchant"] == 0.0
+    assert second["is_atm"] is first["is_atm"] and second["card_count_30d"] is shared(2.0)

@@ -8,7 +8,7 @@ import pytest
 
 from fraudstream.contracts import Authorization
 from fraudstream.core.features import money
-from fraudstream.core.features.merchant import RECENT_CARDS, MerchantState, merchant_features, merchant_label
+from fraudstream.core.features.merchant import MERCHANT_FEATURES, RECENT_CARDS, MerchantState, merchant_features, merchant_label
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -340,3 +340,19 @@ def test_fraud_recency_is_the_newest_fraud_and_forgets_a_contradicted_one() -> N
     assert merchant_features(s, auth("a", T0 + 12 * DAY, 10.0), readonly=True)["merchant_fraud_recency"] == pytest.approx(0.5 ** (2 / 7))
     merchant_label(s, "new", T0 + 10 * DAY, -1)  # the newer fraud was a mistake: the older one counts
     assert merchant_features(s, auth("b", T0 + 12 * DAY, 10.0), readonly=True)["merchant_fraud_recency"] == pytest.approx(0.5 ** (12 / 7))
+
+
+def test_the_features_come_in_the_order_of_merchant_features() -> None:
+    f = merchant_features(MerchantState(), auth("t1", T0))
+    assert list(f) == list(MERCHANT_FEATURES)
+    into: dict[str, float] = {"amount": 10.0}
+    assert merchant_features(MerchantState(), auth("t1", T0), into=into) is into
+    assert list(into) == ["amount", *MERCHANT_FEATURES] and into == {"amount": 10.0, **f}
+
+
+def test_a_base_amount_given_is_not_converted_again() -> None:
+    usd = Authorization("t1", "c1", "m1", 10.0, T0, currency="USD")
+    converted = merchant_features(MerchantState(), usd)
+    given = merchant_features(MerchantState(), usd, base_amount=money.DEFAULT.to_base(10.0, "USD", count=False))
+    assert given == converted
+    assert merchant_features(MerchantState(), usd, base_amount=10.0) == merchant_features(MerchantState(), auth("t1", T0))
