@@ -161,6 +161,14 @@ class _Clock:
         return b""
 
 
+class _Entries(list[tuple[int, str]]):
+    """A card's live ``(ts, tx_id)`` list, with the bytes last written of it (``written``: how many entries they hold,
+    and the bytes), so that a flush encodes only the entries added since. None until written, and once the list is
+    rewritten (pruned). (A class default, not an ``__init__``: a list subclass made by list's own is 3x cheaper.)"""
+
+    written: tuple[int, bytes] | None = None
+
+
 class CardTransactions:
     """Each card's recent ``(ts, tx_id)``: what a card-level label ("compromised since T") labels.
 
@@ -179,14 +187,14 @@ class CardTransactions:
         self.horizon_ms = horizon_ms
         self.cap = cap  # entries per card
         self.capacity = capacity  # cards kept live (see `StateStore.trim`)
-        self.live: dict[str, list[tuple[int, str]]] = {}
+        self.live: dict[str, _Entries] = {}
         self.dirty: set[str] = set()
 
-    def _load(self, card_id: str) -> list[tuple[int, str]]:
+    def _load(self, card_id: str) -> _Entries:
         entries = self.live.get(card_id)
         if entries is None:
             raw = self.durable.get(card_id)
-            entries = [] if raw is None else [(int(ts), str(tx)) for ts, tx in decode(raw)]
+            entries = _Entries(() if raw is None else [(int(ts), str(tx)) for ts, tx in decode(raw)])
             self.live[card_id] = entries
         return entries
 
@@ -199,14 +207,30 @@ class CardTransactions:
         if len(entries) > self.cap or entries[0][0] < ts - 2 * self.horizon_ms:
             cutoff = ts - self.horizon_ms
             entries[:] = [e for e in entries[-self.cap :] if e[0] >= cutoff]
+            entries.written = None  # encoded whole at the next flush
         self.dirty.add(card_id)
 
     def since(self, card_id: str, ts: int) -> list[tuple[int, str]]:
         return [e for e in self._load(card_id) if e[0] >= ts]
 
     def flush(self) -> int:
+        """Write the lists changed. Those only appended to since their last write are written as those bytes with the
+        new entries' added (the same bytes as encoded whole: ``[[ts,"tx"],...]``), not encoded whole again: a busy
+        card's list holds up to ``cap`` entries, a batch adds one or two.
+
+        >>> index = CardTransactions(durable := {})
+        >>> index.add("c1", 5, "t1"); _ = index.flush(); index.add("c1", 6, "t2"); index.flush(), durable["c1"]
+        (1, b'[[5,"t1"],[6,"t2"]]')
+        """
         for card_id in self.dirty:
-            self.durable[card_id] = encode(self.live[card_id], keep=True)
+            entries = self.live[card_id]
+            written = entries.written
+            if written is not None and 0 < written[0] < len(entries):
+                raw = written[1][:-1] + b"," + encode(entries[written[0] :])[1:]
+            else:
+                raw = encode(entries, keep=True)
+            entries.written = (len(entries), raw)
+            self.durable[card_id] = raw
         n = len(self.dirty)
         self.dirty.clear()
         return n
