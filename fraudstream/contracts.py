@@ -34,7 +34,6 @@ __all__ = [
     "encode",
     "decode",
     "decode_forwarded",
-    "as_encoded",
     "with_features",
     "encode_progress",
     "decode_progress",
@@ -96,10 +95,9 @@ _FEATURES_LAST = b',"features":'
 
 
 def decode_forwarded(raw: bytes) -> Any:
-    """A record of fraud.authorizations-by-merchant or -enriched decoded, but for its ``features`` when they come
-    last (as intake and the merchant stage write them): those stay bytes, their JSON text, which the merchant stage
-    passes on unread (`with_features`) and the score stage into its score record (`as_encoded`). Written by earlier
-    versions, in the middle, they are decoded with the rest; so is a progress record.
+    """A record of fraud.authorizations-by-merchant decoded, but for its ``features`` when they come last (as intake
+    writes them): those stay bytes, their JSON text, which the merchant stage passes on unread (`with_features`).
+    Written by earlier versions, in the middle, they are decoded with the rest; so is a progress record.
 
     >>> decode_forwarded(b'{"auth":{"ts":5},"src":[0,7],"features":{"card_count_1h":1.0}}')
     {'auth': {'ts': 5}, 'src': [0, 7], 'features': b'{"card_count_1h":1.0}'}
@@ -116,15 +114,6 @@ def decode_forwarded(raw: bytes) -> Any:
                 record["features"] = raw[at + len(_FEATURES_LAST) : -1]
                 return record
     return orjson.loads(raw)
-
-
-def as_encoded(text: bytes) -> Any:
-    """JSON text, to be written by `encode` as it is (not checked: text that `decode` read, or `encode` wrote).
-
-    >>> encode({"features": as_encoded(b'{"amount":5.0}'), "score": 0.5})
-    b'{"features":{"amount":5.0},"score":0.5}'
-    """
-    return orjson.Fragment(text)
 
 
 def with_features(features: dict[str, Any] | bytes, more: dict[str, Any]) -> Any:

@@ -159,9 +159,8 @@ class MerchantStage(Stage):
             if offset > included:
                 applied.sources[source] = offset
             self.scorer.merchants.mark(merchant_id)  # written with the state
-        # The features last: the score stage passes them on into its score record (`contracts.decode_forwarded`).
-        self.outputs.produce(self.settings.topic_enriched, encode({"auth": a, "late": d["late"], "arr": d.get("arr"),
-                                                                   "features": feats}), auth.card_id.encode())
+        self.outputs.produce(self.settings.topic_enriched, encode({"auth": a, "features": feats, "late": d["late"],
+                                                                   "arr": d.get("arr")}), auth.card_id.encode())
 
     def label_batch(self, messages: list[Any]) -> None:
         """fraud.merchant-labels: confirmed fraud (or its correction) counted in the merchant's state."""

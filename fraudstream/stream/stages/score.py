@@ -43,7 +43,7 @@ import zlib
 from typing import Any
 
 from fraudstream.config import Settings
-from fraudstream.contracts import Authorization, as_encoded, decode, decode_forwarded, encode
+from fraudstream.contracts import Authorization, decode, encode
 from fraudstream.core.decision import DecisionPolicy
 from fraudstream.core.features.card import HOUR_MS
 from fraudstream.core.scorer import FraudScorer
@@ -160,13 +160,8 @@ class ScoreStage(CardStage):
 
     def _one(self, msg: Any) -> None:
         s, m, scorer, produce = self.settings, self.metrics, self.scorer, self._enqueue
-        d = decode_forwarded(msg.value)
+        d = decode(msg.value)
         auth = Authorization(**d["auth"])
-        features = text = d["features"]
-        if type(text) is bytes:  # as the merchant stage wrote them: kept for the score record
-            features = decode(text)
-        else:
-            text = None
         late = d["late"] is True
         self.tables.route_card(auth.card_id, msg.partition)
         self.tables.set_partition(msg.partition)
@@ -174,7 +169,7 @@ class ScoreStage(CardStage):
         self._touched.add(msg.partition)
         # A new snapshot carries the number of the decision it records (`decisions`): a redelivered authorization
         # whose snapshot got ahead of its partition's threshold is replayed into it (`replay`).
-        scored = scorer.score(auth, features, late, msg.partition, decision_number=self.decisions[msg.partition] + 1)
+        scored = scorer.score(auth, d["features"], late, msg.partition, decision_number=self.decisions[msg.partition] + 1)
         if scored.duplicate:
             raw = self.tables.snapshots.get(auth.tx_id)
             if raw is not None and self.replay(msg.partition, decode(raw)):
@@ -183,12 +178,7 @@ class ScoreStage(CardStage):
             self.decisions[msg.partition] += 1
         # Everything that can fail comes before the first output: a message is either scored or dead-lettered.
         key = auth.card_id.encode()
-        record = scored.score_record()
-        if text is not None and not scored.duplicate and len(scored.features) == len(features):
-            # The authorization's own features, which scoring leaves as they are (a redelivery's are its snapshot's):
-            # their text as it came, not encoded again.
-            record["features"] = as_encoded(text)
-        score_value = encode(record)
+        score_value = encode(scored.score_record())
         alert_value = encode(scored.alert_record()) if scored.alerted else None
         if scored.label_outcome is not None:
             self.outcomes.publish(scored.label_outcome, "early", produce=produce)
