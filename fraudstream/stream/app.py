@@ -175,7 +175,7 @@ class FraudApp:
         # Crash safety: each card's state carries the offset of the newest authorization it includes, each
         # merchant's which authorizations it includes (`MerchantStage.progress`), in the same changelog record.
         self.card_durable = TaggedMapping(self.card_table, lambda k: str(self.intake.card_offset(k)).encode())
-        self.merchant_durable = TaggedMapping(self.merchant_table, lambda k: encode(self.merchant.progress(k)))
+        self.merchant_durable = TaggedMapping(self.merchant_table, lambda k: self.merchant.tag(k))
         # Bounded live caches (`StateStore.trim`): the tables hold every card of the last month, the heap the busy ones.
         live = s.live_states_max
         cards = StateStore(CardState, CardState.from_bytes, self.card_durable, capacity=live)

@@ -53,10 +53,9 @@ class MerchantStage(Stage):
         super().__init__(settings, metrics, outputs, dead_letters, positions)
         self.scorer = scorer
         self.merchant_table = merchant_table
+        # Crash safety: each merchant's state carries which authorizations it includes (see `progress`), in its tag
+        # (`tag`: the worker's TaggedMapping writes it with the state).
         self.merchant_durable = merchant_durable
-        # Crash safety: each merchant's state carries which authorizations it includes (see `progress`), in the tag
-        # this stage writes with it.
-        merchant_durable.tag_of = self.tag
         self.applied: dict[str, Applied] = {}
         # Per merchant partition, the authorizations held until every card partition has passed them.
         self.orders: dict[int, EventTimeOrder] = {}

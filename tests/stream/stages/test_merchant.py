@@ -98,7 +98,6 @@ def test_a_tag_as_earlier_versions_wrote_it_still_counts_and_is_written_back_ali
                  by_merchant(s, 2, {"idle": [0]})])
     assert [d["auth"]["tx_id"] for d, _k, _p in out.to(s.topic_enriched)] == ["tx-4"], "tx-3 is in the state already"
     assert decode(stage.tag("m-1")) == {"f": [new["ts"], "tx-4"], "s": {"0": 13}}
-    assert stage.merchant_durable.tag_of == stage.tag, "the stage writes its merchants' tags"
 
 
 def test_the_card_features_are_passed_on_as_intake_wrote_them() -> None:
