@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -12,9 +13,17 @@ from fraudstream.config import Settings
 from fraudstream.logs import install_masking
 from fraudstream.stream.app import FraudApp
 
-__all__ = ["run_worker", "start_metrics_server"]
+__all__ = ["GC_THRESHOLDS", "run_worker", "start_metrics_server"]
 
 log = logging.getLogger("fraudstream.worker")
+
+#: The cyclic garbage collector's thresholds in a worker (CPython's: 700, 10, 10). A worker makes some hundreds of
+#: objects per authorization, nearly all freed at once by reference counting, and keeps a large heap of live ones
+#: (card and merchant states, caches, faust's and aiokafka's objects) that every older-generation collection walks:
+#: at CPython's thresholds a young collection ran every few authorizations and a full one every 7,500-15,000, for
+#: 100-150 ms each (docs/capacity.md). Rarer collections cost less in all, the heap built at start (modules, the
+#: app) is frozen out of them.
+GC_THRESHOLDS = (20_000, 20, 100)
 
 
 def start_metrics_server(settings: Settings, tries: int = 16) -> int:
@@ -41,5 +50,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     fraud = FraudApp(settings, settings.bootstrap_servers)
     worker = faust.Worker(fraud.app, loglevel=loglevel, quiet=True)
     install_masking()
+    gc.freeze()  # what is built by now lives as long as the worker: never walked by the collector again
+    gc.set_threshold(*GC_THRESHOLDS)
     worker.execute_from_commandline()  # returns on SIGTERM/SIGINT after a clean shutdown
     return 0
