@@ -158,12 +158,8 @@ class CardState:
         for ring in (s.minutes, s.hours, s.days):
             ring.load_bytes(view)
             view = view[ring.nbytes :]
-        for name, n in (("merchants", nm), ("merchant_seen", nm), ("countries", nc), ("country_seen", nc), ("recent_tx", nt)):
-            arr = array(getattr(s, name).typecode)
-            arr.frombytes(view[: arr.itemsize * n])
-            setattr(s, name, arr)
-            view = view[arr.itemsize * n :]
-        s.channel_seen = array("i", bytes(view[: 4 * len(_CHANNELS)]))
+        view = _read_arrays(s, view, nm, nc, nt)
+        s.channel_seen = _read_array("i", view, len(_CHANNELS))
         return s
 
     def seen_tx(self, tx_id: str) -> bool:
@@ -210,12 +206,25 @@ def _from_v1(s: CardState, view: memoryview, nm: int, nc: int, nt: int) -> CardS
         for span in range(len(new.spans)):
             new.sums[span * new.fields : span * new.fields + old.fields] = old.sums[span * old.fields : (span + 1) * old.fields]
         new.used = old.used
-    for name, n in (("merchants", nm), ("merchant_seen", nm), ("countries", nc), ("country_seen", nc), ("recent_tx", nt)):
-        arr = array(getattr(s, name).typecode)
-        arr.frombytes(view[: arr.itemsize * n])
-        setattr(s, name, arr)
-        view = view[arr.itemsize * n :]
+    _read_arrays(s, view, nm, nc, nt)
     return s
+
+
+def _read_array(typecode: str, view: memoryview, n: int) -> array[int]:
+    """The first ``n`` items of ``view`` (4 bytes each) as an array of ``typecode``."""
+    arr = array(typecode)
+    arr.frombytes(view[: 4 * n])
+    return arr
+
+
+def _read_arrays(s: CardState, view: memoryview, nm: int, nc: int, nt: int) -> memoryview:
+    """The recent merchants, countries and tx_ids, as :meth:`CardState.to_bytes` writes them; what follows them."""
+    s.merchants = _read_array("I", view, nm)
+    s.merchant_seen = _read_array("i", view[4 * nm :], nm)
+    s.countries = _read_array("I", view[8 * nm :], nc)
+    s.country_seen = _read_array("i", view[8 * nm + 4 * nc :], nc)
+    s.recent_tx = _read_array("I", view[8 * (nm + nc) :], nt)
+    return view[8 * (nm + nc) + 4 * nt :]
 
 
 def _remember(keys: array[int], seen: array[int], key: int, minute: int, cap: int) -> tuple[bool, int]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 __all__ = ["BucketRing"]
@@ -41,6 +41,7 @@ _PUT2: Final = struct.Struct("2d").pack_into
 _PUT3: Final = struct.Struct("3d").pack_into
 _PUT6: Final = struct.Struct("6d").pack_into
 _ZEROS: dict[int, array[float]] = {}  # zeroed arrays by length, copied over a ring that starts afresh
+_ZEROS_U32: dict[int, array[int]] = {}  # zeroed count columns by length, copied by to_bytes
 
 
 def _zeros(length: int) -> array[float]:
@@ -48,6 +49,24 @@ def _zeros(length: int) -> array[float]:
     if z is None:
         z = _ZEROS[length] = array("d", bytes(8 * length))
     return z
+
+
+def _zeros_u32(length: int) -> array[int]:
+    z = _ZEROS_U32.get(length)
+    if z is None:
+        z = _ZEROS_U32[length] = array("I", bytes(4 * length))
+    return z
+
+
+_U32S: dict[int, Callable[[bytes | memoryview, int], tuple[int, ...]]] = {}
+
+
+def _u32s(length: int) -> Callable[[bytes | memoryview, int], tuple[int, ...]]:
+    """Reads ``length`` uint32 (as ``array("I").tobytes()`` writes them: native order) at an offset."""
+    read = _U32S.get(length)
+    if read is None:
+        read = _U32S[length] = struct.Struct(f"={length}I").unpack_from
+    return read
 
 
 _Layout = tuple[int, tuple[tuple[int, int], ...]]
@@ -315,31 +334,61 @@ class BucketRing:
         counts = self.counts
         if not counts:
             return head + self.data.tobytes() + self.sums.tobytes()
-        data, f = self.data, self.fields
+        data, f, n = self.data, self.fields, self.n
+        # A count column starts as zeros and only the used slots are converted: a slot whose bit is clear holds 0.0,
+        # whose uint32 is 0 (converting each count took most of a card's write: most of its slots are empty).
         # int() of a whole double is exact; a negative or >= 2**32 count raises OverflowError, never wraps.
-        columns = [array("I", map(int, data[i::f])).tobytes() for i in counts]
-        columns += [data[i::f].tobytes() for i in range(f) if i not in counts]
-        return b"".join((head, *columns, self.sums.tobytes()))
+        zero = _zeros_u32(n)
+        columns = [array("I", zero) for _ in counts]
+        used = self.used
+        while used:
+            lowest = used & -used
+            used ^= lowest
+            slot = lowest.bit_length() - 1
+            base = slot * f
+            for k, i in enumerate(counts):  # not zip(..., strict=True): compiled, that is a generic call per slot
+                columns[k][slot] = int(data[base + i])
+        out = [head]
+        out += [column.tobytes() for column in columns]
+        out += [data[i::f].tobytes() for i in range(f) if i not in counts]
+        out.append(self.sums.tobytes())
+        return b"".join(out)
 
     def load_bytes(self, raw: bytes | memoryview) -> None:
         self.head = int.from_bytes(raw[:8], "little", signed=True)
         n, f, counts = self.n, self.fields, self.counts
         end = 8 + 8 * n * f
+        data: array[float] = array("d")
         if counts:
-            data = array("d", bytes(8 * n * f))
+            data.extend(_zeros(n * f))
             end = 8
             for i in counts:
-                data[i::f] = array("d", array("I", bytes(raw[end : end + 4 * n])))  # uint32 -> double: exact
+                column = _u32s(n)(raw, end)  # a tuple of ints, small ones shared: cheaper than an array("I") here
+                if any(column):  # an all-zero column (a card that never used an ATM) leaves the zeros
+                    data[i::f] = array("d", column)  # uint32 -> double: exact
                 end += 4 * n
             for i in range(f):
                 if i not in counts:
-                    data[i::f] = array("d", bytes(raw[end : end + 8 * n]))
+                    doubles: array[float] = array("d")
+                    doubles.frombytes(raw[end : end + 8 * n])
+                    data[i::f] = doubles
                     end += 8 * n
-            self.data = data
         else:
-            self.data = array("d", bytes(raw[8:end]))
-        self.sums = array("d", bytes(raw[end : end + 8 * len(self.spans) * f]))
-        self.used = (1 << n) - 1  # any slot may hold something: expiry checks them all once
+            data.frombytes(raw[8:end])
+        self.data = data
+        sums: array[float] = array("d")
+        sums.frombytes(raw[end : end + 8 * len(self.spans) * f])
+        self.sums = sums
+        if counts:
+            # Exactly the slots that hold anything (the others are all 0.0, every bit clear): to_bytes converts the
+            # counts of those only, expiry skips the others, as for a ring filled here.
+            blob, size, zero, used = data.tobytes(), 8 * f, _zeros(f).tobytes(), 0
+            for slot in range(n):
+                if blob[slot * size : slot * size + size] != zero:
+                    used |= 1 << slot
+            self.used = used
+        else:
+            self.used = (1 << n) - 1  # any slot may hold something: expiry checks them all once
 
     @property
     def nbytes(self) -> int:

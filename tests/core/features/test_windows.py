@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from array import array
 
 import pytest
 from hypothesis import given, settings
@@ -405,3 +406,33 @@ def test_a_count_that_does_not_fit_in_uint32_is_refused_not_wrapped() -> None:
     r.add(5, (2.0**32, 1.0))
     with pytest.raises(OverflowError):
         r.to_bytes()
+
+
+def _columns(r: BucketRing) -> bytes:
+    """The layout of a ring with counts, column by column, as it was first written (every count converted)."""
+    f = r.fields
+    columns = [array("I", [int(x) for x in r.data[i::f]]).tobytes() for i in r.counts]
+    columns += [r.data[i::f].tobytes() for i in range(f) if i not in r.counts]
+    return b"".join((r.head.to_bytes(8, "little", signed=True), *columns, r.sums.tobytes()))
+
+
+def test_a_ring_with_counts_is_written_column_by_column_and_read_back_with_only_its_filled_slots_used() -> None:
+    # Sparse traffic, as a card's: to_bytes converts only the used slots' counts, load_bytes finds exactly those.
+    rng = random.Random(18)
+    r = BucketRing(24, 1000, 6, counts=(0, 3, 4, 5))
+    ts = 0
+    for step in range(3_000):
+        ts += rng.choice((0, 1, 700, 1000, 5000, 30_000))
+        amount = rng.uniform(0.01, 900.0)
+        if step % 97 == 0:
+            r.add_at(ts - 3000, 2, 5.0)  # a slot with a value but no count: read back as used all the same
+        else:
+            r.window(ts, (1.0, amount, amount * amount, float(rng.random() < 0.3), 0.0, float(rng.random() < 0.05)))
+        raw = r.to_bytes()
+        assert raw == _columns(r)
+        copy = BucketRing(24, 1000, 6, counts=(0, 3, 4, 5))
+        copy.load_bytes(raw)
+        assert (copy.head, copy.data, copy.sums) == (r.head, r.data, r.sums) and copy.to_bytes() == raw
+        assert copy.used == sum(1 << s for s in range(24) if any(r.data[6 * s : 6 * s + 6]))
+        assert copy.totals(ts + 9000) == r.totals(ts + 9000) and copy.newest_age(ts, 3) == r.newest_age(ts, 3)
+    assert copy.window(ts + 9000, (1.0, 2.0, 4.0)) == r.window(ts + 9000, (1.0, 2.0, 4.0))  # expiry skips its empty slots
