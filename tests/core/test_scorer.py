@@ -549,3 +549,15 @@ def test_process_gives_the_features_of_the_worker_s_three_stages_in_their_order(
         want.update(staged.enrich_merchant(a, step.duplicate))
         assert got == want and list(got) == list(want), a.tx_id
         assert "late" not in got and got["mcc_electronics"] == (1.0 if a.mcc == "5732" else 0.0)
+
+
+def test_the_features_written_in_place_are_the_catalogue_s() -> None:
+    """The card's and merchant's key orders (`CARD_FEATURES`, `MERCHANT_FEATURES`) name the catalogue's features, no
+    more and no fewer, with the MCC groups: the two listings cannot drift apart."""
+    from fraudstream.core.features.card import CARD_FEATURES
+    from fraudstream.core.features.catalogue import FEATURE_NAMES
+    from fraudstream.core.features.mcc import MCC_GROUPS
+    from fraudstream.core.features.merchant import MERCHANT_FEATURES
+
+    written = [*CARD_FEATURES, *MCC_GROUPS, *MERCHANT_FEATURES]
+    assert len(written) == len(set(written)) and set(written) == set(FEATURE_NAMES)
