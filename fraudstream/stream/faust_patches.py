@@ -26,10 +26,11 @@ Patched                                                faust behaviour it works 
 ``app.producer.flush``                                 flushes only its own producer before a commit, not our tables'
 ``AIOKafkaConsumerThread._create_worker_consumer``     reads uncommitted records but under its own transactions
 ``aiokafka PartitionRecords._unpack_records``          shows aborted records (embedded broker); markers unnoted
+``aiokafka Fetcher._get_actions_per_node``            asks again for the same bytes a transaction's marker is beyond
 ``Consumer.commit``, ``Consumer._commit``              commits offsets outside our producer's transaction
 =====================================================  ==============================================================
 
-The last three apply under exactly once only (``FRAUDSTREAM_PROCESSING_GUARANTEE``; see
+The last four apply under exactly once only (``FRAUDSTREAM_PROCESSING_GUARANTEE``; see
 ``fraudstream.stream.transactions``). Every patch but ``app.producer.flush`` is of a class, so it applies to every
 app of the process, once; each is idempotent.
 """
@@ -653,6 +654,30 @@ def read_committed(app: Any) -> None:
 #: A partition whose fetched records start with a transaction still undecided in them (its marker beyond what one
 #: fetch returns) for this long is handed on as it is (see :func:`read_committed_records`).
 UNDECIDED_FOR_S = 10.0
+#: The most a ``read_committed`` fetch asks of one partition when it grows to take in a whole transaction (see
+#: :func:`read_committed_records`): a transaction larger than this in one partition waits ``UNDECIDED_FOR_S``.
+UNDECIDED_FETCH_MAX_BYTES = 256 * 1024**2
+
+
+class _FetchBytes:
+    """The bytes a ``read_committed`` fetch asks of each partition: at least what the largest transaction seen
+    needed (:func:`read_committed_records` raises it, the fetcher's request builder reads it). One per process:
+    faust's consumer and table recovery share it."""
+
+    __slots__ = ("wanted",)
+
+    def __init__(self) -> None:
+        self.wanted = 0
+
+    def need(self, fetched: int) -> None:
+        """A fetch of ``fetched`` bytes ended inside a transaction: the next one asks for twice as much."""
+        grown = min(max(2 * fetched, 2 * self.wanted), UNDECIDED_FETCH_MAX_BYTES)
+        if grown > self.wanted:
+            log.info("read_committed fetches grow to %d KB a partition to take in a whole transaction", grown // 1024)
+            self.wanted = grown
+
+
+_FETCH_BYTES = _FetchBytes()
 
 
 def read_committed_records() -> None:
@@ -665,7 +690,11 @@ def read_committed_records() -> None:
     produced in the transaction the restart aborted. Here a transactional batch is handed on only once the marker
     that ends its transaction (the producer's next control batch) is in the same fetch: left out if it says abort.
     A batch whose marker is not there yet (another producer's open transaction holds the stable offset before it)
-    and the ones after it are fetched again. A commit marker of a later producer epoch does not commit them: their
+    and the ones after it are fetched again. A fetch that starts inside a transaction and ends before its marker (a
+    transaction larger in the partition than the fetch size: a commit delayed while a worker catches up) makes the
+    next fetches larger (:class:`_FetchBytes`, each partition's size in ``Fetcher._get_actions_per_node``) rather
+    than ask for the same bytes again until ``UNDECIDED_FOR_S``: at a fixed 1 MB, `make bench`'s exactly-once phase
+    stalled 10 s on each partition of fraud.authorizations-by-merchant. A commit marker of a later producer epoch does not commit them: their
     transaction was abandoned (the embedded broker wrote no abort marker for it in a partition when the worker that
     aborted it, restarting, was killed in the middle of that). On Apache Kafka this gives what the broker's list gives.
 
@@ -673,11 +702,20 @@ def read_committed_records() -> None:
     faust notes them only once a later record of the partition reached it: they are noted here.
     """
     from aiokafka import errors as Errors
-    from aiokafka.consumer.fetcher import READ_COMMITTED, PartitionRecords
+    from aiokafka.consumer.fetcher import READ_COMMITTED, Fetcher, PartitionRecords
 
     original = PartitionRecords._unpack_records
     if getattr(original, "_fraudstream", False):
         return
+    create_requests = Fetcher._get_actions_per_node
+
+    def _get_actions_per_node(self: Any, *args: Any, **kwargs: Any) -> Any:
+        wanted = _FETCH_BYTES.wanted
+        if wanted > self._max_partition_fetch_bytes and self._isolation_level == READ_COMMITTED:
+            self._max_partition_fetch_bytes = wanted
+            self._fetch_max_bytes = max(self._fetch_max_bytes, wanted)
+        return create_requests(self, *args, **kwargs)
+
     undecided_since: dict[tuple[str, int], tuple[int, float]] = {}
 
     def _unpack_records(self: Any) -> Any:
@@ -686,6 +724,7 @@ def read_committed_records() -> None:
             return
         tp, records = self._tp, self._records
         key = (tp.topic, tp.partition)
+        fetched = records.size_in_bytes()
         batches = []
         while records.has_next():
             batch = records.next_batch()
@@ -709,6 +748,7 @@ def read_committed_records() -> None:
                 waiting.setdefault(producer, []).append(i)
         cut = min((i for ended in waiting.values() for i in ended), default=len(batches))
         if cut == 0 and batches:
+            _FETCH_BYTES.need(fetched)
             first = batches[0].base_offset
             since = undecided_since.get(key)
             if since is None or since[0] != first:
@@ -739,6 +779,7 @@ def read_committed_records() -> None:
 
     _unpack_records._fraudstream = True  # type: ignore[attr-defined]
     PartitionRecords._unpack_records = _unpack_records
+    Fetcher._get_actions_per_node = _get_actions_per_node
 
 
 def commit_in_transactions(app: Any, transactions: Transactions, revoke_within_s: float) -> None:

@@ -209,3 +209,50 @@ def test_a_stopping_worker_leaves_no_transaction_open(broker: EmbeddedBroker) ->
     finally:
         txn.close()
     assert not failed
+
+
+def test_transactions_larger_than_a_fetch_are_read_whole(broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture) -> None:
+    """A transaction holding more of a partition than one fetch returns (a commit delayed while a worker catches up)
+    is still decided by its marker: the worker's ``read_committed`` fetches grow to take it in whole
+    (``faust_patches.read_committed_records``), so an aborted one larger than the fetch size stays hidden and a
+    committed one is read whole, neither after ``UNDECIDED_FOR_S`` of asking for the same bytes again."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka import TopicPartition as AIOTopicPartition
+
+    from fraudstream.stream.faust_patches import read_committed_records
+
+    read_committed_records()
+    topic, fetch_bytes, n = _topic(broker), 64 * 1024, 1500  # each transaction ~450 KB: 7 fetches' worth
+    p = Producer({"bootstrap.servers": broker.bootstrap_servers, "transactional.id": f"t-{uuid.uuid4().hex[:8]}",
+                  "linger.ms": 5, "batch.num.messages": 100})
+    p.init_transactions(10)
+    for outcome in ("aborted", "committed"):
+        p.begin_transaction()
+        for i in range(n):
+            p.produce(topic, f"{outcome} {i}".encode().ljust(300, b"."))
+            p.poll(0)
+        assert p.flush(10) == 0
+        (p.abort_transaction if outcome == "aborted" else p.commit_transaction)(10)
+
+    async def read() -> list[bytes]:
+        c = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers, isolation_level="read_committed",
+                             enable_auto_commit=False, max_partition_fetch_bytes=fetch_bytes, fetch_max_bytes=fetch_bytes)
+        await c.start()
+        try:
+            tp = AIOTopicPartition(topic, 0)
+            c.assign([tp])
+            c.seek(tp, 0)
+            got: list[bytes] = []
+            deadline = time.monotonic() + 30
+            while len(got) < n and time.monotonic() < deadline:
+                for records in (await c.getmany(tp, timeout_ms=200)).values():
+                    got += [r.value for r in records]
+            return got
+        finally:
+            await c.stop()
+
+    with caplog.at_level("INFO", logger="fraudstream.worker"):
+        values = asyncio.run(read())
+    assert [v.rstrip(b".") for v in values] == [f"committed {i}".encode() for i in range(n)]
+    assert "reading on as if committed" not in caplog.text
+    assert "read_committed fetches grow" in caplog.text
