@@ -26,11 +26,10 @@ Patched                                                faust behaviour it works 
 ``app.producer.flush``                                 flushes only its own producer before a commit, not our tables'
 ``AIOKafkaConsumerThread._create_worker_consumer``     reads uncommitted records but under its own transactions
 ``aiokafka PartitionRecords._unpack_records``          shows aborted records (embedded broker); markers unnoted
-``aiokafka Fetcher._get_actions_per_node``            asks again for the same bytes a transaction's marker is beyond
 ``Consumer.commit``, ``Consumer._commit``              commits offsets outside our producer's transaction
 =====================================================  ==============================================================
 
-The last four apply under exactly once only (``FRAUDSTREAM_PROCESSING_GUARANTEE``; see
+The last three apply under exactly once only (``FRAUDSTREAM_PROCESSING_GUARANTEE``; see
 ``fraudstream.stream.transactions``). Every patch but ``app.producer.flush`` is of a class, so it applies to every
 app of the process, once; each is idempotent.
 """
@@ -651,33 +650,20 @@ def read_committed(app: Any) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
 
 
-#: A partition whose fetched records start with a transaction still undecided in them (its marker beyond what one
-#: fetch returns) for this long is handed on as it is (see :func:`read_committed_records`).
+#: A partition whose records start with a transaction still undecided (its marker not read yet) for this long is
+#: handed on as it is (see :func:`read_committed_records`).
 UNDECIDED_FOR_S = 10.0
-#: The most a ``read_committed`` fetch asks of one partition when it grows to take in a whole transaction (see
-#: :func:`read_committed_records`): a transaction larger than this in one partition waits ``UNDECIDED_FOR_S``.
-UNDECIDED_FETCH_MAX_BYTES = 256 * 1024**2
 
 
-class _FetchBytes:
-    """The bytes a ``read_committed`` fetch asks of each partition: at least what the largest transaction seen
-    needed (:func:`read_committed_records` raises it, the fetcher's request builder reads it). One per process:
-    faust's consumer and table recovery share it."""
+class _Carried:
+    """Batches of one partition a fetch ended on before their transaction's marker (see :func:`read_committed_records`):
+    held for the fetch that continues at ``end``, whose batches they go before."""
 
-    __slots__ = ("wanted",)
+    __slots__ = ("batches", "end")
 
-    def __init__(self) -> None:
-        self.wanted = 0
-
-    def need(self, fetched: int) -> None:
-        """A fetch of ``fetched`` bytes ended inside a transaction: the next one asks for twice as much."""
-        grown = min(max(2 * fetched, 2 * self.wanted), UNDECIDED_FETCH_MAX_BYTES)
-        if grown > self.wanted:
-            log.info("read_committed fetches grow to %d KB a partition to take in a whole transaction", grown // 1024)
-            self.wanted = grown
-
-
-_FETCH_BYTES = _FetchBytes()
+    def __init__(self, batches: list[Any], end: int) -> None:
+        self.batches = batches
+        self.end = end
 
 
 def read_committed_records() -> None:
@@ -688,35 +674,30 @@ def read_committed_records() -> None:
     0.6.0) lists none: it keeps a transaction from ``read_committed`` readers while it is open, then shows its
     records whether it committed or aborted, so a restarted worker read again what its killed predecessor had
     produced in the transaction the restart aborted. Here a transactional batch is handed on only once the marker
-    that ends its transaction (the producer's next control batch) is in the same fetch: left out if it says abort.
-    A batch whose marker is not there yet (another producer's open transaction holds the stable offset before it)
-    and the ones after it are fetched again. A fetch that starts inside a transaction and ends before its marker (a
-    transaction larger in the partition than the fetch size: a commit delayed while a worker catches up) makes the
-    next fetches larger (:class:`_FetchBytes`, each partition's size in ``Fetcher._get_actions_per_node``) rather
-    than ask for the same bytes again until ``UNDECIDED_FOR_S``: at a fixed 1 MB, `make bench`'s exactly-once phase
-    stalled 10 s on each partition of fraud.authorizations-by-merchant. A commit marker of a later producer epoch does not commit them: their
-    transaction was abandoned (the embedded broker wrote no abort marker for it in a partition when the worker that
-    aborted it, restarting, was killed in the middle of that). On Apache Kafka this gives what the broker's list gives.
+    that ends its transaction (the producer's next control batch) has been read: left out if it says abort. A commit
+    marker of a later producer epoch does not commit it: its transaction was abandoned (the embedded broker wrote no
+    abort marker for it in a partition when the worker that aborted it, restarting, was killed in the middle of that).
+    On Apache Kafka this gives what the broker's list gives.
+
+    A fetch that ends before a batch's marker (a transaction larger in the partition than a fetch returns: the
+    embedded broker returns about 5 MB whatever is asked, and a commit waits longer while a worker catches up) hands on
+    what comes before that batch and carries the rest (:class:`_Carried`) to the next fetch, which continues after it:
+    the marker is read there or later, and nothing is fetched twice. (Fetching the same offsets again until the marker
+    fitted stalled `make bench`'s exactly-once phase 10 s on each partition of fraud.authorizations-by-merchant, and
+    after ``UNDECIDED_FOR_S`` handed the transaction on as if committed, aborted or not.) A fetch that does not
+    continue where the carried batches end (a seek, a rebalance) drops them: it reads them again.
 
     The guarded topics' patches would take the offsets stepped over for holes (delivery module doc, 1 and 8), and
     faust notes them only once a later record of the partition reached it: they are noted here.
     """
     from aiokafka import errors as Errors
-    from aiokafka.consumer.fetcher import READ_COMMITTED, Fetcher, PartitionRecords
+    from aiokafka.consumer.fetcher import READ_COMMITTED, PartitionRecords
 
     original = PartitionRecords._unpack_records
     if getattr(original, "_fraudstream", False):
         return
-    create_requests = Fetcher._get_actions_per_node
-
-    def _get_actions_per_node(self: Any, *args: Any, **kwargs: Any) -> Any:
-        wanted = _FETCH_BYTES.wanted
-        if wanted > self._max_partition_fetch_bytes and self._isolation_level == READ_COMMITTED:
-            self._max_partition_fetch_bytes = wanted
-            self._fetch_max_bytes = max(self._fetch_max_bytes, wanted)
-        return create_requests(self, *args, **kwargs)
-
     undecided_since: dict[tuple[str, int], tuple[int, float]] = {}
+    carried: dict[tuple[str, int], _Carried] = {}
 
     def _unpack_records(self: Any) -> Any:
         if self._isolation_level != READ_COMMITTED:
@@ -724,14 +705,19 @@ def read_committed_records() -> None:
             return
         tp, records = self._tp, self._records
         key = (tp.topic, tp.partition)
-        fetched = records.size_in_bytes()
         batches = []
+        before_fetch = carried.pop(key, None)
+        if before_fetch is not None and before_fetch.end == self.next_fetch_offset:
+            # Continue from the carried batches: the position goes back to the first (aiokafka's position follows
+            # next_fetch_offset as records are handed on, so it is where the reader logically is).
+            batches += before_fetch.batches
+            self.next_fetch_offset = before_fetch.batches[0].base_offset
         while records.has_next():
             batch = records.next_batch()
             if self._check_crcs and not batch.validate_crc():
                 raise Errors.CorruptRecordException(f"Invalid CRC - {tp}")
             batches.append(batch)
-        # Each transactional batch's fate, from its producer's next marker in this fetch.
+        # Each transactional batch's fate, from its producer's next marker read.
         aborted: set[int] = set()
         waiting: dict[int, list[int]] = {}  # producer id -> its batches with no marker yet
         for i, batch in enumerate(batches):
@@ -748,17 +734,19 @@ def read_committed_records() -> None:
                 waiting.setdefault(producer, []).append(i)
         cut = min((i for ended in waiting.values() for i in ended), default=len(batches))
         if cut == 0 and batches:
-            _FETCH_BYTES.need(fetched)
             first = batches[0].base_offset
             since = undecided_since.get(key)
             if since is None or since[0] != first:
                 undecided_since[key] = (first, time.monotonic())
             elif time.monotonic() - since[1] > UNDECIDED_FOR_S:
-                log.warning("%s[%d]@%d: no transaction marker within a fetch for %.0fs; reading on as if committed",
+                log.warning("%s[%d]@%d: no transaction marker for %.0fs; reading on as if committed",
                             tp.topic, tp.partition, first, UNDECIDED_FOR_S)
                 cut = len(batches)
         else:
             undecided_since.pop(key, None)
+        end = batches[-1].next_offset if batches else self.next_fetch_offset
+        if cut < len(batches):
+            carried[key] = _Carried(batches[cut:], end)
         for i, batch in enumerate(batches[:cut]):
             before = self.next_fetch_offset
             if batch.is_control_batch or i in aborted:
@@ -776,10 +764,11 @@ def read_committed_records() -> None:
             if batch.next_offset > self.next_fetch_offset:
                 _SKIPPED.add(key, self.next_fetch_offset, batch.next_offset)
                 self.next_fetch_offset = batch.next_offset
+        if cut < len(batches):
+            self.next_fetch_offset = end  # the next fetch continues after the carried batches
 
     _unpack_records._fraudstream = True  # type: ignore[attr-defined]
     PartitionRecords._unpack_records = _unpack_records
-    Fetcher._get_actions_per_node = _get_actions_per_node
 
 
 def commit_in_transactions(app: Any, transactions: Transactions, revoke_within_s: float) -> None:
