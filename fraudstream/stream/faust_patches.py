@@ -26,10 +26,11 @@ Patched                                                faust behaviour it works 
 ``app.producer.flush``                                 flushes only its own producer before a commit, not our tables'
 ``AIOKafkaConsumerThread._create_worker_consumer``     reads uncommitted records but under its own transactions
 ``aiokafka PartitionRecords._unpack_records``          shows aborted records (embedded broker); markers unnoted
+``aiokafka Fetcher._proc_fetch_request`` (again)       keeps no link from a fetch to the one before (for the above)
 ``Consumer.commit``, ``Consumer._commit``              commits offsets outside our producer's transaction
 =====================================================  ==============================================================
 
-The last three apply under exactly once only (``FRAUDSTREAM_PROCESSING_GUARANTEE``; see
+The last four apply under exactly once only (``FRAUDSTREAM_PROCESSING_GUARANTEE``; see
 ``fraudstream.stream.transactions``). Every patch but ``app.producer.flush`` is of a class, so it applies to every
 app of the process, once; each is idempotent.
 """
@@ -681,23 +682,35 @@ def read_committed_records() -> None:
 
     A fetch that ends before a batch's marker (a transaction larger in the partition than a fetch returns: the
     embedded broker returns about 5 MB whatever is asked, and a commit waits longer while a worker catches up) hands on
-    what comes before that batch and carries the rest (:class:`_Carried`) to the next fetch, which continues after it:
-    the marker is read there or later, and nothing is fetched twice. (Fetching the same offsets again until the marker
-    fitted stalled `make bench`'s exactly-once phase 10 s on each partition of fraud.authorizations-by-merchant, and
-    after ``UNDECIDED_FOR_S`` handed the transaction on as if committed, aborted or not.) A fetch that does not
+    what comes before that batch and carries the rest (:class:`_Carried`, kept by the consumer's fetcher) to the next
+    fetch, which continues after it: the marker is read there or later, and nothing is fetched twice. (Fetching the
+    same offsets again until the marker fitted stalled `make bench`'s exactly-once phase 10 s on each partition of
+    fraud.authorizations-by-merchant, and after ``UNDECIDED_FOR_S`` handed the transaction on as if committed, aborted
+    or not.) A fetch that does not
     continue where the carried batches end (a seek, a rebalance) drops them: it reads them again.
 
     The guarded topics' patches would take the offsets stepped over for holes (delivery module doc, 1 and 8), and
     faust notes them only once a later record of the partition reached it: they are noted here.
     """
     from aiokafka import errors as Errors
-    from aiokafka.consumer.fetcher import READ_COMMITTED, PartitionRecords
+    from aiokafka.consumer.fetcher import READ_COMMITTED, Fetcher, PartitionRecords
 
     original = PartitionRecords._unpack_records
     if getattr(original, "_fraudstream", False):
         return
     undecided_since: dict[tuple[str, int], tuple[int, float]] = {}
-    carried: dict[tuple[str, int], _Carried] = {}
+    fetch = Fetcher._proc_fetch_request
+
+    async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
+        # Each consumer's fetcher keeps its own carried batches (another consumer of the process may read the same
+        # partitions): its new PartitionRecords get its dict before any is read (no await in between).
+        got = await fetch(self, assignment, node_id, request)
+        carried = self.__dict__.setdefault("_fraudstream_carried", {})
+        for result in self._records.values():
+            records = getattr(result, "_partition_records", None)
+            if records is not None:
+                records._fraudstream_carried = carried
+        return got
 
     def _unpack_records(self: Any) -> Any:
         if self._isolation_level != READ_COMMITTED:
@@ -706,7 +719,9 @@ def read_committed_records() -> None:
         tp, records = self._tp, self._records
         key = (tp.topic, tp.partition)
         batches = []
-        before_fetch = carried.pop(key, None)
+        # None: this fetch did not come through the patched fetcher; nothing is carried (the same offsets come again).
+        carried: dict[tuple[str, int], _Carried] | None = getattr(self, "_fraudstream_carried", None)
+        before_fetch = carried.pop(key, None) if carried is not None else None
         if before_fetch is not None and before_fetch.end == self.next_fetch_offset:
             # Continue from the carried batches: the position goes back to the first (aiokafka's position follows
             # next_fetch_offset as records are handed on, so it is where the reader logically is).
@@ -745,7 +760,7 @@ def read_committed_records() -> None:
         else:
             undecided_since.pop(key, None)
         end = batches[-1].next_offset if batches else self.next_fetch_offset
-        if cut < len(batches):
+        if cut < len(batches) and carried is not None:
             carried[key] = _Carried(batches[cut:], end)
         for i, batch in enumerate(batches[:cut]):
             before = self.next_fetch_offset
@@ -764,11 +779,12 @@ def read_committed_records() -> None:
             if batch.next_offset > self.next_fetch_offset:
                 _SKIPPED.add(key, self.next_fetch_offset, batch.next_offset)
                 self.next_fetch_offset = batch.next_offset
-        if cut < len(batches):
+        if cut < len(batches) and carried is not None:
             self.next_fetch_offset = end  # the next fetch continues after the carried batches
 
     _unpack_records._fraudstream = True  # type: ignore[attr-defined]
     PartitionRecords._unpack_records = _unpack_records
+    Fetcher._proc_fetch_request = _proc_fetch_request
 
 
 def commit_in_transactions(app: Any, transactions: Transactions, revoke_within_s: float) -> None:
