@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fraudstream.broker import BrokerError
-from fraudstream.config import EMBEDDED_BATCH_FILL, ConfigError, Settings
+from fraudstream.config import EMBEDDED_BATCH_FILL, EMBEDDED_FETCH_WAIT_MS, ConfigError, Settings
 from fraudstream.contracts import LABEL_SOURCES
 
 __all__ = ["main"]
@@ -77,9 +77,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
     print(f"embedded broker listening on {broker.bootstrap_servers}", flush=True)
     print(f"  export FRAUDSTREAM_BROKER={broker.url}", flush=True)
     # Workers started apart from the broker cannot tell it is the embedded one, which slows as its partitions fill
-    # with small batches: they pace their batches (as `fraudstream run` has them do) only if told so.
+    # with small batches: they pace their batches and wait longer in a fetch (as `fraudstream run` has them do) only
+    # if told so.
     print(f"  export FRAUDSTREAM_BATCH_FILL={s.batch_fill or EMBEDDED_BATCH_FILL}   (workers: fewer, fuller batches "
           "on this broker)", flush=True)
+    print(f"  export FRAUDSTREAM_FETCH_WAIT_MS={max(s.fetch_wait_ms, EMBEDDED_FETCH_WAIT_MS)}   (workers: fetches "
+          "this broker can answer as it fills)", flush=True)
     if args.create_topics:
         create_topics(s, broker.bootstrap_servers)
         print("  topics created from topics/", flush=True)

@@ -31,6 +31,12 @@ PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 #: The batch pacing of runs on the embedded broker (``Settings.with_embedded_broker``): it keeps every record batch
 #: and its fetches cost in proportion to them (docs/capacity.md, the soak at 200/s, paced). Apache Kafka needs none.
 EMBEDDED_BATCH_FILL = 100
+#: The shortest fetch wait of a worker on the embedded broker (``Settings.with_embedded_broker``). Its fetch locates
+#: the offset asked in time proportional to the batches the partition holds (about 0.7 ms of CPU per 1,000), and a
+#: fetch whose wait is over first comes back empty, data or not: at 10 ms a partition past about 15,000 batches (a
+#: `make soak` at 200/s after 24 minutes, the broker busy) is fetched again and again for nothing, and the broker
+#: went from half a core to a full one within three minutes (docs/capacity.md, The soak at 200/s).
+EMBEDDED_FETCH_WAIT_MS = 100
 
 
 class ConfigError(ValueError):
@@ -143,7 +149,9 @@ class Settings:
     fetch_wait_ms: int = _env(
         "FETCH_WAIT_MS",
         "Longest a worker's fetch waits for data while data flows (faust's is 1500, and the embedded broker answers "
-        "an empty fetch only then: each of the three hops waited that long).",
+        "an empty fetch only then: each of the three hops waited that long). At least 100 where fraudstream starts "
+        "the embedded broker (`make run`, `make soak`): its fetch comes back empty, data or not, once finding the "
+        "offset asked takes longer than the wait, which grows with the batches a partition holds.",
         10,
     )
     fetch_wait_idle_ms: int = _env(
@@ -239,13 +247,16 @@ class Settings:
 
     def with_embedded_broker(self, url: str) -> Settings:
         """These settings on the embedded broker fraudstream started at ``url``, with its batch pacing
-        (:data:`EMBEDDED_BATCH_FILL`) unless ``FRAUDSTREAM_BATCH_FILL`` sets one.
+        (:data:`EMBEDDED_BATCH_FILL`) unless ``FRAUDSTREAM_BATCH_FILL`` sets one, and fetches that wait at least
+        :data:`EMBEDDED_FETCH_WAIT_MS`.
 
         >>> s = Settings.load(env={}).with_embedded_broker("kafka://127.0.0.1:9092")
-        >>> s.broker, s.batch_fill
-        ('kafka://127.0.0.1:9092', 100)
+        >>> s.broker, s.batch_fill, s.fetch_wait_ms
+        ('kafka://127.0.0.1:9092', 100, 100)
         """
-        return self.with_overrides(broker=url, batch_fill=self.batch_fill or EMBEDDED_BATCH_FILL)
+        return self.with_overrides(broker=url, batch_fill=self.batch_fill or EMBEDDED_BATCH_FILL,
+                                   fetch_wait_ms=max(self.fetch_wait_ms, EMBEDDED_FETCH_WAIT_MS),
+                                   fetch_wait_idle_ms=max(self.fetch_wait_idle_ms, EMBEDDED_FETCH_WAIT_MS))
 
     @property
     def exactly_once(self) -> bool:

@@ -36,7 +36,8 @@ def test_a_port_given_and_taken_is_refused() -> None:
 
 
 def test_the_broker_command_says_what_workers_started_apart_from_it_must_set(tmp_path: Path) -> None:
-    """`fraudstream broker` prints its address and the batch pacing a worker needs on it (the worker cannot tell)."""
+    """`fraudstream broker` prints its address, and the batch pacing and fetch wait a worker needs on it (the worker
+    cannot tell)."""
     import os
     import signal
     import subprocess
@@ -44,14 +45,16 @@ def test_the_broker_command_says_what_workers_started_apart_from_it_must_set(tmp
 
     env = {**os.environ, "FRAUDSTREAM_STATE_DIR": str(tmp_path)}
     env.pop("FRAUDSTREAM_BATCH_FILL", None)
+    env.pop("FRAUDSTREAM_FETCH_WAIT_MS", None)
     proc = subprocess.Popen([sys.executable, "-m", "fraudstream", "broker", "--port", str(free_port())], env=env,
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(3)]
+        lines = [proc.stdout.readline() for _ in range(4)]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert lines[0].startswith("embedded broker listening on 127.0.0.1:")
     assert lines[1].startswith("  export FRAUDSTREAM_BROKER=kafka://127.0.0.1:")
     assert lines[2].startswith("  export FRAUDSTREAM_BATCH_FILL=100 ")
+    assert lines[3].startswith("  export FRAUDSTREAM_FETCH_WAIT_MS=100 ")

@@ -74,7 +74,7 @@ from typing import Any
 import orjson
 
 from fraudstream.broker import EmbeddedBroker, free_port
-from fraudstream.config import Settings
+from fraudstream.config import EMBEDDED_FETCH_WAIT_MS, Settings
 from fraudstream.core.rules import RuleError, RuleSet
 from fraudstream.kafka.topics import create_topics
 from fraudstream.launcher import scrape
@@ -313,8 +313,10 @@ class LatencyReader(threading.Thread):
         from confluent_kafka import Consumer, TopicPartition
 
         s = self.settings
+        # A fetch wait the embedded broker can keep as its partitions fill (config.EMBEDDED_FETCH_WAIT_MS): at 10 ms
+        # this reader came to fetch fraud.scores again and again for nothing within 25 minutes at 200/s.
         c = Consumer({**s.kafka_client_config(), "group.id": f"soak-latency-{os.getpid()}", "enable.auto.commit": False,
-                      "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
+                      "auto.offset.reset": "earliest", "fetch.wait.max.ms": EMBEDDED_FETCH_WAIT_MS})
         try:
             topic = s.topic_scores
             partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
@@ -490,7 +492,7 @@ def memory_breakdown(samples: list[Sample], drained: tuple[float, float] | None 
     data), the C allocator's memory in use outside RocksDB (a leak grows this), what the allocator holds free
     (fragmentation: bounded by the peak of what was in use), and the rest (the interpreter's small objects, code,
     stacks). First and last sample, and the slope over all of them. ``drained``: memory in use outside RocksDB after
-    the warm-up and after the worker drained (MiB), for the verdict."""
+    the warm-up and after the worker drained (MiB), for the verdict, with the live card states added meanwhile."""
     parts: list[tuple[str, Any]] = [
         ("worker RSS", lambda s: s.rss_kib),
         ("RocksDB", lambda s: s.rocksdb_kib),
@@ -520,13 +522,21 @@ def memory_breakdown(samples: list[Sample], drained: tuple[float, float] | None 
             line += f"   halves {a:+6.1f} {b:+6.1f}"
         out.append(line)
     if "malloc in use outside RocksDB" in by_halves:
+        added = None
+        if first.live_cards is not None and last.live_cards is not None:
+            added = max(0, int(last.live_cards - first.live_cards))
         out.append("  " + memory_verdict(by_halves["malloc in use outside RocksDB"], parts[3][1](last) / MIB,
-                                         by_halves["worker RSS"], parts[0][1](last) / MIB, drained))
+                                         by_halves["worker RSS"], parts[0][1](last) / MIB, drained, added))
     return out
 
 
+#: The most heap one live card state may take, for the verdict (``memory_verdict``): `make bench` measures 4.5 KB a
+#: card ("memory: Python heap per card"); this leaves room for its share of the card index and the merchants' cards.
+LIVE_STATE_BYTES = 8 * 1024
+
+
 def memory_verdict(in_use: tuple[float, float], in_use_mib: float, rss: tuple[float, float], rss_mib: float,
-                   drained: tuple[float, float] | None = None) -> str:
+                   drained: tuple[float, float] | None = None, live_states_added: int | None = None) -> str:
     """What the slopes over the two halves say (MiB/hour): a leak grows memory in use in both; memory the allocator
     holds rises and levels off. A part is flat when it moves less than 1% of itself an hour. With ``drained`` (in use
     outside RocksDB after the warm-up, and after the traffic stopped and the worker caught up, MiB) memory in use grew
@@ -535,6 +545,9 @@ def memory_verdict(in_use: tuple[float, float], in_use_mib: float, rss: tuple[fl
     Memory in use that grew but whose pace in the second half is under half the first half's is filling up to a
     bound, not leaking: the worker's caches of live card states and each merchant's recent cards fill for as long
     as new cards and merchants come (a soak's 30 minutes at 200/s are still that), then stop. A leak keeps its pace.
+    So is memory that stayed after draining but is no more than the live card states added meanwhile
+    (``live_states_added``) take, at :data:`LIVE_STATE_BYTES` each: they are bounded by ``FRAUDSTREAM_LIVE_STATES_MAX``
+    and a soak ends before they reach it, filling at a steady pace.
 
     >>> memory_verdict((0.1, 1.0), 63.5, (11.3, 5.1), 226.2)
     'verdict: no leak (in use outside RocksDB: +0.1, +1.0 MiB/hour); RSS rising, levelling off (+11.3, +5.1 MiB/hour)'
@@ -544,6 +557,10 @@ def memory_verdict(in_use: tuple[float, float], in_use_mib: float, rss: tuple[fl
     'verdict: no leak (in use outside RocksDB: 62.5 MiB after the warm-up, 62.0 drained); RSS rising at a steady pace (+26.1, +21.3 MiB/hour)'
     >>> memory_verdict((13.5, 4.0), 98.6, (46.8, 5.9), 600.0, drained=(93.2, 99.5))  # the soak at 200/s, 3e2d076
     'verdict: no leak, filling and levelling off (in use outside RocksDB: 93.2 MiB after the warm-up, 99.5 drained; +13.5, +4.0 MiB/hour); RSS rising, levelling off (+46.8, +5.9 MiB/hour)'
+    >>> memory_verdict((21.1, 21.7), 105.5, (47.4, 22.9), 317.2, drained=(90.7, 100.2), live_states_added=1918)  # d996a01
+    'verdict: no leak, filling with live card states (in use outside RocksDB: 90.7 MiB after the warm-up, 100.2 drained; 1,918 live card states added, 5.1 KiB each); RSS rising, levelling off (+47.4, +22.9 MiB/hour)'
+    >>> memory_verdict((21.1, 21.7), 105.5, (47.4, 22.9), 317.2, drained=(90.7, 100.2), live_states_added=100)
+    'verdict: A LEAK (in use outside RocksDB: 90.7 MiB after the warm-up, 100.2 drained); RSS rising (+47.4, +22.9 MiB/hour)'
     """
     if drained is not None:
         grew = drained[1] - drained[0] > 0.05 * drained[0]
@@ -552,7 +569,13 @@ def memory_verdict(in_use: tuple[float, float], in_use_mib: float, rss: tuple[fl
         grew = min(in_use) > 0.01 * in_use_mib
         evidence = f"{in_use[0]:+.1f}, {in_use[1]:+.1f} MiB/hour"
     levelling = grew and in_use[0] > 0 and in_use[1] < in_use[0] / 2
-    leak = grew and not levelling
+    states = False
+    if grew and not levelling and drained is not None and live_states_added:
+        each = (drained[1] - drained[0]) * 1024 * 1024 / live_states_added  # bytes
+        states = each <= LIVE_STATE_BYTES
+        if states:
+            evidence += f"; {live_states_added:,} live card states added, {each / 1024:.1f} KiB each"
+    leak = grew and not levelling and not states
     if levelling and drained is not None:
         evidence += f"; {in_use[0]:+.1f}, {in_use[1]:+.1f} MiB/hour"
     if max(abs(r) for r in rss) < 0.01 * rss_mib:
@@ -563,7 +586,8 @@ def memory_verdict(in_use: tuple[float, float], in_use_mib: float, rss: tuple[fl
         shape = "rising, levelling off"
     else:
         shape = "rising at a steady pace"
-    said = "A LEAK" if leak else "no leak, filling and levelling off" if levelling else "no leak"
+    said = ("A LEAK" if leak else "no leak, filling and levelling off" if levelling
+            else "no leak, filling with live card states" if states else "no leak")
     return f"verdict: {said} (in use outside RocksDB: {evidence}); RSS {shape} ({rss[0]:+.1f}, {rss[1]:+.1f} MiB/hour)"
 
 
