@@ -686,8 +686,8 @@ def read_committed_records() -> None:
     fetch, which continues after it: the marker is read there or later, and nothing is fetched twice. (Fetching the
     same offsets again until the marker fitted stalled `make bench`'s exactly-once phase 10 s on each partition of
     fraud.authorizations-by-merchant, and after ``UNDECIDED_FOR_S`` handed the transaction on as if committed, aborted
-    or not.) A fetch that does not
-    continue where the carried batches end (a seek, a rebalance) drops them: it reads them again.
+    or not.) A fetch that does not continue where the carried batches end (a seek, a rebalance) drops them: it reads
+    them again.
 
     The guarded topics' patches would take the offsets stepped over for holes (delivery module doc, 1 and 8), and
     faust notes them only once a later record of the partition reached it: they are noted here.

@@ -557,7 +557,7 @@ def memory_verdict(in_use: tuple[float, float], in_use_mib: float, rss: tuple[fl
     'verdict: no leak (in use outside RocksDB: 62.5 MiB after the warm-up, 62.0 drained); RSS rising at a steady pace (+26.1, +21.3 MiB/hour)'
     >>> memory_verdict((13.5, 4.0), 98.6, (46.8, 5.9), 600.0, drained=(93.2, 99.5))  # the soak at 200/s, 3e2d076
     'verdict: no leak, filling and levelling off (in use outside RocksDB: 93.2 MiB after the warm-up, 99.5 drained; +13.5, +4.0 MiB/hour); RSS rising, levelling off (+46.8, +5.9 MiB/hour)'
-    >>> memory_verdict((21.1, 21.7), 105.5, (47.4, 22.9), 317.2, drained=(90.7, 100.2), live_states_added=1918)  # d996a01
+    >>> memory_verdict((21.1, 21.7), 105.5, (47.4, 22.9), 317.2, drained=(90.7, 100.2), live_states_added=1918)  # 040bcd5
     'verdict: no leak, filling with live card states (in use outside RocksDB: 90.7 MiB after the warm-up, 100.2 drained; 1,918 live card states added, 5.1 KiB each); RSS rising, levelling off (+47.4, +22.9 MiB/hour)'
     >>> memory_verdict((21.1, 21.7), 105.5, (47.4, 22.9), 317.2, drained=(90.7, 100.2), live_states_added=100)
     'verdict: A LEAK (in use outside RocksDB: 90.7 MiB after the warm-up, 100.2 drained); RSS rising (+47.4, +22.9 MiB/hour)'
