@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fraudstream.broker import BrokerError
-from fraudstream.config import EMBEDDED_BATCH_FILL, EMBEDDED_FETCH_WAIT_MS, ConfigError, Settings
+from fraudstream.config import ConfigError, Settings
 from fraudstream.contracts import LABEL_SOURCES
 
 __all__ = ["main"]
@@ -79,10 +79,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
     # Workers started apart from the broker cannot tell it is the embedded one, which slows as its partitions fill
     # with small batches: they pace their batches and wait longer in a fetch (as `fraudstream run` has them do) only
     # if told so.
-    print(f"  export FRAUDSTREAM_BATCH_FILL={s.batch_fill or EMBEDDED_BATCH_FILL}   (workers: fewer, fuller batches "
-          "on this broker)", flush=True)
-    print(f"  export FRAUDSTREAM_FETCH_WAIT_MS={max(s.fetch_wait_ms, EMBEDDED_FETCH_WAIT_MS)}   (workers: fetches "
-          "this broker can answer as it fills)", flush=True)
+    on_it = s.with_embedded_broker(broker.url)
+    print(f"  export FRAUDSTREAM_BATCH_FILL={on_it.batch_fill}   (workers: fewer, fuller batches on this broker)",
+          flush=True)
+    print(f"  export FRAUDSTREAM_FETCH_WAIT_MS={on_it.fetch_wait_ms}   (workers: fetches this broker can answer as it "
+          "fills)", flush=True)
     if args.create_topics:
         create_topics(s, broker.bootstrap_servers)
         print("  topics created from topics/", flush=True)

@@ -705,6 +705,8 @@ def read_committed_records() -> None:
         # Each consumer's fetcher keeps its own carried batches (another consumer of the process may read the same
         # partitions): its new PartitionRecords get its dict before any is read (no await in between).
         got = await fetch(self, assignment, node_id, request)
+        if self._isolation_level != READ_COMMITTED:
+            return got
         carried = self.__dict__.setdefault("_fraudstream_carried", {})
         for result in self._records.values():
             records = getattr(result, "_partition_records", None)
@@ -759,9 +761,9 @@ def read_committed_records() -> None:
                 cut = len(batches)
         else:
             undecided_since.pop(key, None)
-        end = batches[-1].next_offset if batches else self.next_fetch_offset
-        if cut < len(batches) and carried is not None:
-            carried[key] = _Carried(batches[cut:], end)
+        carry = carried is not None and cut < len(batches)
+        if carried is not None and carry:
+            carried[key] = _Carried(batches[cut:], batches[-1].next_offset)
         for i, batch in enumerate(batches[:cut]):
             before = self.next_fetch_offset
             if batch.is_control_batch or i in aborted:
@@ -779,8 +781,8 @@ def read_committed_records() -> None:
             if batch.next_offset > self.next_fetch_offset:
                 _SKIPPED.add(key, self.next_fetch_offset, batch.next_offset)
                 self.next_fetch_offset = batch.next_offset
-        if cut < len(batches) and carried is not None:
-            self.next_fetch_offset = end  # the next fetch continues after the carried batches
+        if carry:
+            self.next_fetch_offset = batches[-1].next_offset  # the next fetch continues after the carried batches
 
     _unpack_records._fraudstream = True  # type: ignore[attr-defined]
     PartitionRecords._unpack_records = _unpack_records

@@ -74,7 +74,7 @@ from typing import Any
 import orjson
 
 from fraudstream.broker import EmbeddedBroker, free_port
-from fraudstream.config import EMBEDDED_FETCH_WAIT_MS, Settings
+from fraudstream.config import Settings
 from fraudstream.core.rules import RuleError, RuleSet
 from fraudstream.kafka.topics import create_topics
 from fraudstream.launcher import scrape
@@ -313,10 +313,10 @@ class LatencyReader(threading.Thread):
         from confluent_kafka import Consumer, TopicPartition
 
         s = self.settings
-        # A fetch wait the embedded broker can keep as its partitions fill (config.EMBEDDED_FETCH_WAIT_MS): at 10 ms
-        # this reader came to fetch fraud.scores again and again for nothing within 25 minutes at 200/s.
+        # The workers' fetch wait on the embedded broker (Settings.with_embedded_broker): at 10 ms this reader came
+        # to fetch fraud.scores again and again for nothing within 25 minutes at 200/s.
         c = Consumer({**s.kafka_client_config(), "group.id": f"soak-latency-{os.getpid()}", "enable.auto.commit": False,
-                      "auto.offset.reset": "earliest", "fetch.wait.max.ms": EMBEDDED_FETCH_WAIT_MS})
+                      "auto.offset.reset": "earliest", "fetch.wait.max.ms": s.fetch_wait_ms})
         try:
             topic = s.topic_scores
             partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
