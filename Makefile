@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 install: $(STAMP)
 
 # setup.py compiles these core modules (mypyc): an edit to one is compiled again by the next make.
-NATIVE := $(addprefix fraudstream/core/,features/windows.py features/card.py features/merchant.py model/linear.py decision.py)
+NATIVE := $(addprefix fraudstream/core/,features/windows.py features/card.py features/merchant.py features/partials.py model/linear.py decision.py)
 
 $(STAMP): pyproject.toml setup.py $(NATIVE)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -17,7 +17,7 @@ from setuptools import setup
 
 #: The modules every authorization passes through, in dependency order (``fraudstream/core/native.py`` lists the same).
 NATIVE = ["fraudstream/core/features/windows.py", "fraudstream/core/features/card.py", "fraudstream/core/features/merchant.py",
-          "fraudstream/core/model/linear.py", "fraudstream/core/decision.py"]
+          "fraudstream/core/features/partials.py", "fraudstream/core/model/linear.py", "fraudstream/core/decision.py"]
 
 
 def _native_modules() -> list:

@@ -25,6 +25,7 @@ from typing import IO, Any
 from fraudstream.config import Settings
 from fraudstream.contracts import Authorization, CardReissue, Label, Rejection, decode_authorization, decode_label, encode
 from fraudstream.core.features.card import DAY_MS, HOUR_MS
+from fraudstream.core.features.partials import MerchantPartials
 from fraudstream.core.model.online import OnlineModel
 from fraudstream.core.scorer import FraudScorer
 from fraudstream.simulate.reissues import REISSUE_AFTER_DAYS
@@ -68,13 +69,17 @@ class Backtest:
     """Replays ``events`` and ``labels`` through a :class:`FraudScorer`."""
 
     def __init__(self, settings: Settings, investigate: int | None = None, investigator_delay_h: float = 3.0,
-                 partitions: int = 1, reissue_after_days: float | None = REISSUE_AFTER_DAYS) -> None:
+                 partitions: int = 1, reissue_after_days: float | None = REISSUE_AFTER_DAYS,
+                 merchant_partials: bool = False) -> None:
         self.settings = settings
         self.investigate = investigate
         self.reissue_after_days = reissue_after_days
         self.investigator_delay_h = investigator_delay_h
         self.partitions = partitions
-        self.scorer = FraudScorer(settings, partitions=partitions, learn_inline=True, explain=False)
+        # A one-pass worker's merchant features (`fraudstream.core.features.partials`), its cards placed on
+        # `settings.partitions` card partitions as the platform's producer places them; the decisions as without.
+        book = MerchantPartials(settings.partitions) if merchant_partials else None
+        self.scorer = FraudScorer(settings, partitions=partitions, learn_inline=True, explain=False, merchant_partials=book)
         self.investigated: list[Label] = []  # the analysts' dispositions, as labels
 
     def run(self, events: list[Authorization], labels: list[Label], scores_out: IO[bytes] | None = None) -> BacktestResult:

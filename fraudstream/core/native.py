@@ -30,7 +30,7 @@ from types import ModuleType
 __all__ = ["CORE_CODE", "NATIVE_MODULES", "core_code"]
 
 #: The compiled modules, under fraudstream.core, in dependency order (``setup.py`` lists the same files).
-NATIVE_MODULES = ("features.windows", "features.card", "features.merchant", "model.linear", "decision")
+NATIVE_MODULES = ("features.windows", "features.card", "features.merchant", "features.partials", "model.linear", "decision")
 _HERE = Path(__file__).parent
 _PACKAGE = __name__.rpartition(".")[0]
 MANIFEST = _HERE / "native.json"

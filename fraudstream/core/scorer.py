@@ -26,6 +26,7 @@ from fraudstream.core.features.merchant import (
     merchant_label,
 )
 from fraudstream.core.features.money import Money
+from fraudstream.core.features.partials import MerchantPartials
 from fraudstream.core.maturity import MaturityQueue, MemoryMaturityQueue, maturity_delays
 from fraudstream.core.model.online import FEEDBACK_SOURCES, OnlineModel, TrainingExample, keep_legitimate
 from fraudstream.core.reasons import say
@@ -138,6 +139,7 @@ class FraudScorer:
         partitions: int | None = None,
         learn_inline: bool = True,
         explain: bool = True,
+        merchant_partials: MerchantPartials | None = None,
     ) -> None:
         self.settings = settings
         # Amounts in features are in the base currency; money.unknown counts authorizations in a currency it lacks.
@@ -148,6 +150,9 @@ class FraudScorer:
         self.cards = StateStore(CardState, CardState.from_bytes) if cards is None else cards
         self.standings = StateStore(CardStanding, CardStanding.from_bytes, blank=blank_standing) if standings is None else standings
         self.merchants = StateStore(MerchantState, MerchantState.from_bytes) if merchants is None else merchants
+        # A merchant's features from its card partitions' partials (scored in the card's partition, no repartition;
+        # `fraudstream.core.features.partials`), or (None) exact, from every authorization at the merchant.
+        self.merchant_partials = merchant_partials
         # The records themselves here; the worker's table holds them as bytes (`EncodedSnapshots`).
         self.snapshots: MutableMapping[str, Snapshot] = {} if snapshots is None else snapshots
         # Learning does not wait for maturity: an authorization unlabelled `feedback_ms` is learned as legitimate
@@ -203,11 +208,22 @@ class FraudScorer:
                         base_amount: float | None = None) -> dict[str, float]:
         """The merchant half, where the merchant's authorizations arrive: a dict of its own, or added to ``into``.
         ``base_amount``: the amount in the base currency, when the caller has it (the card's "amount" feature)."""
-        state = self.merchants.get(auth.merchant_id)
+        book = self.merchant_partials
+        others: tuple[MerchantState, ...] = ()
+        if book is None:
+            key = auth.merchant_id
+        else:
+            book.cross(auth.ts, self.merchants.get)
+            partition = book.card_partition(auth.card_id)
+            key = book.key(partition, auth.merchant_id)
+            others = book.others(partition, auth.merchant_id, book.boundary(auth.ts))
+        state = self.merchants.get(key)
         feats = merchant_features(state, auth, self.settings.grace_ms, readonly=duplicate, money=self.money, into=into,
-                                  base_amount=base_amount)
+                                  base_amount=base_amount, others=others)
         if not duplicate:
-            self.merchants.mark(auth.merchant_id)
+            self.merchants.mark(key)
+            if book is not None:
+                book.touch(partition, auth.merchant_id)
         return feats
 
     def score(self, auth: Authorization, feats: dict[str, float], late: bool = False, partition: int = 0,
@@ -397,9 +413,13 @@ class FraudScorer:
         return stop
 
     def apply_merchant_label(self, update: MerchantLabel) -> None:
-        state = self.merchants.get(update.merchant_id)
-        merchant_label(state, update.card_id, update.tx_ts, update.fraud_delta)
-        self.merchants.mark(update.merchant_id)
+        book, key = self.merchant_partials, update.merchant_id
+        if book is not None:  # counted by the labelled card's partition, published with its next partial
+            partition = book.card_partition(update.card_id)
+            key = book.key(partition, update.merchant_id)
+            book.touch(partition, update.merchant_id)
+        merchant_label(self.merchants.get(key), update.card_id, update.tx_ts, update.fraud_delta)
+        self.merchants.mark(key)
 
     def mature(self, now: int) -> list[TrainingExample]:
         """What the passing of event time teaches: unlabelled authorizations are legitimate, for now, then for good.

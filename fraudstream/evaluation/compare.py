@@ -123,8 +123,11 @@ def _test_week(ts: Sequence[int], is_fraud: Sequence[bool], min_frauds: int = 20
 
 
 def compare_scenario(data: ScenarioData, settings: Settings, out_dir: str, k: int, investigate: int | None = None,
-                     week: Sequence[str] | None = None, published: bool = False) -> ScenarioResult:
-    """Replay one scenario through fraudstream, the reference learner and the batch baselines."""
+                     week: Sequence[str] | None = None, published: bool = False, one_pass: bool = False) -> ScenarioResult:
+    """Replay one scenario through fraudstream, the reference learner and the batch baselines.
+
+    ``one_pass``: fraudstream once more with a one-pass worker's merchant features (each card partition's own,
+    exact, plus the others' partials of a minute or two before: ``fraudstream.core.features.partials``)."""
     os.makedirs(out_dir, exist_ok=True)
     data.write_jsonl(out_dir)
     events, _ = read_jsonl(os.path.join(out_dir, "events.jsonl"), "events")
@@ -133,9 +136,13 @@ def compare_scenario(data: ScenarioData, settings: Settings, out_dir: str, k: in
     week_days = tuple(week or _test_week([e["ts"] for e in data.events], data.is_fraud))
 
     runs: list[tuple[str, Any, list[Any], float]] = []  # learner, result, labels it had, seconds
-    plans = [("fraudstream", None)] + ([(f"fraudstream + analysts ({investigate} cards/day)", investigate)] if investigate else [])
-    for learner, analysts in plans:
-        backtest = Backtest(settings, investigate=analysts)
+    plans: list[tuple[str, int | None, bool]] = [("fraudstream", None, False)]  # learner, analysts, merchant partials
+    if one_pass:
+        plans.append((f"fraudstream, one pass (merchant partials, {settings.partitions} partitions)", None, True))
+    if investigate:
+        plans.append((f"fraudstream + analysts ({investigate} cards/day)", investigate, False))
+    for learner, analysts, partials in plans:
+        backtest = Backtest(settings, investigate=analysts, merchant_partials=partials)
         result = backtest.run(events, labels)
         runs.append((learner, result, [*labels, *backtest.investigated], result.seconds))
     reference = ReferenceLearner().run(sorted(events, key=lambda a: (a.ts, a.tx_id)), labels)
@@ -191,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of every simulation (default: 0)")
     p.add_argument("--no-handbook", action="store_true", help="skip the Handbook stream (5,000 customers, 183 days: the longest)")
     p.add_argument("--investigate", type=int, default=100, help="analysts' cards a day on the Handbook stream (default: 100)")
+    p.add_argument("--one-pass", action="store_true",
+                   help="fraudstream once more with a one-pass worker's merchant features (partials of each card partition)")
     p.add_argument("--out", default="var/evaluate", help="where the simulated streams are written (default: var/evaluate)")
     args = p.parse_args(argv)
     chosen = [n.strip() for n in args.scenarios.split(",") if n.strip()]
@@ -204,13 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for name in chosen:
         data = make_scenario(name, cards=args.cards, days=args.days, seed=args.seed)
-        result = compare_scenario(data, settings, os.path.join(args.out, name), k=args.k)
+        result = compare_scenario(data, settings, os.path.join(args.out, name), k=args.k, one_pass=args.one_pass)
         print(result.table(), "\n", flush=True)
     if not args.no_handbook:
         data = make_scenario("handbook", cards=5000, days=183, seed=args.seed, start="2018-04-01")
         week = tuple((dt.date.fromisoformat(HANDBOOK_TEST_WEEK) + dt.timedelta(days=i)).isoformat() for i in range(7))
         result = compare_scenario(data, settings, os.path.join(args.out, "handbook"), k=100, investigate=args.investigate,
-                                  week=week, published=True)
+                                  week=week, published=True, one_pass=args.one_pass)
         print(result.table(), "\n", flush=True)
     print(f"evaluated in {time.perf_counter() - started:.0f} s")
     return 0

@@ -34,6 +34,16 @@ def test_one_scenario_compares_fraudstream_the_reference_and_the_batch_baselines
     assert (tmp_path / "events.jsonl").exists() and (tmp_path / "labels.jsonl").exists()
 
 
+def test_one_pass_adds_fraudstream_with_merchant_partials_beside_the_exact_one(tmp_path: Path) -> None:
+    data = make_scenario("card-testing", cards=400, days=24, seed=3)
+    result = compare_scenario(data, Settings.load(env={}).with_overrides(partitions=3), str(tmp_path), k=5, one_pass=True)
+    rows = {r.learner: r for r in result.whole}
+    one_pass = rows["fraudstream, one pass (merchant partials, 3 partitions)"]
+    assert list(rows)[:2] == ["fraudstream", "fraudstream, one pass (merchant partials, 3 partitions)"]
+    # The same stream, labels and decisions: only the merchant's features moved, by the others' last minute or two.
+    assert one_pass.auc != rows["fraudstream"].auc and abs(one_pass.auc - rows["fraudstream"].auc) < 0.05
+
+
 def test_an_unknown_scenario_is_refused_with_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--scenarios", "card-testing,nope", "--no-handbook"])

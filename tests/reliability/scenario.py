@@ -24,6 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from fraudstream.config import Settings
 from fraudstream.contracts import decode, decode_authorization, encode
+from fraudstream.core.partitioner import partition_of
 from fraudstream.core.scorer import FraudScorer
 from fraudstream.simulate import HandbookSimulator
 
@@ -37,34 +38,6 @@ MATURITY_REBUILT = re.compile(r"maturity queue of partitions \[[\d, ]*\] rebuilt
 
 
 # --- helpers shared with test_rebalance.py and test_stall.py ----------------------------------------------------
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (the Java client's default partitioner, and librdkafka's ``murmur2_random``)."""
-    length, m = len(data), 0x5BD1E995
-    h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    for i in range(length // 4):
-        k = int.from_bytes(data[4 * i : 4 * i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> 24
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    rest, i = length & 3, length & ~3
-    if rest == 3:
-        h ^= data[i + 2] << 16
-    if rest >= 2:
-        h ^= data[i + 1] << 8
-    if rest >= 1:
-        h ^= data[i]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h
-
-
-def partition_of(key: str, partitions: int) -> int:
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def aligned_events(sim: HandbookSimulator, partitions: int) -> list[dict[str, Any]]:

@@ -82,6 +82,14 @@ class MerchantState:
         return s
 
 
+    def copy(self) -> MerchantState:
+        """A state of its own, as this one is now (a partition's partial, published while its own goes on)."""
+        s = MerchantState()
+        s.clock, s.hours, s.days = self.clock, self.hours.copy(), self.days.copy()
+        s.cards, s.card_seen, s.card_compromised = array("q", self.cards), array("q", self.card_seen), array("b", self.card_compromised)
+        return s
+
+
 def _note_card(state: MerchantState, card: int, minute: int) -> None:
     i = find_key(state.cards, _I64(card))
     if i >= 0:
@@ -99,9 +107,18 @@ def _note_card(state: MerchantState, card: int, minute: int) -> None:
 
 def merchant_features(
     state: MerchantState, auth: Authorization, grace_ms: int = 300_000, readonly: bool = False, *, money: Money = DEFAULT,
-    into: dict[str, float] | None = None, base_amount: float | None = None,
+    into: dict[str, float] | None = None, base_amount: float | None = None, others: tuple[MerchantState, ...] = (),
 ) -> dict[str, float]:
     """The merchant's features for ``auth``; adds it to the state unless it is late or ``readonly``.
+
+    ``others``: what the merchant's other card partitions had contributed a little earlier
+    (``fraudstream.core.features.partials``), counted with ``state`` in the order given, never changed.
+
+    >>> a, b = MerchantState(), MerchantState()
+    >>> _ = merchant_features(a, Authorization("t1", "c1", "m1", 40.0, 1_700_000_000_000))
+    >>> f = merchant_features(b, Authorization("t2", "c2", "m1", 60.0, 1_700_000_060_000), others=(a,))
+    >>> f["merchant_count_1d"], f["merchant_amount_mean_1d"], b.days.totals(b.clock)   # b holds its own only
+    (2.0, 50.0, [1.0, 60.0, 0.0])
 
     Amounts are in ``money``'s base currency, as the card's (an unknown currency is used as is, and left for
     :func:`~fraudstream.core.features.card.card_features` to count: once per authorization); ``base_amount``, when
@@ -124,18 +141,25 @@ def merchant_features(
     values = (1.0, amount)
     c1, s1, f1 = state.hours.window(ts, values, store)
     c7, s7, f7, c30, s30, f30 = state.days.window(ts, values, store)
+    for other in others:  # each ring's totals as of ts (summing the rings into one first costs ten times more)
+        o1 = other.hours.totals(ts)
+        o7 = other.days.totals(ts, 7)
+        o30 = other.days.totals(ts, 30)
+        c1, s1, f1 = c1 + o1[0], s1 + o1[1], f1 + o1[2]
+        c7, s7, f7 = c7 + o7[0], s7 + o7[1], f7 + o7[2]
+        c30, s30, f30 = c30 + o30[0], s30 + o30[1], f30 + o30[2]
     if store:
         _note_card(state, _crc32(auth.card_id.encode()), minute)  # stable_hash, inline
         if ts > clock:
             state.clock = ts
-    compromised = state.card_compromised
-    if b"\x01" in compromised.tobytes():  # a byte search: much faster than `1 in compromised`
+    # A byte search for a compromised card: much faster than `1 in compromised`.
+    if b"\x01" in state.card_compromised.tobytes() or any(b"\x01" in o.card_compromised.tobytes() for o in others):
         since = minute - 30 * 24 * 60
-        recent = fraud = 0
-        for m, flag in zip(state.card_seen, compromised, strict=True):
-            if m > since:
-                recent += 1
-                fraud += flag
+        recent, fraud = _recent_cards(state, since)
+        for other in others:  # cards the other partitions saw: never the same as this one's (a card lives in one)
+            other_recent, other_fraud = _recent_cards(other, since)
+            recent += other_recent
+            fraud += other_fraud
         cpp = fraud / recent if recent else 0.0
     else:
         cpp = 0.0  # no card seen here was confirmed compromised
@@ -144,6 +168,10 @@ def merchant_features(
     recency = 0.0
     if f30 > 0.5:
         age = state.days.newest_age(ts, _FRAUD)
+        for other in others:
+            other_age = other.days.newest_age(ts, _FRAUD)
+            if other_age >= 0 and (age < 0 or other_age < age):
+                age = other_age
         if age >= 0:
             recency = 0.5 ** (age / FRAUD_RECENCY_HALF_LIFE_DAYS)
     # Counts, rates and shares as shared objects when they are whole numbers, as most are (card.shared).
@@ -163,6 +191,16 @@ def merchant_features(
     out["merchant_count_vs_30d"] = 30.0 * c1 / c30
     out["merchant_fraud_recency"] = shared(recency)
     return out
+
+
+def _recent_cards(state: MerchantState, since: int) -> tuple[int, int]:
+    """Of the state's recent cards seen after minute ``since``: how many, and how many were confirmed compromised."""
+    recent = fraud = 0
+    for m, flag in zip(state.card_seen, state.card_compromised, strict=True):
+        if m > since:
+            recent += 1
+            fraud += flag
+    return recent, fraud
 
 
 def merchant_label(state: MerchantState, card_id: str, tx_ts: int, fraud_delta: int) -> None:

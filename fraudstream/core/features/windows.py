@@ -326,6 +326,13 @@ class BucketRing:
                     _take(sums, whole, data, base, f)
                 data[base : base + f] = _ZEROS[f]
 
+    def copy(self) -> BucketRing:
+        """A ring of its own with the same buckets and totals."""
+        ring = BucketRing(self.n, self.width, self.fields, self.spans, self.counts)
+        ring.head, ring.used = self.head, self.used
+        ring.data, ring.sums = array("d", self.data), array("d", self.sums)
+        return ring
+
     # --- persistence --------------------------------------------------------
     # Without ``counts``: the head, the buckets (interleaved doubles), the running totals. With ``counts``:
     # the head, each count field's column as uint32, each other field's column as doubles, the totals.

@@ -1,0 +1,111 @@
+"""Merchant partials: a card partition's own contributions exact, the others' as of a boundary a minute or two back."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fraudstream.backtest import Backtest
+from fraudstream.config import Settings
+from fraudstream.contracts import Authorization, Label
+from fraudstream.core.features.merchant import MerchantState, merchant_features
+from fraudstream.core.features.partials import PARTIALS_EVERY_MS, MerchantPartials
+from fraudstream.core.partitioner import partition_of
+
+T0 = 1_700_438_400_000  # 2023-11-20T00:00:00Z
+MIN = 60_000
+
+
+class _States(dict[str, MerchantState]):
+    """Each partition's own merchant states, by `MerchantPartials.key`."""
+
+
+def _stream(n: int, merchants: int, seed: int, cards: int = 40) -> list[Authorization]:
+    rng = random.Random(seed)
+    ts, out = T0, []
+    for i in range(n):
+        ts += rng.choice((0, 1_000, 20_000, 70_000, 400_000, 3_600_000))
+        out.append(Authorization(f"t{i}", f"card-{rng.randrange(cards)}", f"m{rng.randrange(merchants)}",
+                                 round(rng.uniform(1, 500), 2), ts))
+    return out
+
+
+def _scored(book: MerchantPartials, states: dict[str, MerchantState], a: Authorization) -> dict[str, float]:
+    book.cross(a.ts, lambda key: states.setdefault(key, MerchantState()))
+    p = book.card_partition(a.card_id)
+    own = states.setdefault(book.key(p, a.merchant_id), MerchantState())
+    feats = merchant_features(own, a, others=book.others(p, a.merchant_id, book.boundary(a.ts)))
+    book.touch(p, a.merchant_id)
+    return feats
+
+
+def test_features_are_the_own_partitions_exactly_plus_the_others_before_the_boundary() -> None:
+    """The brute-force answer: one state fed, in event time, with this partition's earlier authorizations and every
+    other partition's before the boundary the authorization reads (k * every, k = (ts - lag) // every)."""
+    events = _stream(600, merchants=3, seed=1)
+    book, states = MerchantPartials(partitions=3), _States()
+    for i, a in enumerate(events):
+        got = _scored(book, states, a)
+        p = book.card_partition(a.card_id)
+        cut = book.boundary(a.ts) * PARTIALS_EVERY_MS
+        reference = MerchantState()
+        for b in events[:i]:
+            if b.merchant_id == a.merchant_id and (book.card_partition(b.card_id) == p or b.ts < cut):
+                merchant_features(reference, b)
+        want = merchant_features(reference, a)
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (i, a)
+
+
+def test_another_partitions_authorizations_count_once_their_boundary_is_read() -> None:
+    book, states = MerchantPartials(partitions=2), _States()
+    cards = {partition_of(f"card-{i}", 2): f"card-{i}" for i in range(10)}
+    first = _scored(book, states, Authorization("t1", cards[0], "m1", 10.0, T0))
+    assert first["merchant_count_1d"] == 1.0
+    # Partition 1, 30 s and 90 s later: partition 0's authorization is not yet behind the boundary read.
+    assert _scored(book, states, Authorization("t2", cards[1], "m1", 10.0, T0 + 30_000))["merchant_count_1d"] == 1.0
+    assert _scored(book, states, Authorization("t3", cards[1], "m1", 10.0, T0 + 90_000))["merchant_count_1d"] == 2.0
+    # Two minutes on, it is: read as of the boundary before it, with partition 1's own two exactly.
+    assert _scored(book, states, Authorization("t4", cards[1], "m1", 10.0, T0 + 120_000))["merchant_count_1d"] == 4.0
+
+
+def test_one_partition_scores_exactly_as_without_partials() -> None:
+    """With one card partition there are no others: the backtest's scores are the exact path's, bit for bit."""
+    from fraudstream.simulate.scenarios import make_scenario
+
+    data = make_scenario("card-testing", cards=300, days=12, seed=5)
+    events = [Authorization(**e) for e in data.events]
+    labels = [Label(**lb) for lb in data.labels]
+    settings = Settings.load(env={}).with_overrides(partitions=1)
+    exact = Backtest(settings).run(events, labels)
+    partials = Backtest(settings, merchant_partials=True).run(events, labels)
+    assert partials.score == exact.score and partials.alerts == exact.alerts
+    three = Backtest(settings.with_overrides(partitions=3), merchant_partials=True).run(events, labels)
+    assert three.score != exact.score and three.tx_id == exact.tx_id  # the merchant's features moved a little
+
+
+def test_a_label_changes_its_cards_partition_and_the_others_see_it_after_a_boundary() -> None:
+    settings = Settings.load(env={}).with_overrides(partitions=2)
+    backtest = Backtest(settings, merchant_partials=True, reissue_after_days=None)
+    scorer = backtest.scorer
+    cards = {partition_of(f"card-{i}", 2): f"card-{i}" for i in range(10)}
+    scorer.process(Authorization("t1", cards[0], "m1", 10.0, T0))
+    scorer.label(Label(cards[0], True, T0 + 10_000, "chargeback", "t1"))
+    rate = scorer.process(Authorization("t2", cards[1], "m1", 10.0, T0 + 20_000)).features["merchant_fraud_rate_1d"]
+    assert rate == 0.0  # partition 1 does not know partition 0's authorization yet, nor its fraud
+    later = scorer.process(Authorization("t3", cards[1], "m1", 10.0, T0 + 3 * MIN)).features
+    assert later["merchant_count_1d"] == 3.0 and later["merchant_fraud_rate_1d"] == pytest.approx(1 / 3)
+    own = scorer.process(Authorization("t4", cards[0], "m1", 10.0, T0 + 3 * MIN + 1)).features
+    # Its own two and their fraud exactly; of partition 1's, the one before the boundary it reads.
+    assert own["merchant_count_1d"] == 3.0 and own["merchant_fraud_rate_1d"] == pytest.approx(1 / 3)
+
+
+def test_a_merchants_versions_stay_few_and_idle_merchants_are_forgotten() -> None:
+    book, states = MerchantPartials(partitions=3), _States()
+    for a in _stream(5_000, merchants=20, seed=2, cards=300):
+        _scored(book, states, a)
+    assert max(len(v) for by_partition in book.versions.values() for v in by_partition.values()) <= 3
+    assert len(book.versions) == 20
+    late = T0 + 400 * 86_400_000
+    _scored(book, states, Authorization("t-late", "card-1", "m-new", 5.0, late))
+    assert set(book.versions) <= {"m-new"}  # the other merchants went idle for over 30 days
