@@ -17,7 +17,6 @@ The trade-off: the other partitions' last one to two minutes (``lag_ms`` plus up
 merchant's features, that is (P - 1)/P of its most recent traffic; its shortest window is a day.
 
 >>> from fraudstream.contracts import Authorization
->>> from fraudstream.core.features.merchant import merchant_features
 >>> book, states = MerchantPartials(partitions=2), {}
 >>> def scored(card, partition, ts):
 ...     book.cross(ts, lambda key: states.setdefault(key, MerchantState()))
@@ -37,8 +36,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from fraudstream.contracts import Authorization
 from fraudstream.core.features.card import DAY_MS, MINUTE_MS
-from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState
+from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
 from fraudstream.core.partitioner import partition_of
 
 __all__ = ["MerchantPartials", "PARTIALS_EVERY_MS", "PARTIALS_LAG_MS"]
@@ -54,18 +54,28 @@ _Versions = list[tuple[int, MerchantState]]  # (boundary index, state), oldest f
 
 
 class MerchantPartials:
-    """Every card partition's contributions to each merchant, as of event-time boundaries; and the ones a scorer
-    changed, published as its event time passes a boundary (:meth:`cross`)."""
+    """Every card partition's contributions to each merchant, as of event-time boundaries.
 
-    __slots__ = ("partitions", "every_ms", "lag_ms", "versions", "crossed", "touched", "card_partitions")
+    A partition's versions come from its own states (the backtest: :meth:`cross`, every partition passing a boundary
+    at once) or from a replica fed with the merchant events it applied, in its order (a worker reading another's:
+    :meth:`receive_authorization`, :meth:`receive_label`); the replica is bit for bit the partition's own state,
+    since it makes the same calls on the same events.
+    """
 
-    def __init__(self, partitions: int, every_ms: int = PARTIALS_EVERY_MS, lag_ms: int = PARTIALS_LAG_MS) -> None:
+    __slots__ = ("partitions", "every_ms", "lag_ms", "grace_ms", "versions", "passed", "newest", "touched", "replicas",
+                 "card_partitions")
+
+    def __init__(self, partitions: int, every_ms: int = PARTIALS_EVERY_MS, lag_ms: int = PARTIALS_LAG_MS,
+                 grace_ms: int = 300_000) -> None:
         self.partitions = partitions
         self.every_ms = every_ms
         self.lag_ms = lag_ms
+        self.grace_ms = grace_ms  # the scorers' (Settings.grace_ms): a replica stores what the partition stored
         self.versions: dict[str, dict[int, _Versions]] = {}  # merchant -> partition -> versions
-        self.crossed = -1  # index of the newest boundary passed (-1: none yet)
-        self.touched: set[tuple[int, str]] = set()  # (partition, merchant) changed since then
+        self.passed: dict[int, int] = {}  # partition -> index of the newest boundary it passed
+        self.newest = -1  # the newest boundary any passed
+        self.touched: dict[int, set[str]] = {}  # partition -> merchants it changed since then
+        self.replicas: dict[int, dict[str, MerchantState]] = {}  # partition -> merchant -> state, from its events
         self.card_partitions: dict[str, int] = {}  # murmur2 in Python costs 4 us: each card's, once
 
     def card_partition(self, card_id: str) -> int:
@@ -86,24 +96,6 @@ class MerchantPartials:
         """Where a partition keeps its own state of a merchant, in the scorer's merchant store."""
         return f"{merchant_id}@{partition}"
 
-    def publish(self, partition: int, merchant_id: str, boundary: int, state: MerchantState) -> None:
-        """``partition``'s state of ``merchant_id`` as of boundary index ``boundary`` (kept as given: not changed
-        afterwards). The same boundary again (a redelivery) replaces it."""
-        by_partition = self.versions.get(merchant_id)
-        if by_partition is None:
-            by_partition = self.versions[merchant_id] = {}
-        versions = by_partition.get(partition)
-        if versions is None:
-            versions = by_partition[partition] = []
-        while versions and versions[-1][0] >= boundary:
-            versions.pop()
-        versions.append((boundary, state))
-        # Versions that no authorization still to come reads: older than the newest one at or before the lowest
-        # boundary still read, that of an authorization at the newest boundary passed (the backtest's single order).
-        floor = self.crossed - (self.lag_ms + self.every_ms - 1) // self.every_ms
-        while len(versions) > 1 and versions[1][0] <= floor:
-            del versions[0]
-
     def others(self, partition: int, merchant_id: str, boundary: int) -> tuple[MerchantState, ...]:
         """What every partition but ``partition`` had contributed to ``merchant_id`` as of boundary index
         ``boundary``, in partition order (the same floats wherever they are added up). Read only."""
@@ -120,24 +112,74 @@ class MerchantPartials:
         return tuple(states)
 
     def touch(self, partition: int, merchant_id: str) -> None:
-        """``partition`` changed its state of ``merchant_id``: published at the next boundary passed."""
-        self.touched.add((partition, merchant_id))
+        """``partition`` changed its state of ``merchant_id``: a version of it is taken at the next boundary passed."""
+        touched = self.touched.get(partition)
+        if touched is None:
+            touched = self.touched[partition] = set()
+        touched.add(merchant_id)
 
     def cross(self, ts: int, own: Callable[[str], MerchantState]) -> None:
-        """Event time is at ``ts``: past a boundary, the states changed since the last one are published, as they
-        are now (before the authorization at ``ts``), for the first boundary passed. ``own`` gives a state by its
-        :meth:`key`. Every partition passes a boundary at once here (the backtest's single event order)."""
+        """Event time is at ``ts`` in every partition (the backtest's single order): each passing a boundary takes
+        versions of the states it changed since the last, as they are now. ``own`` gives a state by its :meth:`key`."""
         index = ts // self.every_ms
-        if index <= self.crossed:
-            return
-        first = self.crossed + 1 if self.crossed >= 0 else index
-        new_day = ts // DAY_MS > self.crossed * self.every_ms // DAY_MS
-        self.crossed = index
-        for partition, merchant_id in sorted(self.touched):
-            self.publish(partition, merchant_id, first, own(self.key(partition, merchant_id)).copy())
-        self.touched.clear()
-        if new_day:
-            self.forget_idle(ts)
+        for partition in range(self.partitions):
+            if index > self.passed.get(partition, -1):
+                self._pass(partition, index, lambda m: own(self.key(partition, m)))  # noqa: B023
+
+    def receive_authorization(self, partition: int, auth: Authorization) -> None:
+        """An authorization ``partition`` gave its merchant state (its amount in the base currency), in its order."""
+        self.receive_progress(partition, auth.ts)
+        merchant_features(self._replica(partition, auth.merchant_id), auth, self.grace_ms, base_amount=auth.amount)
+        self.touch(partition, auth.merchant_id)
+
+    def receive_label(self, partition: int, merchant_id: str, card_id: str, tx_ts: int, fraud_delta: int) -> None:
+        """A label's news for a merchant, as ``partition`` applied it (``merchant_label``), in its order."""
+        merchant_label(self._replica(partition, merchant_id), card_id, tx_ts, fraud_delta)
+        self.touch(partition, merchant_id)
+
+    def receive_progress(self, partition: int, ts: int) -> None:
+        """``partition`` has nothing before ``ts`` left to give (its next authorization is at ``ts``, or it is idle)."""
+        index = ts // self.every_ms
+        if index > self.passed.get(partition, -1):
+            self._pass(partition, index, lambda m: self._replica(partition, m))
+
+    def _replica(self, partition: int, merchant_id: str) -> MerchantState:
+        states = self.replicas.get(partition)
+        if states is None:
+            states = self.replicas[partition] = {}
+        state = states.get(merchant_id)
+        if state is None:
+            state = states[merchant_id] = MerchantState()
+        return state
+
+    def _pass(self, partition: int, index: int, state_of: Callable[[str], MerchantState]) -> None:
+        """``partition`` passes boundary ``index``: what it changed since its last one, as of the first passed."""
+        last = self.passed.get(partition, -1)
+        first = last + 1 if last >= 0 else index
+        self.passed[partition] = index
+        touched = self.touched.pop(partition, None)
+        if touched:
+            # Versions no authorization still to come reads: before the newest one at or before the lowest boundary
+            # still read. A partition holds its authorizations until every other has passed the boundary they read,
+            # so none reads one more than twice the lag behind the newest passed.
+            floor = index - 2 * ((self.lag_ms + self.every_ms - 1) // self.every_ms) - 1
+            for merchant_id in sorted(touched):
+                self._keep(partition, merchant_id, first, state_of(merchant_id).copy(), floor)
+        if index > self.newest:
+            if self.newest >= 0 and index * self.every_ms // DAY_MS > self.newest * self.every_ms // DAY_MS:
+                self.forget_idle(index * self.every_ms)
+            self.newest = index
+
+    def _keep(self, partition: int, merchant_id: str, boundary: int, state: MerchantState, floor: int) -> None:
+        by_partition = self.versions.get(merchant_id)
+        if by_partition is None:
+            by_partition = self.versions[merchant_id] = {}
+        versions = by_partition.get(partition)
+        if versions is None:
+            versions = by_partition[partition] = []
+        versions.append((boundary, state))
+        while len(versions) > 1 and versions[1][0] <= floor:
+            del versions[0]
 
     def forget_idle(self, now: int) -> int:
         """Forgets the merchants no partition has changed for ``MERCHANT_IDLE_MS`` (as their states are evicted)."""
@@ -145,4 +187,6 @@ class MerchantPartials:
                 if all(v[-1][1].clock < now - MERCHANT_IDLE_MS for v in by_partition.values())]
         for merchant_id in idle:
             del self.versions[merchant_id]
+            for states in self.replicas.values():
+                states.pop(merchant_id, None)
         return len(idle)

@@ -9,7 +9,7 @@ import pytest
 from fraudstream.backtest import Backtest
 from fraudstream.config import Settings
 from fraudstream.contracts import Authorization, Label
-from fraudstream.core.features.merchant import MerchantState, merchant_features
+from fraudstream.core.features.merchant import MerchantState, merchant_features, merchant_label
 from fraudstream.core.features.partials import PARTIALS_EVERY_MS, MerchantPartials
 from fraudstream.core.partitioner import partition_of
 
@@ -104,8 +104,41 @@ def test_a_merchants_versions_stay_few_and_idle_merchants_are_forgotten() -> Non
     book, states = MerchantPartials(partitions=3), _States()
     for a in _stream(5_000, merchants=20, seed=2, cards=300):
         _scored(book, states, a)
-    assert max(len(v) for by_partition in book.versions.values() for v in by_partition.values()) <= 3
+    assert max(len(v) for by_partition in book.versions.values() for v in by_partition.values()) <= 4
     assert len(book.versions) == 20
     late = T0 + 400 * 86_400_000
     _scored(book, states, Authorization("t-late", "card-1", "m-new", 5.0, late))
-    assert set(book.versions) <= {"m-new"}  # the other merchants went idle for over 30 days
+    _scored(book, states, Authorization("t-later", "card-1", "m-new", 5.0, late + 86_400_000))
+    assert set(book.versions) == {"m-new"}  # the others went idle for over 30 days: forgotten at a day's start
+
+
+def test_replicas_fed_with_each_partitions_merchant_events_give_the_same_others_bit_for_bit() -> None:
+    """A worker reads another's partitions as the merchant events they applied, in their order, and between them
+    their progress: its replicas make the same calls, so every authorization reads the same floats as the backtest's
+    own states give, labels included."""
+    events = _stream(3_000, merchants=6, seed=3)
+    rng = random.Random(7)
+    own_book, states = MerchantPartials(partitions=3), _States()
+    replica_book = MerchantPartials(partitions=3)
+    for a in events:
+        for book in (own_book, replica_book):
+            p = book.card_partition(a.card_id)
+        own_book.cross(a.ts, lambda key: states.setdefault(key, MerchantState()))
+        for q in range(3):  # every partition passes the boundary: its next authorization, or its idle mark
+            replica_book.receive_progress(q, a.ts)
+        k = own_book.boundary(a.ts)
+        want, got = own_book.others(p, a.merchant_id, k), replica_book.others(p, a.merchant_id, k)
+        assert [x.to_bytes() for x in got] == [x.to_bytes() for x in want]
+        state = states.setdefault(own_book.key(p, a.merchant_id), MerchantState())
+        merchant_features(state, a, others=want)
+        own_book.touch(p, a.merchant_id)
+        replica_book.receive_authorization(p, a)
+        if rng.random() < 0.05:  # a label about this authorization, later in the partition's order
+            delta = rng.choice((1, 1, -1))
+            merchant_label(state, a.card_id, a.ts, delta)
+            own_book.touch(p, a.merchant_id)
+            replica_book.receive_label(p, a.merchant_id, a.card_id, a.ts, delta)
+    assert sum(len(v) for v in replica_book.replicas.values()) > 6
+    for (key, state) in states.items():
+        merchant_id, partition = key.split("@")
+        assert replica_book.replicas[int(partition)][merchant_id].to_bytes() == state.to_bytes()
