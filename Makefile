@@ -8,8 +8,9 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 install: $(STAMP)
 
-# setup.py compiles these core modules (mypyc): an edit to one is compiled again by the next make.
-NATIVE := $(addprefix fraudstream/core/,features/windows.py features/card.py features/merchant.py features/partials.py model/linear.py decision.py)
+# setup.py compiles the core modules fraudstream/core/native.py lists (mypyc): an edit to any core module installs
+# again at the next make, so an edited compiled one is compiled again.
+NATIVE := $(shell find fraudstream/core -name '*.py')
 
 $(STAMP): pyproject.toml setup.py $(NATIVE)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -7,6 +7,7 @@ skips the compiler. Everything else about the package is in ``pyproject.toml``.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -15,9 +16,17 @@ from pathlib import Path
 
 from setuptools import setup
 
-#: The modules every authorization passes through, in dependency order (``fraudstream/core/native.py`` lists the same).
-NATIVE = ["fraudstream/core/features/windows.py", "fraudstream/core/features/card.py", "fraudstream/core/features/merchant.py",
-          "fraudstream/core/features/partials.py", "fraudstream/core/model/linear.py", "fraudstream/core/decision.py"]
+
+def _native_sources() -> list[str]:
+    """The modules every authorization passes through, in dependency order: ``NATIVE_MODULES`` of
+    ``fraudstream/core/native.py`` (read from its source: importing it here would run the core's code choice)."""
+    tree = ast.parse(Path("fraudstream/core/native.py").read_text())
+    names = next(ast.literal_eval(node.value) for node in tree.body
+                 if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NATIVE_MODULES" for t in node.targets))
+    return [str(Path("fraudstream/core", *name.split(".")).with_suffix(".py")) for name in names]
+
+
+NATIVE = _native_sources()
 
 
 def _native_modules() -> list:

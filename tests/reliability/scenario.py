@@ -98,10 +98,11 @@ class TopicTap(threading.Thread):
         try:
             while not self.halt.is_set():
                 for m in self.consumer.consume(1000, 0.05):
-                    if m.error() is None and m.value():
-                        value = decode(m.value())
+                    raw, partition, offset = m.value(), m.partition(), m.offset()
+                    if m.error() is None and raw and partition is not None and offset is not None:
+                        value = decode(raw)
                         with self.lock:
-                            self.records.append((m.partition(), m.offset(), value))
+                            self.records.append((partition, offset, value))
                             self.seen.add(value.get("tx_id"))
                             self.last_message = time.monotonic()
         finally:
@@ -257,17 +258,18 @@ def locate(settings: Settings, topic: str, tx_ids: set[str], timeout: float = 30
         deadline = time.monotonic() + timeout
         while len(at_end) < len(parts) and time.monotonic() < deadline:
             for m in c.consume(1000, 0.2):
-                if m.error() is not None:
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        at_end.add(m.partition())
+                error, partition, offset = m.error(), m.partition(), m.offset()
+                if error is not None or partition is None or offset is None:
+                    if error is not None and error.code() == KafkaError._PARTITION_EOF and partition is not None:
+                        at_end.add(partition)
                     continue
                 try:
-                    v = decode(m.value())
+                    v = decode(m.value() or b"")
                     tx = v.get("tx_id") or (v.get("auth") or {}).get("tx_id")
                 except Exception:
                     continue
                 if tx in tx_ids:
-                    found[tx].append((m.partition(), m.offset()))
+                    found[tx].append((partition, offset))
     finally:
         c.close()
     return found
