@@ -78,7 +78,7 @@ class Backtest:
         self.partitions = partitions
         # A one-pass worker's merchant features (`fraudstream.core.features.partials`), its cards placed on
         # `settings.partitions` card partitions as the platform's producer places them; the decisions as without.
-        book = MerchantPartials(settings.partitions) if merchant_partials else None
+        book = MerchantPartials(settings.partitions, grace_ms=settings.grace_ms) if merchant_partials else None
         self.scorer = FraudScorer(settings, partitions=partitions, learn_inline=True, explain=False, merchant_partials=book)
         self.investigated: list[Label] = []  # the analysts' dispositions, as labels
 
