@@ -44,6 +44,21 @@ def test_one_pass_adds_fraudstream_with_merchant_partials_beside_the_exact_one(t
     assert one_pass.auc != rows["fraudstream"].auc and abs(one_pass.auc - rows["fraudstream"].auc) < 0.05
 
 
+def test_the_scenarios_run_side_by_side_and_print_in_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--scenarios", "skimming,card-testing", "--no-handbook", "--cards", "400", "--days", "24", "--seed", "3",
+                 "--jobs", "2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("== skimming") < out.index("== card-testing") < out.index("evaluated in")
+    # The same figures as one scenario run alone, in this process.
+    alone = compare_scenario(make_scenario("card-testing", cards=400, days=24, seed=3), Settings.load(), str(tmp_path / "alone"), k=20)
+    def rows(table: str) -> list[str]:  # the whole stream's rows, without their last column (authorizations a second)
+        lines = table.split("\n")
+        return [" ".join(line.split()[:-1]) for line in lines[4:6]]
+
+    side_by_side = rows(out[out.index("== card-testing"):])
+    assert side_by_side == rows(alone.table()) and side_by_side[0].startswith("fraudstream 0.")
+
+
 def test_an_unknown_scenario_is_refused_with_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--scenarios", "card-testing,nope", "--no-handbook"])

@@ -62,8 +62,8 @@ class MerchantPartials:
     since it makes the same calls on the same events.
     """
 
-    __slots__ = ("partitions", "every_ms", "lag_ms", "grace_ms", "versions", "passed", "newest", "touched", "replicas",
-                 "card_partitions")
+    __slots__ = ("partitions", "every_ms", "lag_ms", "grace_ms", "versions", "passed", "newest", "crossed", "touched",
+                 "replicas", "card_partitions")
 
     def __init__(self, partitions: int, every_ms: int = PARTIALS_EVERY_MS, lag_ms: int = PARTIALS_LAG_MS,
                  grace_ms: int = 300_000) -> None:
@@ -74,6 +74,7 @@ class MerchantPartials:
         self.versions: dict[str, dict[int, _Versions]] = {}  # merchant -> partition -> versions
         self.passed: dict[int, int] = {}  # partition -> index of the newest boundary it passed
         self.newest = -1  # the newest boundary any passed
+        self.crossed = -1  # the newest every partition passed at once (`cross`)
         self.touched: dict[int, set[str]] = {}  # partition -> merchants it changed since then
         self.replicas: dict[int, dict[str, MerchantState]] = {}  # partition -> merchant -> state, from its events
         self.card_partitions: dict[str, int] = {}  # murmur2 in Python costs 4 us: each card's, once
@@ -103,9 +104,10 @@ class MerchantPartials:
         if by_partition is None:
             return ()
         states = []
-        for q in sorted(by_partition):
-            if q != partition:
-                for index, state in reversed(by_partition[q]):
+        for q in range(self.partitions):
+            versions = by_partition.get(q) if q != partition else None
+            if versions is not None:
+                for index, state in reversed(versions):
                     if index <= boundary:
                         states.append(state)
                         break
@@ -122,6 +124,9 @@ class MerchantPartials:
         """Event time is at ``ts`` in every partition (the backtest's single order): each passing a boundary takes
         versions of the states it changed since the last, as they are now. ``own`` gives a state by its :meth:`key`."""
         index = ts // self.every_ms
+        if index <= self.crossed:
+            return  # the common case: the same minute
+        self.crossed = index
         for partition in range(self.partitions):
             if index > self.passed.get(partition, -1):
                 self._pass(partition, index, lambda m: own(self.key(partition, m)))  # noqa: B023

@@ -330,7 +330,8 @@ class BucketRing:
         """A ring of its own with the same buckets and totals."""
         ring = BucketRing(self.n, self.width, self.fields, self.spans, self.counts)
         ring.head, ring.used = self.head, self.used
-        ring.data, ring.sums = array("d", self.data), array("d", self.sums)
+        ring.data[:] = self.data  # into the arrays the ring was made with: no second allocation
+        ring.sums[:] = self.sums
         return ring
 
     # --- persistence --------------------------------------------------------
