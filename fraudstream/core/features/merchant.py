@@ -81,7 +81,6 @@ class MerchantState:
         s.card_compromised = array("b", bytes(view[16 * n : 17 * n]))
         return s
 
-
     def copy(self) -> MerchantState:
         """A state of its own, as this one is now (a partition's partial, published while its own goes on)."""
         s = MerchantState()

@@ -17,7 +17,7 @@ The trade-off: the other partitions' last one to two minutes (``lag_ms`` plus up
 merchant's features, that is (P - 1)/P of its most recent traffic; its shortest window is a day.
 
 >>> from fraudstream.contracts import Authorization
->>> book, states = MerchantPartials(partitions=2), {}
+>>> book, states = MerchantPartials(partitions=2, grace_ms=300_000), {}
 >>> def scored(card, partition, ts):
 ...     book.cross(ts, lambda key: states.setdefault(key, MerchantState()))
 ...     own = states.setdefault(book.key(partition, "m1"), MerchantState())
@@ -43,7 +43,8 @@ from fraudstream.core.partitioner import partition_of
 
 __all__ = ["MerchantPartials", "PARTIALS_EVERY_MS", "PARTIALS_LAG_MS"]
 
-#: How often (event time) a card partition publishes what it changed: one record per merchant it touched, at most.
+#: How often (event time) a card partition takes versions of the merchant states it changed: the partials the others
+#: read (how they travel between workers: docs/capacity.md, "What is left").
 PARTIALS_EVERY_MS: Final = MINUTE_MS
 #: How far behind an authorization the other partitions' partials it reads may be: with live traffic every partition
 #: has passed that boundary long before, so nothing waits for it.
@@ -65,8 +66,8 @@ class MerchantPartials:
     __slots__ = ("partitions", "every_ms", "lag_ms", "grace_ms", "versions", "passed", "newest", "crossed", "touched",
                  "replicas", "card_partitions")
 
-    def __init__(self, partitions: int, every_ms: int = PARTIALS_EVERY_MS, lag_ms: int = PARTIALS_LAG_MS,
-                 grace_ms: int = 300_000) -> None:
+    def __init__(self, partitions: int, *, grace_ms: int, every_ms: int = PARTIALS_EVERY_MS,
+                 lag_ms: int = PARTIALS_LAG_MS) -> None:
         self.partitions = partitions
         self.every_ms = every_ms
         self.lag_ms = lag_ms

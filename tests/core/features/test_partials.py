@@ -14,6 +14,7 @@ from fraudstream.core.features.partials import PARTIALS_EVERY_MS, MerchantPartia
 from fraudstream.core.partitioner import partition_of
 
 T0 = 1_700_438_400_000  # 2023-11-20T00:00:00Z
+GRACE_MS = Settings.load(env={}).grace_ms
 MIN = 60_000
 
 
@@ -44,7 +45,7 @@ def test_features_are_the_own_partitions_exactly_plus_the_others_before_the_boun
     """The brute-force answer: one state fed, in event time, with this partition's earlier authorizations and every
     other partition's before the boundary the authorization reads (k * every, k = (ts - lag) // every)."""
     events = _stream(600, merchants=3, seed=1)
-    book, states = MerchantPartials(partitions=3), _States()
+    book, states = MerchantPartials(partitions=3, grace_ms=GRACE_MS), _States()
     for i, a in enumerate(events):
         got = _scored(book, states, a)
         p = book.card_partition(a.card_id)
@@ -58,7 +59,7 @@ def test_features_are_the_own_partitions_exactly_plus_the_others_before_the_boun
 
 
 def test_another_partitions_authorizations_count_once_their_boundary_is_read() -> None:
-    book, states = MerchantPartials(partitions=2), _States()
+    book, states = MerchantPartials(partitions=2, grace_ms=GRACE_MS), _States()
     cards = {partition_of(f"card-{i}", 2): f"card-{i}" for i in range(10)}
     first = _scored(book, states, Authorization("t1", cards[0], "m1", 10.0, T0))
     assert first["merchant_count_1d"] == 1.0
@@ -101,7 +102,7 @@ def test_a_label_changes_its_cards_partition_and_the_others_see_it_after_a_bound
 
 
 def test_a_merchants_versions_stay_few_and_idle_merchants_are_forgotten() -> None:
-    book, states = MerchantPartials(partitions=3), _States()
+    book, states = MerchantPartials(partitions=3, grace_ms=GRACE_MS), _States()
     for a in _stream(5_000, merchants=20, seed=2, cards=300):
         _scored(book, states, a)
     assert max(len(v) for by_partition in book.versions.values() for v in by_partition.values()) <= 4
@@ -118,8 +119,8 @@ def test_replicas_fed_with_each_partitions_merchant_events_give_the_same_others_
     own states give, labels included."""
     events = _stream(3_000, merchants=6, seed=3)
     rng = random.Random(7)
-    own_book, states = MerchantPartials(partitions=3), _States()
-    replica_book = MerchantPartials(partitions=3)
+    own_book, states = MerchantPartials(partitions=3, grace_ms=GRACE_MS), _States()
+    replica_book = MerchantPartials(partitions=3, grace_ms=GRACE_MS)
     for a in events:
         for book in (own_book, replica_book):
             p = book.card_partition(a.card_id)
