@@ -102,6 +102,9 @@ MAX_SEEKS_BACK = 5
 #: it on the way to its agent) is read again from that offset.
 HEAD_WAIT_S = 10.0
 
+#: `in_order`'s verdicts on a fetched record, beside an offset to seek back to (never negative).
+_TAKE, _STALE = -1, -2
+
 
 #: How long the main loop waits for a seek run in the consumer thread (it waits for one step of that thread's loop).
 SEEK_TIMEOUT_S = 10.0
@@ -190,6 +193,37 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                 pos.expected[tp] = waited
                 asyncio.ensure_future(seek_again(self, tp, waited))
 
+    def in_order(pos: _Positions, tp: Any, offset: int) -> int:
+        """Whether a fetched record of a guarded partition follows what was handed on from it: ``_TAKE``; ``_STALE``
+        (handed on already); or, for a jump ahead, the offset to seek back to (it is logged and asked for: the caller
+        seeks). A jump that came back ``MAX_SEEKS_BACK`` times is a gap on the broker: logged, noted, taken."""
+        nxt = pos.expected.get(tp)
+        if nxt is None or offset == nxt:
+            return _TAKE
+        if offset < nxt:
+            # Handed on since its partition was last sought: records fetched just before a seek, still on their
+            # way through faust's getmany (or a lane's fetch), went on after it, then the same offsets came again
+            # from the seek. faust drops what it has read but hands on its last read offset again (offset >= read
+            # offset): that record reached its agent twice, and the score stage answered a copy again (two committed
+            # scores of one authorization under exactly once).
+            return _STALE
+        key = (tp.topic, tp.partition)
+        nxt = _SKIPPED.end_of(key, nxt)  # a transaction's marker, say: not a hole
+        if offset <= nxt:
+            return _TAKE
+        last, n = pos.seeks.get(tp, (None, 0))
+        n = n + 1 if last == nxt else 1
+        if n <= MAX_SEEKS_BACK:
+            pos.seeks[tp] = (nxt, n)
+            log.info("%s[%d]: offset %d came where %d was next; reading again from %d", tp.topic, tp.partition, offset,
+                     nxt, nxt)
+            _ASKED[key] = (nxt, time.monotonic())  # its agent need not ask again
+            return nxt
+        log.error("%s[%d]: offsets %d..%d are gone from the broker; carrying on from %d", tp.topic, tp.partition, nxt,
+                  offset - 1, offset)
+        _GONE[key] = (nxt, offset)  # its agent does not wait for them either
+        return _TAKE
+
     async def guarded_getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         pos = positions(self)
         read_again_the_lost(self, pos)
@@ -206,30 +240,14 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                 # were processed, then read again from the committed offset (twice, under exactly once too).
                 pos.unsought.add(tp)
                 continue
-            nxt, offset = pos.expected.get(tp), message.offset
-            if nxt is not None and offset < nxt:
-                # Handed on since its partition was last sought: records fetched just before a seek, still on their
-                # way through faust's getmany, went on after it, then the same offsets came again from the seek.
-                # faust drops what it has read but hands on its last read offset again (offset >= read offset):
-                # that record reached its agent twice, and the score stage answers a copy again (two committed
-                # scores of one authorization under exactly once).
+            offset = message.offset
+            verdict = in_order(pos, tp, offset)
+            if verdict == _STALE:
                 continue
-            if nxt is not None and offset > nxt:
-                nxt = _SKIPPED.end_of((tp.topic, tp.partition), nxt)  # a transaction's marker, say: not a hole
-            if nxt is not None and offset > nxt:
-                last, n = pos.seeks.get(tp, (None, 0))
-                n = n + 1 if last == nxt else 1
-                if n <= MAX_SEEKS_BACK:
-                    pos.seeks[tp] = (nxt, n)
-                    held.add(tp)
-                    log.info("%s[%d]: offset %d came where %d was next; reading again from %d", tp.topic, tp.partition,
-                             offset, nxt, nxt)
-                    _ASKED[(tp.topic, tp.partition)] = (nxt, time.monotonic())  # its agent need not ask again
-                    await seek(self, tp, nxt)
-                    continue
-                log.error("%s[%d]: offsets %d..%d are gone from the broker; carrying on from %d", tp.topic,
-                          tp.partition, nxt, offset - 1, offset)
-                _GONE[(tp.topic, tp.partition)] = (nxt, offset)  # its agent does not wait for them either
+            if verdict >= 0:
+                held.add(tp)
+                await seek(self, tp, verdict)
+                continue
             read = self._read_offset.get(tp)
             if read is None or offset >= read:  # what faust delivers (it drops what it has read already)
                 pos.seeks.pop(tp, None)
@@ -244,28 +262,16 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
         if tp not in pos.start:
             pos.unsought.add(tp)
             return
-        key = (tp.topic, tp.partition)
         taken = []
         read = self._read_offset.get(tp)
         for record in records:
-            nxt, offset = pos.expected.get(tp), record.offset
-            if nxt is not None and offset < nxt:
+            offset = record.offset
+            verdict = in_order(pos, tp, offset)
+            if verdict == _STALE:
                 continue
-            if nxt is not None and offset > nxt:
-                nxt = _SKIPPED.end_of(key, nxt)
-            if nxt is not None and offset > nxt:
-                last, n = pos.seeks.get(tp, (None, 0))
-                n = n + 1 if last == nxt else 1
-                if n <= MAX_SEEKS_BACK:
-                    pos.seeks[tp] = (nxt, n)
-                    log.info("%s[%d]: offset %d came where %d was next; reading again from %d", tp.topic, tp.partition,
-                             offset, nxt, nxt)
-                    _ASKED[key] = (nxt, time.monotonic())
-                    await seek(self, tp, nxt)
-                    break  # the partition's later records of this fetch come again, after the seek
-                log.error("%s[%d]: offsets %d..%d are gone from the broker; carrying on from %d", tp.topic,
-                          tp.partition, nxt, offset - 1, offset)
-                _GONE[key] = (nxt, offset)
+            if verdict >= 0:
+                await seek(self, tp, verdict)
+                break  # the partition's later records of this fetch come again, after the seek
             if read is None or offset >= read:
                 pos.seeks.pop(tp, None)
                 pos.expected[tp] = offset + 1
