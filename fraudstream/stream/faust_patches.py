@@ -704,7 +704,9 @@ def read_committed_records() -> None:
     original = PartitionRecords._unpack_records
     if getattr(original, "_fraudstream", False):
         return
-    undecided_since: dict[tuple[str, int], tuple[int, float]] = {}
+    # Per partition, the first offset of records left undecided and since when (per fetcher, as the carried batches;
+    # this one for fetches that did not come through the patched fetcher).
+    undecided_elsewhere: dict[tuple[str, int], tuple[int, float]] = {}
     fetch = Fetcher._proc_fetch_request
 
     async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
@@ -714,10 +716,12 @@ def read_committed_records() -> None:
         if self._isolation_level != READ_COMMITTED:
             return got
         carried = self.__dict__.setdefault("_fraudstream_carried", {})
+        undecided = self.__dict__.setdefault("_fraudstream_undecided", {})
         for result in self._records.values():
             records = getattr(result, "_partition_records", None)
             if records is not None:
                 records._fraudstream_carried = carried
+                records._fraudstream_undecided = undecided
         return got
 
     def _unpack_records(self: Any) -> Any:
@@ -756,6 +760,7 @@ def read_committed_records() -> None:
             elif batch.is_transactional:
                 waiting.setdefault(producer, []).append(i)
         cut = min((i for ended in waiting.values() for i in ended), default=len(batches))
+        undecided_since = getattr(self, "_fraudstream_undecided", undecided_elsewhere)
         if cut == 0 and batches:
             first = batches[0].base_offset
             since = undecided_since.get(key)
