@@ -673,6 +673,18 @@ class _Carried:
         self.end = end
 
 
+class _FetcherReads:
+    """What one consumer's ``read_committed`` fetcher keeps between its fetches, per partition: the batches carried to
+    the next fetch, and since when its records have started with an undecided transaction (first offset, monotonic
+    time). Kept per fetcher: another consumer of the process (recovery's end-offset reader) reads the same partitions."""
+
+    __slots__ = ("carried", "undecided_since")
+
+    def __init__(self) -> None:
+        self.carried: dict[tuple[str, int], _Carried] = {}
+        self.undecided_since: dict[tuple[str, int], tuple[int, float]] = {}
+
+
 def read_committed_records() -> None:
     """Make aiokafka's ``read_committed`` fetcher leave out aborted transactions' records on the embedded broker too,
     and note the offsets it steps over (transaction markers, aborted records) in ``delivery._SKIPPED``.
@@ -704,24 +716,21 @@ def read_committed_records() -> None:
     original = PartitionRecords._unpack_records
     if getattr(original, "_fraudstream", False):
         return
-    # Per partition, the first offset of records left undecided and since when (per fetcher, as the carried batches;
-    # this one for fetches that did not come through the patched fetcher).
-    undecided_elsewhere: dict[tuple[str, int], tuple[int, float]] = {}
+    # The undecided-transaction timers of fetches that did not come through the patched fetcher (they carry nothing).
+    elsewhere = _FetcherReads()
     fetch = Fetcher._proc_fetch_request
 
     async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
-        # Each consumer's fetcher keeps its own carried batches (another consumer of the process may read the same
-        # partitions): its new PartitionRecords get its dict before any is read (no await in between).
+        # Each consumer's fetcher keeps its own `_FetcherReads`: its new PartitionRecords get it before any is read
+        # (no await in between).
         got = await fetch(self, assignment, node_id, request)
         if self._isolation_level != READ_COMMITTED:
             return got
-        carried = self.__dict__.setdefault("_fraudstream_carried", {})
-        undecided = self.__dict__.setdefault("_fraudstream_undecided", {})
+        reads = self.__dict__.setdefault("_fraudstream_reads", _FetcherReads())
         for result in self._records.values():
             records = getattr(result, "_partition_records", None)
             if records is not None:
-                records._fraudstream_carried = carried
-                records._fraudstream_undecided = undecided
+                records._fraudstream_reads = reads
         return got
 
     def _unpack_records(self: Any) -> Any:
@@ -732,8 +741,8 @@ def read_committed_records() -> None:
         key = (tp.topic, tp.partition)
         batches = []
         # None: this fetch did not come through the patched fetcher; nothing is carried (the same offsets come again).
-        carried: dict[tuple[str, int], _Carried] | None = getattr(self, "_fraudstream_carried", None)
-        before_fetch = carried.pop(key, None) if carried is not None else None
+        reads: _FetcherReads | None = getattr(self, "_fraudstream_reads", None)
+        before_fetch = reads.carried.pop(key, None) if reads is not None else None
         if before_fetch is not None and before_fetch.end == self.next_fetch_offset:
             # Continue from the carried batches: the position goes back to the first (aiokafka's position follows
             # next_fetch_offset as records are handed on, so it is where the reader logically is).
@@ -760,7 +769,7 @@ def read_committed_records() -> None:
             elif batch.is_transactional:
                 waiting.setdefault(producer, []).append(i)
         cut = min((i for ended in waiting.values() for i in ended), default=len(batches))
-        undecided_since = getattr(self, "_fraudstream_undecided", undecided_elsewhere)
+        undecided_since = (reads or elsewhere).undecided_since
         if cut == 0 and batches:
             first = batches[0].base_offset
             since = undecided_since.get(key)
@@ -772,9 +781,9 @@ def read_committed_records() -> None:
                 cut = len(batches)
         else:
             undecided_since.pop(key, None)
-        carry = carried is not None and cut < len(batches)
-        if carried is not None and carry:
-            carried[key] = _Carried(batches[cut:], batches[-1].next_offset)
+        carry = reads is not None and cut < len(batches)
+        if reads is not None and carry:  # (mypy does not narrow `reads` through `carry`)
+            reads.carried[key] = _Carried(batches[cut:], batches[-1].next_offset)
         for i, batch in enumerate(batches[:cut]):
             before = self.next_fetch_offset
             if batch.is_control_batch or i in aborted:
