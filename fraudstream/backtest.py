@@ -70,14 +70,15 @@ class Backtest:
 
     def __init__(self, settings: Settings, investigate: int | None = None, investigator_delay_h: float = 3.0,
                  partitions: int = 1, reissue_after_days: float | None = REISSUE_AFTER_DAYS,
-                 merchant_partials: bool = False) -> None:
+                 merchant_partials: bool = True) -> None:
         self.settings = settings
         self.investigate = investigate
         self.reissue_after_days = reissue_after_days
         self.investigator_delay_h = investigator_delay_h
         self.partitions = partitions
-        # A one-pass worker's merchant features (`fraudstream.core.features.partials`), its cards placed on
-        # `settings.partitions` card partitions as the platform's producer places them; the decisions as without.
+        # The worker's merchant features (`fraudstream.core.features.partials`), its cards placed on
+        # `settings.partitions` card partitions as the platform's producer places them; or (False) exact, one state
+        # per merchant, from every authorization at the merchant (what the worker would compute with no partitions).
         book = MerchantPartials(settings.partitions, grace_ms=settings.grace_ms) if merchant_partials else None
         self.scorer = FraudScorer(settings, partitions=partitions, learn_inline=True, explain=False, merchant_partials=book)
         self.investigated: list[Label] = []  # the analysts' dispositions, as labels

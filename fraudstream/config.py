@@ -74,14 +74,9 @@ class Settings:
     topic_dead_letter: str = _env("TOPIC_DEAD_LETTER", "Messages that could not be processed.", "fraud.dead-letter")
     topic_rules: str = _env("TOPIC_RULES", "Countermeasure rules (compacted).", "fraud.rules")
     topic_card_reissues: str = _env("TOPIC_CARD_REISSUES", "Cards reissued after fraud.", "fraud.card-reissues")
-    topic_by_merchant: str = _env(
-        "TOPIC_BY_MERCHANT", "Internal: authorizations repartitioned by merchant.", "fraud.authorizations-by-merchant"
-    )
-    topic_enriched: str = _env(
-        "TOPIC_ENRICHED", "Internal: authorizations with merchant features, keyed by card.", "fraud.authorizations-enriched"
-    )
-    topic_merchant_labels: str = _env(
-        "TOPIC_MERCHANT_LABELS", "Internal: confirmed labels keyed by merchant.", "fraud.merchant-labels"
+    topic_merchant_partials: str = _env(
+        "TOPIC_MERCHANT_PARTIALS", "Internal: each card partition's merchant events, which every worker's merchant features "
+        "add up.", "fraud.merchant-partials"
     )
     topic_card_events: str = _env(
         "TOPIC_CARD_EVENTS", "Internal: labels and reissues re-keyed to the partition of the card's state.", "fraud.card-events"
@@ -131,17 +126,17 @@ class Settings:
     batch_window_s: float = _env("BATCH_WINDOW_S", "Longest wait to fill a batch.", 0.02)
     batch_fill: int = _env(
         "BATCH_FILL",
-        "While traffic is slow, a worker's intake spaces its batches this many authorizations apart (at most "
-        "`FRAUDSTREAM_BATCH_WINDOW_MAX_S`; `fraudstream/stream/pacing.py`), and the hops after it take the bursts that "
-        "makes: fewer, fuller produce batches, which the embedded broker needs (its fetches cost in proportion to the "
-        "batches a partition holds), for up to `FRAUDSTREAM_BATCH_WINDOW_MAX_S` more latency. 0 (the default): "
+        "While traffic is slow, a worker spaces its batches of authorizations this many apart (at most "
+        "`FRAUDSTREAM_BATCH_WINDOW_MAX_S`; `fraudstream/stream/pacing.py`): fewer, fuller produce batches, which the "
+        "embedded broker needs (its fetches cost in proportion to the batches a partition holds), for up to "
+        "`FRAUDSTREAM_BATCH_WINDOW_MAX_S` more latency. 0 (the default): "
         "none, the window alone (lowest latency; Apache Kafka needs no pacing), except where fraudstream starts the "
         "embedded broker (`make run`, `make soak`): 100 there.",
         0,
     )
     batch_window_max_s: float = _env(
         "BATCH_WINDOW_MAX_S",
-        "Longest the intake's batches are spaced apart while traffic is slow (see `FRAUDSTREAM_BATCH_FILL`): at 200 "
+        "Longest a worker's batches of authorizations are spaced apart while traffic is slow (see `FRAUDSTREAM_BATCH_FILL`): at 200 "
         "authorizations/s, batches of 100 every 0.5 s; above that rate less, with its square (41 ms at 700/s), and "
         "from 1,000/s on `FRAUDSTREAM_BATCH_WINDOW_S` alone.",
         0.5,
@@ -165,8 +160,8 @@ class Settings:
 
     # --- features ---------------------------------------------------------
     grace_ms: int = _env("GRACE_MS", "Out-of-order tolerance: later events still land in their windows.", 300_000)
-    source_idle_s: float = _env("SOURCE_IDLE_S", "A card partition with nothing new for this long (wall clock) stops "
-                                "holding back merchant features' event-time order.", 0.5)
+    source_idle_s: float = _env("SOURCE_IDLE_S", "A card partition caught up and with nothing new for this long (wall "
+                                "clock) stops holding back the others' merchant features.", 0.5)
     timezone_offset_h: int = _env("TZ_OFFSET_H", "Offset of local time from UTC for night/weekend flags.", 0)
     base_currency: str = _env(
         "BASE_CURRENCY",

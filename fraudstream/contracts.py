@@ -33,10 +33,9 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "encode",
     "decode",
-    "decode_forwarded",
-    "with_features",
-    "encode_progress",
-    "decode_progress",
+    "MerchantEvent",
+    "MerchantEvents",
+    "decode_merchant_events",
     "decode_authorization",
     "decode_label",
     "decode_card_reissue",
@@ -52,6 +51,10 @@ MIN_TS_MS = 946_684_800_000
 #: Authorizations further than this ahead of the wall clock are rejected.
 MAX_FUTURE_MS = 86_400_000
 MAX_AMOUNT = 1e10
+#: A fraud.merchant-partials record (a batch's merchant events, written by the workers themselves), at most: under the
+#: broker's 1 MB default. Writers split a batch's events into records of `MAX_MERCHANT_EVENTS` at most.
+MAX_MERCHANT_EVENTS_BYTES = 1024 * 1024
+MAX_MERCHANT_EVENTS = 2_000
 
 CHANNELS = frozenset({"pos", "ecom", "atm", "moto"})
 CARD_NOT_PRESENT = frozenset({"ecom", "moto"})
@@ -89,81 +92,76 @@ def decode(raw: bytes | str) -> Any:
     return orjson.loads(raw)
 
 
-# --- what the stages hand on ----------------------------------------------------
-
-_FEATURES_LAST = b',"features":'
-
-
-def decode_forwarded(raw: bytes) -> Any:
-    """A record of fraud.authorizations-by-merchant decoded, but for its ``features`` when they come last (as intake
-    writes them): those stay bytes, their JSON text, which the merchant stage passes on unread (`with_features`).
-    Written by earlier versions, in the middle, they are decoded with the rest; so is a progress record.
-
-    >>> decode_forwarded(b'{"auth":{"ts":5},"src":[0,7],"features":{"card_count_1h":1.0}}')
-    {'auth': {'ts': 5}, 'src': [0, 7], 'features': b'{"card_count_1h":1.0}'}
-    >>> decode_forwarded(b'{"auth":{"ts":5},"features":{"card_count_1h":1.0},"src":[0,7]}')["features"]
-    {'card_count_1h': 1.0}
-
-    Only an object's own field can be last with ``}}`` after it: a string cannot hold ``,"features":`` unescaped.
-    """
-    if raw[-2:] == b"}}":
-        at = raw.rfind(_FEATURES_LAST)
-        if at > 0:
-            record = orjson.loads(raw[:at] + b"}")
-            if type(record) is dict:
-                record["features"] = raw[at + len(_FEATURES_LAST) : -1]
-                return record
-    return orjson.loads(raw)
+#: A merchant event: (kind, input offset, merchant_id, card_id, x, y). Kind "a", an authorization: x its amount in the
+#: base currency, y its ts. "e", a label found waiting by an authorization at that offset of fraud.authorizations, and
+#: "l", a label at that offset of fraud.card-events: x the labelled authorization's ts, y its fraud delta (+1, -1).
+MerchantEvent = tuple[str, int, str, str, float, int]
 
 
-def with_features(features: dict[str, Any] | bytes, more: dict[str, Any]) -> Any:
-    """``features`` with ``more`` added (a key of both takes ``more``'s value, in ``features``' place), to encode:
-    as a dict, or, for features left encoded (`decode_forwarded`), their JSON text joined with ``more``'s.
+@dataclass(slots=True)
+class MerchantEvents:
+    """What one card partition's merchant states took in one batch, in its order: the record of
+    fraud.merchant-partials from which every worker keeps a replica of them
+    (``fraudstream.core.features.partials``).
 
-    >>> encode({"features": with_features(b'{"a":1.0,"b":2.0}', {"b": 3.0, "m": 4.0})})
-    b'{"features":{"a":1.0,"b":2.0,"b":3.0,"m":4.0}}'
-    >>> decode(_) == {"features": with_features({"a": 1.0, "b": 2.0}, {"b": 3.0, "m": 4.0})}
+    ``next_ts``: the partition has nothing before it left to give (an authorization held there until the other
+    partitions catch up); ``idle_after``: the partition is quiet and caught up, having taken the authorization at this
+    offset of fraud.authorizations (-1: none), and nobody waits for it until it takes a later one.
+
+    >>> record = MerchantEvents(2, [("a", 41, "m1", "c1", 12.5, 1700000000000), ("l", 7, "m1", "c1", 1700000000000, 1)])
+    >>> encode(record.as_dict())
+    b'{"partition":2,"events":[["a",41,"m1","c1",12.5,1700000000000],["l",7,"m1","c1",1700000000000,1]]}'
+    >>> decode_merchant_events(_) == record
     True
+    >>> decode_merchant_events(b'{"partition":2,"events":[["a",41,"m1"]]}')
+    Rejection(reason='invalid_value', detail='event 0 is not [kind, offset, merchant_id, card_id, x, y]')
     """
-    if isinstance(features, dict):
-        features.update(more)
-        return features
-    extra = orjson.dumps(more)
-    if len(extra) == 2:  # {}
-        return orjson.Fragment(features)
-    if len(features) == 2:
-        return orjson.Fragment(extra)
-    return orjson.Fragment(features[:-1] + b"," + extra[1:])
+
+    partition: int
+    events: list[MerchantEvent]
+    next_ts: int | None = None
+    idle_after: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"partition": self.partition, "events": self.events}
+        if self.next_ts is not None:
+            d["next_ts"] = self.next_ts
+        if self.idle_after is not None:
+            d["idle_after"] = self.idle_after
+        return d
 
 
-def encode_progress(newest: tuple[int, str] | None, sources: dict[int, int]) -> bytes:
-    """Which authorizations a merchant's state includes, as its tag (``MerchantStage.progress``): ``newest``,
-    ``(ts, tx_id)`` of the newest applied in event-time order (None: none yet); ``sources``, per partition of
-    fraud.authorizations, the newest offset applied from it.
-
-    JSON, as every version wrote it, so that a worker of an earlier version reads it too (a rolling upgrade moves
-    partitions both ways); the partitions are the object's keys, written by orjson from ints. (A struct was tried:
-    no faster to pack for a few partitions, slower to read back.)
-
-    >>> encode_progress((1700000000000, "t1"), {3: 41, 0: 7})
-    b'{"f":[1700000000000,"t1"],"s":{"3":41,"0":7}}'
-    >>> decode_progress(_), decode_progress(encode_progress(None, {}))
-    (((1700000000000, 't1'), {3: 41, 0: 7}), (None, {}))
-    """
-    return orjson.dumps({"f": newest, "s": sources}, option=orjson.OPT_NON_STR_KEYS)
+_EVENT_KINDS = frozenset({"a", "e", "l"})
 
 
-def decode_progress(raw: bytes) -> tuple[tuple[int, str] | None, dict[int, int]]:
-    """`encode_progress`'s ``(newest, sources)`` back; a tag written before event-time order says nothing.
+def decode_merchant_events(raw: bytes | None) -> MerchantEvents | Rejection:
+    """A fraud.merchant-partials record, checked: a record that is not one is rejected (and dead-lettered by its
+    reader), never applied in part."""
+    obj = _parse_object(raw, MAX_MERCHANT_EVENTS_BYTES)
+    if isinstance(obj, Rejection):
+        return obj
+    partition, events, next_ts, idle_after = obj.get("partition"), obj.get("events"), obj.get("next_ts"), obj.get("idle_after")
+    if type(partition) is not int or partition < 0:
+        return Rejection("invalid_value", "partition is not a partition number")
+    if type(events) is not list:
+        return Rejection("wrong_type", "events is not a list")
+    if not (next_ts is None or type(next_ts) is int) or not (idle_after is None or type(idle_after) is int):
+        return Rejection("wrong_type", "next_ts or idle_after is not an integer")
+    if (next_ts is not None and not _plausible_ts(next_ts)) or (idle_after is not None and idle_after < -1):
+        return Rejection("invalid_value", "next_ts or idle_after out of range")
+    checked: list[MerchantEvent] = []
+    for i, e in enumerate(events):
+        if not (type(e) is list and len(e) == 6 and e[0] in _EVENT_KINDS and type(e[1]) is int and e[1] >= 0
+                and type(e[2]) is str and type(e[3]) is str and type(e[5]) is int
+                and (type(e[4]) in (int, float) and math.isfinite(e[4]) and e[4] >= 0 and _plausible_ts(e[5])
+                     if e[0] == "a" else type(e[4]) is int and _plausible_ts(e[4]) and e[5] in (-1, 1))):
+            return Rejection("invalid_value", f"event {i} is not [kind, offset, merchant_id, card_id, x, y]")
+        checked.append((e[0], e[1], e[2], e[3], e[4], e[5]))
+    return MerchantEvents(partition, checked, next_ts, idle_after)
 
-    >>> decode_progress(b'{"f":[1700000000000,"t1"],"s":{"-1":7}}'), decode_progress(b'{"offset":5}')
-    (((1700000000000, 't1'), {-1: 7}), (None, {}))
-    """
-    d = orjson.loads(raw)
-    if "f" not in d:
-        return None, {}
-    f = d["f"]
-    return (None if f is None else (f[0], f[1])), {int(k): v for k, v in d["s"].items()}
+
+def _plausible_ts(ts: int) -> bool:
+    return MIN_TS_MS <= ts <= int(time.time() * 1000) + MAX_FUTURE_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +261,11 @@ def alert_id_for(tx_id: str) -> str:
 # --- validation ------------------------------------------------------------
 
 
-def _parse_object(raw: bytes | None) -> dict[str, Any] | Rejection:
+def _parse_object(raw: bytes | None, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any] | Rejection:
     if raw is None:
         return Rejection("not_json", "empty message")
-    if len(raw) > MAX_MESSAGE_BYTES:
-        return Rejection("oversize", f"{len(raw)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
+    if len(raw) > limit:
+        return Rejection("oversize", f"{len(raw)} bytes is over the {limit}-byte limit")
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -29,10 +29,10 @@ class Metrics:
         self.scored = Counter("fraudstream_authorizations_scored", "Authorizations scored and written to fraud.scores.", registry=r)
         self.dead_letters = Counter("fraudstream_dead_letters", "Messages sent to the dead-letter topic.", ["topic", "reason"], registry=r)
         self.late = Counter("fraudstream_late_authorizations", "Authorizations older than the grace period: scored, not aggregated.", registry=r)
-        self.out_of_order = Counter("fraudstream_merchant_out_of_order", "Authorizations that reached their merchant after newer "
-                                    "ones were applied there: features as they arrived, not in event-time order.", registry=r)
-        self.held = Gauge("fraudstream_merchant_held", "Authorizations held at merchant partitions until every card partition "
-                          "has passed their event time.", registry=r)
+        self.rerouted = Counter("fraudstream_authorizations_rerouted", "Authorizations found in another partition than their "
+                                "card's (a producer not partitioning by Kafka's murmur2): produced again to their card's.", registry=r)
+        self.held = Gauge("fraudstream_merchant_held", "Authorizations held in their card's partition until every other card "
+                          "partition has passed the minute of merchant partials they read.", registry=r)
         self.duplicates = Counter("fraudstream_duplicate_authorizations", "Redelivered tx_ids answered from their snapshot.", registry=r)
         self.latency = Histogram("fraudstream_end_to_end_latency_seconds", "Arrival on fraud.authorizations (the record's timestamp) to score produced, per authorization; not from its event ts (see fraudstream_last_authorization_timestamp_seconds).", buckets=LATENCY_BUCKETS, registry=r)
         self.processing = Histogram("fraudstream_batch_processing_seconds", "Time to score one batch.", buckets=LATENCY_BUCKETS, registry=r)
@@ -68,7 +68,7 @@ class Metrics:
         self.rule_precision = Gauge("fraudstream_rule_precision", "Confirmed fraud among a rule's labelled hits on this worker since it started, however late the labels (the weekly review: fraudstream rules stats).", ["rule"], registry=r)
         self.rule_rejections = Counter("fraudstream_rule_rejections", "Rule changes refused as malformed.", registry=r)
         self.cards = Gauge("fraudstream_cards_tracked", "Cards whose state this worker holds (RocksDB: its estimate).", registry=r)
-        self.merchants = Gauge("fraudstream_merchants_tracked", "Merchants whose state this worker holds (RocksDB: its estimate).", registry=r)
+        self.merchants = Gauge("fraudstream_merchants_tracked", "Merchant states of this worker's card partitions (one per merchant and partition).", registry=r)
         self.rocksdb_memory = Gauge("fraudstream_rocksdb_memory_bytes", "Memory of the worker's RocksDB tables: their one block "
                                     "cache (data, index and filter blocks, memtables charged to it) and their open files' "
                                     "readers; bounded by FRAUDSTREAM_ROCKSDB_MEMORY_MB for all of them.",

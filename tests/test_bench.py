@@ -26,13 +26,13 @@ ROWS = {
     "end to end / ceiling": "%",
     "broker records per authorization at saturation": "records",
     "of which scores": "records",  # one row per topic the worker wrote to
-    "of which authorizations-enriched": "records",
+    "of which merchant-partials": "records",
     "offered: produced": "events/s",
     "offered: scored (achieved)": "events/s",
     "offered: latency p50": "ms",
     "offered: latency p99": "ms",
     "offered: latency p99.9": "ms",
-    "offered: median per stage (intake / merchant / score / reader)": "ms",
+    "offered: median in the worker / to the reader": "ms",
     "core: FraudScorer.process (model warm)": "µs/event",
     "core: card_features": "µs/event",
     "core: merchant_features": "µs/event",
@@ -100,7 +100,7 @@ def test_header_names_commit_and_machine(bench_output: str) -> None:
 
 def _results(card_cpu_us: float, merchant_cpu_us: float, full_card_bytes: int) -> dict[str, object]:
     latency = {"rate": 5000, "offered": 5000.0, "achieved": 4990.0, "kept_up": True, "p50": 3.0, "p99": 20.0, "p999": 40.0,
-               "stage_intake": 1.0, "stage_merchant": 1.0, "stage_score": 1.0, "stage_delivery": 1.0, "n": 50_000}
+               "stage_worker": 1.0, "stage_delivery": 1.0, "n": 50_000}
     core = {"process_us": 90.0, "card_us": 30.0, "merchant_us": 12.0, "model_us": 40.0, "card_cpu_us": card_cpu_us,
             "merchant_cpu_us": merchant_cpu_us, "in_process": {"card": 15.0, "merchant": 9.0, "model": 40.0, "rest": 20.0},
             "n": 50_000, "model_version": "logistic-400", "card_bytes": 1_650.4, "full_card_bytes": full_card_bytes}

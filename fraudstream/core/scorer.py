@@ -81,7 +81,7 @@ class Scored:
 
 @dataclass(slots=True)
 class CardStep:
-    """What the card stage hands on: its features, and whether the authorization was late or a redelivery."""
+    """An authorization's features, and whether it was late or a redelivery (the card had its tx_id already)."""
 
     features: dict[str, float]
     late: bool
@@ -182,14 +182,17 @@ class FraudScorer:
             self.policies[partition] = p
         return p
 
-    def card_stage(self, auth: Authorization) -> CardStep:
-        """The card half of the features, where the card's authorizations arrive in order."""
-        feats = _CARD_KEYS.copy()
-        return CardStep(feats, *self._card_half(auth, feats))
+    def features(self, auth: Authorization, merchant_seen: bool = False) -> CardStep:
+        """An authorization's card and merchant features, in one pass where the card's authorizations arrive in
+        order (its partition). ``merchant_seen``: the merchant's state includes it already (a batch read again), so
+        it is read, not changed. The amount is converted to the base currency once, for both halves."""
+        feats = _ALL_KEYS.copy()
+        late, duplicate = self._card_half(auth, feats)
+        self.enrich_merchant(auth, duplicate or merchant_seen, into=feats, base_amount=feats["amount"])
+        return CardStep(feats, late, duplicate)
 
     def _card_half(self, auth: Authorization, feats: dict[str, float]) -> tuple[bool, bool]:
-        """:meth:`card_stage`'s features, written into ``feats`` (keyed as ``_CARD_KEYS``); late and duplicate
-        (:meth:`process` needs no record of them)."""
+        """The card's features, written into ``feats`` (keyed as ``_CARD_KEYS``); late and duplicate."""
         card = self.cards.get(auth.card_id)
         # Noted at once when new (the features do not read the card's recent tx_ids): one hash of the tx_id.
         duplicate = not card.note_if_new(auth.tx_id)
@@ -209,21 +212,31 @@ class FraudScorer:
         """The merchant half, where the merchant's authorizations arrive: a dict of its own, or added to ``into``.
         ``base_amount``: the amount in the base currency, when the caller has it (the card's "amount" feature)."""
         book = self.merchant_partials
-        others: tuple[MerchantState, ...] = ()
         if book is None:
-            key = auth.merchant_id
-        else:
+            state = self.merchants.get(auth.merchant_id)
+            feats = merchant_features(state, auth, self.settings.grace_ms, readonly=duplicate, money=self.money,
+                                      into=into, base_amount=base_amount)
+            if not duplicate:
+                self.merchants.mark(auth.merchant_id)
+            return feats
+        merchant_id, partition = auth.merchant_id, book.card_partition(auth.card_id)
+        if book.replicated:
+            # A worker: the partition's own state is its replica, taken here as every other worker takes it from
+            # the partition's merchant events (`MerchantPartials.receive_authorization`).
+            if not duplicate:
+                book.idle.discard(partition)
+                book.receive_progress(partition, auth.ts)
+            state = book.replica(partition, merchant_id)
+        else:  # the backtest: the partitions' own states in the scorer's store, their versions as event time passes
             book.cross(auth.ts, self.merchants.get)
-            partition = book.card_partition(auth.card_id)
-            key = book.key(partition, auth.merchant_id)
-            others = book.others(partition, auth.merchant_id, book.boundary(auth.ts))
-        state = self.merchants.get(key)
+            key = book.key(partition, merchant_id)
+            state = self.merchants.get(key)
+            if not duplicate:
+                self.merchants.mark(key)
         feats = merchant_features(state, auth, self.settings.grace_ms, readonly=duplicate, money=self.money, into=into,
-                                  base_amount=base_amount, others=others)
+                                  base_amount=base_amount, others=book.others(partition, merchant_id, book.boundary(auth.ts)))
         if not duplicate:
-            self.merchants.mark(key)
-            if book is not None:
-                book.touch(partition, auth.merchant_id)
+            book.touch(partition, merchant_id)
         return feats
 
     def score(self, auth: Authorization, feats: dict[str, float], late: bool = False, partition: int = 0,
@@ -277,11 +290,8 @@ class FraudScorer:
 
     def process(self, auth: Authorization, partition: int = 0) -> Scored:
         """All three stages in one place, for the backtest and tests: the worker's path, without Kafka."""
-        feats = _ALL_KEYS.copy()
-        late, duplicate = self._card_half(auth, feats)
-        # The merchant's features in their places; the amount converted to the base currency once, for both halves.
-        self.enrich_merchant(auth, duplicate, into=feats, base_amount=feats["amount"])
-        return self.score(auth, feats, late, partition)
+        step = self.features(auth)
+        return self.score(auth, step.features, step.late, partition)
 
     def reasons(self, feats: dict[str, float], score: float, decision: Decision) -> list[str]:
         """Why, in an operator's words: the model's top contributions, then the rules."""
@@ -416,6 +426,9 @@ class FraudScorer:
         book, key = self.merchant_partials, update.merchant_id
         if book is not None:  # counted by the labelled card's partition, published with its next partial
             partition = book.card_partition(update.card_id)
+            if book.replicated:  # a worker: its own state is its replica (`enrich_merchant`)
+                book.receive_label(partition, update.merchant_id, update.card_id, update.tx_ts, update.fraud_delta)
+                return
             key = book.key(partition, update.merchant_id)
             book.touch(partition, update.merchant_id)
         merchant_label(self.merchants.get(key), update.card_id, update.tx_ts, update.fraud_delta)

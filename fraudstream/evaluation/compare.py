@@ -127,11 +127,12 @@ def _test_week(ts: Sequence[int], is_fraud: Sequence[bool], min_frauds: int = 20
 
 
 def compare_scenario(data: ScenarioData, settings: Settings, out_dir: str, k: int, investigate: int | None = None,
-                     week: Sequence[str] | None = None, published: bool = False, one_pass: bool = False) -> ScenarioResult:
+                     week: Sequence[str] | None = None, published: bool = False, exact: bool = False) -> ScenarioResult:
     """Replay one scenario through fraudstream, the reference learner and the batch baselines.
 
-    ``one_pass``: fraudstream once more with a one-pass worker's merchant features (each card partition's own,
-    exact, plus the others' partials of a minute or two before: ``fraudstream.core.features.partials``)."""
+    fraudstream's merchant features are the worker's: each card partition's own, exact, plus the others' partials of
+    a minute or two before (``fraudstream.core.features.partials``), on ``settings.partitions`` partitions. ``exact``:
+    fraudstream once more with one state per merchant, from every authorization at the merchant, for comparison."""
     os.makedirs(out_dir, exist_ok=True)
     data.write_jsonl(out_dir)
     events, _ = read_jsonl(os.path.join(out_dir, "events.jsonl"), "events")
@@ -140,11 +141,11 @@ def compare_scenario(data: ScenarioData, settings: Settings, out_dir: str, k: in
     week_days = tuple(week or _test_week([e["ts"] for e in data.events], data.is_fraud))
 
     runs: list[tuple[str, Any, list[Any], float]] = []  # learner, result, labels it had, seconds
-    plans: list[tuple[str, int | None, bool]] = [("fraudstream", None, False)]  # learner, analysts, merchant partials
-    if one_pass:
-        plans.append((f"fraudstream, one pass (merchant partials, {settings.partitions} partitions)", None, True))
+    plans: list[tuple[str, int | None, bool]] = [("fraudstream", None, True)]  # learner, analysts, merchant partials
+    if exact:
+        plans.append(("fraudstream, exact merchant features (one state per merchant)", None, False))
     if investigate:
-        plans.append((f"fraudstream + analysts ({investigate} cards/day)", investigate, False))
+        plans.append((f"fraudstream + analysts ({investigate} cards/day)", investigate, True))
     for learner, analysts, partials in plans:
         backtest = Backtest(settings, investigate=analysts, merchant_partials=partials)
         result = backtest.run(events, labels)
@@ -202,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of every simulation (default: 0)")
     p.add_argument("--no-handbook", action="store_true", help="skip the Handbook stream (5,000 customers, 183 days: the longest)")
     p.add_argument("--investigate", type=int, default=100, help="analysts' cards a day on the Handbook stream (default: 100)")
-    p.add_argument("--one-pass", action="store_true",
-                   help="fraudstream once more with a one-pass worker's merchant features (partials of each card partition)")
+    p.add_argument("--exact", action="store_true",
+                   help="fraudstream once more with exact merchant features (one state per merchant, as with no partitions)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="scenarios run at once, each in a process of its own (default: the machine's cores)")
     p.add_argument("--out", default="var/evaluate", help="where the simulated streams are written (default: var/evaluate)")
@@ -217,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fraudstream settings: {_changed_settings(settings)}; model {settings.model}, feedback delay "
           f"{settings.feedback_delay_days:g} days, maturity {settings.maturity_days:g} days; core code {CORE_CODE}\n")
     started = time.perf_counter()
-    jobs = [_Job(name, args.cards, args.days, args.seed, args.k, args.out, args.one_pass) for name in chosen]
+    jobs = [_Job(name, args.cards, args.days, args.seed, args.k, args.out, args.exact) for name in chosen]
     if not args.no_handbook:
-        jobs.append(_Job("handbook", 5000, 183, args.seed, 100, args.out, args.one_pass, args.investigate))
+        jobs.append(_Job("handbook", 5000, 183, args.seed, 100, args.out, args.exact, args.investigate))
     # Each scenario on a core of its own, the longest (the Handbook's) first; printed in the order above.
     order = sorted(range(len(jobs)), key=lambda i: jobs[i].name != "handbook")
     with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(jobs))), mp_context=get_context("fork")) as pool:
@@ -240,7 +241,7 @@ class _Job:
     seed: int
     k: int
     out: str
-    one_pass: bool
+    exact: bool
     investigate: int | None = None
 
 
@@ -248,11 +249,11 @@ def _run(settings: Settings, job: _Job) -> str:
     out_dir = os.path.join(job.out, job.name)
     if job.name != "handbook":
         data = make_scenario(job.name, cards=job.cards, days=job.days, seed=job.seed)
-        return compare_scenario(data, settings, out_dir, k=job.k, one_pass=job.one_pass).table()
+        return compare_scenario(data, settings, out_dir, k=job.k, exact=job.exact).table()
     data = make_scenario("handbook", cards=job.cards, days=job.days, seed=job.seed, start="2018-04-01")
     week = tuple((dt.date.fromisoformat(HANDBOOK_TEST_WEEK) + dt.timedelta(days=i)).isoformat() for i in range(7))
     return compare_scenario(data, settings, out_dir, k=job.k, investigate=job.investigate, week=week, published=True,
-                            one_pass=job.one_pass).table()
+                            exact=job.exact).table()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,28 +2,27 @@
 
 Data path (each arrow is a Kafka topic, so state is partitioned by its key):
 
-    fraud.authorizations (card) ─ intake: validate, dead-letter ─▶
-    fraud.authorizations-by-merchant (merchant) ─ merchant features ─▶
-    fraud.authorizations-enriched (card) ─ card features, score, rules, decision ─▶
-    fraud.scores, fraud.alerts
+    fraud.authorizations (card) ─ validate, card features, merchant features, score, rules, decision ─▶
+    fraud.scores, fraud.alerts, fraud.merchant-partials (each card partition's merchant events)
 
     fraud.labels (card) ─ join snapshot ─▶ fraud.training-examples (1 partition)
-                                        └▶ fraud.merchant-labels (merchant)
 
 Every worker reads all of fraud.training-examples in order (see
-:mod:`fraudstream.stream.learning`), so all workers score with one model.
+:mod:`fraudstream.stream.learning`), so all workers score with one model, and all
+of fraud.merchant-partials into replicas of every card partition's merchant
+states (:mod:`fraudstream.stream.partials`), which a merchant's features add up.
 
 Faust does what it is for here: group membership, partition assignment,
 tables and their changelogs (patched where it falls short:
-:mod:`fraudstream.stream.faust_patches`). The three hops of every
-authorization take whole batches of records straight from the consumer's
-fetch (:mod:`fraudstream.stream.lanes`), not through faust streams; the
-labels, reissues and card events, a few per authorization, come through faust
-agents. Each loop hands its messages to a stage, a plain class; the stages
-produce with one confluent-kafka producer, flushed before the batch is
-acknowledged, so an offset is never committed before its outputs exist.
-This module decides when: outputs, then state (intake, merchant), or state,
-then outputs (score), and the table writes' changelog phases (`fraudstream.stream.flushing`).
+:mod:`fraudstream.stream.faust_patches`). Authorizations are taken in whole
+batches straight from the consumer's fetch (:mod:`fraudstream.stream.lanes`),
+not through faust streams, and pass once through the score stage; the labels,
+reissues and card events, a few per authorization, come through faust agents.
+Each loop hands its messages to a stage, a plain class; the stages produce with
+one confluent-kafka producer, flushed before the batch is acknowledged, so an
+offset is never committed before its outputs exist. This module decides when:
+the score stage's state, then its outputs, then the card state; and the table
+writes' changelog phases (`fraudstream.stream.flushing`).
 """
 
 from __future__ import annotations
@@ -44,6 +43,7 @@ from fraudstream.contracts import DeadLetter, Rejection, encode
 from fraudstream.core.decision import CardStanding
 from fraudstream.core.features.card import DAY_MS, CardState
 from fraudstream.core.features.merchant import MerchantState
+from fraudstream.core.features.partials import MerchantPartials
 from fraudstream.core.maturity import maturity_delays
 from fraudstream.core.scorer import FraudScorer, blank_standing
 from fraudstream.core.snapshot import EncodedSnapshots
@@ -60,16 +60,9 @@ from fraudstream.stream.learning import ModelFollower, RuleFollower
 from fraudstream.stream.maturity import TableMaturityQueue
 from fraudstream.stream.outputs import Output, Outputs
 from fraudstream.stream.pacing import BatchPacing
+from fraudstream.stream.partials import PartialsFollower
 from fraudstream.stream.snapshot_views import SnapshotViews
-from fraudstream.stream.stages import (
-    CardEventStage,
-    CardTables,
-    DeadLetters,
-    IntakeStage,
-    LabelOutcomes,
-    MerchantStage,
-    ScoreStage,
-)
+from fraudstream.stream.stages import CardEventStage, CardTables, DeadLetters, LabelOutcomes, OwnMerchants, ScoreStage
 from fraudstream.stream.stall import STALL_AFTER_S, StallWatch
 from fraudstream.stream.tables import ChangelogWriter, RocksDBMemory, TableMapping, TaggedMapping
 from fraudstream.stream.transactions import (
@@ -81,7 +74,7 @@ from fraudstream.stream.transactions import (
     transactional_id,
 )
 
-__all__ = ["FraudApp"]
+__all__ = ["EXIT_BATCH_FAILED", "FraudApp"]
 
 log = logging.getLogger("fraudstream.worker")
 
@@ -91,6 +84,8 @@ EVICT_EVERY_MS = DAY_MS
 HEAP_RELEASE_EVERY_S = 30.0
 #: Records fetched and waiting for their stage, per lane, at most (faust's stream buffer held as many).
 LANE_LIMIT = 4096
+#: The worker's exit status when a batch of authorizations fails half done (`FraudApp._batch_failed`).
+EXIT_BATCH_FAILED = 71
 #: How long the worker's producer waits to fill a produce batch, at most (see where it is built).
 OUTPUTS_LINGER_MS = 10
 
@@ -149,11 +144,10 @@ class FraudApp:
         self.stall = StallWatch(self.metrics)
         self._define_topics()
         self._define_tables()
-        # Table changelogs go through the same producer as the outputs (see fraudstream.stream.tables). Intake and
-        # merchant state may reach them in any order; the score stage's, in phases (`Flusher.durable`).
-        self.changelog = ChangelogWriter(self.producer, self.tables, self._on_changelog_error,
-                                         free=(self.card_table, self.merchant_table))
-        phases = ((self.card_table, self.merchant_table, self.snapshot_table, self.maturity_table),
+        # Table changelogs go through the same producer as the outputs (see fraudstream.stream.tables). The card state
+        # may reach them in any order; the rest of the score stage's, in phases (`Flusher.durable`).
+        self.changelog = ChangelogWriter(self.producer, self.tables, self._on_changelog_error, free=(self.card_table,))
+        phases = ((self.card_table, self.snapshot_table, self.maturity_table),
                   (self.standing_table, self.early_label_table), (self.threshold_table,))
         self.flusher = Flusher(self.outputs, self.changelog, phases, self.stall, self.metrics)
         self.transactions: Transactions | None = None
@@ -167,20 +161,21 @@ class FraudApp:
             logging.getLogger("mode.timers").addFilter(CommitOverlaps())
         # faust could step over messages around a rebalance, and commit them unprocessed (fraudstream.stream.delivery);
         # and more (fraudstream.stream.faust_patches).
-        faust_patches.apply(self.app, client, [s.topic_authorizations, s.topic_by_merchant, s.topic_enriched, s.topic_labels,
-                                               s.topic_merchant_labels, s.topic_card_reissues, s.topic_card_events],
+        faust_patches.apply(self.app, client, [s.topic_authorizations, s.topic_labels, s.topic_card_reissues, s.topic_card_events],
                             s.fetch_wait_ms, s.fetch_wait_idle_ms, rocksdb=self.rocksdb_memory is not None,
                             after_faust_flush=self.flusher.after_faust_flush, transactions=self.transactions,
                             revoke_within_s=s.session_timeout_s / 2)
-        # Crash safety: each card's state carries the offset of the newest authorization it includes, each
-        # merchant's which authorizations it includes (`MerchantStage.progress`), in the same changelog record.
-        self.card_durable = TaggedMapping(self.card_table, lambda k: str(self.intake.card_offset(k)).encode())
-        self.merchant_durable = TaggedMapping(self.merchant_table, lambda k: self.merchant.tag(k))
+        # Crash safety: each card's state carries the offset of the newest authorization it includes, in the same
+        # changelog record.
+        self.card_durable = TaggedMapping(self.card_table, lambda k: str(self.score.card_offset(k)).encode())
         # Bounded live caches (`StateStore.trim`): the tables hold every card of the last month, the heap the busy ones.
         live = s.live_states_max
         cards = StateStore(CardState, CardState.from_bytes, self.card_durable, capacity=live)
         standings = StateStore(CardStanding, CardStanding.from_bytes, self.standing_table, capacity=live, blank=blank_standing)
-        merchants = StateStore(MerchantState, MerchantState.from_bytes, self.merchant_durable, capacity=live)
+        # This worker's partitions' own merchant states, in memory: seeded from the replicas, which every worker keeps
+        # of every card partition from fraud.merchant-partials (`OwnMerchants`), so no table of their own.
+        merchants = StateStore(MerchantState, MerchantState.from_bytes)
+        self.merchant_partials = MerchantPartials(s.partitions, grace_ms=s.grace_ms, replicated=True)
         self.scorer = FraudScorer(
             s,
             cards=cards,
@@ -191,6 +186,7 @@ class FraudApp:
             card_index=self.card_index,
             early_labels=self.early_label_table,
             learn_inline=False,
+            merchant_partials=self.merchant_partials,
         )
         # A card's recent (ts, tx_id) list holds up to 512 entries (tens of KB as objects): a tenth as many stay live.
         self.scorer.card_index.capacity = max(1, live // 10)
@@ -204,20 +200,25 @@ class FraudApp:
         self.dead_letters = DeadLetters(s, m, out)
         card_tables = CardTables(self.standing_table, self.card_index, self.snapshot_table, self.early_label_table,
                                  self.threshold_table, self.maturity_table)
-        self.label_outcomes = LabelOutcomes(s, m, out)
-        self.intake = IntakeStage(s, m, out, self.dead_letters, self.scorer, self.card_table, self.card_durable, self.positions)
-        self.merchant = MerchantStage(s, m, out, self.dead_letters, self.scorer, self.merchant_table, self.merchant_durable,
-                                      self.positions)
-        self.score = ScoreStage(s, m, out, self.dead_letters, self.scorer, card_tables, self.label_outcomes, self.positions)
+        self.own_merchants = OwnMerchants(self.scorer)
+        self.label_outcomes = LabelOutcomes(s, m, out, self.own_merchants)
+        self.score = ScoreStage(s, m, out, self.dead_letters, self.scorer, card_tables, self.label_outcomes,
+                                self.own_merchants, self.card_table, self.card_durable, self.positions)
         self.card_events = CardEventStage(s, m, out, self.dead_letters, self.scorer, card_tables, self.label_outcomes,
                                           self.positions)
         self.model_follower = ModelFollower(self, client)
         self.rule_follower = RuleFollower(self, client)
+        self.partials_follower = PartialsFollower(self.merchant_partials, s.topic_merchant_partials, self._partials_consumer,
+                                                  client, self.dead_letter)
+        # Held by a batch from its first merchant event to their publishing (the score stage: after its state is
+        # durable): each record of fraud.merchant-partials then holds one batch's events, in the order they were taken.
         self._merchant_lock = asyncio.Lock()
+        self._assignments = 0  # assignments so far: a seeding that began before the latest one is not finished
         self._busy = 0
         self._evicted_at = 0  # event time of the last eviction
+        self._forgotten_reported = 0  # merchants the replicas forgot, counted as evicted
         self._evicting = False  # deletions made, not yet on their changelogs
-        self.gauges = Gauges(s, m, self.scorer, self.tables, self.card_table, self.merchant_table, self.rocksdb_memory,
+        self.gauges = Gauges(s, m, self.scorer, self.tables, self.card_table, self.rocksdb_memory,
                              self.score, self.label_outcomes.quality, self.positions, lambda: self.app.consumer)
         self._define_agents()
         self._define_timers()
@@ -225,10 +226,8 @@ class FraudApp:
     # --- wiring -------------------------------------------------------------
     def pacing(self) -> BatchPacing | None:
         """One agent's batch pacing: fuller batches while traffic is slow (``FRAUDSTREAM_BATCH_FILL``; None, the
-        default, with Apache Kafka: no pacing, and no per-batch work for it). For the agents of what comes from outside
-        (authorizations, labels, reissues) and of the low-rate internal topics; not for the merchant and score stages:
-        their input comes in the bursts the intake's pacing makes, one per intake batch, so their batches (and the
-        produce batches they write) are as few without their waiting again."""
+        default, with Apache Kafka: no pacing, and no per-batch work for it). For the loops of what comes from outside
+        (authorizations, labels, reissues) and of the low-rate internal topics."""
         s = self.settings
         if not s.batch_fill:
             return None
@@ -238,17 +237,12 @@ class FraudApp:
         s, app = self.settings, self.app
         # Topics are created by `fraudstream topics create` from topics/; faust only reads them.
         self.t_auth = app.topic(s.topic_authorizations, partitions=s.partitions)
-        self.t_by_merchant = app.topic(s.topic_by_merchant, partitions=s.partitions)
-        self.t_enriched = app.topic(s.topic_enriched, partitions=s.partitions)
-        # Subscribed (faust assigns their partitions, commits their offsets), each record put in its lane by the
+        # Subscribed (faust assigns its partitions, commits their offsets), each record put in the lane by the
         # consumer's fetch, never handed to a faust stream (fraudstream.stream.lanes).
-        self.lanes = {t.get_topic_name(): Lane(t.get_topic_name(), max(LANE_LIMIT, 2 * s.batch_size))
-                      for t in (self.t_auth, self.t_by_merchant, self.t_enriched)}
-        LANES.update(self.lanes)
-        for t in (self.t_auth, self.t_by_merchant, self.t_enriched):
-            app.topics.add(t.clone(is_iterator=True))  # type: ignore[arg-type]  # a Topic, as faust adds it itself
+        self.lane = Lane(s.topic_authorizations, max(LANE_LIMIT, 2 * s.batch_size))
+        LANES[s.topic_authorizations] = self.lane
+        app.topics.add(self.t_auth.clone(is_iterator=True))  # type: ignore[arg-type]  # a Topic, as faust adds it itself
         self.t_labels = app.topic(s.topic_labels, partitions=s.partitions)
-        self.t_merchant_labels = app.topic(s.topic_merchant_labels, partitions=s.partitions)
         self.t_reissues = app.topic(s.topic_card_reissues, partitions=s.partitions)
         self.t_card_events = app.topic(s.topic_card_events, partitions=s.partitions)
 
@@ -262,7 +256,6 @@ class FraudApp:
             kw["options"] = self.rocksdb_memory.table_options()
         self.card_table = TableMapping(app.Table("cards", **kw))
         self.standing_table = TableMapping(app.Table("card-standings", **kw))
-        self.merchant_table = TableMapping(app.Table("merchants", **kw))
         self.snapshot_table = TableMapping(app.Table("snapshots", **kw))
         # Where learning stands per partition (fraudstream.stream.maturity).
         self.maturity_table = TableMapping(app.Table("maturity", **kw))
@@ -277,78 +270,55 @@ class FraudApp:
         self.early_label_table = TableMapping(app.Table("early-labels", **kw))
         # str(partition) -> the decision policy (adaptive threshold) of that partition of the enriched topic
         self.threshold_table = TableMapping(app.Table("thresholds", **kw))
-        self.tables = (self.card_table, self.standing_table, self.merchant_table, self.snapshot_table,
-                       self.maturity_table, self.early_label_table, self.threshold_table)
+        self.tables = (self.card_table, self.standing_table, self.snapshot_table, self.maturity_table,
+                       self.early_label_table, self.threshold_table)
 
     def _define_agents(self) -> None:
         s, app = self.settings, self.app
 
         # Crash safety. Offsets are committed some seconds after a batch is acknowledged, and table writes reach
         # their changelogs on their own schedule, so after a SIGKILL a restarted worker sees again messages whose
-        # effects may or may not be in its tables. Each stage is written so that either case gives the same result:
-        # - intake and merchant stages: outputs first, then state. The state (tagged with the offsets of the
-        #   authorizations it includes) is written only once the outputs are on the broker; a redelivered or re-sent
-        #   message whose offset is already in the state is skipped (its outputs exist), one that is not is computed
-        #   again from the same state, so it gives the same output again.
-        # - score stage: state first, then outputs. Snapshots, standings and thresholds are on their changelogs
-        #   before any score or alert is produced, so a redelivered authorization is answered from its snapshot;
-        #   a snapshot whose threshold and standing updates did not reach their changelogs is replayed into them.
-        # `lane_batches` and `batches`: a batch cut short (a loop cancelled at shutdown while it waits for the broker) is
-        # not committed.
-        # The three hops of every authorization take whole batches from their lanes (fraudstream.stream.lanes), not
-        # from faust streams: faust's per-message hand-off cost more than the rest of the worker.
-        lanes = self.lanes
-
-        async def intake() -> None:
-            async for messages in lane_batches(lanes[s.topic_authorizations], self._consumer, s.batch_size,
-                                               s.batch_window_s, self.pacing()):
-                self._busy += 1
-                try:
-                    async with self.gate.batch():
-                        self.intake.batch(messages)
-                        await self.flusher.flush()
-                        self.intake.commit()
-                finally:
-                    self._busy -= 1
-
-        async def merchant_stage() -> None:
-            async for messages in lane_batches(lanes[s.topic_by_merchant], self._consumer, s.batch_size,
-                                               s.batch_window_s):
-                self._busy += 1
-                try:
-                    async with self.gate.batch():
-                        async with self._merchant_lock:
-                            released = self.merchant.batch(messages)
-                            await self.flusher.flush()
-                            self.merchant.commit()
-                        # Held authorizations were kept from being committed (`MerchantStage`): now they may be.
-                        for message in released:
-                            let_go(message)
-                        acknowledge(self.app.consumer, released)
-                finally:
-                    self._busy -= 1
+        # effects may or may not be in its tables. The score stage is written so that either case gives the same
+        # result (`fraudstream.stream.stages.score`): its snapshots, standings and thresholds are on their changelogs
+        # before any score, alert or merchant event is produced, so a redelivered authorization is answered from its
+        # snapshot (and a snapshot whose threshold and standing updates did not reach their changelogs is replayed
+        # into them); the card state goes after the outputs, tagged with the offset it includes, so an authorization
+        # it includes is skipped. `lane_batches` and `batches`: a batch cut short (a loop cancelled at shutdown while
+        # it waits for the broker) is not committed.
+        # Authorizations are taken in whole batches from their lane (fraudstream.stream.lanes), not from a faust
+        # stream: faust's per-message hand-off cost more than the rest of the worker.
 
         async def score_stage() -> None:
-            async for messages in lane_batches(lanes[s.topic_enriched], self._consumer, s.batch_size,
-                                               s.batch_window_s):
+            # With nothing new, still every 50 ms: authorizations held for other partitions' merchant partials go on
+            # as those come (`PartialsFollower`).
+            async for messages in lane_batches(self.lane, self._consumer, s.batch_size, s.batch_window_s, self.pacing(),
+                                               patience=0.05):
                 # Not before the model is restored and has caught up: a restart must not score with an older one.
                 while not self.model_follower.ready:
                     await asyncio.sleep(0.05)
                 messages = fresh(messages)  # the partitions may have been revoked meanwhile
-                if not messages:
+                await self.partials_follower.poll()
+                if not messages and not any(self.score.waiting.values()):
                     continue
                 self._busy += 1
                 try:
-                    async with self.gate.batch():
-                        self.score.batch(messages)
-                        await self.flusher.durable()
-                        self.score.send()
-                        await self.flusher.flush()
+                    async with self.gate.batch(), self._merchant_lock:
+                        try:
+                            released = self.score.batch(messages)
+                            await self.flusher.durable()
+                            self.score.send()
+                            await self.flusher.flush()
+                            self.score.commit()
+                        except Exception as exc:
+                            self._batch_failed(exc)
+                    # Held authorizations were kept from being committed: now they may be.
+                    for message in released:
+                        let_go(message)
+                    acknowledge(self.app.consumer, released)
                 finally:
                     self._busy -= 1
 
-        for name, loop in (("intake", intake), ("merchant-features", merchant_stage), ("score", score_stage)):
-            app.task(_restarting(name, loop))
+        app.task(_restarting("score", score_stage))
 
         @app.agent(self.t_labels, name="labels")
         async def label_intake(stream: Any) -> None:
@@ -367,19 +337,16 @@ class FraudApp:
         @app.agent(self.t_card_events, name="card-events")
         async def card_event_stage(stream: Any) -> None:
             async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
-                async with self.gate.batch():
-                    self.card_events.batch([event.message for event in events])
+                messages = [event.message for event in events]
+                # A label's news goes to its card partition's own merchant state: seeded first.
+                while not {m.partition for m in messages} <= self.own_merchants.seeded:
+                    await asyncio.sleep(0.01)
+                async with self.gate.batch(), self._merchant_lock:
+                    self.card_events.batch(messages)
                     await self.flusher.flush()
                     await self.flusher.durable()  # the standings and snapshots it changed, in order
 
-        @app.agent(self.t_merchant_labels, name="merchant-labels")
-        async def merchant_label_stage(stream: Any) -> None:
-            async for events in batches(stream, s.batch_size, s.batch_window_s, self.pacing()):
-                # Not while a merchant batch waits for its outputs: its state must not be written before them.
-                async with self.gate.batch(), self._merchant_lock:
-                    self.merchant.label_batch([event.message for event in events])
-
-        self.agents = (label_intake, reissue_intake, card_event_stage, merchant_label_stage)
+        self.agents = (label_intake, reissue_intake, card_event_stage)
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's stubs want (sender, *args, signal=)
         async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
@@ -394,25 +361,22 @@ class FraudApp:
             if not await self.flusher.durable(max(deadline, time.monotonic() + 1.0)):
                 log.warning("partitions revoked before every table write reached its changelog")
             # Cached state objects may belong to partitions that move away:
-            # forget them all; they reload from the tables on next use.
+            # forget them all; they reload from the tables on next use (merchant states: from the replicas).
             self.scorer.cards.drop_live(lambda k: False)
             self.scorer.standings.drop_live(lambda k: False)
             self.scorer.card_index.drop_live()
-            self.scorer.merchants.drop_live(lambda k: False)
             self.scorer.pending.clear()
             self.scorer.policies.clear()  # reloaded from the thresholds table, possibly advanced by another worker
-            self.intake.card_offsets.clear()
             # Held authorizations were never committed: after the rebalance faust seeks every partition back to
             # its committed offset, so they come again, to whoever owns their partition then.
-            self.merchant.forget()
-            self.metrics.held.set(0)
             self.score.forget()
 
         @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust's stubs want (sender, *args, signal=)
         async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
-            # Every merchant stage of the group forgot its orders (`on_revoked`) before this assignment was handed
-            # out: announce every card partition's progress again, even what did not change (`announce_again`).
-            self.intake.announce_again()
+            # Every partition's previous owner published its merchant events before it let go (`on_revoked`): read
+            # to their end, they are what this worker's own merchant states start from.
+            self._assignments += 1
+            self._seed({tp.partition for tp in assigned if tp.topic == s.topic_authorizations})
 
     def _define_timers(self) -> None:
         app = self.app
@@ -439,16 +403,21 @@ class FraudApp:
         async def probe_broker() -> None:
             await self.stall.probe(self.producer)
 
-        # A card partition with nothing new must not hold back the merchant stage's event-time order.
+        # A card partition with nothing new must not hold back the others' merchant features.
         @app.timer(interval=max(0.05, self.settings.source_idle_s / 2))
         async def announce_idle() -> None:
-            _guarded(self.announce_idle_sources)
+            async with self._merchant_lock:
+                _guarded(self.announce_idle_sources)
 
         @app.timer(interval=0.2)
         async def follow() -> None:
             _guarded(self.model_follower.poll)
             _guarded(self.rule_follower.poll)
             _guarded(self.flusher.write_tables)
+            try:
+                await self.partials_follower.poll()
+            except Exception:
+                log.exception("reading the merchant partials failed; will retry")
 
         @app.task
         async def bootstrap_model() -> None:
@@ -458,9 +427,23 @@ class FraudApp:
         async def on_shutdown(app: Any, **kwargs: Any) -> None:
             self.changelog.send()  # delivered by the checkpoint's flush
             self.model_follower.checkpoint_on_shutdown()
+            await self.partials_follower.stop()
 
     def _consumer(self) -> Any:
         return self.app.consumer
+
+    def _partials_consumer(self) -> Any:
+        """An aiokafka consumer of no group for fraud.merchant-partials, built as faust builds its own (credentials
+        included): with exactly once it reads committed records only, as faust's patched fetcher gives them."""
+        import aiokafka
+        from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+        s, conf = self.settings, self.app.conf
+        return aiokafka.AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap.split(","), enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed" if s.exactly_once else "read_uncommitted",
+            fetch_max_wait_ms=s.fetch_wait_ms, request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
+            **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context))
 
     # --- the producer's callbacks -------------------------------------------------
     def _on_producer_error(self, err: Any) -> None:
@@ -507,8 +490,41 @@ class FraudApp:
 
     # --- upkeep -------------------------------------------------------------------
     def announce_idle_sources(self) -> None:
-        """Card partitions of this worker that are caught up and quiet: merchant partitions stop waiting for them."""
-        self.intake.announce_idle(self.app.consumer)
+        """Card partitions of this worker that are caught up and quiet: the others stop waiting for them."""
+        self.score.announce_idle(self.app.consumer)
+        self.own_merchants.publish(self.outputs, self.settings.topic_merchant_partials)
+        self.outputs.poll()
+
+    def _seed(self, partitions: set[int]) -> None:
+        """In the background: ``partitions``' merchant events read to their end, then their own states seeded from the
+        replicas (`OwnMerchants.seed`); their authorizations wait until then. Not if another assignment came first."""
+        assignment = self._assignments
+
+        async def seed() -> None:
+            try:
+                await self.partials_follower.catch_up(partitions)
+            except Exception:
+                log.exception("could not read the merchant partials of partitions %s; trying again", sorted(partitions))
+                await asyncio.sleep(1.0)
+                if assignment == self._assignments:
+                    self._seed(partitions)
+                return
+            if assignment == self._assignments:
+                for p in partitions:
+                    self.own_merchants.seed(p)
+
+        asyncio.ensure_future(seed())
+
+    def _batch_failed(self, exc: Exception) -> None:
+        """A score batch raised between its first merchant event and their publishing (not a message's failure:
+        those are dead-lettered). Its events are in this worker's replicas and nowhere else, and a batch read again
+        would take them for published (`OwnMerchants`): the worker stops at once, as a SIGKILL would; restarted, it
+        reads every partition's events from the topic again."""
+        log.critical("a batch of authorizations failed (%s: %s) after its merchant events were taken, before they were "
+                     "published; stopping the worker (exit %d) so that it restarts from what the broker has",
+                     type(exc).__name__, exc, EXIT_BATCH_FAILED, exc_info=exc)
+        logging.shutdown()
+        os._exit(EXIT_BATCH_FAILED)
 
     def dead_letter(self, rejection: Rejection, msg: Any) -> None:
         """Bad input to the dead-letter topic, with its reason, counted (the model and rule followers' too)."""
@@ -516,7 +532,7 @@ class FraudApp:
 
     def owned_score_partitions(self) -> set[int]:
         """The partitions of the enriched topic, and of the score stage's tables, that this worker is active for."""
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topic_enriched}
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topic_authorizations}
 
     def release_heap(self) -> None:
         started = time.perf_counter()
@@ -528,19 +544,20 @@ class FraudApp:
         """Cards, standings and merchants idle longer than their longest window leave the tables (a blocked card's
         standing stays until its reissue), once per day of event time: a replay of last year evicts as it goes, by
         the authorizations' ``ts``, not the wall clock. Only between batches: the deletions are written at once."""
-        now = max(self.intake.source_marks.values(), default=0)
+        now = self.score.event_time
         if self._busy or not now or now - self._evicted_at < EVICT_EVERY_MS:
             return
         self._evicted_at = now
         scorer = self.scorer
-        evicted = scorer.evict_idle(now)
+        # Merchants leave every worker's replicas as event time passes their partitions' days (`forget_idle`).
+        forgotten = self.merchant_partials.forgotten
+        evicted = scorer.evict_idle(now) + forgotten - self._forgotten_reported
+        self._forgotten_reported = forgotten
         if evicted:
             scorer.cards.flush()
             scorer.standings.flush()
-            scorer.merchants.flush()
             # Caches of the tags written with those states (they read back from the tables when needed).
-            self.intake.card_offsets.clear()
-            self.merchant.applied.clear()
+            self.score.card_offsets.clear()
             self._evicting = True
             self.metrics.evicted.inc(evicted)
             log.info("evicted %d idle card, standing and merchant states (event time %d)", evicted, now)

@@ -42,10 +42,10 @@ import concurrent.futures
 import logging
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+from fraudstream.kafka.offsets import fetched_ends
 from fraudstream.stream.delivery import _ASKED, _BUSY, _GONE, _HELD, _NEXT, _REVOKED, _SKIPPED
 
 if TYPE_CHECKING:
@@ -517,7 +517,7 @@ def use_true_end_offsets(client: dict[str, Any], committed_only: bool = False) -
                 if committed:
                     true = await _committed_ends(self, suspect)
                 else:
-                    true = await asyncio.get_running_loop().run_in_executor(None, _fetched_ends, client, suspect)
+                    true = await asyncio.get_running_loop().run_in_executor(None, fetched_ends, client, suspect)
             except Exception as exc:  # fall back to what the broker said
                 log.warning("could not check end offsets by fetching: %s", exc)
             else:
@@ -576,26 +576,6 @@ def use_fetch_wait(app: Any, wait_ms: int, idle_wait_ms: int) -> None:
     _create_worker_consumer._fraudstream = True  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
     Fetcher._proc_fetch_request = _proc_fetch_request
-
-
-def _fetched_ends(client: dict[str, Any], reported: dict[Any, int], timeout: float = 10.0) -> dict[Any, int]:
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-    c = Consumer({**client, "group.id": f"fraudstream-ends-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-                  "enable.partition.eof": True, "auto.offset.reset": "latest", "fetch.wait.max.ms": 10})
-    try:
-        by_key = {(tp.topic, tp.partition): tp for tp in reported}
-        c.assign([TopicPartition(tp.topic, tp.partition, hw - 1) for tp, hw in reported.items()])
-        ends: dict[Any, int] = {}
-        deadline = time.monotonic() + timeout
-        while len(ends) < len(reported) and time.monotonic() < deadline:
-            for m in c.consume(1000, 0.2):
-                err = m.error()
-                if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                    ends[by_key[(m.topic(), m.partition())]] = cast(int, m.offset())  # an EOF event has one
-        return ends
-    finally:
-        c.close()
 
 
 async def _committed_ends(thread: Any, reported: dict[Any, int], timeout: float = 30.0) -> dict[Any, int]:

@@ -25,7 +25,7 @@ class Gauges:
     high-water marks), ``positions``: the offset each stage has reached per input partition."""
 
     def __init__(self, settings: Settings, metrics: Metrics, scorer: FraudScorer, tables: tuple[TableMapping, ...],
-                 card_table: TableMapping, merchant_table: TableMapping, rocksdb_memory: RocksDBMemory | None,
+                 card_table: TableMapping, rocksdb_memory: RocksDBMemory | None,
                  score: ScoreStage, quality: QualityWindow, positions: dict[tuple[str, int], int],
                  consumer: Callable[[], Any]) -> None:
         self.settings = settings
@@ -33,7 +33,6 @@ class Gauges:
         self.scorer = scorer
         self.tables = tables
         self.card_table = card_table
-        self.merchant_table = merchant_table
         self.rocksdb_memory = rocksdb_memory
         self.score = score
         self.quality = quality
@@ -45,7 +44,7 @@ class Gauges:
         """Every gauge, now (a timer calls it every few seconds)."""
         m, scorer = self.metrics, self.scorer
         m.cards.set(self.card_table.approx_len())
-        m.merchants.set(self.merchant_table.approx_len())
+        m.merchants.set(len(scorer.merchants.live))  # this worker's partitions' own states (no table: `OwnMerchants`)
         m.snapshots.set(len(scorer.pending))
         for kind, store in (("card", scorer.cards), ("standing", scorer.standings), ("merchant", scorer.merchants),
                             ("card_transactions", scorer.card_index)):
@@ -83,8 +82,7 @@ class Gauges:
             assignment = consumer.assignment()
         except Exception:  # not yet started
             return
-        inputs = {self.settings.topic_authorizations, self.settings.topic_by_merchant, self.settings.topic_enriched,
-                  self.settings.topic_labels}
+        inputs = {self.settings.topic_authorizations, self.settings.topic_labels}
         for tp in assignment:
             if tp.topic not in inputs:
                 continue

@@ -108,11 +108,18 @@ class Lane:
         self._messages.extend(records)
         self._ready.set()
 
-    async def wait(self, max_: int, within: float) -> None:
-        """Until a record is here, then until ``max_`` are or ``within`` seconds have passed."""
+    async def wait(self, max_: int, within: float, patience: float | None = None) -> None:
+        """Until a record is here (or ``patience`` seconds have passed without one), then until ``max_`` are or
+        ``within`` seconds have passed."""
         while not self._messages:
             self._ready.clear()
-            await self._ready.wait()
+            if patience is None:
+                await self._ready.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._ready.wait(), patience)
+            except TimeoutError:
+                return
         if len(self._messages) >= max_ or within <= 0:
             return
         deadline = time.monotonic() + within
@@ -144,13 +151,17 @@ class Lane:
         return before - len(self._messages)
 
 
-async def lane_batches(lane: Lane, consumer: Any, max_: int, within: float,
-                       pacing: BatchPacing | None = None) -> AsyncGenerator[list[LaneRecord], None]:
+async def lane_batches(lane: Lane, consumer: Any, max_: int, within: float, pacing: BatchPacing | None = None,
+                       patience: float | None = None) -> AsyncGenerator[list[LaneRecord], None]:
     """Batches of ``lane``'s messages, as :func:`fraudstream.stream.delivery.batches` gives a stream's events: a
     batch the caller finishes is acknowledged (its offsets may be committed), one it does not is read again; stale
-    and out-of-order messages are left out. ``consumer``: faust's consumer, called for it (``app.consumer``)."""
+    and out-of-order messages are left out. ``consumer``: faust's consumer, called for it (``app.consumer``).
+    ``patience``: with no record for that long, an empty batch (for a stage that also waits on something else)."""
     while True:
-        await lane.wait(max_, within)
+        await lane.wait(max_, within, patience)
+        if not len(lane):
+            yield []
+            continue
         taken_at = time.monotonic()
         messages = lane.take(max_)
         kept = await checked(consumer(), messages)

@@ -32,6 +32,7 @@ from fraudstream.contracts import Rejection, decode
 from fraudstream.core.features.catalogue import FEATURE_NAMES
 from fraudstream.core.model.online import OnlineModel, TrainingExample
 from fraudstream.core.rules import Rule, RuleError
+from fraudstream.stream.stages.base import Message
 
 if TYPE_CHECKING:
     from fraudstream.config import Settings
@@ -286,7 +287,7 @@ class ModelFollower:
             try:
                 example = TrainingExample.from_dict(decode(m.value()))
             except (ValueError, KeyError, TypeError) as exc:
-                self.owner.dead_letter(Rejection("invalid_value", f"training example: {exc}"[:200]), _Msg(m))
+                self.owner.dead_letter(Rejection("invalid_value", f"training example: {exc}"[:200]), Message.of(m))
             else:
                 model.learn(example)
                 metrics.model_learned.labels("feedback" if example.source in ("analyst", "investigator") else "delayed").inc()
@@ -407,19 +408,9 @@ class RuleFollower:
             rule = stored_rule(rule_id, m.value())
         except (RuleError, ValueError, TypeError) as exc:
             self.owner.metrics.rule_rejections.inc()
-            self.owner.dead_letter(Rejection("invalid_value", f"rule rejected: {exc}"[:300]), _Msg(m))
+            self.owner.dead_letter(Rejection("invalid_value", f"rule rejected: {exc}"[:300]), Message.of(m))
             log.warning("rule %s rejected, rules in force unchanged: %s", rule_id, exc)
             return 0
         scorer.rules = scorer.rules.with_rule(rule)
         log.info("rule %s applied (%s)", rule.id, rule.mode)
         return 1
-
-
-class _Msg:
-    """A confluent-kafka message with the attribute names faust messages have."""
-
-    def __init__(self, m: Any) -> None:
-        self.topic, self.partition, self.offset = m.topic(), m.partition(), m.offset()
-        self.key, self.value = m.key(), m.value()
-
-

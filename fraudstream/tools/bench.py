@@ -460,41 +460,6 @@ def short_topic(settings: Settings, topic: str) -> str:
     return topic.partition("fraud.")[2] or topic
 
 
-def create_times(settings: Settings, start: dict[tuple[str, int], int], phase: str) -> dict[str, dict[int, int]]:
-    """For one phase's authorizations: when the worker produced each onto the internal topics (CreateTime, ms).
-
-    Read after the phase, from the offsets it started at, so the reading takes nothing from the worker while
-    it is measured; the producer's timestamps say when each stage handed the authorization on.
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
-    end = end_offsets(settings, sorted({t for t, _ in start}))
-    c = Consumer({**settings.kafka_client_config(), "group.id": f"bench-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False})
-    todo = {tp for tp, off in start.items() if end[tp] > off}
-    c.assign([TopicPartition(t, p, start[(t, p)]) for t, p in sorted(todo)])
-    out: dict[str, dict[int, int]] = {t: {} for t, _ in start}
-    prefix = f"{phase}-".encode()
-    n = len(prefix)
-    deadline = time.monotonic() + 60
-    try:
-        while todo and time.monotonic() < deadline:
-            for m in c.consume(10_000, 0.5):
-                if m.error() is not None:
-                    continue
-                topic, offset, v = m.topic() or "", m.offset() or 0, m.value() or b""
-                tp = (topic, m.partition() or 0)
-                if offset + 1 >= end[tp]:
-                    todo.discard(tp)
-                at = v.find(b'"tx_id":"')
-                if at < 0 or v[at + 9 : at + 9 + n] != prefix:
-                    continue
-                j = int(v[at + 9 + n : v.index(b'"', at + 9)])
-                out[topic].setdefault(j, m.timestamp()[1])
-    finally:
-        c.close()
-    return out
-
-
 STALL_S = 60.0
 
 
@@ -649,8 +614,6 @@ def measure_latency(settings: Settings, events: Events, phase: str, rate: float,
     tracker = reader.track(phase, Tracker(total, latency=True))
     topic = settings.topic_authorizations
     produce, poll, dumps, wall = producer.produce, producer.poll, orjson.dumps, time.time
-    internal = [settings.topic_by_merchant, settings.topic_enriched]
-    start_offsets = end_offsets(settings, internal)
     cpu.start()
     progress(f"latency: {total:,} authorizations at {rate:,.0f}/s for {seconds:g}s")
     t0 = time.perf_counter()
@@ -697,24 +660,19 @@ def measure_latency(settings: Settings, events: Events, phase: str, rate: float,
            "n": len(lat), "p50_first_third": early, "p50_last_third": late}
     out["cpu"] = cpu_use
     out["tracker"] = tracker
-    # Median time in each stage, from the producer timestamps: the worker's intake stage put the authorization
-    # on by-merchant, the merchant stage on enriched, the score stage on scores; then the reader received it.
-    created = create_times(settings, start_offsets, phase) if complete else {}
-    by_merchant, enriched = created.get(settings.topic_by_merchant, {}), created.get(settings.topic_enriched, {})
-    spans: dict[str, list[float]] = {"intake": [], "merchant": [], "score": [], "delivery": []}
+    # Median time on each side of the score's producer timestamp: the worker (from the authorization's produce to
+    # its score's), then the reader.
+    spans: dict[str, list[float]] = {"worker": [], "delivery": []}
     received = dict(tracker.latencies_ms)
     for j, (ts, scored_at) in tracker.stages.items():
-        if j in by_merchant and j in enriched:
-            spans["intake"].append(by_merchant[j] - ts)
-            spans["merchant"].append(enriched[j] - by_merchant[j])
-            spans["score"].append(scored_at - enriched[j])
-            spans["delivery"].append(ts + received[j] - scored_at)
+        spans["worker"].append(scored_at - ts)
+        spans["delivery"].append(ts + received[j] - scored_at)
     for name, values in spans.items():
         out[f"stage_{name}"] = pct(sorted(values), 50)
     progress(f"latency @ {rate:,.0f}/s: produced {offered:,.0f}/s, scored {achieved:,.0f}/s, p50 {out['p50']:.1f} ms, "
              f"p99 {out['p99']:.1f} ms, p99.9 {out['p999']:.1f} ms, max {out['max']:.0f} ms; p50 first third {early:.0f} ms, "
-             f"last third {late:.0f} ms; median per stage: intake {out['stage_intake']:.0f} ms, merchant "
-             f"{out['stage_merchant']:.0f} ms, score {out['stage_score']:.0f} ms, to the reader {out['stage_delivery']:.0f} ms; "
+             f"last third {late:.0f} ms; median in the worker {out['stage_worker']:.0f} ms, "
+             f"to the reader {out['stage_delivery']:.0f} ms; "
              "cpu cores " + ", ".join(f"{k} {v:.2f}" for k, v in cpu_use.items())
              + ("" if kept_up else "  (did NOT keep up)"))
     return out
@@ -803,7 +761,7 @@ PROFILE_STDLIB = ("asyncio/", "selectors.py", "_weakrefset.py", "typing.py", "en
 PROFILE_C_CALLERS = {"Outputs._produce": "producer calls", "Outputs.poll": "producer calls",
                      "ChangelogWriter.send": "producer calls", "Flusher.flush": "producer calls",
                      "Flusher.deliver": "producer calls", "Flusher.write_tables": "producer calls",
-                     "FraudScorer.card_stage": "core", "FraudScorer.enrich_merchant": "core",
+                     "FraudScorer.features": "core", "FraudScorer.enrich_merchant": "core",
                      "StateStore.flush": "tables + state"}
 PROFILE_ROWS = (("JSON codec", ("fraudstream/contracts.py",)),
                 ("tables + state", ("fraudstream/core/state.py", "fraudstream/core/maturity.py", "fraudstream/core/snapshot.py",
@@ -1252,9 +1210,8 @@ def render(results: dict[str, Any], cfg: BenchConfig) -> str:
         rows.append((f"{name}: latency p99", f"{lat['p99']:,.1f} ms", f"≤ {GOAL_P99_MS:.0f} ms" if goal_p99 else "",
                      mark(lat["p99"] <= GOAL_P99_MS) if goal_p99 else ""))
         rows.append((f"{name}: latency p99.9", f"{lat['p999']:,.1f} ms", "", ""))
-        rows.append((f"{name}: median per stage (intake / merchant / score / reader)",
-                     f"{lat['stage_intake']:,.0f} / {lat['stage_merchant']:,.0f} / {lat['stage_score']:,.0f} / "
-                     f"{lat['stage_delivery']:,.0f} ms", "", ""))
+        rows.append((f"{name}: median in the worker / to the reader",
+                     f"{lat['stage_worker']:,.0f} / {lat['stage_delivery']:,.0f} ms", "", ""))
     core = results["core"]
     rows.append(("core: FraudScorer.process (model warm)", f"{core['process_us']:.1f} µs/event", f"≤ {GOAL_CORE_US:.0f} µs",
                  mark(core["process_us"] <= GOAL_CORE_US)))

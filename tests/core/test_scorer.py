@@ -130,12 +130,12 @@ def test_rule_precision_counts_a_chargeback_weeks_late_and_holds_nothing_per_hit
 
 
 def test_a_duplicate_on_the_scoring_stage_alone_touches_no_state() -> None:
-    """The worker's scoring stage gets card and merchant features from upstream; a redelivery must not count twice."""
+    """A redelivery answered from its snapshot (whatever features it is handed) must not count twice."""
     rules = RuleSet([Rule("R-1", "big ticket", "amount > 1000", "active", "alert")])
     scorer = FraudScorer(settings(), rules=rules)
     a = auth("t1", "c1", T0, 5000.0)
-    step = scorer.card_stage(a)
-    first = scorer.score(a, step.features | scorer.enrich_merchant(a, step.duplicate), step.late)
+    step = scorer.features(a)
+    first = scorer.score(a, step.features, step.late)
     assert first.alerted
     card, standing, merchant = (scorer.cards.get("c1").to_bytes(), scorer.standings.get("c1").to_bytes(),
                                 scorer.merchants.get("m1").to_bytes())
@@ -148,26 +148,26 @@ def test_a_duplicate_on_the_scoring_stage_alone_touches_no_state() -> None:
     assert scorer.counts["duplicate"] == 1 and scorer.rule_stats.snapshot()["R-1"]["overall"]["hits"] == 1
 
 
-def test_a_duplicate_on_the_card_stage_is_counted_once_in_every_card_window() -> None:
+def test_a_duplicate_is_counted_once_in_every_card_and_merchant_window() -> None:
     scorer, reference = FraudScorer(settings()), FraudScorer(settings())  # the reference never sees the redelivery
     a = auth("t1", "c1", T0, 80.0, channel="ecom")
-    first = scorer.card_stage(a)
-    reference.card_stage(a)
+    first = scorer.features(a)
+    reference.features(a)
     assert (first.duplicate, first.late) == (False, False)
     card = scorer.cards.get("c1").to_bytes()
-    again = scorer.card_stage(auth("t1", "c1", T0 + 5, 999.0))  # same tx_id, other payload
+    again = scorer.features(auth("t1", "c1", T0 + 5, 999.0))  # same tx_id, other payload
     assert (again.duplicate, again.late) == (True, False)
     assert scorer.cards.get("c1").to_bytes() == card
     b = auth("t2", "c1", T0 + MIN, 20.0, merchant="m2")
-    nxt = scorer.card_stage(b)
+    nxt = scorer.features(b)
     assert not nxt.duplicate
     for w in ("1h", "24h", "7d", "30d"):
         assert (nxt.features[f"card_count_{w}"], nxt.features[f"card_amount_sum_{w}"]) == (2.0, 100.0), w
     assert nxt.features["card_cnp_share_24h"] == 0.5
-    assert nxt.features == reference.card_stage(b).features
+    assert nxt.features == reference.features(b).features
     assert scorer.cards.get("c1").to_bytes() == reference.cards.get("c1").to_bytes()
     # Still remembered after other authorizations on the card: a redelivery a little later is caught too.
-    assert scorer.card_stage(a).duplicate
+    assert scorer.features(a).duplicate
     assert scorer.cards.get("c1").to_bytes() == reference.cards.get("c1").to_bytes()
 
 
@@ -536,17 +536,15 @@ def test_a_blank_standing_is_not_stored_and_an_unchanged_one_not_again() -> None
     assert standings.flush() == 1  # its clock moved
 
 
-def test_process_gives_the_features_of_the_worker_s_three_stages_in_their_order() -> None:
-    """process() fills one dict keyed ahead; the worker merges the card's and the merchant's: the same dict."""
+def test_process_gives_every_feature_in_the_catalogues_order() -> None:
+    """process() fills one dict keyed ahead, card's then merchant's, as the worker's one pass does (`features`)."""
     whole, staged = FraudScorer(settings()), FraudScorer(settings())
     events = [auth(f"t{i}", f"c{i % 3}", T0 + i * MIN, 20.0 + i, merchant=f"m{i % 2}", channel=("pos", "ecom", "atm")[i % 3])
               for i in range(12)]
     events.append(Authorization("t-usd", "c1", "m1", 12.5, T0 + HOUR, currency="USD", mcc="5732"))
     for a in events:
         got = whole.process(a).features
-        step = staged.card_stage(a)
-        want = dict(step.features)
-        want.update(staged.enrich_merchant(a, step.duplicate))
+        want = staged.features(a).features
         assert got == want and list(got) == list(want), a.tx_id
         assert "late" not in got and got["mcc_electronics"] == (1.0 if a.mcc == "5732" else 0.0)
 

@@ -34,14 +34,14 @@ def test_one_scenario_compares_fraudstream_the_reference_and_the_batch_baselines
     assert (tmp_path / "events.jsonl").exists() and (tmp_path / "labels.jsonl").exists()
 
 
-def test_one_pass_adds_fraudstream_with_merchant_partials_beside_the_exact_one(tmp_path: Path) -> None:
+def test_exact_adds_fraudstream_with_one_state_per_merchant_beside_the_workers(tmp_path: Path) -> None:
     data = make_scenario("card-testing", cards=400, days=24, seed=3)
-    result = compare_scenario(data, Settings.load(env={}).with_overrides(partitions=3), str(tmp_path), k=5, one_pass=True)
+    result = compare_scenario(data, Settings.load(env={}).with_overrides(partitions=3), str(tmp_path), k=5, exact=True)
     rows = {r.learner: r for r in result.whole}
-    one_pass = rows["fraudstream, one pass (merchant partials, 3 partitions)"]
-    assert list(rows)[:2] == ["fraudstream", "fraudstream, one pass (merchant partials, 3 partitions)"]
+    exact = rows["fraudstream, exact merchant features (one state per merchant)"]
+    assert list(rows)[:2] == ["fraudstream", "fraudstream, exact merchant features (one state per merchant)"]
     # The same stream, labels and decisions: only the merchant's features moved, by the others' last minute or two.
-    assert one_pass.auc != rows["fraudstream"].auc and abs(one_pass.auc - rows["fraudstream"].auc) < 0.05
+    assert exact.auc != rows["fraudstream"].auc and abs(exact.auc - rows["fraudstream"].auc) < 0.05
 
 
 def test_the_scenarios_run_side_by_side_and_print_in_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,11 +2,10 @@
 progress-based waits and the reports that say what was lost where.
 
 The input is the Handbook simulator's traffic with one twist that makes a run reproducible to the bit: every
-terminal is split into one merchant per partition chain (``aligned_events``), named so that murmur2 puts the
-merchant on the same partition number as the card. Authorization partition p then feeds by-merchant partition p,
-which feeds enriched partition p, and nothing else: each chain sees its events in the order they were produced,
-whatever the scheduling. A worker that nothing disturbs then gives exactly what the pure core gives on the same
-events in the same order (``reference``), record for record: features, score, model version, decision.
+terminal is split into one merchant per card partition (``aligned_events``), so that a merchant's authorizations
+all come from one partition, which sees them in the order they were produced, whatever the scheduling, and no other
+partition's merchant partials add to it. A worker that nothing disturbs then gives exactly what the pure core gives
+on the same events in the same order (``reference``), record for record: features, score, model version, decision.
 """
 
 from __future__ import annotations
@@ -227,7 +226,7 @@ def wait_growing(count: Callable[[], int], target: int, what: str, report: Calla
 def worker_report(worker: Any, metrics: tuple[str, ...] = ("fraudstream_authorizations_scored_total",
                   "fraudstream_labels_total", "fraudstream_model_learn_total", "fraudstream_model_examples_learned",
                   "fraudstream_consumer_lag", "fraudstream_broker_errors_total", "fraudstream_merchant_held",
-                  "fraudstream_merchant_out_of_order")) -> str:
+                  "fraudstream_authorizations_rerouted_total")) -> str:
     """What a worker's metrics and log say now."""
     lines = [f"--- {worker.log_path.name} ({'alive' if worker.alive() else f'exited {worker.process.returncode}'})"]
     if worker.alive():
@@ -286,17 +285,15 @@ def committed_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[s
 
 
 def missing_report(settings: Settings, tap: TopicTap, events: list[dict], workers: Iterable[Any]) -> str:
-    """Which authorizations are not on fraud.scores, how far each got through the stages (authorizations,
-    by-merchant, enriched) and whether the group has committed past it (then it is lost: nobody will read it again),
-    and what the workers say."""
+    """Which authorizations are not on fraud.scores, whether they reached fraud.authorizations and whether the group
+    has committed past them (then they are lost: nobody will read them again), and what the workers say."""
     with tap.lock:
         seen = set(tap.seen)
     missing = [e["tx_id"] for e in events if e["tx_id"] not in seen]
     if not missing:
         return "nothing is missing any more"
     wanted = set(missing)
-    stages = [("auth", settings.topic_authorizations), ("by-merchant", settings.topic_by_merchant),
-              ("enriched", settings.topic_enriched)]
+    stages = [("auth", settings.topic_authorizations)]
     where = {name: locate(settings, topic, wanted) for name, topic in stages}
     try:
         committed = committed_offsets(settings, [topic for _, topic in stages])

@@ -1,11 +1,10 @@
 """Crash safety: SIGKILL the worker mid-stream, restart it, and nothing is lost, doubled or changed.
 
 The input is the Handbook simulator's traffic with one twist that makes a run reproducible to the bit: every
-terminal is split into one merchant per partition chain (``aligned_events``), named so that murmur2 puts the
-merchant on the same partition number as the card. Authorization partition p then feeds by-merchant partition p,
-which feeds enriched partition p, and nothing else: each chain sees its events in the order they were produced,
-whatever the scheduling. A crash-free worker then gives exactly what the pure core gives on the same events in
-the same order (``reference``), record for record: features, score, model version, decision.
+terminal is split into one merchant per card partition (``aligned_events``), so that a merchant's authorizations all
+come from one partition, in the order they were produced, whatever the scheduling. A crash-free worker then gives
+exactly what the pure core gives on the same events in the same order (``reference``), record for record: features,
+score, model version, decision.
 
 Any difference from the reference (see scenario.py) is therefore the crash's doing.
 """

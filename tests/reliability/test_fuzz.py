@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +39,7 @@ from fraudstream.contracts import (
     decode_card_reissue,
     decode_label,
 )
+from fraudstream.core.partitioner import partition_of
 from fraudstream.core.scorer import FraudScorer
 
 NOW_MS = int(time.time() * 1000)
@@ -285,7 +285,7 @@ class Msg:
     timestamp: float | None = None  # as faust gives it: seconds, None when the record has none
 
     def incref(self) -> None:
-        """Held by the merchant stage (event-time order); acknowledging it is the agent's, not the handlers'."""
+        """Held by the score stage (for the other partitions' merchant partials); acknowledging it is the loop's."""
 
 
 @dataclass
@@ -302,7 +302,7 @@ class RecordingProducer:
     def produce(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
                 on_delivery: Any = None) -> None:
         if partition is not None:
-            return  # a progress mark to every merchant partition (event-time order), a changelog record: no output
+            return  # a record of merchant partials (to its partition's number), a changelog record: no output
         assert isinstance(value, bytes)
         self.sent.append((topic, value, key))
 
@@ -352,34 +352,30 @@ _offsets = iter(range(10**9))
 
 
 def _events(topic: str, items: list[tuple[bytes | None, bytes | None]]) -> list[Event]:
-    """Messages as faust hands them to an agent: partitioned by key, as the producers do (a card's, or a merchant's,
+    """Messages as faust hands them to an agent: partitioned by key as the producers do (Kafka's murmur2: a card's
     messages all reach one partition); offsets only grow, as on a partition."""
-    return [Event(Msg(topic, zlib.crc32(k or b"") % 3, next(_offsets), k, v)) for k, v in items]
+    return [Event(Msg(topic, partition_of((k or b"").decode("utf-8", "replace"), 3), next(_offsets), k, v)) for k, v in items]
 
 
 def messages(events: list[Event]) -> list[Msg]:
     return [e.message for e in events]
 
 
-# The agents' sequences (fraudstream/stream/app.py `_define_agents`), without the awaits on the broker: what
-# a stage defers to after its outputs are sent (`commit`), or sends once its state is written (`ScoreStage.send`).
-def run_intake(app: Any, events: list[Event]) -> None:
-    app.intake.batch(messages(events))
-    app.intake.commit()
-
-
-def run_merchant(app: Any, events: list[Event]) -> None:
-    """The events, then every card partition announced idle on every merchant partition, as intake does when it
-    has nothing more: everything the merchant stage holds for event-time order is released in the same batch."""
-    n, topic = app.settings.partitions, app.settings.topic_by_merchant
-    idle = [Event(Msg(topic, p, next(_offsets), None, orjson.dumps({"idle": list(range(n))}))) for p in range(n)]
-    app.merchant.batch(messages(events + idle))
-    app.merchant.commit()
-
-
+# The score loop's sequence (fraudstream/stream/app.py `_define_agents`), without the awaits on the broker: the batch,
+# then its outputs once its state is written, then the card states; then every partition quiet, so that what waited
+# for the others' merchant partials goes too.
 def run_score(app: Any, events: list[Event]) -> None:
-    app.score.batch(messages(events))
-    app.score.send()
+    stage = app.score
+    for p in range(app.settings.partitions):
+        app.own_merchants.seed(p)
+    stage.batch(messages(events))
+    for _ in range(3):
+        for p in range(app.settings.partitions):
+            app.own_merchants.quiet(p)
+        stage.batch([])
+    assert not any(stage.waiting.values())
+    stage.send()
+    stage.commit()
 
 
 def good_auth(draw_id: str, amount: float, ts: int) -> tuple[bytes, bytes]:
@@ -395,62 +391,29 @@ junk = st.lists(st.tuples(keys, raw_any), max_size=6)
 
 
 @SLOW
-@given(items=auth_messages, junk_by_merchant=junk, junk_enriched=junk)
-def test_authorization_handlers_account_for_every_message(fraud_app, items, junk_by_merchant, junk_enriched):
-    """intake → merchant → score, as the agents chain them, with junk injected on the internal topics."""
+@given(items=auth_messages)
+def test_authorization_handlers_account_for_every_message(fraud_app, items):
+    """Every authorization ends as one score or one dead letter, in one pass."""
     app, s = fraud_app, fraud_app.settings
     rec: RecordingProducer = app.producer
 
     rec.sent.clear()
     before = dead_letters(app)
-    run_intake(app, _events(s.topic_authorizations, items))
+    run_score(app, _events(s.topic_authorizations, items))
     expected = Counter()
     for key, value in items:
         r = decode_authorization(value, key)
         if isinstance(r, Rejection):
             expected[r.reason] += 1
     assert _delta(dead_letters(app), before) == expected
-    forwarded = rec.values(s.topic_by_merchant)
-    assert len(forwarded) + sum(expected.values()) == len(items)
-    assert len(rec.values(s.topic_dead_letter)) == sum(expected.values())
-
-    rec.sent.clear()
-    before = dead_letters(app, s.topic_by_merchant)
-    run_merchant(app, _events(s.topic_by_merchant, [(k, v) for v, k in forwarded] + junk_by_merchant))
-    enriched = rec.values(s.topic_enriched)
-    failed = _delta(dead_letters(app, s.topic_by_merchant), before)
-    assert set(failed) <= {"processing_error"}
-    assert len(enriched) == len(forwarded), f"a valid authorization was dead-lettered in the merchant stage: {failed}"
-    assert failed["processing_error"] == len(junk_by_merchant) - _valid_internal(junk_by_merchant)
-
-    rec.sent.clear()
-    before = dead_letters(app, s.topic_enriched)
-    run_score(app, _events(s.topic_enriched, [(k, v) for v, k in enriched] + junk_enriched))
     scores = rec.values(s.topic_scores)
-    failed = _delta(dead_letters(app, s.topic_enriched), before)
-    assert set(failed) <= {"processing_error"}
-    assert len(scores) == len(enriched), f"a valid authorization was not scored: {failed}"
-    assert failed["processing_error"] == len(junk_enriched) - _valid_internal(junk_enriched)
+    assert len(scores) + sum(expected.values()) == len(items), "a valid authorization was not scored"
+    assert len(rec.values(s.topic_dead_letter)) == sum(expected.values())
     event(f"scored {min(len(scores), 5)}+")
     for value, _key in scores:
         record = orjson.loads(value)
         assert 0.0 <= record["score"] <= 1.0
         assert all(math.isfinite(v) for v in record["features"].values())
-
-
-def _valid_internal(items: list[tuple[bytes | None, bytes | None]]) -> int:
-    """Random junk essentially never is a well-formed internal record; count the ones that are."""
-    n = 0
-    for _k, v in items:
-        try:
-            d = orjson.loads(v)
-            Authorization(**d["auth"])
-            d["features"].update({})
-            d["late"], d.get("duplicate", False)
-        except Exception:
-            continue
-        n += 1
-    return n
 
 
 def good_label(card: str, tx: str, is_fraud: bool) -> tuple[bytes, bytes]:
@@ -493,18 +456,18 @@ def test_label_handlers_account_for_every_message(fraud_app, items, junk_events,
 
 
 @st.composite
-def mutated(draw: st.DrawFn, record: dict[str, Any]) -> dict[str, Any]:
+def mutated(draw: st.DrawFn, record: Any) -> Any:
     """An internal record with one value somewhere replaced by anything, or removed."""
     out = orjson.loads(orjson.dumps(record))
     parent = out
-    path = []
-    while isinstance(parent, dict) and parent:
-        name = draw(st.sampled_from(sorted(parent)))
-        path.append(name)
-        if not isinstance(parent[name], dict) or draw(st.booleans()):
+    while True:
+        names = sorted(parent) if isinstance(parent, dict) else list(range(len(parent)))
+        name = draw(st.sampled_from(names))
+        child = parent[name]
+        if not isinstance(child, dict | list) or not child or draw(st.booleans()):
             break
-        parent = parent[name]
-    if draw(st.booleans()):
+        parent = child
+    if draw(st.booleans()) or isinstance(parent, list):
         parent[name] = draw(json_values)
     else:
         del parent[name]
@@ -513,68 +476,29 @@ def mutated(draw: st.DrawFn, record: dict[str, Any]) -> dict[str, Any]:
 
 @SLOW
 @given(data=st.data())
-def test_internal_records_corrupted_one_value_at_a_time(fraud_app, data):
-    """Every message of the internal topics ends as exactly one output or one dead letter, never both or neither."""
-    app, s = fraud_app, fraud_app.settings
-    rec: RecordingProducer = app.producer
-    rec.sent.clear()
-    key, value = good_auth("z", data.draw(st.floats(0.01, 1e10)), NOW_MS - 5000)
-    run_intake(app, _events(s.topic_authorizations, [(key, value)]))
-    [(by_merchant, mkey)] = rec.values(s.topic_by_merchant)
-    bad = to_bytes(data.draw(mutated(orjson.loads(by_merchant))), True)
+def test_merchant_partials_corrupted_one_value_at_a_time(fraud_app, data):
+    """Every record of fraud.merchant-partials is applied whole to the replicas or dead-lettered, never in part,
+    never the end of the worker."""
+    from fraudstream.contracts import decode_merchant_events
+    from fraudstream.core.features.partials import MerchantPartials
+    from fraudstream.stream.partials import PartialsFollower
 
-    rec.sent.clear()
-    before = dead_letters(app, s.topic_by_merchant)
-    run_merchant(app, _events(s.topic_by_merchant, [(mkey, by_merchant), (mkey, bad)]))
-    failed = sum(_delta(dead_letters(app, s.topic_by_merchant), before).values())
-    enriched = rec.values(s.topic_enriched)
-    assert enriched and orjson.loads(enriched[0][0])["auth"] == orjson.loads(by_merchant)["auth"]
-    # The corrupted copy: an output, a dead letter, or nothing when it still names the source offset of the
-    # valid one (the merchant stage takes it for a redelivery); never two.
-    assert failed + len(enriched) in (1, 2), (failed, enriched)
-    good_enriched = enriched[0]
-
-    rec.sent.clear()
-    corrupt = to_bytes(data.draw(mutated(orjson.loads(good_enriched[0]))), True)
-    before = dead_letters(app, s.topic_enriched)
-    run_score(app, _events(s.topic_enriched, [(key, corrupt), (key, good_enriched[0])]))
-    failed = sum(_delta(dead_letters(app, s.topic_enriched), before).values())
-    scores = rec.values(s.topic_scores)
-    assert failed + len(scores) == 2, (failed, scores)
-    for raw, _ in scores:
-        score = orjson.loads(raw)["score"]
-        assert isinstance(score, float) and 0.0 <= score <= 1.0, score
-
-
-def test_an_older_authorization_after_a_rebalance_is_not_taken_for_a_copy(fraud_app):
-    """After a rebalance the merchant stage's event-time order starts afresh: an authorization older than what
-    the merchant has seen is then released in order. It is new (a newer card-partition offset), so it is applied
-    and answered; a copy of one already applied is still skipped."""
-    app, s = fraud_app, fraud_app.settings
-    rec: RecordingProducer = app.producer
-
-    def auth(tx_id: str, card: str, ts: int) -> tuple[bytes, bytes]:
-        return card.encode(), orjson.dumps({"tx_id": tx_id, "card_id": card, "merchant_id": "m-rebalance", "amount": 20.0,
-                                            "ts": ts, "channel": "pos"})
-
-    def through(item: tuple[bytes, bytes]) -> tuple[list, list]:
-        rec.sent.clear()
-        run_intake(app, _events(s.topic_authorizations, [item]))
-        forwarded = rec.values(s.topic_by_merchant)
-        rec.sent.clear()
-        run_merchant(app, _events(s.topic_by_merchant, [(k, v) for v, k in forwarded]))
-        return forwarded, rec.values(s.topic_enriched)
-
-    newer, out = through(auth("rb-new", "card-rb1", NOW_MS - 1000))
-    assert len(out) == 1
-    app.merchant.forget()  # as when partitions are revoked
-    _, out = through(auth("rb-old", "card-rb2", NOW_MS - 3 * 86_400_000))
-    assert [orjson.loads(v)["auth"]["tx_id"] for v, _ in out] == ["rb-old"]
-
-    app.merchant.orders.clear()
-    rec.sent.clear()
-    run_merchant(app, _events(s.topic_by_merchant, [(k, v) for v, k in newer]))  # redelivered after the rebalance
-    assert rec.values(s.topic_enriched) == []
+    s = fraud_app.settings
+    good = {"partition": 1, "events": [["a", 7, "m-z", "card-z", 12.5, NOW_MS - 5000], ["e", 7, "m-z", "card-z", NOW_MS - 5000, 1],
+                                       ["l", 3, "m-z", "card-z", NOW_MS - 9000, -1]], "next_ts": NOW_MS - 4000}
+    bad = to_bytes(data.draw(mutated(good)), True)
+    letters: list[Any] = []
+    book = MerchantPartials(3, grace_ms=s.grace_ms, replicated=True)
+    follower = PartialsFollower.__new__(PartialsFollower)  # its consumer is not needed to apply a record
+    follower.book, follower.dead_letter = book, lambda rejection, msg: letters.append(rejection)
+    record = decode_merchant_events(bad)
+    n = follower.take(Msg(s.topic_merchant_partials, 1, 0, None, bad))
+    if letters:
+        assert n == 0 and not book.replicas, "dead-lettered, not applied in part"
+        assert letters[0].reason in REJECTION_REASONS
+    else:
+        assert not isinstance(record, Rejection) and n == len(record.events)
+    assert follower.take(Msg(s.topic_merchant_partials, 1, 1, None, orjson.dumps(good))) in (0, 1, 2, 3)
 
 
 def test_an_output_the_broker_cannot_take_is_dead_lettered_not_raised(fraud_app):

@@ -16,7 +16,7 @@ the features are the same for any number of workers, live or replayed, for a giv
 The trade-off: the other partitions' last one to two minutes (``lag_ms`` plus up to ``every_ms``) are missing from a
 merchant's features, that is (P - 1)/P of its most recent traffic; its shortest window is a day.
 
->>> from fraudstream.contracts import Authorization
+>>> from fraudstream.contracts import Authorization, MerchantEvents
 >>> book, states = MerchantPartials(partitions=2, grace_ms=300_000), {}
 >>> def scored(card, partition, ts):
 ...     book.cross(ts, lambda key: states.setdefault(key, MerchantState()))
@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from fraudstream.contracts import Authorization
+from fraudstream.contracts import Authorization, MerchantEvents
 from fraudstream.core.features.card import DAY_MS, MINUTE_MS
 from fraudstream.core.features.merchant import MERCHANT_IDLE_MS, MerchantState, merchant_features, merchant_label
 from fraudstream.core.partitioner import partition_of
@@ -63,12 +63,15 @@ class MerchantPartials:
     since it makes the same calls on the same events.
     """
 
-    __slots__ = ("partitions", "every_ms", "lag_ms", "grace_ms", "versions", "passed", "newest", "crossed", "touched",
-                 "replicas", "card_partitions")
+    __slots__ = ("partitions", "every_ms", "lag_ms", "grace_ms", "replicated", "versions", "passed", "newest", "crossed",
+                 "touched", "replicas", "card_partitions", "applied", "idle", "forgotten")
 
     def __init__(self, partitions: int, *, grace_ms: int, every_ms: int = PARTIALS_EVERY_MS,
-                 lag_ms: int = PARTIALS_LAG_MS) -> None:
+                 lag_ms: int = PARTIALS_LAG_MS, replicated: bool = False) -> None:
         self.partitions = partitions
+        #: Every partition's versions come from its replica (a worker: :meth:`apply`), not from the scorer's own states
+        #: crossing boundaries (the backtest: :meth:`cross`).
+        self.replicated = replicated
         self.every_ms = every_ms
         self.lag_ms = lag_ms
         self.grace_ms = grace_ms  # the scorers' (Settings.grace_ms): a replica stores what the partition stored
@@ -79,6 +82,11 @@ class MerchantPartials:
         self.touched: dict[int, set[str]] = {}  # partition -> merchants it changed since then
         self.replicas: dict[int, dict[str, MerchantState]] = {}  # partition -> merchant -> state, from its events
         self.card_partitions: dict[str, int] = {}  # murmur2 in Python costs 4 us: each card's, once
+        #: (partition, "a" or "l") -> the newest input offset applied from fraud.authorizations ("a": authorizations and
+        #: the labels they found waiting) or fraud.card-events ("l"): an event at or before it is applied already.
+        self.applied: dict[tuple[int, str], int] = {}
+        self.idle: set[int] = set()  # partitions quiet and caught up: nobody waits for them
+        self.forgotten = 0  # merchants forgotten so far (`forget_idle`)
 
     def card_partition(self, card_id: str) -> int:
         """The card partition ``card_id`` lives in (as the platform's producer puts it)."""
@@ -132,24 +140,66 @@ class MerchantPartials:
             if index > self.passed.get(partition, -1):
                 self._pass(partition, index, lambda m: own(self.key(partition, m)))  # noqa: B023
 
+    def apply(self, record: MerchantEvents) -> int:
+        """A partition's record of merchant events (fraud.merchant-partials), applied to its replica in its order;
+        returns how many were new. A record sent again (its batch redelivered after a crash or a rebalance) holds
+        events at offsets applied already: those are skipped, so a replica takes each event once. (A record holds every
+        event of each input offset it holds: an authorization's and the label it found waiting go together.)"""
+        p, applied = record.partition, self.applied
+        floor_a, floor_l = applied.get((p, "a"), -1), applied.get((p, "l"), -1)
+        new_a, new_l, n = floor_a, floor_l, 0
+        for kind, offset, merchant_id, card_id, x, y in record.events:
+            if kind == "l":
+                if offset <= floor_l:
+                    continue
+                new_l = max(new_l, offset)
+            elif offset <= floor_a:
+                continue
+            else:
+                new_a = max(new_a, offset)
+            if kind == "a":
+                self.receive_authorization(p, Authorization("", card_id, merchant_id, x, y))
+            else:
+                self.receive_label(p, merchant_id, card_id, int(x), y)
+            n += 1
+        applied[(p, "a")], applied[(p, "l")] = new_a, new_l
+        if record.next_ts is not None:
+            self.receive_progress(p, record.next_ts)
+        if record.idle_after is not None and new_a <= record.idle_after:  # not if it took more since (its own worker)
+            self.idle.add(p)
+        return n
+
+    def ready(self, partition: int, ts: int) -> bool:
+        """Whether an authorization at ``ts`` in ``partition`` can be scored: every other partition has passed the
+        boundary it reads, or is idle. Until then it waits (with live traffic every partition has passed it a minute
+        before it is read)."""
+        boundary, passed, idle = self.boundary(ts), self.passed, self.idle
+        for q in range(self.partitions):
+            if q != partition and passed.get(q, -1) < boundary and q not in idle:
+                return False
+        return True
+
     def receive_authorization(self, partition: int, auth: Authorization) -> None:
         """An authorization ``partition`` gave its merchant state (its amount in the base currency), in its order."""
+        self.idle.discard(partition)
         self.receive_progress(partition, auth.ts)
-        merchant_features(self._replica(partition, auth.merchant_id), auth, self.grace_ms, base_amount=auth.amount)
+        merchant_features(self.replica(partition, auth.merchant_id), auth, self.grace_ms, base_amount=auth.amount)
         self.touch(partition, auth.merchant_id)
 
     def receive_label(self, partition: int, merchant_id: str, card_id: str, tx_ts: int, fraud_delta: int) -> None:
         """A label's news for a merchant, as ``partition`` applied it (``merchant_label``), in its order."""
-        merchant_label(self._replica(partition, merchant_id), card_id, tx_ts, fraud_delta)
+        merchant_label(self.replica(partition, merchant_id), card_id, tx_ts, fraud_delta)
         self.touch(partition, merchant_id)
 
     def receive_progress(self, partition: int, ts: int) -> None:
         """``partition`` has nothing before ``ts`` left to give (its next authorization is at ``ts``, or it is idle)."""
         index = ts // self.every_ms
         if index > self.passed.get(partition, -1):
-            self._pass(partition, index, lambda m: self._replica(partition, m))
+            self._pass(partition, index, lambda m: self.replica(partition, m))
 
-    def _replica(self, partition: int, merchant_id: str) -> MerchantState:
+    def replica(self, partition: int, merchant_id: str) -> MerchantState:
+        """``partition``'s state of ``merchant_id``, as its events made it (a worker's own partition: the state its
+        authorizations are scored with, and change, as :meth:`receive_authorization` does elsewhere)."""
         states = self.replicas.get(partition)
         if states is None:
             states = self.replicas[partition] = {}
@@ -166,9 +216,14 @@ class MerchantPartials:
         touched = self.touched.pop(partition, None)
         if touched:
             # Versions no authorization still to come reads: before the newest one at or before the lowest boundary
-            # still read. A partition holds its authorizations until every other has passed the boundary they read,
-            # so none reads one more than twice the lag behind the newest passed.
-            floor = index - 2 * ((self.lag_ms + self.every_ms - 1) // self.every_ms) - 1
+            # still read. A partition's next authorization (in event-time order) reads no further back than the lag
+            # behind the boundary it passed, and the slowest partition (not idle) has passed the fewest: a partition
+            # may run ahead of it (announcing where it holds), never the versions the slowest still reads.
+            idle, slowest = self.idle, index
+            for q, passed in self.passed.items():
+                if passed < slowest and q not in idle:
+                    slowest = passed
+            floor = slowest - 2 * ((self.lag_ms + self.every_ms - 1) // self.every_ms) - 1
             for merchant_id in sorted(touched):
                 self._keep(partition, merchant_id, first, state_of(merchant_id).copy(), floor)
         if index > self.newest:
@@ -188,11 +243,24 @@ class MerchantPartials:
             del versions[0]
 
     def forget_idle(self, now: int) -> int:
-        """Forgets the merchants no partition has changed for ``MERCHANT_IDLE_MS`` (as their states are evicted)."""
-        idle = [m for m, by_partition in self.versions.items()
-                if all(v[-1][1].clock < now - MERCHANT_IDLE_MS for v in by_partition.values())]
+        """Forgets the merchants no partition has changed for ``MERCHANT_IDLE_MS`` (as their states are evicted): their
+        versions and replicas. (A worker may apply a partition's news of one just before or just after another's day
+        boundary: it then starts from a fresh state or from the idle one, whose windows are all empty.)"""
+        cutoff = now - MERCHANT_IDLE_MS
+        candidates = set(self.versions)
+        for states in self.replicas.values():
+            candidates.update(states)
+        idle = []
+        for merchant_id in candidates:
+            by_partition = self.versions.get(merchant_id, {})
+            if any(v[-1][1].clock >= cutoff for v in by_partition.values()):
+                continue
+            if any((state := states.get(merchant_id)) is not None and state.clock >= cutoff for states in self.replicas.values()):
+                continue
+            idle.append(merchant_id)
         for merchant_id in idle:
-            del self.versions[merchant_id]
+            self.versions.pop(merchant_id, None)
             for states in self.replicas.values():
                 states.pop(merchant_id, None)
+        self.forgotten += len(idle)
         return len(idle)

@@ -53,6 +53,15 @@ class Message:
     key: bytes | None
     value: bytes | None
     timestamp: float | None = None
+    refcount: int = 1  # who holds it (`fraudstream.stream.delivery.hold`), as a fetched record counts them
+
+    def incref(self) -> None:
+        self.refcount += 1
+
+    @classmethod
+    def of(cls, m: Any) -> Message:
+        """A confluent-kafka message (what the followers read) as a stage's, for its dead letter."""
+        return cls(m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value())
 
 
 def arrival_ms(msg: Any) -> int:

@@ -3,7 +3,7 @@
 fraud.labels and fraud.card-reissues may be produced by any client (KafkaJS, a case-management system), with any
 partitioner: :meth:`CardEventStage.intake` validates them (bad ones dead-lettered) and re-keys them onto
 fraud.card-events with ours, so that :meth:`CardEventStage.batch` finds them on the partition that holds the card's
-snapshots and standing. A label's outcome (training examples, merchant labels, detection metrics) is published by
+snapshots and standing. A label's outcome (training examples, its merchant's news, detection metrics) is published by
 :class:`LabelOutcomes`, which the score stage shares for early labels.
 """
 
@@ -18,6 +18,7 @@ from fraudstream.core.model.quality import QualityWindow
 from fraudstream.core.scorer import FraudScorer
 from fraudstream.metrics import Metrics
 from fraudstream.stream.stages.base import DeadLetters, Sink, Stage
+from fraudstream.stream.stages.partials import OwnMerchants
 from fraudstream.stream.stages.tables import CardTables
 
 __all__ = ["CardEventStage", "LabelOutcomes"]
@@ -27,16 +28,21 @@ Produce = Callable[..., None]
 
 class LabelOutcomes:
     """What a label brings: model quality (``quality``), label and detection delays, fraud amounts, training
-    examples on fraud.training-examples and merchant labels on fraud.merchant-labels."""
+    examples on fraud.training-examples, and its merchant's news to the labelled card's partition's own merchant state
+    (``merchants``, which publishes it to the other workers' replicas)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, outputs: Sink) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, outputs: Sink, merchants: OwnMerchants) -> None:
         self.settings = settings
         self.metrics = metrics
         self.outputs = outputs
+        self.merchants = merchants
         self.quality = QualityWindow()
 
-    def publish(self, outcome: Any, source: str, is_fraud: bool | None = None, produce: Produce | None = None) -> None:
-        """``produce``: where the records go (default the sink; the score stage's outbox for early labels)."""
+    def publish(self, outcome: Any, source: str, is_fraud: bool | None = None, produce: Produce | None = None, *,
+                at: tuple[str, int]) -> None:
+        """``produce``: where the records go (default the sink; the score stage's outbox for early labels). ``at``:
+        the merchant event's kind and input offset (`OwnMerchants.label`): ("l", its offset in fraud.card-events),
+        or ("e", that of the authorization that found it waiting)."""
         s, m = self.settings, self.metrics
         produce = produce or self.outputs.produce
         if outcome.score is not None and is_fraud is not None:
@@ -53,8 +59,9 @@ class LabelOutcomes:
             m.fraud_amount.labels("missed").inc(outcome.amount_missed)
         for ex in outcome.examples:
             produce(s.topic_training, encode(ex.as_dict()))
+        kind, offset = at
         for upd in outcome.merchant_updates:
-            produce(s.topic_merchant_labels, encode(upd.as_dict()), upd.merchant_id.encode())
+            self.merchants.label(upd, kind, offset)
 
 
 class CardStage(Stage):
@@ -95,6 +102,9 @@ class CardEventStage(CardStage):
         self.each(messages, self._one)
         self.scorer.standings.flush()
         self.tables.standings.clear_routes()
+        # Before the standings and snapshots the labels changed (the worker awaits them after these): a label read
+        # again finds its news in the merchant's state, not lost with it (`OwnMerchants`).
+        self.outcomes.merchants.publish(self.outputs, self.settings.topic_merchant_partials)
         self.outputs.poll()
 
     def _one(self, msg: Any) -> None:
@@ -108,4 +118,4 @@ class CardEventStage(CardStage):
         label = Label(**d["record"])
         outcome = self.scorer.label(label)
         self.metrics.labels.labels(label.source, outcome.status).inc()
-        self.outcomes.publish(outcome, label.source, label.is_fraud)
+        self.outcomes.publish(outcome, label.source, label.is_fraud, at=("l", msg.offset))

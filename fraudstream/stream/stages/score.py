@@ -1,37 +1,65 @@
-"""Score: card features joined with the merchant's, the model's score, rules and the decision, where the card's
-alerts are decided (fraud.authorizations-enriched is keyed by card).
+"""One pass per authorization, in its card's partition: validation, card features, merchant features, score, rules
+and decision, then fraud.scores, fraud.alerts and the merchant events for every worker's replicas.
 
-Crash safety: state first, then outputs. :meth:`ScoreStage.batch` puts the batch's scores, alerts and training
-examples in an outbox; the worker writes the batch's state to its changelogs (snapshots, then standings, then
-thresholds: ``fraudstream.stream.flushing.Flusher.durable``) and only then :meth:`ScoreStage.send` produces the outbox. A redelivered
-authorization is answered from its snapshot. Each snapshot carries the number of the decision it records in its
-partition (``n``), kept with the partition's threshold: a snapshot that reached its changelog when its threshold and
-standing did not, before a crash, is replayed into them (:meth:`ScoreStage.replay`, with
-``DecisionPolicy.replay``), so the decisions after it are the ones an uninterrupted worker takes.
+fraud.authorizations is keyed by card, so a card's authorizations arrive here in order, and so do its labels
+(fraud.card-events, the same partitions). The merchant's features are this partition's own state of the merchant
+plus every other partition's as of a minute back (``fraudstream.core.features.partials``): an authorization waits
+here (held, not acknowledged) until every other partition has passed the minute it reads, or is quiet. With live
+traffic they passed it a minute before; a partition that is behind (catching up, replaying) makes the others wait
+for it, and announces how far it is (`OwnMerchants.holding`) so that none waits for another in a circle.
+
+Crash safety, in the order the worker awaits the broker:
+
+1. :meth:`ScoreStage.batch` scores into an outbox. The worker writes the batch's state to its changelogs
+   (snapshots, then standings, then thresholds: ``fraudstream.stream.flushing.Flusher.durable``);
+2. :meth:`ScoreStage.send` produces the outbox and the merchant events; the worker waits for them;
+3. :meth:`ScoreStage.commit`: the cards' state, tagged with the offset of the newest authorization it includes.
+
+Read again after a crash, an authorization the card's state includes is skipped (its outputs exist); one whose
+snapshot exists is answered from it (its merchant state is read, not changed, if its events were published). Each
+snapshot carries the number of the decision it records in its partition (``n``), kept with the partition's
+threshold: a snapshot that reached its changelog when its threshold and standing did not is replayed into them
+(:meth:`ScoreStage.replay`, with ``DecisionPolicy.replay``), so the decisions after it are an uninterrupted worker's.
 
 >>> from prometheus_client import CollectorRegistry
 >>> from fraudstream.config import Settings
+>>> from fraudstream.core.features.partials import MerchantPartials
 >>> from fraudstream.core.scorer import FraudScorer
 >>> from fraudstream.metrics import Metrics
 >>> from fraudstream.stream.stages.base import DeadLetters, Message
->>> from fraudstream.stream.stages.labels import CardStage, LabelOutcomes
+>>> from fraudstream.stream.stages.labels import LabelOutcomes
+>>> from fraudstream.stream.stages.partials import OwnMerchants
 >>> from fraudstream.stream.stages.tables import CardTables
 >>> class Outputs(list):
-...     def produce(self, topic, value, key=None, partition=None): self.append((topic, key))
+...     def produce(self, topic, value, key=None, partition=None): self.append((topic, key, partition))
 ...     def poll(self): pass
 >>> class Table(dict):  # a TableMapping without faust: routes are bookkeeping here
 ...     partition = 0
+...     def tag(self, key): return None
 ...     def route(self, key, partition): pass
 ...     def clear_routes(self): pass
->>> s, out, metrics = Settings.load(env={}).with_overrides(partitions=2), Outputs(), Metrics(CollectorRegistry())
->>> tables = CardTables(*(Table() for _ in range(6)))
->>> stage = ScoreStage(s, metrics, out, DeadLetters(s, metrics, out), FraudScorer(s), tables, LabelOutcomes(s, metrics, out))
->>> auth = {"tx_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 5.0, "ts": 1700000000000}
->>> stage.batch([Message(s.topic_enriched, 1, 0, b"c1", encode({"auth": auth, "features": {}, "late": False}))])
->>> out, [topic for topic, _value, _key in stage.outbox]  # nothing produced before the batch's state is written
-([], ['fraud.scores'])
->>> stage.send(); out, stage.decisions, sorted(tables.thresholds)
-([('fraud.scores', b'c1')], {1: 1}, ['1'])
+...     def send_pending(self): pass
+>>> s, out, metrics = Settings.load(env={}).with_overrides(partitions=1), Outputs(), Metrics(CollectorRegistry())
+>>> scorer = FraudScorer(s, merchant_partials=MerchantPartials(1, grace_ms=s.grace_ms, replicated=True))
+>>> own = OwnMerchants(scorer)
+>>> stage = ScoreStage(s, metrics, out, DeadLetters(s, metrics, out), scorer, CardTables(*(Table() for _ in range(6))),
+...                    LabelOutcomes(s, metrics, out, own), own, Table(), Table())
+>>> own.seed(0)
+>>> auth = b'{"tx_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 5.0, "ts": 1700000000000}'
+>>> stage.batch([Message(s.topic_authorizations, 0, 40, b"c1", auth), Message(s.topic_authorizations, 0, 41, b"c1", b"?")])
+[]
+>>> [topic for topic, _key, _partition in out], [topic for topic, _value, _key in stage.outbox]
+(['fraud.dead-letter'], ['fraud.scores'])
+>>> stage.send(); [(topic, partition) for topic, _key, partition in out[1:]]
+[('fraud.scores', None), ('fraud.merchant-partials', 0)]
+>>> stage.commit(); stage.card_offset("c1"), stage.decisions
+(40, {0: 1})
+
+Read again (a batch left unfinished), it is skipped: the card's state has it, its outputs exist.
+
+>>> del out[:]; stage.batch([Message(s.topic_authorizations, 0, 40, b"c1", auth)]); stage.send(); out
+[]
+[]
 """
 
 from __future__ import annotations
@@ -40,16 +68,19 @@ import logging
 import struct
 import time
 import zlib
+from collections import deque
 from typing import Any
 
 from fraudstream.config import Settings
-from fraudstream.contracts import Authorization, decode, encode
+from fraudstream.contracts import Authorization, Rejection, decode, decode_authorization, encode
 from fraudstream.core.decision import DecisionPolicy
 from fraudstream.core.features.card import HOUR_MS
 from fraudstream.core.scorer import FraudScorer
 from fraudstream.metrics import Metrics, observe_all
+from fraudstream.stream.delivery import hold
 from fraudstream.stream.stages.base import DeadLetters, Sink, arrival_ms
 from fraudstream.stream.stages.labels import CardStage, LabelOutcomes
+from fraudstream.stream.stages.partials import OwnMerchants
 from fraudstream.stream.stages.tables import CardTables
 
 __all__ = ["ScoreStage"]
@@ -58,17 +89,35 @@ log = logging.getLogger("fraudstream.worker")
 
 
 class ScoreStage(CardStage):
-    """fraud.authorizations-enriched -> fraud.scores, fraud.alerts (and training examples as snapshots mature)."""
+    """fraud.authorizations -> fraud.scores, fraud.alerts, fraud.merchant-partials (and training examples as
+    snapshots mature).
+
+    ``merchants``: the own merchant states and their events (shared with the card events' stage, for labels);
+    ``card_table``: the card states' table (routes, pending writes); ``card_durable``: the same, each value tagged
+    with the offset it includes (``TaggedMapping``), which the scorer's card store reads and writes.
+    """
 
     def __init__(self, settings: Settings, metrics: Metrics, outputs: Sink, dead_letters: DeadLetters, scorer: FraudScorer,
-                 tables: CardTables, outcomes: LabelOutcomes, positions: dict[tuple[str, int], int] | None = None) -> None:
+                 tables: CardTables, outcomes: LabelOutcomes, merchants: OwnMerchants, card_table: Any, card_durable: Any,
+                 positions: dict[tuple[str, int], int] | None = None) -> None:
         super().__init__(settings, metrics, outputs, dead_letters, scorer, tables, outcomes, positions)
+        self.merchants = merchants
+        self.book = merchants.book
+        self.card_table = card_table
+        self.card_durable = card_durable
+        # Crash safety: each card's state carries the offset of the newest authorization it includes.
+        self.card_offsets: dict[str, int] = {}
+        #: Per card partition, the authorizations held until the others pass the minute they read (oldest first).
+        self.waiting: dict[int, deque[tuple[Any, Authorization]]] = {}
         #: (topic, value, key): the batch's outputs, produced by `send` once its state is on its changelogs.
         self.outbox: list[tuple[str, bytes, bytes | None]] = []
-        # Decisions taken per partition of the enriched topic: stamped on each snapshot and kept with the
-        # partition's threshold, so a snapshot that reached its changelog without them can be replayed into them.
+        # Decisions taken per partition: stamped on each snapshot and kept with the partition's threshold, so a
+        # snapshot that reached its changelog without them can be replayed into them.
         self.decisions: dict[int, int] = {}
         self.alerts_by_hour: dict[int, int] = {}  # hour of event time -> new alerts: a day is 24 counters
+        self.event_time = 0  # the newest ts scored here (eviction goes by it)
+        self.seen: dict[int, float] = {}  # card partition -> wall clock of its last authorization (idle marks)
+        self.idle: set[int] = set()  # card partitions announced idle since their last authorization
         self._touched: set[int] = set()
         self._newest = 0
         self._arrivals: list[int] = []  # ms: when each authorization of the batch reached fraud.authorizations
@@ -76,15 +125,42 @@ class ScoreStage(CardStage):
         self._late = self._duplicates = 0  # the batch's, counted together
         self._policy_chunks: dict[int, list[tuple[bytes, bytes, int]]] = {}  # per partition, `pack_policy`'s last pieces
 
-    def batch(self, messages: list[Any]) -> None:
-        """Scores into the outbox: sent by `send` once the batch's state is on its changelogs."""
+    def batch(self, messages: list[Any]) -> list[Any]:
+        """Scores into the outbox (sent by `send` once the batch's state is on its changelogs), each partition's
+        authorizations in their order; those whose merchant features must wait are held. Returns the held ones
+        released now: acknowledged (their offsets may be committed) once their outputs are written."""
         self._touched.clear()
         s, m, scorer, tables = self.settings, self.metrics, self.scorer, self.tables
         started = time.perf_counter()
         self._newest = 0
         self._arrivals.clear()
-        self.each(messages, self._one)
-        m.scored.inc(len(messages))
+        m.consumed.inc(len(messages))
+        now, waiting, ready, card_partition = time.monotonic(), self.waiting, self.book.ready, self.book.card_partition
+        for msg in messages:
+            partition = msg.partition
+            self.positions[(msg.topic, partition)] = msg.offset
+            self.seen[partition] = now
+            self.idle.discard(partition)
+            auth = decode_authorization(msg.value, msg.key)
+            if isinstance(auth, Rejection):
+                self.dead_letters.send(auth, msg)
+                continue
+            if card_partition(auth.card_id) != partition:
+                # Its card lives elsewhere (a producer that does not partition by Kafka's murmur2, as ours and
+                # Kafka's clients do): where its labels, standing and snapshots are. Sent there, after the batch's state.
+                self.outbox.append((s.topic_authorizations, msg.value, msg.key))
+                m.rerouted.inc()
+                continue
+            held = waiting.get(partition)
+            if held or partition not in self.merchants.seeded or not ready(partition, auth.ts):
+                if held is None:
+                    held = waiting[partition] = deque()
+                hold(msg)
+                held.append((msg, auth))
+                continue
+            self.guarded(msg, lambda: self._one(msg, auth))  # noqa: B023
+        released = self.release()
+        m.scored.inc(len(self._arrivals))
         observe_all(m.score, self._scores)
         self._scores.clear()
         m.late.inc(self._late)
@@ -93,6 +169,7 @@ class ScoreStage(CardStage):
         newest = self._newest
         if newest:
             m.last_event_ts.set(newest / 1000.0)
+            self.event_time = max(self.event_time, newest)
             for ex in scorer.mature(newest):
                 self.outbox.append((s.topic_training, encode(ex.as_dict()), None))
         scorer.standings.flush()
@@ -107,18 +184,95 @@ class ScoreStage(CardStage):
         tables.index.clear_routes()
         tables.thresholds.clear_routes()
         tables.maturity.clear_routes()
+        m.held.set(sum(len(held) for held in waiting.values()))
         m.processing.observe(time.perf_counter() - started)
         m.batch_size.observe(len(messages))
+        return released
+
+    def release(self) -> list[Any]:
+        """The held authorizations whose turn has come, scored, until none has: a partition scored here moves on at
+        once in this worker's replicas, which may let another go on. Each partition that still holds one says how far
+        it is (`OwnMerchants.holding`), so that none waits for another in a circle. Returns those released."""
+        released: list[Any] = []
+        ready, seeded, waiting = self.book.ready, self.merchants.seeded, self.waiting
+        moved = True
+        while moved:
+            moved = False
+            for partition, held in waiting.items():
+                if not held or partition not in seeded:
+                    continue
+                while held and ready(partition, held[0][1].ts):
+                    msg, auth = held.popleft()
+                    self.guarded(msg, lambda: self._one(msg, auth))  # noqa: B023
+                    released.append(msg)
+                    moved = True
+                if held:
+                    before = self.book.passed.get(partition, -1)
+                    self.merchants.holding(partition, held[0][1].ts)
+                    moved = moved or self.book.passed.get(partition, -1) > before
+        return released
+
+    def _one(self, msg: Any, auth: Authorization) -> None:
+        s, m, scorer, produce = self.settings, self.metrics, self.scorer, self._enqueue
+        partition, offset, card_id = msg.partition, msg.offset, auth.card_id
+        if offset <= self.card_offset(card_id):
+            return  # read again after a crash: in the card's state, whose outputs were written before it
+        self.tables.route_card(card_id, partition)
+        self.card_table.route(card_id, partition)
+        self.tables.set_partition(partition)
+        self.restore_policy(partition)
+        self._touched.add(partition)
+        merchants = self.merchants
+        merchant_fresh = merchants.fresh(partition, offset)
+        step = scorer.features(auth, merchant_seen=not merchant_fresh)
+        if merchant_fresh and not step.duplicate:
+            merchants.authorization(partition, offset, auth, step.features["amount"])
+        # A new snapshot carries the number of the decision it records (`decisions`): a redelivered authorization
+        # whose snapshot got ahead of its partition's threshold is replayed into it (`replay`).
+        scored = scorer.score(auth, step.features, step.late, partition, decision_number=self.decisions[partition] + 1)
+        if scored.duplicate:
+            raw = self.tables.snapshots.get(auth.tx_id)
+            if raw is not None and self.replay(partition, decode(raw)):
+                log.info("replayed decision of partition %d (%s) into its threshold and standing", partition, auth.tx_id)
+        else:
+            self.decisions[partition] += 1
+        self.card_offsets[card_id] = offset
+        scorer.cards.mark(card_id)  # the offset is written with the state, even when the state did not change
+        # Everything that can fail comes before the first output: a message is either scored or dead-lettered.
+        key = card_id.encode()
+        score_value = encode(scored.score_record())
+        alert_value = encode(scored.alert_record()) if scored.alerted else None
+        if scored.label_outcome is not None:
+            self.outcomes.publish(scored.label_outcome, "early", produce=produce, at=("e", offset))
+        produce(s.topic_scores, score_value, key)
+        if alert_value is not None:
+            produce(s.topic_alerts, alert_value, key)
+            if not scored.duplicate:
+                m.alerts.labels(scored.decision.action).inc()
+                if scored.decision.action in ("alert", "block"):
+                    hour = auth.ts // HOUR_MS
+                    self.alerts_by_hour[hour] = self.alerts_by_hour.get(hour, 0) + 1
+        if scored.rule_hits and not scored.duplicate:
+            modes = scorer.rules.modes
+            for rule_id in scored.rule_hits:
+                m.rule_hits.labels(rule_id, modes.get(rule_id, "unknown")).inc()
+        self._scores.append(scored.score)  # observed with the batch's
+        self._late += scored.late
+        self._duplicates += scored.duplicate
+        if auth.ts > self._newest:
+            self._newest = auth.ts
+        self._arrivals.append(arrival_ms(msg))
 
     def _enqueue(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         self.outbox.append((topic, value, key))
 
     def send(self) -> None:
-        """The outbox to the sink, once the batch's state is on its changelogs."""
+        """The outbox and the merchant events to the sink, once the batch's state is on its changelogs."""
         produce = self.outputs.produce
         for topic, value, key in self.outbox:
             produce(topic, value, key)
         self.outbox.clear()
+        self.merchants.publish(self.outputs, self.settings.topic_merchant_partials)
         self.outputs.poll()
         # End-to-end latency: from each authorization's arrival on fraud.authorizations to its score produced. Not
         # from its event time: an authorization's own ts can be hours old (a terminal offline, a replay) while the
@@ -126,6 +280,47 @@ class ScoreStage(CardStage):
         now = time.time()
         observe_all(self.metrics.latency, [max(0.0, now - arrived / 1000.0) for arrived in self._arrivals])
         self._arrivals.clear()
+
+    def commit(self) -> None:
+        """After the batch's outputs are on the broker: the cards' state, tagged with the offsets it includes."""
+        self.scorer.cards.flush()
+        for card_id in self.scorer.cards.trim():
+            self.card_offsets.pop(card_id, None)  # written with the state; read back with it
+        self.card_table.clear_routes()
+        self.card_table.send_pending()
+
+    def card_offset(self, card_id: str) -> int:
+        """Offset in fraud.authorizations of the newest authorization in the card's state (-1: none)."""
+        offset = self.card_offsets.get(card_id)
+        if offset is None:
+            tag = self.card_durable.tag(card_id)
+            offset = self.card_offsets[card_id] = -1 if not tag else int(tag)
+        return offset
+
+    def announce_idle(self, consumer: Any) -> None:
+        """Card partitions of this worker that are caught up, quiet (for ``source_idle_s``) and hold nothing: nobody
+        need wait for them. Announced once, until their next authorization. ``consumer``: faust's, for the
+        partitions assigned, their high-water marks and its read offsets."""
+        topic, merchants = self.settings.topic_authorizations, self.merchants
+        try:
+            assignment = consumer.assignment()
+        except Exception:  # not yet started
+            return
+        now, quiet = time.monotonic(), self.settings.source_idle_s
+        for tp in assignment:
+            p = tp.topic == topic and tp.partition
+            if p is False or p not in merchants.seeded or p in self.idle or self.waiting.get(p):
+                continue
+            if now - self.seen.get(p, 0.0) < quiet:
+                continue
+            hw = consumer.highwater(tp)
+            # Where reading resumes: after the last authorization handled here, or, for a partition this worker has
+            # handled nothing of since it was assigned, faust's read offset (its committed offset after the seek).
+            done = max(self.positions.get((topic, p), -1) + 1, consumer._read_offset.get(tp) or 0)
+            if hw is None or done < hw:
+                continue  # behind, or not fetched yet: it is not idle, it is late
+            merchants.quiet(p)
+            self.idle.add(p)
 
     def restore_policy(self, partition: int) -> None:
         """The decision policy of a partition as it was when last written, if it was (a restart, a rebalance)."""
@@ -158,55 +353,16 @@ class ScoreStage(CardStage):
         self._touched.add(partition)
         return True
 
-    def _one(self, msg: Any) -> None:
-        s, m, scorer, produce = self.settings, self.metrics, self.scorer, self._enqueue
-        d = decode(msg.value)
-        auth = Authorization(**d["auth"])
-        late = d["late"] is True
-        self.tables.route_card(auth.card_id, msg.partition)
-        self.tables.set_partition(msg.partition)
-        self.restore_policy(msg.partition)
-        self._touched.add(msg.partition)
-        # A new snapshot carries the number of the decision it records (`decisions`): a redelivered authorization
-        # whose snapshot got ahead of its partition's threshold is replayed into it (`replay`).
-        scored = scorer.score(auth, d["features"], late, msg.partition, decision_number=self.decisions[msg.partition] + 1)
-        if scored.duplicate:
-            raw = self.tables.snapshots.get(auth.tx_id)
-            if raw is not None and self.replay(msg.partition, decode(raw)):
-                log.info("replayed decision of partition %d (%s) into its threshold and standing", msg.partition, auth.tx_id)
-        else:
-            self.decisions[msg.partition] += 1
-        # Everything that can fail comes before the first output: a message is either scored or dead-lettered.
-        key = auth.card_id.encode()
-        score_value = encode(scored.score_record())
-        alert_value = encode(scored.alert_record()) if scored.alerted else None
-        if scored.label_outcome is not None:
-            self.outcomes.publish(scored.label_outcome, "early", produce=produce)
-        produce(s.topic_scores, score_value, key)
-        if alert_value is not None:
-            produce(s.topic_alerts, alert_value, key)
-            if not scored.duplicate:
-                m.alerts.labels(scored.decision.action).inc()
-                if scored.decision.action in ("alert", "block"):
-                    hour = auth.ts // HOUR_MS
-                    self.alerts_by_hour[hour] = self.alerts_by_hour.get(hour, 0) + 1
-        if scored.rule_hits and not scored.duplicate:
-            modes = scorer.rules.modes
-            for rule_id in scored.rule_hits:
-                m.rule_hits.labels(rule_id, modes.get(rule_id, "unknown")).inc()
-        self._scores.append(scored.score)  # observed with the batch's
-        self._late += scored.late
-        self._duplicates += scored.duplicate
-        if auth.ts > self._newest:
-            self._newest = auth.ts
-        arrived = d.get("arr")
-        # None from an older worker: when it reached the enriched topic, then.
-        self._arrivals.append(arrived if type(arrived) is int else arrival_ms(msg))
-
     def forget(self) -> None:
-        """Partitions revoked: decision counts are read back with the thresholds, by whoever owns them next."""
+        """Partitions revoked: what they held comes again to their next owner, from the committed offsets; decision
+        counts are read back with the thresholds, merchant states from the replicas, by whoever owns them next."""
+        self.waiting.clear()
         self.decisions.clear()
         self._policy_chunks.clear()
+        self.card_offsets.clear()
+        self.idle.clear()
+        self.merchants.forget()
+        self.metrics.held.set(0)
 
 
 _POLICY_EXTRA = struct.Struct("<qdq")

@@ -8,7 +8,7 @@ import pytest
 
 from fraudstream.backtest import Backtest
 from fraudstream.config import Settings
-from fraudstream.contracts import Authorization, Label
+from fraudstream.contracts import Authorization, Label, MerchantEvent, MerchantEvents
 from fraudstream.core.features.merchant import MerchantState, merchant_features, merchant_label
 from fraudstream.core.features.partials import PARTIALS_EVERY_MS, MerchantPartials
 from fraudstream.core.partitioner import partition_of
@@ -143,3 +143,61 @@ def test_replicas_fed_with_each_partitions_merchant_events_give_the_same_others_
     for (key, state) in states.items():
         merchant_id, partition = key.split("@")
         assert replica_book.replicas[int(partition)][merchant_id].to_bytes() == state.to_bytes()
+
+
+def test_records_of_merchant_events_sent_again_are_applied_once() -> None:
+    """A worker's replicas take each partition's records (fraud.merchant-partials): a batch redelivered after a crash
+    sends its events again, cut into other batches; each event counts once, so the replica is the partition's own
+    state bit for bit."""
+    events = _stream(2_000, merchants=5, seed=11)
+    rng = random.Random(5)
+    book = MerchantPartials(partitions=3, grace_ms=GRACE_MS, replicated=True)
+    own: dict[int, _States] = {p: _States() for p in range(3)}
+    log: dict[int, list[MerchantEvent]] = {p: [] for p in range(3)}  # each partition's events, in its order
+    auth_offsets, label_offsets = dict.fromkeys(range(3), 0), dict.fromkeys(range(3), 0)
+    for a in events:
+        p = book.card_partition(a.card_id)
+        state = own[p].setdefault(a.merchant_id, MerchantState())
+        merchant_features(state, a, GRACE_MS, base_amount=a.amount)
+        log[p].append(("a", auth_offsets[p], a.merchant_id, a.card_id, a.amount, a.ts))
+        if rng.random() < 0.1:  # a label found waiting by this authorization: the same input offset
+            merchant_label(state, a.card_id, a.ts, 1)
+            log[p].append(("e", auth_offsets[p], a.merchant_id, a.card_id, a.ts, 1))
+        if rng.random() < 0.05:  # a label from fraud.card-events: offsets of its own
+            merchant_label(state, a.card_id, a.ts, -1)
+            log[p].append(("l", label_offsets[p], a.merchant_id, a.card_id, a.ts, -1))
+            label_offsets[p] += 1
+        auth_offsets[p] += 1
+    applied = 0
+    for p, evs in log.items():
+        # A batch begins at an input offset: an authorization's events (its label found waiting) stay in one record.
+        starts = [i for i, e in enumerate(evs) if e[0] != "e"]
+        cuts = sorted({0, len(evs), *rng.sample(starts, len(starts) // 15)})
+        for k in range(len(cuts) - 1):
+            applied += book.apply(MerchantEvents(p, evs[cuts[k] : cuts[k + 1]]))
+            if rng.random() < 0.3:  # sent again from an earlier batch's start, in a batch of another size
+                applied += book.apply(MerchantEvents(p, evs[cuts[max(0, k - rng.randrange(0, 3))] : cuts[k + 1]]))
+    assert applied == sum(len(evs) for evs in log.values())
+    assert sum(len(states) for states in own.values()) > 10
+    for p in range(3):
+        for merchant_id, state in own[p].items():
+            assert book.replicas[p][merchant_id].to_bytes() == state.to_bytes(), (p, merchant_id)
+
+
+def test_an_authorization_waits_until_every_other_partition_passed_its_boundary_or_is_idle() -> None:
+    book = MerchantPartials(partitions=3, grace_ms=GRACE_MS, replicated=True)
+    ts = T0 + 10 * MIN + 5_000  # reads boundary T0 + 9 minutes
+    assert not book.ready(0, ts)
+    book.apply(MerchantEvents(1, [("a", 0, "m1", "c1", 5.0, T0 + 9 * MIN)]))
+    assert not book.ready(0, ts)  # partition 2 has said nothing
+    book.apply(MerchantEvents(2, [], next_ts=T0 + 8 * MIN))
+    assert not book.ready(0, ts)  # ... nothing past the boundary yet
+    book.apply(MerchantEvents(2, [], idle_after=-1))
+    assert book.ready(0, ts) and not book.ready(0, ts + MIN)  # partition 1 is at minute 9
+    book.apply(MerchantEvents(2, [("a", 0, "m1", "c2", 5.0, T0)]))  # traffic again: no longer idle, and behind
+    assert not book.ready(0, ts)
+    book.apply(MerchantEvents(2, [], next_ts=T0 + 9 * MIN))
+    assert book.ready(0, ts)
+    assert not book.ready(1, ts) and not book.ready(2, ts)  # partition 0 has said nothing
+    book.apply(MerchantEvents(2, [], idle_after=-1))  # an idle mark from before its authorization at offset 0: stale
+    assert 2 not in book.idle

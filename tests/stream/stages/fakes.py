@@ -1,5 +1,5 @@
-"""Stand-ins for what a stage writes to, without faust or a broker: the sink, tables that keep routes, and the
-consumer intake's idle timer asks (`FakeConsumer`)."""
+"""Stand-ins for what a stage writes to, without faust or a broker: the sink, tables that keep routes, the consumer
+the idle timer asks (`FakeConsumer`), and the worker's parts around the score stage (`one_pass`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from fraudstream.config import Settings
-from fraudstream.contracts import decode, encode
+from fraudstream.contracts import MerchantEvents, decode, decode_merchant_events, encode
 from fraudstream.core.features.card import MINUTE_MS
+from fraudstream.core.features.partials import MerchantPartials
+from fraudstream.core.scorer import FraudScorer
+from fraudstream.core.snapshot import EncodedSnapshots
 from fraudstream.metrics import Metrics
-from fraudstream.stream.stages import DeadLetters, Message
+from fraudstream.stream.stages import CardTables, DeadLetters, LabelOutcomes, Message, OwnMerchants, ScoreStage
 
 T0 = 1_700_000_000_000
 
@@ -60,7 +63,7 @@ class TP:
 
 
 class FakeConsumer:
-    """faust's consumer as `IntakeStage.announce_idle` asks it: the partitions assigned, their high-water marks (all
+    """faust's consumer as `ScoreStage.announce_idle` asks it: the partitions assigned, their high-water marks (all
     read here: the stage's positions reach them) and its read offsets."""
 
     def __init__(self, topic: str, partitions: range, highwaters: dict[int, int] | None = None) -> None:
@@ -88,3 +91,42 @@ def authorization(i: int, card: str = "card-1", merchant: str = "m-1", amount: f
 
 def message(topic: str, partition: int, offset: int, value: Any, key: bytes | None = None) -> Message:
     return Message(topic, partition, offset, key, value if isinstance(value, bytes) else encode(value), 1_700_000_000.0)
+
+
+def one_pass(partitions: int = 2, snapshots: FakeTable | None = None, cards: FakeTable | None = None,
+             book: MerchantPartials | None = None) -> tuple[ScoreStage, FakeOutputs]:
+    """A score stage as the worker builds it, every partition seeded (replicas as ``book`` has them)."""
+    s, metrics, out, dead = harness(partitions)
+    tables = CardTables(FakeTable(), FakeTable(), FakeTable() if snapshots is None else snapshots, FakeTable(), FakeTable(),
+                        FakeTable())
+    book = MerchantPartials(partitions, grace_ms=s.grace_ms, replicated=True) if book is None else book
+    scorer = FraudScorer(s, snapshots=EncodedSnapshots(tables.snapshots), learn_inline=False, merchant_partials=book)
+    own = OwnMerchants(scorer)
+    cards = FakeTable() if cards is None else cards
+    stage = ScoreStage(s, metrics, out, dead, scorer, tables, LabelOutcomes(s, metrics, out, own), own, cards,
+                       TaggedCards(cards))
+    for p in range(partitions):
+        own.seed(p)
+    return stage, out
+
+
+class TaggedCards:
+    """The card table's tags as `TaggedMapping` reads them: none written here unless a test puts them."""
+
+    def __init__(self, table: FakeTable) -> None:
+        self.table = table
+        self.tags: dict[str, bytes] = {}
+
+    def tag(self, key: str) -> bytes | None:
+        return self.tags.get(key)
+
+
+def follow(book: MerchantPartials, out: FakeOutputs, topic: str, start: int = 0) -> int:
+    """What `PartialsFollower` does: the merchant events published since ``start`` (an index of ``out.sent``)
+    applied to ``book``'s replicas; returns the index to start from next time."""
+    for t, value, _key, partition in out.sent[start:]:
+        if t == topic:
+            record = decode_merchant_events(value)
+            assert isinstance(record, MerchantEvents) and record.partition == partition
+            book.apply(record)
+    return len(out.sent)

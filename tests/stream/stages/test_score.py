@@ -1,5 +1,6 @@
-"""The score stage without faust or a broker: what it scores is what the core scores, its outputs wait for its
-state, bad input is dead-lettered, and a crash between a snapshot and its threshold is replayed exactly."""
+"""The score stage without faust or a broker: one pass per authorization scores what the backtest's core scores,
+merchant partials included; its outputs wait for its state, bad input is dead-lettered, an authorization waits for
+the other partitions' partials, and a crash between a snapshot and its threshold is replayed exactly."""
 
 from __future__ import annotations
 
@@ -7,102 +8,178 @@ import random
 import zlib
 from typing import Any
 
-from fraudstream.contracts import Authorization, decode, encode
-from fraudstream.core.features.card import HOUR_MS
+from fraudstream.contracts import Authorization, MerchantEvents, decode, encode
+from fraudstream.core.features.card import HOUR_MS, MINUTE_MS
+from fraudstream.core.features.partials import MerchantPartials
+from fraudstream.core.partitioner import partition_of
 from fraudstream.core.scorer import FraudScorer
-from fraudstream.core.snapshot import EncodedSnapshots
-from fraudstream.stream.stages import CardTables, LabelOutcomes, Message, ScoreStage
+from fraudstream.stream.stages import Message, ScoreStage
 from fraudstream.stream.stages.score import pack_policy, unpack_policy
 
-from .fakes import T0, FakeTable, authorization, harness, message
+from .fakes import T0, FakeOutputs, FakeTable, authorization, follow, harness, message, one_pass
 
 
-def enriched(n: int, partitions: int = 2, every: int = 1) -> list[Message]:
-    """``n`` authorizations of four cards as the merchant stage hands them on: the card's and the merchant's
-    features, computed by the core (as intake and the merchant stage do), keyed by card."""
-    s, *_ = harness(partitions)
-    features = FraudScorer(s)
+def authorizations(n: int, partitions: int = 2, every: int = 1, cards: int = 8, merchants: int = 3) -> list[Message]:
+    """``n`` authorizations in event-time order, each on its card's partition (Kafka's murmur2, as producers put
+    them), in offset order there."""
+    s = harness(partitions)[0]
+    offsets: dict[int, int] = {}
     out = []
     for i in range(n):
-        card = f"card-{i % 4}"
-        a = authorization(i, card=card, merchant=f"m-{i % 3}", amount=5.0 + (i * 37) % 400, minutes=every)
-        auth = Authorization(**a)
-        step = features.card_stage(auth)
-        feats = dict(step.features)
-        feats.update(features.enrich_merchant(auth, step.duplicate))
-        partition = i % 4 % partitions  # a card's authorizations all on one partition, in order
-        out.append(message(s.topic_enriched, partition, i, {"auth": a, "features": feats, "late": step.late, "arr": 1},
-                           card.encode()))
+        card = f"card-{i % cards}"
+        a = authorization(i, card=card, merchant=f"m-{i % merchants}", amount=5.0 + (i * 37) % 400, minutes=every)
+        p = partition_of(card, partitions)
+        offsets[p] = offsets.get(p, -1) + 1
+        out.append(message(s.topic_authorizations, p, offsets[p], a, card.encode()))
     return out
 
 
-def stage(scorer: FraudScorer | None = None, snapshots: FakeTable | None = None, partitions: int = 2) -> tuple[ScoreStage, Any]:
-    s, metrics, out, dead = harness(partitions)
-    tables = CardTables(FakeTable(), FakeTable(), snapshots if snapshots is not None else FakeTable(), FakeTable(),
-                        FakeTable(), FakeTable())
-    if scorer is None:
-        scorer = FraudScorer(s, snapshots=EncodedSnapshots(tables.snapshots))
-    return ScoreStage(s, metrics, out, dead, scorer, tables, LabelOutcomes(s, metrics, out)), out
+def run(stage: ScoreStage, out: FakeOutputs, batches: list[list[Message]]) -> list[Message]:
+    """The worker's loop: each batch scored, its state written, sent, the card state written; then what every worker
+    does meanwhile, the merchant events applied to the replicas. At the end the partitions go quiet and what they
+    held is released. Returns the messages held and released (the loop acknowledges those then)."""
+    seen, released = 0, []
+    topic = stage.settings.topic_merchant_partials
+
+    def step(batch: list[Message]) -> None:
+        nonlocal seen
+        released.extend(stage.batch(batch))
+        stage.send()
+        stage.commit()
+        seen = follow(stage.book, out, topic, seen)
+
+    for batch in batches:
+        step(batch)
+    for p in range(stage.book.partitions):
+        stage.merchants.quiet(p)
+    stage.merchants.publish(out, topic)
+    seen = follow(stage.book, out, topic, seen)
+    for _ in range(10):
+        if not any(stage.waiting.values()):
+            break
+        step([])
+    return released
 
 
-def test_scores_are_those_of_the_core_and_wait_for_the_state() -> None:
-    messages = enriched(40)
-    score, out = stage()
-    score.batch(messages)
+def test_scores_are_those_of_the_backtests_core_merchant_partials_included() -> None:
+    """Two partitions, in batches that cut across minutes: every score, decision and feature is the one the
+    backtest's core gives (``Backtest(merchant_partials=True)``), bit for bit."""
+    messages = authorizations(600, every=1)
+    stage, out = one_pass(2)
+    rng = random.Random(3)
+    batches, i = [], 0
+    while i < len(messages):
+        n = rng.randrange(1, 60)
+        batches.append(messages[i : i + n])
+        i += n
+    run(stage, out, batches)
+    s = stage.settings
+    assert out.to(s.topic_dead_letter) == []
+    scored = {d["tx_id"]: d for d, _k, _p in out.to(s.topic_scores)}
+    assert len(scored) == len(messages)
+    core = FraudScorer(s, merchant_partials=MerchantPartials(2, grace_ms=s.grace_ms), explain=True)
+    others_counted = 0
+    for msg in messages:
+        a = Authorization(**decode(msg.value))
+        expected = core.process(a, msg.partition)
+        got = scored[a.tx_id]
+        assert got == _decoded_record(expected.score_record()), a.tx_id
+        others_counted += got["features"]["merchant_count_1d"] > 0
+    assert others_counted > 100, "merchant features counted"
+    assert s.topic_merchant_partials in {t for t, *_ in out.sent}
+    assert stage.metrics.registry.get_sample_value("fraudstream_authorizations_scored_total") == 600
+
+
+def test_outputs_wait_for_the_batchs_state_and_a_card_state_that_has_them_skips_them() -> None:
+    messages = authorizations(40, partitions=1)
+    stage, out = one_pass(1)
+    stage.batch(messages)
     assert out.sent == [], "nothing goes out before the batch's state is written"
-    assert score.tables.thresholds.keys() == {"0", "1"}, "each partition's threshold, written with the batch"
-    assert score.decisions == {0: 20, 1: 20}
-    score.send()
-    assert score.outbox == []
-    core = FraudScorer(score.settings)
-    for msg, (record, key, _partition) in zip(messages, out.to(score.settings.topic_scores), strict=True):
-        d = _decoded(msg)
-        expected = core.score(Authorization(**d["auth"]), dict(d["features"]), d["late"], msg.partition)
-        assert record == _decoded_record(expected.score_record())
-        assert key == d["auth"]["card_id"].encode()
-    assert score.metrics.registry.get_sample_value("fraudstream_authorizations_scored_total") == 40
+    assert stage.tables.thresholds.keys() == {"0"}, "the partition's threshold, written with the batch"
+    assert stage.decisions == {0: 40}
+    stage.send()
+    assert stage.outbox == []
+    s = stage.settings
+    assert len(out.to(s.topic_scores)) == 40
+    assert [(topic, partition) for topic, _v, _k, partition in out.sent[-1:]] == [(s.topic_merchant_partials, 0)]
+    stage.commit()
+    del out.sent[:]
+    stage.batch(messages[30:])  # read again: the card states written include them
+    stage.send()
+    assert out.sent == []
 
 
-def test_bad_input_is_dead_lettered_and_the_rest_scored() -> None:
-    messages = enriched(3)
+def test_bad_input_is_dead_lettered_and_a_misrouted_authorization_sent_to_its_cards_partition() -> None:
+    messages = authorizations(3)
     s = harness()[0]
-    bad = [message(s.topic_enriched, 0, 90, b"{not json", b"card-0"), message(s.topic_enriched, 1, 91, {"auth": {"tx_id": "x"}})]
-    score, out = stage()
-    score.batch([messages[0], *bad, *messages[1:]])
-    score.send()
+    misrouted = message(s.topic_authorizations, 1 - messages[0].partition, 92, authorization(9, card="card-0"), b"card-0")
+    bad = [message(s.topic_authorizations, 0, 90, b"{not json", b"card-0"),
+           message(s.topic_authorizations, 1, 91, {"tx_id": "x"}, b"card-0"), misrouted]
+    stage, out = one_pass(2)
+    stage.batch([messages[0], *bad, *messages[1:]])
+    stage.send()
     letters = out.to(s.topic_dead_letter)
-    assert [(d["reason"], d["offset"]) for d, _k, _p in letters] == [("processing_error", 90), ("processing_error", 91)]
-    assert [d["tx_id"] for d, _k, _p in out.to(s.topic_scores)] == ["tx-0", "tx-1", "tx-2"]
-    assert score.positions == {(s.topic_enriched, 0): 2, (s.topic_enriched, 1): 1}
+    assert [(d["reason"], d["offset"]) for d, _k, _p in letters] == [("not_json", 90), ("missing_field", 91)]
+    assert sorted(d["tx_id"] for d, _k, _p in out.to(s.topic_scores)) == ["tx-0", "tx-1", "tx-2"]
+    assert [(d["tx_id"], k) for d, k, _p in out.to(s.topic_authorizations)] == [("tx-9", b"card-0")]
+    assert stage.metrics.registry.get_sample_value("fraudstream_authorizations_rerouted_total") == 1
+
+
+def test_an_authorization_waits_for_the_other_partitions_and_says_how_far_its_partition_is() -> None:
+    s = harness()[0]
+    stage, out = one_pass(2)
+    late = [message(s.topic_authorizations, 0, 0, authorization(0, card="card-2", minutes=10), b"card-2")]
+    assert partition_of("card-2", 2) == 0
+    assert stage.batch(late) == [], "partition 1 has said nothing: held"
+    stage.send()
+    assert out.to(s.topic_scores) == [] and len(stage.waiting[0]) == 1
+    assert [(d["next_ts"], p) for d, _k, p in out.to(s.topic_merchant_partials)] == [(T0, 0)]
+    assert stage.metrics.registry.get_sample_value("fraudstream_merchant_held") == 1
+    stage.book.apply(MerchantEvents(1, [], next_ts=T0 + 2 * MINUTE_MS))  # partition 1 is past the minute it reads
+    released = stage.batch([])
+    stage.send()
+    assert released == late and [d["tx_id"] for d, _k, _p in out.to(s.topic_scores)] == ["tx-0"]
+    assert not stage.waiting[0]
 
 
 def test_a_crash_after_the_snapshots_before_the_thresholds_is_replayed_exactly() -> None:
     # 600 decisions per partition: past the threshold's warm-up (500), so it moves in the second batch.
-    messages = enriched(1200, every=3)
+    messages = authorizations(1200, every=3)
     snapshots = FakeTable()
-    live, live_out = stage(snapshots=snapshots)
-    live.batch(messages[:700])
+    live, live_out = one_pass(2, snapshots=snapshots)
+    _all_of(live, messages[:700])
     thresholds_before = dict(live.tables.thresholds)
-    live.batch(messages[700:])
+    _all_of(live, messages[700:])
     live.send()
     s = live.settings
     scores = [d for d, _k, _p in live_out.to(s.topic_scores)]
-    assert {"alert", "update"} <= {d["decision"]["action"] for d in scores[700:]}, "decisions that change a standing"
-    assert [decode(snapshots[f"tx-{i}"])["n"] for i in (0, 1, 1198, 1199)] == [1, 1, 600, 600], "each its number"
+    assert len(scores) == 1200
+    assert "alert" in {d["decision"]["action"] for d in scores[700:]}, "decisions that change a standing"
+    assert live.decisions == {0: 600, 1: 600}
     # The worker died once the second batch's snapshots were on their changelog, before its standings and
-    # thresholds were: its successor has the snapshots, the first batch's thresholds, and no standings.
-    scorer = FraudScorer(s, snapshots=EncodedSnapshots(snapshots))
-    again, out = stage(scorer=scorer, snapshots=snapshots)
+    # thresholds were (and before its outputs and card states): its successor has the snapshots, the first batch's
+    # thresholds, and no standings.
+    again, out = one_pass(2, snapshots=snapshots)
     again.tables.thresholds.update(thresholds_before)
-    again.batch(messages[700:])  # redelivered: each answered from its snapshot, and replayed
+    _all_of(again, messages[700:])  # redelivered: each answered from its snapshot, and replayed
     again.send()
-    assert [d for d, _k, _p in out.to(s.topic_scores)] == scores[700:]
-    assert again.decisions == live.decisions == {0: 600, 1: 600}
+    assert sorted(d["tx_id"] for d, _k, _p in out.to(s.topic_scores)) == sorted(d["tx_id"] for d in scores[700:])
+    assert {d["tx_id"]: d for d, _k, _p in out.to(s.topic_scores)} == {d["tx_id"]: d for d in scores[700:]}
+    assert again.decisions == live.decisions
     for p in (0, 1):
-        assert scorer.policy(p).threshold.to_bytes() == live.scorer.policy(p).threshold.to_bytes()
-    for card in ("card-0", "card-1", "card-2", "card-3"):
-        assert scorer.standings.get(card).to_bytes() == live.scorer.standings.get(card).to_bytes()
+        assert again.scorer.policy(p).threshold.to_bytes() == live.scorer.policy(p).threshold.to_bytes()
+    for card in (f"card-{i}" for i in range(8)):
+        assert again.scorer.standings.get(card).to_bytes() == live.scorer.standings.get(card).to_bytes()
     assert again.tables.thresholds == live.tables.thresholds, "and the thresholds written are the live ones"
+
+
+def _all_of(stage: ScoreStage, messages: list[Message]) -> None:
+    """One batch, and what it held released: both partitions then quiet (the state of one batch, unsent)."""
+    stage.batch(messages)
+    for p in (0, 1):
+        stage.merchants.quiet(p)
+    stage.batch([])
+    assert not any(stage.waiting.values())
 
 
 def _decoded(msg: Message) -> dict[str, Any]:
