@@ -2,7 +2,7 @@
 batch it writes, one per topic-partition it touches) holds more.
 
 A worker's batch closes ``FRAUDSTREAM_BATCH_WINDOW_S`` (20 ms) after the previous one, or sooner when it is full. At
-200 authorizations a second that is 4 authorizations a batch, over 3 partitions: each hop then writes about one
+200 authorizations a second that is 4 authorizations a batch, over 3 partitions: the worker then writes about one
 produce batch per record, and the embedded broker's fetch costs CPU in proportion to the record batches a partition
 holds (it keeps them all: no retention), so a steady 200/s brought it to a full core within minutes (docs/capacity.md,
 The soak at 200/s). :class:`BatchPacing` estimates the rate an agent's batches arrive at and, while it is slow
@@ -12,11 +12,9 @@ square of the rate (125 ms at 400/s, 41 ms at 700/s), down to the window from 1,
 paid where the embedded broker needs it, by slow traffic that runs for hours, not by fast traffic, which the
 embedded broker does not hold for long anyway and which fills its batches by itself.
 
-The agent keeps its batch window; it only pauses after a batch it finished (:func:`fraudstream.stream.delivery
-.batches`), and what arrives meanwhile waits in faust's stream buffer for the next batch. Only the agents of what
-comes from outside (authorizations, labels, reissues) and of the low-rate internal topics pause: the merchant and
-score stages get their input in the bursts the intake's batches make, so they take one batch per burst without
-waiting, and a hop adds a window's latency, not a spacing's.
+The loop keeps its batch window; it only pauses after a batch it finished (:func:`fraudstream.stream.delivery
+.batches`), and what arrives meanwhile waits for the next batch. The loops of what comes from outside
+(authorizations, labels, reissues) and of the low-rate internal topics pause.
 
 >>> pacing = BatchPacing(window_s=0.02, fill=100, longest_s=0.5)
 >>> pacing.pause_after(4, taken_at=10.0, now=10.01)  # the first batch: no rate known yet

@@ -202,7 +202,7 @@ class TableMapping(MutableMapping[str, bytes]):
         self.partition_of.clear()
 
     def send_pending(self) -> None:
-        """The writes so far are nobody's to await (intake and merchant state, written after their outputs): produce
+        """The writes so far are nobody's to await (the card state, written after its batch's outputs): produce
         them now. Without this call they go with the next ``ChangelogWriter.send`` (every flush, and a timer)."""
         if self.writer is not None and self.pending:
             self.writer.send()  # the free tables (this one is); the others wait for whoever orders them

@@ -2,8 +2,7 @@
 Kafka transaction.
 
 Every stage produces through one confluent-kafka producer (``fraudstream.stream.outputs``), and a producer has one
-open transaction at a time, while several agents (intake, merchant, score, labels, card events) run batches side by
-side. So, as Kafka Streams does with its commit interval, the transaction is not one batch's: it is open all the time
+open transaction at a time, while several loops (authorizations, labels, card events) run batches side by side. So, as Kafka Streams does with its commit interval, the transaction is not one batch's: it is open all the time
 and committed at quiescent points, about every :data:`COMMIT_EVERY_S`:
 
 1. :meth:`BatchGate.closed` lets no new batch start and waits until the batches running have finished (their events
@@ -55,7 +54,7 @@ __all__ = ["BatchGate", "COMMIT_EVERY_S", "CommitOverlaps", "EXIT_TRANSACTION_FA
 log = logging.getLogger("fraudstream.worker")
 
 #: How often the open transaction commits (Kafka Streams' default commit interval under exactly-once). A
-#: ``read_committed`` reader sees an output only once its transaction commits: each hop adds up to this much latency.
+#: ``read_committed`` reader sees an output only once its transaction commits: it adds up to this much latency.
 COMMIT_EVERY_S = 0.1
 #: The worker's exit status when a transaction failed and it stopped (a supervisor restarts it).
 EXIT_TRANSACTION_FAILED = 70

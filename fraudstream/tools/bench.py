@@ -551,13 +551,24 @@ def warm_worker(settings: Settings, events: Events, cfg: BenchConfig, reader: Sc
     return {"examples": learned, "ready": ready}
 
 
+def live_records(events: Events, n: int, phase: str, start_ms: int) -> list[tuple[bytes, bytes]]:
+    """The first ``n`` events as records whose event time advances 1 ms an authorization from ``start_ms`` (a live
+    stream at 1,000 a second), in the simulation's order."""
+    out = []
+    for i in range(n):
+        r = events.record(i, phase, 0)
+        r["ts"] = start_ms + i
+        out.append((r["card_id"].encode(), orjson.dumps(r)))
+    return out
+
+
 def measure_saturation(settings: Settings, events: Events, n: int, offset: int, reader: ScoresReader, worker: WorkerProcess,
                        producer: Any, cpu: CpuMeter, profile: str | None, phase: str = "s",
-                       others: tuple[WorkerProcess, ...] = ()) -> dict[str, Any]:
-    messages = []
-    for i in range(n):
-        r = events.record(i, phase, offset)
-        messages.append((r["card_id"].encode(), orjson.dumps(r)))
+                       others: tuple[WorkerProcess, ...] = (), live_time: bool = False) -> dict[str, Any]:
+    """``n`` authorizations produced at once, scored as fast as the worker can; ``live_time``: their event time
+    advances as a live stream's (`live_records`), not as the simulation's days."""
+    messages = live_records(events, n, phase, offset) if live_time else [
+        (r["card_id"].encode(), orjson.dumps(r)) for r in (events.record(i, phase, offset) for i in range(n))]
     tracker = reader.track(phase, Tracker(n, timeline=[]))
     topics = worker_topics(settings)
     ends_before = fetched_ends(settings, topics)
@@ -886,17 +897,18 @@ def measure_end_to_end(broker: EmbeddedBroker, events: Events, cfg: BenchConfig,
 
 def measure_two_workers(settings: Settings, events: Events, cfg: BenchConfig, tmp: Path, reader: ScoresReader,
                         worker: WorkerProcess, producer: Any, broker: EmbeddedBroker) -> dict[str, Any] | None:
-    """Saturation again, with a second worker in the group: the partitions split between them."""
+    """Saturation again, with a second worker in the group: the partitions split between them. Its authorizations'
+    event time advances as a live stream's (`live_records`): two workers' card partitions go on in step, a minute
+    of event time each time one worker hears from the other (`fraudstream.core.features.partials`), so the
+    simulation's 20 days, replayed at once, would measure that, not what two workers score."""
     progress("a second worker joins the group")
     second = WorkerProcess(settings.with_overrides(state_dir=str(tmp / "state-2")), tmp / "worker-2.log")
     try:
         # It recovers the tables of the partitions it takes over from their changelogs first (no standby replicas).
         progress(f"two workers: the second was ready (group joined, its tables recovered) after {second.wait_ready():.0f}s")
         n = min(cfg.warmup_events, 5_000)
-        offset = int(time.time() * 1000) - events.ts[n - 1] - MINUTE_MS
         tracker = reader.track("j", Tracker(n))
-        produce_all(producer, settings.topic_authorizations,
-                    [(r["card_id"].encode(), orjson.dumps(r)) for r in (events.record(i, "j", offset) for i in range(n))])
+        produce_all(producer, settings.topic_authorizations, live_records(events, n, "j", int(time.time() * 1000) - n - MINUTE_MS))
         producer.flush(60)
         if not wait_tracker(tracker, 600, reader, worker, "two workers: warm-up", others=(second,)):
             return None
@@ -907,9 +919,8 @@ def measure_two_workers(settings: Settings, events: Events, cfg: BenchConfig, tm
         settle(second)
         assert broker.process is not None
         cpu = CpuMeter({"worker": worker.pid, "worker 2": second.pid, "broker": broker.process.pid, "bench": os.getpid()})
-        offset = int(time.time() * 1000) - events.ts[cfg.events - 1] - MINUTE_MS
-        return measure_saturation(settings, events, cfg.events, offset, reader, worker, producer, cpu, None, phase="s2",
-                                  others=(second,))
+        return measure_saturation(settings, events, cfg.events, int(time.time() * 1000) - cfg.events - MINUTE_MS, reader,
+                                  worker, producer, cpu, None, phase="s2", others=(second,), live_time=True)
     finally:
         second.stop()
 

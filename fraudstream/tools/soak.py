@@ -16,8 +16,8 @@ Every ``--report-every`` seconds it prints:
 - throughput: authorizations scored per second (``fraudstream_authorizations_scored_total`` of its /metrics),
 - p50/p99 end-to-end latency: a consumer of ``fraud.scores`` takes receive time − ``ts`` of every record, so it
   includes the traffic's own batching: the soak's producer waits up to ``FRAUDSTREAM_SOURCE_LINGER_MS`` (300 ms) to
-  fill a produce batch, as the simulator does, and while traffic is slow (200/s and below, by default) the worker's
-  intake spaces its batches ``FRAUDSTREAM_BATCH_WINDOW_MAX_S`` (0.5 s) apart (``fraudstream.stream.pacing``): fewer,
+  fill a produce batch, as the simulator does, and while traffic is slow (200/s and below, by default) the worker
+  spaces its batches ``FRAUDSTREAM_BATCH_WINDOW_MAX_S`` (0.5 s) apart (``fraudstream.stream.pacing``): fewer,
   fuller batches, which the embedded broker needs (below), for up to about 0.8 s of latency,
 - consumer lag (the sum of ``fraudstream_consumer_lag``), alerts and dead letters;
 - the CPU the worker used (in cores) and the machine's load average: on a shared machine a slow worker may be a starved one.
