@@ -187,9 +187,14 @@ class FraudScorer:
         order (its partition). ``merchant_seen``: the merchant's state includes it already (a batch read again), so
         it is read, not changed. The amount is converted to the base currency once, for both halves."""
         feats = _ALL_KEYS.copy()
+        late, duplicate = self._both_halves(auth, feats, merchant_seen)
+        return CardStep(feats, late, duplicate)
+
+    def _both_halves(self, auth: Authorization, feats: dict[str, float], merchant_seen: bool = False) -> tuple[bool, bool]:
+        """:meth:`features`, written into ``feats`` (keyed as ``_ALL_KEYS``); late and duplicate."""
         late, duplicate = self._card_half(auth, feats)
         self.enrich_merchant(auth, duplicate or merchant_seen, into=feats, base_amount=feats["amount"])
-        return CardStep(feats, late, duplicate)
+        return late, duplicate
 
     def _card_half(self, auth: Authorization, feats: dict[str, float]) -> tuple[bool, bool]:
         """The card's features, written into ``feats`` (keyed as ``_CARD_KEYS``); late and duplicate."""
@@ -290,8 +295,9 @@ class FraudScorer:
 
     def process(self, auth: Authorization, partition: int = 0) -> Scored:
         """All three stages in one place, for the backtest and tests: the worker's path, without Kafka."""
-        step = self.features(auth)
-        return self.score(auth, step.features, step.late, partition)
+        feats = _ALL_KEYS.copy()
+        late, _duplicate = self._both_halves(auth, feats)  # no `CardStep` made: the backtest's loop
+        return self.score(auth, feats, late, partition)
 
     def reasons(self, feats: dict[str, float], score: float, decision: Decision) -> list[str]:
         """Why, in an operator's words: the model's top contributions, then the rules."""
