@@ -51,10 +51,11 @@ class MerchantState:
 
     __slots__ = ("clock", "hours", "days", "cards", "card_seen", "card_compromised")
 
-    def __init__(self) -> None:
+    def __init__(self, hours: BucketRing | None = None, days: BucketRing | None = None) -> None:
         self.clock = NO_TIME
-        self.hours = BucketRing(24, HOUR_MS, 3)  # count, amount sum, confirmed frauds
-        self.days = BucketRing(30, DAY_MS, 3, spans=(7, 30))
+        # ``hours`` and ``days``: rings of its own, given by `copy` (none made here only to be replaced).
+        self.hours = BucketRing(24, HOUR_MS, 3) if hours is None else hours  # count, amount sum, confirmed frauds
+        self.days = BucketRing(30, DAY_MS, 3, spans=(7, 30)) if days is None else days
         self.cards: array[int] = array("q")  # stable hashes of the most recent cards
         self.card_seen: array[int] = array("q")  # minute last seen
         self.card_compromised: array[int] = array("b")
@@ -83,8 +84,8 @@ class MerchantState:
 
     def copy(self) -> MerchantState:
         """A state of its own, as this one is now (a partition's partial, published while its own goes on)."""
-        s = MerchantState()
-        s.clock, s.hours, s.days = self.clock, self.hours.copy(), self.days.copy()
+        s = MerchantState(self.hours.copy(), self.days.copy())
+        s.clock = self.clock
         s.cards, s.card_seen, s.card_compromised = array("q", self.cards), array("q", self.card_seen), array("b", self.card_compromised)
         return s
 
