@@ -308,8 +308,8 @@ class ScoreStage(CardStage):
             return
         now, quiet = time.monotonic(), self.settings.source_idle_s
         for tp in assignment:
-            p = tp.topic == topic and tp.partition
-            if p is False or p not in merchants.seeded or p in self.idle or self.waiting.get(p):
+            p = tp.partition
+            if tp.topic != topic or p not in merchants.seeded or p in self.idle or self.waiting.get(p):
                 continue
             if now - self.seen.get(p, 0.0) < quiet:
                 continue

@@ -209,3 +209,23 @@ def test_a_threshold_packed_from_its_kept_pieces_is_the_one_packed_whole() -> No
         assert unpack_policy(restored, pieces) == n
         assert restored.threshold.to_bytes() == policy.threshold.to_bytes()
         assert (restored.threshold._cached, restored.threshold._stale) == (policy.threshold._cached, policy.threshold._stale)
+
+
+def test_a_partition_caught_up_and_quiet_is_announced_idle_once() -> None:
+    import time as _time
+
+    from .fakes import FakeConsumer
+
+    s = harness()[0]
+    stage, out = one_pass(2)
+    consumer = FakeConsumer(s.topic_authorizations, range(2), highwaters={0: 1, 1: 5})
+    stage.positions[(s.topic_authorizations, 0)] = 0  # partition 0 read to its end; partition 1 behind
+    stage.seen = {0: _time.monotonic() - 10.0, 1: _time.monotonic() - 10.0}
+    stage.announce_idle(consumer)
+    stage.merchants.publish(out, s.topic_merchant_partials)
+    assert [(d.get("idle_after"), p) for d, _k, p in out.to(s.topic_merchant_partials)] == [(-1, 0)]
+    assert 0 in stage.book.idle and 1 not in stage.book.idle
+    del out.sent[:]
+    stage.announce_idle(consumer)  # said once, until its next authorization
+    stage.merchants.publish(out, s.topic_merchant_partials)
+    assert out.sent == []
