@@ -144,7 +144,7 @@ class Settings:
     fetch_wait_ms: int = _env(
         "FETCH_WAIT_MS",
         "Longest a worker's fetch waits for data while data flows (faust's is 1500, and the embedded broker answers "
-        "an empty fetch only then: each of the three hops waited that long). At least 100 where fraudstream starts "
+        "an empty fetch only then: every batch waited that long). At least 100 where fraudstream starts "
         "the embedded broker (`make run`, `make soak`): its fetch comes back empty, data or not, once finding the "
         "offset asked takes longer than the wait, which grows with the batches a partition holds.",
         10,

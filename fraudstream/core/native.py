@@ -31,7 +31,8 @@ __all__ = ["CORE_CODE", "NATIVE_MODULES", "core_code"]
 
 #: The compiled modules, under fraudstream.core, in dependency order (``setup.py`` reads this line; the Makefile
 #: re-installs when any core module changes).
-NATIVE_MODULES = ("features.windows", "features.card", "features.merchant", "features.partials", "model.linear", "decision")
+NATIVE_MODULES = ("partitioner", "features.windows", "features.card", "features.merchant", "features.partials", "model.linear",
+                  "decision")
 _HERE = Path(__file__).parent
 _PACKAGE = __name__.rpartition(".")[0]
 MANIFEST = _HERE / "native.json"

@@ -182,18 +182,20 @@ class FraudScorer:
             self.policies[partition] = p
         return p
 
-    def features(self, auth: Authorization, merchant_seen: bool = False) -> CardStep:
+    def features(self, auth: Authorization, merchant_seen: bool = False, partition: int | None = None) -> CardStep:
         """An authorization's card and merchant features, in one pass where the card's authorizations arrive in
-        order (its partition). ``merchant_seen``: the merchant's state includes it already (a batch read again), so
-        it is read, not changed. The amount is converted to the base currency once, for both halves."""
+        order (its ``partition``, when the caller knows it). ``merchant_seen``: the merchant's state includes it
+        already (a batch read again), so it is read, not changed. The amount is converted to the base currency
+        once, for both halves."""
         feats = _ALL_KEYS.copy()
-        late, duplicate = self._both_halves(auth, feats, merchant_seen)
+        late, duplicate = self._both_halves(auth, feats, merchant_seen, partition)
         return CardStep(feats, late, duplicate)
 
-    def _both_halves(self, auth: Authorization, feats: dict[str, float], merchant_seen: bool = False) -> tuple[bool, bool]:
+    def _both_halves(self, auth: Authorization, feats: dict[str, float], merchant_seen: bool = False,
+                     partition: int | None = None) -> tuple[bool, bool]:
         """:meth:`features`, written into ``feats`` (keyed as ``_ALL_KEYS``); late and duplicate."""
         late, duplicate = self._card_half(auth, feats)
-        self.enrich_merchant(auth, duplicate or merchant_seen, into=feats, base_amount=feats["amount"])
+        self.enrich_merchant(auth, duplicate or merchant_seen, into=feats, base_amount=feats["amount"], partition=partition)
         return late, duplicate
 
     def _card_half(self, auth: Authorization, feats: dict[str, float]) -> tuple[bool, bool]:
@@ -213,9 +215,10 @@ class FraudScorer:
         return late, duplicate
 
     def enrich_merchant(self, auth: Authorization, duplicate: bool = False, into: dict[str, float] | None = None,
-                        base_amount: float | None = None) -> dict[str, float]:
-        """The merchant half, where the merchant's authorizations arrive: a dict of its own, or added to ``into``.
-        ``base_amount``: the amount in the base currency, when the caller has it (the card's "amount" feature)."""
+                        base_amount: float | None = None, partition: int | None = None) -> dict[str, float]:
+        """The merchant half: a dict of its own, or added to ``into``. ``base_amount``: the amount in the base
+        currency, when the caller has it (the card's "amount" feature); ``partition``: the card's, when the caller
+        has it (with merchant partials)."""
         book = self.merchant_partials
         if book is None:
             state = self.merchants.get(auth.merchant_id)
@@ -224,7 +227,9 @@ class FraudScorer:
             if not duplicate:
                 self.merchants.mark(auth.merchant_id)
             return feats
-        merchant_id, partition = auth.merchant_id, book.card_partition(auth.card_id)
+        merchant_id = auth.merchant_id
+        if partition is None:
+            partition = book.card_partition(auth.card_id)
         if book.replicated:
             # A worker: the partition's own state is its replica, taken here as every other worker takes it from
             # the partition's merchant events (`MerchantPartials.receive_authorization`).

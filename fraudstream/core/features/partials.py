@@ -50,7 +50,6 @@ PARTIALS_EVERY_MS: Final = MINUTE_MS
 #: has passed that boundary long before, so nothing waits for it.
 PARTIALS_LAG_MS: Final = MINUTE_MS
 
-_KNOWN_CARDS: Final = 1_000_000  # cards whose partition is remembered (then forgotten all at once)
 _Versions = list[tuple[int, MerchantState]]  # (boundary index, state), oldest first
 
 
@@ -64,7 +63,7 @@ class MerchantPartials:
     """
 
     __slots__ = ("partitions", "every_ms", "lag_ms", "grace_ms", "replicated", "versions", "passed", "newest", "crossed",
-                 "touched", "replicas", "card_partitions", "applied", "idle", "forgotten")
+                 "touched", "replicas", "applied", "idle", "forgotten")
 
     def __init__(self, partitions: int, *, grace_ms: int, every_ms: int = PARTIALS_EVERY_MS,
                  lag_ms: int = PARTIALS_LAG_MS, replicated: bool = False) -> None:
@@ -81,7 +80,6 @@ class MerchantPartials:
         self.crossed = -1  # the newest every partition passed at once (`cross`)
         self.touched: dict[int, set[str]] = {}  # partition -> merchants it changed since then
         self.replicas: dict[int, dict[str, MerchantState]] = {}  # partition -> merchant -> state, from its events
-        self.card_partitions: dict[str, int] = {}  # murmur2 in Python costs 4 us: each card's, once
         #: (partition, "a" or "l") -> the newest input offset applied from fraud.authorizations ("a": authorizations and
         #: the labels they found waiting) or fraud.card-events ("l"): an event at or before it is applied already.
         self.applied: dict[tuple[int, str], int] = {}
@@ -89,13 +87,9 @@ class MerchantPartials:
         self.forgotten = 0  # merchants forgotten so far (`forget_idle`)
 
     def card_partition(self, card_id: str) -> int:
-        """The card partition ``card_id`` lives in (as the platform's producer puts it)."""
-        partition = self.card_partitions.get(card_id)
-        if partition is None:
-            if len(self.card_partitions) >= _KNOWN_CARDS:
-                self.card_partitions.clear()
-            partition = self.card_partitions[card_id] = partition_of(card_id, self.partitions)
-        return partition
+        """The card partition ``card_id`` lives in (as the platform's producer puts it: murmur2, compiled with the
+        core, so no cache of every card seen)."""
+        return partition_of(card_id, self.partitions)
 
     def boundary(self, ts: int) -> int:
         """The index of the boundary whose partials an authorization at ``ts`` reads."""

@@ -224,7 +224,7 @@ class ScoreStage(CardStage):
         self._touched.add(partition)
         merchants = self.merchants
         merchant_fresh = merchants.fresh(partition, offset)
-        step = scorer.features(auth, merchant_seen=not merchant_fresh)
+        step = scorer.features(auth, merchant_seen=not merchant_fresh, partition=partition)  # its card's: `batch` checked
         if merchant_fresh and not step.duplicate:
             merchants.authorization(partition, offset, auth, step.features["amount"])
         # A new snapshot carries the number of the decision it records (`decisions`): a redelivered authorization
