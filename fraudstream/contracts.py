@@ -115,6 +115,8 @@ class MerchantEvents:
     True
     >>> decode_merchant_events(b'{"partition":2,"events":[["a",41,"m1"]]}')
     Rejection(reason='invalid_value', detail='event 0 is not [kind, offset, merchant_id, card_id, x, y]')
+    >>> decode_merchant_events(b'{"partition":2,"events":[[[],41,"m1","c1",1.0,1700000000000]]}').reason  # a kind not a kind
+    'invalid_value'
     """
 
     partition: int
@@ -151,7 +153,7 @@ def decode_merchant_events(raw: bytes | None) -> MerchantEvents | Rejection:
         return Rejection("invalid_value", "next_ts or idle_after out of range")
     checked: list[MerchantEvent] = []
     for i, e in enumerate(events):
-        if not (type(e) is list and len(e) == 6 and e[0] in _EVENT_KINDS and type(e[1]) is int and e[1] >= 0
+        if not (type(e) is list and len(e) == 6 and type(e[0]) is str and e[0] in _EVENT_KINDS and type(e[1]) is int and e[1] >= 0
                 and type(e[2]) is str and type(e[3]) is str and type(e[5]) is int
                 and (type(e[4]) in (int, float) and math.isfinite(e[4]) and e[4] >= 0 and _plausible_ts(e[5])
                      if e[0] == "a" else type(e[4]) is int and _plausible_ts(e[4]) and e[5] in (-1, 1))):
