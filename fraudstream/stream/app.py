@@ -209,7 +209,7 @@ class FraudApp:
         self.model_follower = ModelFollower(self, client)
         self.rule_follower = RuleFollower(self, client)
         self.partials_follower = PartialsFollower(self.merchant_partials, s.topic_merchant_partials, self._partials_consumer,
-                                                  client, self.dead_letter)
+                                                  client, self.dead_letter, scored_here=self.own_merchants.seeded)
         # Held by a batch from its first merchant event to their publishing (the score stage: after its state is
         # durable): each record of fraud.merchant-partials then holds one batch's events, in the order they were taken.
         self._merchant_lock = asyncio.Lock()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -40,11 +40,14 @@ class PartialsFollower:
     """Reads fraud.merchant-partials into ``book``'s replicas; ``dead_letter(rejection, message)`` takes bad records.
 
     ``consumer()``: a new aiokafka consumer of no group (made at :meth:`start`, in the running loop); ``client``: the
-    confluent-kafka settings, to find where partitions end."""
+    confluent-kafka settings, to find where partitions end; ``scored_here``: the partitions this worker scores, whose
+    replicas took their events as it scored them (their records, its own, are stepped over, not decoded again).
+    """
 
     def __init__(self, book: MerchantPartials, topic: str, consumer: Callable[[], Any], client: dict[str, Any],
-                 dead_letter: Callable[[Rejection, Any], None]) -> None:
+                 dead_letter: Callable[[Rejection, Any], None], scored_here: Container[int] = ()) -> None:
         self.book = book
+        self.scored_here = scored_here
         self.topic = topic
         self.client = client
         self.dead_letter = dead_letter
@@ -79,7 +82,8 @@ class PartialsFollower:
         for records in got.values():
             for r in records:
                 self.read[r.partition] = r.offset + 1
-                n += self.take(Message(r.topic, r.partition, r.offset, r.key, r.value))
+                if r.partition not in self.scored_here:
+                    n += self.take(Message(r.topic, r.partition, r.offset, r.key, r.value))
         return n
 
     def take(self, message: Message) -> int:

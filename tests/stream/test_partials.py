@@ -57,3 +57,24 @@ def test_every_partitions_records_reach_the_replicas_once_read_to_their_end(brok
     for p in range(3):
         assert book.replicas[p]["m1"].to_bytes() == own[p].to_bytes()
     assert sorted((r.reason, offset) for r, offset in letters) == [("invalid_value", 100), ("invalid_value", 100)]
+
+
+def test_the_records_of_partitions_scored_here_are_stepped_over_not_applied_again() -> None:
+    """A worker's replicas of its own partitions took their events as it scored them: its own records, read back,
+    are not decoded again (nor would a bad one be taken for someone else's), while the read positions move on."""
+    from types import SimpleNamespace
+
+    book = MerchantPartials(2, grace_ms=300_000, replicated=True)
+    records = {tp: [SimpleNamespace(topic="fraud.merchant-partials", partition=tp, offset=0, key=None, value=value)]
+               for tp, value in ((0, encode(MerchantEvents(0, [("a", 5, "m1", "c1", 10.0, T0)]).as_dict())),
+                                 (1, encode(MerchantEvents(1, [("a", 9, "m1", "c2", 20.0, T0)]).as_dict())))}
+
+    class Consumer:
+        async def getmany(self, timeout_ms: int, max_records: int) -> dict[int, list[SimpleNamespace]]:
+            return records
+
+    letters: list[Rejection] = []
+    follower = PartialsFollower(book, "fraud.merchant-partials", Consumer, {}, lambda r, m: letters.append(r), scored_here={0})
+    follower.consumer = Consumer()
+    assert asyncio.run(follower.poll()) == 1
+    assert follower.read == {0: 1, 1: 1} and 0 not in book.replicas and book.applied[(1, "a")] == 9 and not letters
