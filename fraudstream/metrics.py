@@ -74,7 +74,8 @@ class Metrics:
                                     "readers; bounded by FRAUDSTREAM_ROCKSDB_MEMORY_MB for all of them.",
                                     registry=r)
         self.live_states = Gauge("fraudstream_live_states", "States held as Python objects, by kind (card, standing, merchant, "
-                                 "card_transactions): bounded by FRAUDSTREAM_LIVE_STATES_MAX, the rest stay in the tables.",
+                                 "card_transactions): bounded by FRAUDSTREAM_LIVE_STATES_MAX, the rest stay in the tables; merchant: the "
+                                 "replicas of every card partition, all held.",
                                  ["kind"], registry=r)
         self.allocator = Gauge("fraudstream_allocator_bytes", "The C allocator's memory: in_use (RocksDB's memory included, "
                                "librdkafka, the interpreter's larger objects) and free (held, not in use). Resident memory "

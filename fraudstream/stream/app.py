@@ -42,7 +42,6 @@ from fraudstream.config import Settings
 from fraudstream.contracts import DeadLetter, Rejection, encode
 from fraudstream.core.decision import CardStanding
 from fraudstream.core.features.card import DAY_MS, CardState
-from fraudstream.core.features.merchant import MerchantState
 from fraudstream.core.features.partials import MerchantPartials
 from fraudstream.core.maturity import maturity_delays
 from fraudstream.core.scorer import FraudScorer, blank_standing
@@ -172,15 +171,13 @@ class FraudApp:
         live = s.live_states_max
         cards = StateStore(CardState, CardState.from_bytes, self.card_durable, capacity=live)
         standings = StateStore(CardStanding, CardStanding.from_bytes, self.standing_table, capacity=live, blank=blank_standing)
-        # This worker's partitions' own merchant states, in memory: seeded from the replicas, which every worker keeps
-        # of every card partition from fraud.merchant-partials (`OwnMerchants`), so no table of their own.
-        merchants = StateStore(MerchantState, MerchantState.from_bytes)
+        # Merchant states: every card partition's replicas, which every worker keeps from fraud.merchant-partials, the
+        # partitions scored here included (`OwnMerchants`): no table of their own, no store in the scorer.
         self.merchant_partials = MerchantPartials(s.partitions, grace_ms=s.grace_ms, replicated=True)
         self.scorer = FraudScorer(
             s,
             cards=cards,
             standings=standings,
-            merchants=merchants,
             snapshots=EncodedSnapshots(self.snapshot_table),
             pending=self.maturity_queue,
             card_index=self.card_index,

@@ -44,10 +44,13 @@ class Gauges:
         """Every gauge, now (a timer calls it every few seconds)."""
         m, scorer = self.metrics, self.scorer
         m.cards.set(self.card_table.approx_len())
-        m.merchants.set(len(scorer.merchants.live))  # this worker's partitions' own states (no table: `OwnMerchants`)
+        # Merchant states are the replicas of every card partition (`fraudstream.stream.partials`): those of the
+        # partitions scored here are this worker's to track; all of them are held as objects.
+        replicas = scorer.merchant_partials.replicas if scorer.merchant_partials is not None else {}
+        m.merchants.set(sum(len(replicas.get(p, ())) for p in self.score.merchants.seeded))
+        m.live_states.labels("merchant").set(sum(len(states) for states in replicas.values()))
         m.snapshots.set(len(scorer.pending))
-        for kind, store in (("card", scorer.cards), ("standing", scorer.standings), ("merchant", scorer.merchants),
-                            ("card_transactions", scorer.card_index)):
+        for kind, store in (("card", scorer.cards), ("standing", scorer.standings), ("card_transactions", scorer.card_index)):
             m.live_states.labels(kind).set(len(store.live))
         if self.rocksdb_memory is not None:
             m.rocksdb_memory.set(self.rocksdb_memory.usage() + sum(t.rocksdb_readers_memory() for t in self.tables))

@@ -12,8 +12,9 @@ shows once they are aborted, and faust's fetcher is patched to (``faust_patches.
 record of a transaction its killed worker never committed, applied here, would count its events twice when the
 restarted worker takes them again.
 
-Reading from the beginning is what the embedded broker, which deletes nothing, allows; with Apache Kafka the
-topic keeps what the longest merchant window needs (``topics/fraud.merchant-partials.json``).
+It reads from the beginning, so the topic is kept whole (``topics/fraud.merchant-partials.json``: ``retention.ms``
+-1), and a starting worker's read grows with history; checkpoints of the replicas would bound it (not built:
+docs/capacity.md, "What is left").
 """
 
 from __future__ import annotations

@@ -34,3 +34,21 @@ def test_a_revocation_lets_go_of_what_waits_and_an_assignment_seeds_only_its_lat
     assigned = {TP(s.topic_authorizations, 1), TP(s.topic_labels, 0)}
     asyncio.run(app.app.on_partitions_assigned.send(assigned))
     assert seeded == [{1}] and app._assignments == 1
+
+
+def test_the_merchant_gauges_count_the_replicas(tmp_path) -> None:
+    """Merchant states live in the replicas of every card partition: those of the partitions scored here are the
+    worker's to track, all of them are held in memory."""
+    from fraudstream.stream.app import FraudApp
+
+    s = Settings.load(env={}).with_overrides(state_dir=str(tmp_path), partitions=3)
+    app = FraudApp(s, "127.0.0.1:1", Metrics(CollectorRegistry()))
+    app.rule_follower.consumer.close()
+    book = app.merchant_partials
+    for partition, merchant in ((0, "m1"), (0, "m2"), (1, "m1")):
+        book.replica(partition, merchant)
+    app.own_merchants.seed(0)
+    app.gauges.report()
+    registry = app.metrics.registry
+    assert registry.get_sample_value("fraudstream_merchants_tracked") == 2
+    assert registry.get_sample_value("fraudstream_live_states", {"kind": "merchant"}) == 3
