@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from fraudstream.contracts import Authorization, decode, encode
@@ -27,6 +28,9 @@ from fraudstream.core.decision import Decision
 from fraudstream.core.features.catalogue import FEATURE_NAMES
 
 __all__ = ["Snapshot", "EncodedSnapshots"]
+
+#: The features' vector, in the catalogue's order, when each is present (encoded as the list it replaces).
+_VECTOR = itemgetter(*FEATURE_NAMES)
 
 
 @dataclass(slots=True)
@@ -51,8 +55,12 @@ class Snapshot:
     decision_number: int | None = None
 
     def to_bytes(self) -> bytes:
+        try:
+            vector: Any = _VECTOR(self.features)  # every feature present (a scorer's): a tuple, one C call
+        except KeyError:
+            vector = [self.features.get(n) for n in FEATURE_NAMES]  # null where one is missing
         return encode(
-            {"a": self.auth.as_dict(), "x": [self.features.get(n) for n in FEATURE_NAMES], "s": self.score, "v": self.model_version,
+            {"a": self.auth.as_dict(), "x": vector, "s": self.score, "v": self.model_version,
              "d": self.decision.as_dict(), "r": self.reasons, "h": list(self.rule_hits), "late": self.late,
              "l": self.label, "p": self.provisional, **({} if self.decision_number is None else {"n": self.decision_number})},
             keep=True,

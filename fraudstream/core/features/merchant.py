@@ -142,12 +142,12 @@ def merchant_features(
     c1, s1, f1 = state.hours.window(ts, values, store)
     c7, s7, f7, c30, s30, f30 = state.days.window(ts, values, store)
     for other in others:  # each ring's totals as of ts (summing the rings into one first costs ten times more)
-        o1 = other.hours.totals(ts)
-        o7 = other.days.totals(ts, 7)
-        o30 = other.days.totals(ts, 30)
-        c1, s1, f1 = c1 + o1[0], s1 + o1[1], f1 + o1[2]
-        c7, s7, f7 = c7 + o7[0], s7 + o7[1], f7 + o7[2]
-        c30, s30, f30 = c30 + o30[0], s30 + o30[1], f30 + o30[2]
+        oc, os, of = other.hours.totals3(ts, 24)
+        c1, s1, f1 = c1 + oc, s1 + os, f1 + of
+        oc, os, of = other.days.totals3(ts, 7)
+        c7, s7, f7 = c7 + oc, s7 + os, f7 + of
+        oc, os, of = other.days.totals3(ts, 30)
+        c30, s30, f30 = c30 + oc, s30 + os, f30 + of
     if store:
         _note_card(state, _crc32(auth.card_id.encode()), minute)  # stable_hash, inline
         if ts > clock:

@@ -197,6 +197,46 @@ class Blend:
         if not self.fresh():
             self._build()
         z1, z2 = _sums(self._features, self._layout, x, self._intercepts[0], self._intercepts[1])
+        return self._mean(z1, z2)
+
+    def occluded(self, x: dict[str, Any], usual: dict[str, float], skip: tuple[str, ...] = ()) -> tuple[float, dict[str, float]]:
+        """The blend's score of ``x``, and its score with each feature of ``usual`` (but those in ``skip``) in turn at
+        its usual value instead (an alert's explanation, `OnlineModel.explain`).
+
+        A feature's part of each model's sum depends on that feature alone, so each occluded score is the sums of
+        ``x`` with that one part replaced: one pass over the features, not a score per feature (55 scores an alert
+        cost 280 µs). Equal to scoring each occluded copy to ~1e-15 (the same terms, added in another order); a
+        feature whose part does not change (at its usual value, or never learned) gives the score exactly.
+
+        >>> from fraudstream.core.model.factory import make_model
+        >>> m = make_model("logistic")  # a FastLogistic
+        >>> for i in range(40):
+        ...     m.learn_one({"amount": 900.0 if i % 2 else 10.0, "is_night": float(i % 3 == 0)}, bool(i % 2))
+        >>> x = {"amount": 700.0, "is_night": 1.0}
+        >>> base, without = Blend([m]).occluded(x, {"amount": 50.0, "is_night": 0.0})
+        >>> base == m.proba_one(x), abs(without["amount"] - m.proba_one({"amount": 50.0, "is_night": 1.0})) < 1e-12
+        (True, True)
+        """
+        if not self.fresh():
+            self._build()
+        features = self._features
+        z1, z2 = _sums(features, self._layout, x, self._intercepts[0], self._intercepts[1])
+        base = self._mean(z1, z2)
+        out: dict[str, float] = {}
+        for name, value in x.items():
+            if name not in usual or name in skip:
+                continue
+            feature = features.get(name)
+            if feature is None or value is None:
+                out[name] = base  # never learned (weight 0), or absent: no part in the sums
+                continue
+            now1, now2 = _part(feature, value)
+            then1, then2 = _part(feature, usual[name])
+            d1, d2 = then1 - now1, then2 - now2
+            out[name] = base if d1 == 0.0 and d2 == 0.0 else self._mean(z1 + d1, z2 + d2)
+        return base, out
+
+    def _mean(self, z1: float, z2: float) -> float:
         total = 0.0
         total += _sigmoid(z1)
         if len(self.models) == 2:
@@ -259,6 +299,29 @@ def _sums(features: dict[str, _Feature], layout: _Layout, x: dict[str, Any], z1:
             z2 += term.a * (v - term.mean)
             for hinge in term.hinges:
                 z2 += hinge.b * ((h - hinge.knot if h > hinge.knot else 0.0) - hinge.mean)
+    return z1, z2
+
+
+def _part(feature: _Feature, value: float) -> tuple[float, float]:
+    """One feature's part of each model's sum, at ``value`` (the steps of :func:`_sums` for that feature)."""
+    v: float = value
+    scale = feature.scale
+    if scale and v > 0:
+        v = math.log1p(scale * v)
+    h = 0.0
+    if feature.hinged:
+        h = v if scale else (math.log1p(v) if v > 0 else 0.0)
+    z1 = z2 = 0.0
+    term = feature.first
+    if term is not None:
+        z1 += term.a * (v - term.mean)
+        for hinge in term.hinges:
+            z1 += hinge.b * ((h - hinge.knot if h > hinge.knot else 0.0) - hinge.mean)
+    term = feature.second
+    if term is not None:
+        z2 += term.a * (v - term.mean)
+        for hinge in term.hinges:
+            z2 += hinge.b * ((h - hinge.knot if h > hinge.knot else 0.0) - hinge.mean)
     return z1, z2
 
 

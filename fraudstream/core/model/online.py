@@ -125,12 +125,14 @@ class OnlineModel:
         self.baseline: dict[str, stats.Mean] = {}
         self._blend: tuple[int, Blend | None] | None = None  # (examples, the blend of the ready models): derived
         self._version = (0, f"{name}-0")  # (examples, version): derived
+        self._usual: tuple[int, dict[str, float]] = (-1, {})  # (examples, each feature's usual value): derived
 
     # Checkpoints hold what learned; the blend and the version are derived from it.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_blend", None)
         state.pop("_version", None)
+        state.pop("_usual", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -139,6 +141,7 @@ class OnlineModel:
             self.amount_bands = AmountBandOdds()
         self._blend = None
         self._version = (self.examples, f"{self.name}-{self.examples}")
+        self._usual = (-1, {})
 
     @property
     def version(self) -> str:
@@ -219,34 +222,51 @@ class OnlineModel:
     def explain(self, features: Mapping[str, float], top: int = 3) -> list[Contribution]:
         """Occlusion: how much the score drops when one feature takes its usual value.
 
-        Honest for any model (it asks the model itself); for a linear model it
-        ranks features as their contributions do. Before the model is ready the
+        Honest for any model (it asks the model itself); for the linear blend it
+        takes each feature's part of the sums out in one step (`Blend.occluded`). Before the model is ready the
         cold-start score's own terms are the explanation.
         """
         if not self.ready:
             terms = sorted(_cold_start_terms(features).items(), key=lambda kv: -kv[1])
             return [Contribution(k, float(features.get(k, 0.0)), v) for k, v in terms[:top] if v > 0]
-        # One model input, each feature in turn set to its usual value and back (not a copy per feature).
         x = self.model_input(features)
         band = x[AMOUNT_BAND]
-        base = self._score(x)
+        usual = self.usual_values()
+        blend = self._ready_blend()
+        if blend is not None:
+            # Linear models: each feature's occluded score in one step from the sums (`Blend.occluded`). The amount
+            # moves its band too (model_input), so it alone is scored again.
+            base, without = blend.occluded(x, usual, skip=("amount", AMOUNT_BAND))
+        else:
+            base, without = self._score(x), {}
         effects = []
         for name, value in features.items():
-            usual = self.baseline.get(name)
-            if usual is None or usual.n == 0:
+            if name not in usual:
                 continue
-            x[name] = usual.get()
-            if name == "amount" or name == AMOUNT_BAND:  # the band is derived from the amount (model_input)
-                x[AMOUNT_BAND] = self.amount_bands.value(x.get("amount"))
-            effects.append(Contribution(name, value, base - self._score(x)))
-            x[name] = value
-            x[AMOUNT_BAND] = band
-        effects.sort(key=lambda c: -c.effect)
-        return [c for c in effects[:top] if c.effect > 0]
+            occluded = without.get(name)
+            if occluded is None:  # each feature in turn set to its usual value and back (not a copy per feature)
+                x[name] = usual[name]
+                if name == "amount" or name == AMOUNT_BAND:  # the band is derived from the amount (model_input)
+                    x[AMOUNT_BAND] = self.amount_bands.value(x.get("amount"))
+                occluded = self._score(x)
+                x[name] = value
+                x[AMOUNT_BAND] = band
+            if base > occluded:  # only what raised the score is said (a Contribution made for each cost 1 µs)
+                effects.append((base - occluded, name, value))
+        effects.sort(key=lambda e: -e[0])  # stable: ties keep the features' order
+        return [Contribution(name, value, effect) for effect, name, value in effects[:top]]
+
+    def usual_values(self) -> dict[str, float]:
+        """Each feature's usual value (its mean over the examples learned), as of the last one learned: read by every
+        alert's explanation, so made once per example learned, not per alert. Read only."""
+        examples, values = self._usual
+        if examples != self.examples:
+            values = {name: mean.get() for name, mean in self.baseline.items() if mean.n}
+            self._usual = (self.examples, values)
+        return values
 
     def usual(self, name: str) -> float | None:
-        m = self.baseline.get(name)
-        return m.get() if m is not None and m.n else None
+        return self.usual_values().get(name)
 
     # --- checkpoints --------------------------------------------------------
     def to_bytes(self) -> bytes:
