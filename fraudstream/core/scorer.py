@@ -236,7 +236,7 @@ class FraudScorer:
             if not duplicate:
                 book.idle.discard(partition)
                 book.receive_progress(partition, auth.ts)
-            state = book.replica(partition, merchant_id)
+            state = book.replica(partition, merchant_id) if duplicate else book.writable(partition, merchant_id)
         else:  # the backtest: the partitions' own states in the scorer's store, their versions as event time passes
             book.cross(auth.ts, self.merchants.get)
             key = book.key(partition, merchant_id)

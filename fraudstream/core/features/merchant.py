@@ -49,7 +49,7 @@ _BLANK: Final = dict.fromkeys(MERCHANT_FEATURES, 0.0)
 class MerchantState:
     """Volume, amounts and confirmed fraud at one merchant, plus its recent cards."""
 
-    __slots__ = ("clock", "hours", "days", "cards", "card_seen", "card_compromised")
+    __slots__ = ("clock", "hours", "days", "cards", "card_seen", "card_compromised", "shared")
 
     def __init__(self, hours: BucketRing | None = None, days: BucketRing | None = None) -> None:
         self.clock = NO_TIME
@@ -59,6 +59,9 @@ class MerchantState:
         self.cards: array[int] = array("q")  # stable hashes of the most recent cards
         self.card_seen: array[int] = array("q")  # minute last seen
         self.card_compromised: array[int] = array("b")
+        #: Kept as a version of its partition too (`MerchantPartials`): read only from then on; its next change is
+        #: made to a copy (`MerchantPartials.writable`). Not persisted.
+        self.shared = False
 
     def to_bytes(self) -> bytes:
         return b"".join(
