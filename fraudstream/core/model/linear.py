@@ -223,15 +223,15 @@ class Blend:
         z1, z2 = _sums(features, self._layout, x, self._intercepts[0], self._intercepts[1])
         base = self._mean(z1, z2)
         out: dict[str, float] = {}
+        one = _Layout()  # a feature at a time: its part of each sum, by the very steps of the whole sums
         for name, value in x.items():
             if name not in usual or name in skip:
                 continue
-            feature = features.get(name)
-            if feature is None or value is None:
+            if features.get(name) is None or value is None:
                 out[name] = base  # never learned (weight 0), or absent: no part in the sums
                 continue
-            now1, now2 = _part(feature, value)
-            then1, then2 = _part(feature, usual[name])
+            now1, now2 = _sums(features, one, {name: value}, 0.0, 0.0)
+            then1, then2 = _sums(features, one, {name: usual[name]}, 0.0, 0.0)
             d1, d2 = then1 - now1, then2 - now2
             out[name] = base if d1 == 0.0 and d2 == 0.0 else self._mean(z1 + d1, z2 + d2)
         return base, out
@@ -299,29 +299,6 @@ def _sums(features: dict[str, _Feature], layout: _Layout, x: dict[str, Any], z1:
             z2 += term.a * (v - term.mean)
             for hinge in term.hinges:
                 z2 += hinge.b * ((h - hinge.knot if h > hinge.knot else 0.0) - hinge.mean)
-    return z1, z2
-
-
-def _part(feature: _Feature, value: float) -> tuple[float, float]:
-    """One feature's part of each model's sum, at ``value`` (the steps of :func:`_sums` for that feature)."""
-    v: float = value
-    scale = feature.scale
-    if scale and v > 0:
-        v = math.log1p(scale * v)
-    h = 0.0
-    if feature.hinged:
-        h = v if scale else (math.log1p(v) if v > 0 else 0.0)
-    z1 = z2 = 0.0
-    term = feature.first
-    if term is not None:
-        z1 += term.a * (v - term.mean)
-        for hinge in term.hinges:
-            z1 += hinge.b * ((h - hinge.knot if h > hinge.knot else 0.0) - hinge.mean)
-    term = feature.second
-    if term is not None:
-        z2 += term.a * (v - term.mean)
-        for hinge in term.hinges:
-            z2 += hinge.b * ((h - hinge.knot if h > hinge.knot else 0.0) - hinge.mean)
     return z1, z2
 
 
