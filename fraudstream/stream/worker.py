@@ -19,14 +19,13 @@ log = logging.getLogger("fraudstream.worker")
 
 #: The cyclic garbage collector's thresholds in a worker (CPython's: 700, 10, 10). A worker makes some hundreds of
 #: objects per authorization, nearly all freed at once by reference counting, and keeps a large heap of live ones
-#: (card and merchant states: about a million objects, most of them their arrays, which CPython 3.11 tracks) that
-#: every older-generation collection walks: at CPython's thresholds a young collection ran every few authorizations
-#: and a full one every 7,500-15,000, for 100-150 ms each (docs/capacity.md). Rarer collections cost less in all, the
-#: heap built at start (modules, the app) is frozen out of them. The middle generation is collected every second young
-#: collection: each object that lives on is walked there once whatever the threshold, so that costs no more in all,
-#: while a collection walks what two young ones left, not twenty (a worker at saturation: the longest pause 68-79 ms
-#: against 190-222 ms at 20, the same 0.8-0.9 s in all); a full collection still comes after 2,000 young ones.
-GC_THRESHOLDS = (20_000, 2, 1_000)
+#: (card and merchant states, caches, faust's and aiokafka's objects) that every older-generation collection walks:
+#: at CPython's thresholds a young collection ran every few authorizations and a full one every 7,500-15,000, for
+#: 100-150 ms each (docs/capacity.md). Rarer collections cost less in all, the heap built at start (modules, the
+#: app) is frozen out of them. (A middle generation collected every second young collection, 20,000 / 2 / 1,000,
+#: cut its longest pause at saturation from about 200 ms to 70, for the same total, but promotes short-lived cycles
+#: to the old generation ten times sooner, where they wait for a full collection: the soak's memory rose faster.)
+GC_THRESHOLDS = (20_000, 20, 100)
 
 
 def start_metrics_server(settings: Settings, tries: int = 16) -> int:
