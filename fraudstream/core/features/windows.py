@@ -258,8 +258,11 @@ class BucketRing:
     def totals(self, ts: int, span: int | None = None) -> list[float]:
         """Sums over the ``span`` buckets (default the whole ring) ending at ``ts``'s bucket."""
         span = self.n if span is None else span
-        b = ts // self.width
         f = self.fields
+        if f == 3:  # the same sums, as three floats (a merchant's rings, read for every authorization)
+            t0, t1, t2 = self.totals3(ts, span)
+            return [t0, t1, t2]
+        b = ts // self.width
         if b == self.head and span in self.spans:
             off = self.spans.index(span) * f
             return self.sums[off : off + f].tolist()
@@ -277,8 +280,8 @@ class BucketRing:
         return out
 
     def totals3(self, ts: int, span: int) -> tuple[float, float, float]:
-        """:meth:`totals` of a ring of three fields, as three floats: the same sums, bit for bit, without a list
-        (compiled: native doubles, where the list boxes each addition). A merchant's other card partitions are read
+        """:meth:`totals` of a ring of three fields, as three floats, without a list (compiled: native doubles, where
+        the list boxes each addition); :meth:`totals` of such a ring is this. A merchant's other card partitions are read
         this way, three spans each, for every authorization (``merchant_features``).
 
         >>> ring = BucketRing(n=24, width=3_600_000, fields=3)
