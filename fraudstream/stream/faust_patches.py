@@ -1,18 +1,20 @@
 """Every patch of faust (and of the aiokafka underneath it) the worker needs, in one place, applied by :func:`apply`.
 
 Each works around one faust behaviour; the long stories are in the docstrings below and in
-:mod:`fraudstream.stream.delivery` (the holes in faust's at-least-once delivery, numbered 1 to 7 there).
+:mod:`fraudstream.stream.delivery` (the holes in faust's at-least-once delivery, numbered 1 to 9 there).
 
 =====================================================  ==============================================================
 Patched                                                faust behaviour it works around
 =====================================================  ==============================================================
 ``Consumer.getmany``                                   hands agents records past offsets it skipped after a rebalance,
-                                                      and its last read offset again after a seek
+                                                      and its last read offset again after a seek; never notices a
+                                                      partition whose next offset is on the broker and never comes
 ``Consumer._wait_next_records``                        makes a ``Message`` of every record and hands each on one at a
                                                       time (``Event``, lock, queue, task switch): the authorization
                                                       hops' records go to their lanes instead, a fetch at a time
                                                       (:mod:`fraudstream.stream.lanes`; acknowledged a batch at a
-                                                      time by :func:`acknowledge_offsets`)
+                                                      time by :func:`acknowledge_offsets`); drops a paused
+                                                      partition's records without reading them again
 ``Consumer.seek``                                      forgets where a sought partition must resume (for getmany)
 ``Consumer.perform_seek``                              reads stale read offsets; leaves never-committed partitions unsought
 ``Consumer.on_partitions_revoked``                     keeps committing a revoked partition's late acknowledgements
@@ -122,6 +124,7 @@ class _Positions:
         self.behind: dict[Any, tuple[int, float]] = {}  # fetched past the next offset its agent waits for: since when
         self.gaps: dict[Any, int] = {}  # skipped offsets made faust's gaps up to here (exactly once)
         self.unsought: set[Any] = set()  # records fetched before the seek to the committed offset: left out
+        self.unfetched: dict[Any, tuple[int, float]] = {}  # the offset its agent waits for is on the broker: since when
 
     def forget(self, tp: Any) -> None:
         self.expected.pop(tp, None)
@@ -131,6 +134,7 @@ class _Positions:
         self.behind.pop(tp, None)
         self.gaps.pop(tp, None)
         self.unsought.discard(tp)
+        self.unfetched.pop(tp, None)
 
 
 def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
@@ -151,6 +155,8 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
     - A partition fetched past the offset its agent waits for next (``delivery._NEXT``), while that agent waits for
       a batch, for ``HEAD_WAIT_S`` (faust's stream skipped that offset and every one after it), is read again from
       it (delivery module doc, 8). Where reading starts, the committed offset, is where its agent starts too.
+    - A fetch's records that are not handed on (their partition paused meanwhile) are read again; so is a partition
+      whose next offset is on the broker and has not been fetched for ``HEAD_WAIT_S`` (delivery module doc, 9).
 
     Changelog topics (compacted, read by table recovery) are not touched.
     """
@@ -193,6 +199,59 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
                 pos.expected[tp] = waited
                 asyncio.ensure_future(seek_again(self, tp, waited))
 
+    def read_again_the_unfetched(self: Any, pos: _Positions) -> None:
+        # The offset an agent waits for next is on the broker (below the partition's fetch high-water mark) and has
+        # not been fetched since, for HEAD_WAIT_S, though its partition is neither paused nor stopped: a fetch of it
+        # was lost on the way (`read_again_from`, for the one way seen), and nothing later will say so, as no later
+        # offset comes either. It is read again from there.
+        if not self.flow_active:
+            return  # a rebalance: reading starts again from the committed offsets
+        now, paused = time.monotonic(), self._paused_partitions
+        for tp in pos.start:
+            key = (tp.topic, tp.partition)
+            next_offset, fetched = _NEXT.get(key), pos.expected.get(tp)
+            if next_offset is None or fetched is None or tp in paused:
+                pos.unfetched.pop(tp, None)
+                continue
+            waited = _SKIPPED.end_of(key, next_offset)
+            highwater = readable_end(self, tp)
+            if highwater is None or fetched > waited or highwater <= waited:
+                pos.unfetched.pop(tp, None)
+                continue
+            since = pos.unfetched.get(tp)
+            if since is None or since[0] != waited:
+                pos.unfetched[tp] = (waited, now)
+            elif now - since[1] > HEAD_WAIT_S:
+                log.warning("%s[%d]: offset %d on the broker (high-water mark %d) not fetched in %.0fs; reading again "
+                            "from it", tp.topic, tp.partition, waited, highwater, now - since[1])
+                pos.unfetched[tp] = (waited, now)
+                pos.expected[tp] = waited
+                asyncio.ensure_future(seek_again(self, tp, waited))
+
+    def readable_end(self: Any, tp: Any) -> int | None:
+        # Where the partition's readable records end, by the last fetch (None: not fetched yet, or not assigned any
+        # longer): its high-water mark, or with read_committed its last stable offset, before any open transaction.
+        try:
+            end = self.highwater(tp)
+            client = self._thread._consumer  # aiokafka's (None before it starts)
+            if end is not None and client is not None and client._isolation_level == "read_committed":
+                stable = client.last_stable_offset(tp)
+                end = end if stable is None else min(end, stable)
+        except Exception:  # revoked since: aiokafka asserts that the partition is assigned
+            return None
+        return cast("int | None", end)
+
+    async def read_again_from(self: Any, pos: _Positions, tp: Any, offset: int) -> None:
+        # Records of ``tp`` from ``offset`` on were fetched and are not handed on: the consumer's position is past
+        # them, so they are read again (from the next offset expected, if that is before them). Unless the partition
+        # has not been sought since it was assigned: the seek to the committed offsets reads it again then.
+        if tp not in pos.start:
+            pos.unsought.add(tp)
+            return
+        offset = min(offset, pos.expected.get(tp, offset))
+        pos.expected[tp] = offset
+        await seek_again(self, tp, offset)
+
     def in_order(pos: _Positions, tp: Any, offset: int) -> int:
         """Whether a fetched record of a guarded partition follows what was handed on from it: ``_TAKE``; ``_STALE``
         (handed on already); or, for a jump ahead, the offset to seek back to (it is logged and asked for: the caller
@@ -227,6 +286,7 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
     async def guarded_getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         pos = positions(self)
         read_again_the_lost(self, pos)
+        read_again_the_unfetched(self, pos)
         held: set[Any] = set()
         async for tp, message in getmany(self, timeout):
             if tp.topic not in guarded:
@@ -288,20 +348,33 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
     async def guarded_wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:
         # The lanes' records leave the fetch here, before faust's getmany makes a Message of each.
         records, active_partitions = await wait_next_records(self, timeout)
-        if not records or not any(tp.topic in LANES for tp in records):
+        if not records:
+            return records, active_partitions
+        if not self.flow_active or self.should_stop:
+            # faust drops a fetch that comes then, and seeks back to the committed offsets: so do the lanes.
+            return {tp: rs for tp, rs in records.items() if tp.topic not in LANES}, active_partitions
+        pos = positions(self)
+        if active_partitions is not None:
+            # aiokafka takes an empty set of partitions for all of them: a fetch still waiting when faust paused the
+            # last active partition (its recovery pauses the changelogs it has read, then resumes the streams) hands
+            # on records of paused partitions too, which faust drops, the consumer's position already past them:
+            # nothing read them again, unless a seek to the committed offsets came after (tests/reliability/
+            # test_rebalance.py: 26 authorizations of a partition never scored, the others held for it).
+            records = dict(records)
+            for tp in [tp for tp in records if tp.topic in guarded and tp not in active_partitions
+                       and tp not in self._buffered_partitions]:
+                dropped = records.pop(tp)
+                if dropped:
+                    await read_again_from(self, pos, tp, dropped[0].offset)
+        if not any(tp.topic in LANES for tp in records):
             return records, active_partitions
         rest = {tp: rs for tp, rs in records.items() if tp.topic not in LANES}
-        if not self.flow_active or self.should_stop:
-            return rest, active_partitions  # faust drops a fetch that comes then (and seeks back): so do the lanes
-        pos = positions(self)
         generation = self.app.consumer_generation_id
         for tp, laned in records.items():
             if tp.topic not in LANES or not laned:
                 continue
             if self.app.consumer_generation_id != generation:
                 break  # a rebalance began meanwhile: faust's getmany drops the rest too (read again after the seek)
-            if active_partitions is not None and tp not in active_partitions and tp not in self._buffered_partitions:
-                continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             await to_lane(self, pos, tp, laned, generation)
         return rest, active_partitions
@@ -313,10 +386,11 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
     async def guarded_perform_seek(self: Any) -> None:
         # faust's perform_seek, keeping the committed offsets it seeks to: its read offsets, looked at afterwards,
         # may already have moved on with records fetched before the seek.
+        pos = positions(self)
+        before = dict(pos.expected)
         committed_offsets = await self.seek_to_committed()
         self._read_offset.update({tp: o if o is not None and o >= 0 else None for tp, o in committed_offsets.items()})
         self._committed_offset.update({ensure_TP(tp): o or None for tp, o in committed_offsets.items() if o is not None})
-        pos = positions(self)
         uncommitted = []
         for tp in self.assignment():
             if tp.topic not in guarded:
@@ -325,9 +399,15 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             if committed is None or committed < 0:
                 uncommitted.append(tp)
             else:
+                handed_on = pos.expected.get(tp) != before.get(tp)
                 pos.expected[tp] = pos.start[tp] = _NEXT[(tp.topic, tp.partition)] = committed
                 _ASKED[(tp.topic, tp.partition)] = (committed, time.monotonic())  # read from there: no need to ask
                 pos.seeks.pop(tp, None)
+                if handed_on:
+                    # Records fetched before the seek were handed on while it ran, the consumer's position past
+                    # them: it could end past the committed offset, which nothing would then read (delivery
+                    # module doc, 9). Sought there again, now that its agent expects it.
+                    await seek(self, tp, committed)
         if uncommitted:
             for tp, offset in (await self.earliest_offsets(*uncommitted)).items():
                 log.info("%s[%d]: no committed offset; reading from its beginning (%d)", tp.topic, tp.partition, offset)
