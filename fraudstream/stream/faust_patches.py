@@ -178,6 +178,20 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             p = consumer.__dict__["_fraudstream_positions"] = _Positions()
         return p
 
+    def read_again_when_overdue(self: Any, pos: _Positions, since: dict[Any, tuple[int, float]], tp: Any, offset: int,
+                                now: float, what: str) -> None:
+        # ``offset`` of ``tp`` is waited for (``what`` says why), noted in ``since``, one of ``pos``'s timers: once
+        # it has been for HEAD_WAIT_S, the partition is read again from it.
+        began = since.get(tp)
+        if began is None or began[0] != offset:
+            since[tp] = (offset, now)
+        elif now - began[1] > HEAD_WAIT_S:
+            log.warning("%s[%d]: offset %d %s for %.0fs; reading again from it", tp.topic, tp.partition, offset, what,
+                        now - began[1])
+            since[tp] = (offset, now)
+            pos.expected[tp] = offset
+            asyncio.ensure_future(seek_again(self, tp, offset))
+
     def read_again_the_lost(self: Any, pos: _Positions) -> None:
         # Fetched (handed to faust's streams) past the offset an agent waits for next, while that agent waits for
         # its next batch, for HEAD_WAIT_S: faust's stream skipped it, and every one after it (delivery module doc, 8).
@@ -189,15 +203,7 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             if waited is None or fetched <= waited or _BUSY.get(tp.topic):
                 pos.behind.pop(tp, None)
                 continue
-            since = pos.behind.get(tp)
-            if since is None or since[0] != waited:
-                pos.behind[tp] = (waited, now)
-            elif now - since[1] > HEAD_WAIT_S:
-                log.warning("%s[%d]: offset %d fetched %.0fs ago and not processed; reading again from it", tp.topic,
-                            tp.partition, waited, now - since[1])
-                pos.behind[tp] = (waited, now)
-                pos.expected[tp] = waited
-                asyncio.ensure_future(seek_again(self, tp, waited))
+            read_again_when_overdue(self, pos, pos.behind, tp, waited, now, "fetched and not processed")
 
     def read_again_the_unfetched(self: Any, pos: _Positions) -> None:
         # The offset an agent waits for next is on the broker (below the partition's fetch high-water mark) and has
@@ -218,15 +224,8 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             if highwater is None or fetched > waited or highwater <= waited:
                 pos.unfetched.pop(tp, None)
                 continue
-            since = pos.unfetched.get(tp)
-            if since is None or since[0] != waited:
-                pos.unfetched[tp] = (waited, now)
-            elif now - since[1] > HEAD_WAIT_S:
-                log.warning("%s[%d]: offset %d on the broker (high-water mark %d) not fetched in %.0fs; reading again "
-                            "from it", tp.topic, tp.partition, waited, highwater, now - since[1])
-                pos.unfetched[tp] = (waited, now)
-                pos.expected[tp] = waited
-                asyncio.ensure_future(seek_again(self, tp, waited))
+            read_again_when_overdue(self, pos, pos.unfetched, tp, waited, now,
+                                    f"on the broker (high-water mark {highwater}) and not fetched")
 
     def readable_end(self: Any, tp: Any) -> int | None:
         # Where the partition's readable records end, by the last fetch (None: not fetched yet, or not assigned any
@@ -477,16 +476,9 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             if acked and min(acked) > head:
                 if (tp.topic, tp.partition, head) in _HELD:
                     return None  # waiting in its agent, on purpose
-                pos, now = positions(self), time.monotonic()
-                since = pos.waiting.get(tp)
-                if since is None or since[0] != head:
-                    pos.waiting[tp] = (head, now)
-                elif now - since[1] > HEAD_WAIT_S:
-                    log.warning("%s[%d]: offset %d still not processed %.0fs after later ones; reading again from it",
-                                tp.topic, tp.partition, head, now - since[1])
-                    pos.waiting[tp] = (head, now)
-                    pos.expected[tp] = head
-                    asyncio.ensure_future(seek_again(self, tp, head))
+                pos = positions(self)
+                read_again_when_overdue(self, pos, pos.waiting, tp, head, time.monotonic(),
+                                        "not processed, and later ones were")
                 return None  # the next offset to commit is not acknowledged yet
         result: int | None = new_offset(self, tp)
         return result
