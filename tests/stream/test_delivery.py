@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import faust
 import pytest
 from aiokafka.structs import ConsumerRecord
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 
 from fraudstream.stream import delivery, faust_patches
@@ -17,18 +18,20 @@ TOPIC = "test-delivery.fraud.authorizations-by-merchant"
 
 
 @pytest.fixture()
-def consumer() -> faust.types.ConsumerT:
+def consumer() -> FaustConsumer:
     keep_stream_offsets_contiguous([TOPIC])
     app = faust.App("test-delivery", broker="kafka://127.0.0.1:9")  # never connected
-    return app.consumer
+    consumer = app.consumer
+    assert isinstance(consumer, FaustConsumer)  # the concrete one, whose bookkeeping the patches change
+    return consumer
 
 
-def acknowledged(consumer: faust.types.ConsumerT, tp: TP, offsets: list[int]) -> None:
+def acknowledged(consumer: FaustConsumer, tp: TP, offsets: list[int]) -> None:
     consumer._acked[tp] = list(offsets)
     consumer._acked_index[tp] = set(offsets)
 
 
-def test_nothing_is_committed_between_a_revocation_and_the_next_seek(consumer: faust.types.ConsumerT) -> None:
+def test_nothing_is_committed_between_a_revocation_and_the_next_seek(consumer: FaustConsumer) -> None:
     # Revoked: faust forgot the committed offset; events fetched before were acknowledged after, while an earlier
     # one (953) was still held for event-time order. Committing their run (964) skipped 953 for the next owner.
     tp = TP(TOPIC, 0)
@@ -36,7 +39,7 @@ def test_nothing_is_committed_between_a_revocation_and_the_next_seek(consumer: f
     assert consumer._new_offset(tp) is None
 
 
-def test_a_run_from_the_committed_offset_is_committed_up_to_its_first_hole(consumer: faust.types.ConsumerT) -> None:
+def test_a_run_from_the_committed_offset_is_committed_up_to_its_first_hole(consumer: FaustConsumer) -> None:
     tp = TP(TOPIC, 1)
     consumer._committed_offset[tp] = 950
     acknowledged(consumer, tp, [950, 951, 952, *range(954, 964)])
@@ -44,21 +47,21 @@ def test_a_run_from_the_committed_offset_is_committed_up_to_its_first_hole(consu
 
 
 def test_nothing_is_committed_while_the_committed_offset_itself_is_not_acknowledged(
-        consumer: faust.types.ConsumerT) -> None:
+        consumer: FaustConsumer) -> None:
     tp = TP(TOPIC, 2)
     consumer._committed_offset[tp] = 950
     acknowledged(consumer, tp, list(range(951, 964)))  # faust's own rule would commit 964 here
     assert consumer._new_offset(tp) is None
 
 
-def test_other_topics_keep_faust_rules(consumer: faust.types.ConsumerT) -> None:
+def test_other_topics_keep_faust_rules(consumer: FaustConsumer) -> None:
     tp = TP("test-delivery-cards-changelog", 0)  # compacted: offsets legitimately jump
     acknowledged(consumer, tp, list(range(957, 964)))
     assert consumer._new_offset(tp) == 964
 
 
 def test_records_fetched_before_a_seek_and_again_after_it_reach_the_agent_once(
-        consumer: faust.types.ConsumerT, monkeypatch: pytest.MonkeyPatch) -> None:
+        consumer: FaustConsumer, monkeypatch: pytest.MonkeyPatch) -> None:
     # A restart: records of partition 0 fetched before the seek to its committed offset (458) are left out, and it is
     # sought there again; records fetched from 458 just before that seek were still on their way through faust's
     # getmany, so they are handed on after it, and the same offsets come again, fetched from the seek. faust hands on
@@ -110,7 +113,7 @@ def test_records_fetched_before_a_seek_and_again_after_it_reach_the_agent_once(
 class Fetcher:
     """What aiokafka hands faust's consumer (``_getmany``), the seeks asked of it, and the partitions' high-water marks."""
 
-    def __init__(self, consumer: faust.types.ConsumerT, monkeypatch: pytest.MonkeyPatch, committed: dict[TP, int],
+    def __init__(self, consumer: FaustConsumer, monkeypatch: pytest.MonkeyPatch, committed: dict[TP, int],
                  highwater: int) -> None:
         self.fetches: list[dict[TP, list[ConsumerRecord]]] = []
         self.seeks: list[tuple[TP, int]] = []
@@ -146,7 +149,7 @@ class Fetcher:
 
 
 def test_records_of_a_paused_partition_that_a_fetch_hands_on_are_read_again(
-        consumer: faust.types.ConsumerT, monkeypatch: pytest.MonkeyPatch) -> None:
+        consumer: FaustConsumer, monkeypatch: pytest.MonkeyPatch) -> None:
     # faust's recovery pauses the changelogs it has read before it resumes the streams: a fetch still waiting then
     # asked aiokafka for the records of an empty set of partitions, which it takes for all of them, and handed on
     # partition 0's 500..525 too, though paused. faust dropped them, the consumer's position past them: 26
@@ -170,7 +173,7 @@ def test_records_of_a_paused_partition_that_a_fetch_hands_on_are_read_again(
 
 
 def test_a_partition_whose_records_were_handed_on_while_it_was_sought_is_sought_again(
-        consumer: faust.types.ConsumerT, monkeypatch: pytest.MonkeyPatch) -> None:
+        consumer: FaustConsumer, monkeypatch: pytest.MonkeyPatch) -> None:
     # After a rebalance: reading started from the committed offset 287 (the seek while flow was off), and records
     # 287..293 were fetched. They were handed on while the seek at the end of recovery ran, moving the consumer's
     # position past it; its agent then expected 287 again and nothing read it: partition 1 stalled at 294.
@@ -178,7 +181,7 @@ def test_a_partition_whose_records_were_handed_on_while_it_was_sought_is_sought_
     fetcher = Fetcher(consumer, monkeypatch, {tp: 287}, highwater=728)
     seek_to_committed = consumer.seek_to_committed
 
-    async def while_seeking() -> dict[TP, int]:
+    async def while_seeking() -> Mapping[TP, int]:
         fetcher.fetches.append({tp: fetcher.records(tp, 287, 294)})
         assert await fetcher.handed_on() == [(1, o) for o in range(287, 294)]
         return await seek_to_committed()
@@ -193,7 +196,7 @@ def test_a_partition_whose_records_were_handed_on_while_it_was_sought_is_sought_
 
 
 def test_an_offset_on_the_broker_that_never_comes_is_read_again(
-        consumer: faust.types.ConsumerT, monkeypatch: pytest.MonkeyPatch) -> None:
+        consumer: FaustConsumer, monkeypatch: pytest.MonkeyPatch) -> None:
     # However a fetch of it was lost: partition 0's agent waits for 500, the broker has up to 525, and no fetch brings
     # it. Nothing later would say so (no later offset comes either); after HEAD_WAIT_S it is read again. Partition
     # 1 (paused: its records are not wanted now) and a partition read to its end are left as they are.
