@@ -359,12 +359,14 @@ def keep_stream_offsets_contiguous(topics: Iterable[str]) -> None:
             # on records of paused partitions too, which faust drops, the consumer's position already past them:
             # nothing read them again, unless a seek to the committed offsets came after (tests/reliability/
             # test_rebalance.py: 26 authorizations of a partition never scored, the others held for it).
-            records = dict(records)
-            for tp in [tp for tp in records if tp.topic in guarded and tp not in active_partitions
-                       and tp not in self._buffered_partitions]:
-                dropped = records.pop(tp)
-                if dropped:
-                    await read_again_from(self, pos, tp, dropped[0].offset)
+            paused = [tp for tp in records if tp.topic in guarded and tp not in active_partitions
+                      and tp not in self._buffered_partitions]
+            if paused:  # rare: the fetch is copied only then
+                dropped = {tp: records[tp] for tp in paused}
+                records = {tp: rs for tp, rs in records.items() if tp not in dropped}
+                for tp, rs in dropped.items():
+                    if rs:
+                        await read_again_from(self, pos, tp, rs[0].offset)
         if not any(tp.topic in LANES for tp in records):
             return records, active_partitions
         rest = {tp: rs for tp, rs in records.items() if tp.topic not in LANES}

@@ -23,8 +23,9 @@ log = logging.getLogger("fraudstream.worker")
 #: at CPython's thresholds a young collection ran every few authorizations and a full one every 7,500-15,000, for
 #: 100-150 ms each (docs/capacity.md). Rarer collections cost less in all, the heap built at start (modules, the
 #: app) is frozen out of them. (A middle generation collected every second young collection, 20,000 / 2 / 1,000,
-#: cut its longest pause at saturation from about 200 ms to 70, for the same total, but promotes short-lived cycles
-#: to the old generation ten times sooner, where they wait for a full collection: the soak's memory rose faster.)
+#: cut its longest pause at saturation from about 200 ms to 70, for the same total, but no run showed a lower p99
+#: for it, and it promotes short-lived cycles to the old generation ten times sooner, where they wait for a full
+#: collection. The soak's memory rose as much with either: the merchant states filling, docs/capacity.md.)
 GC_THRESHOLDS = (20_000, 20, 100)
 
 
